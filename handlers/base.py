@@ -1,0 +1,183 @@
+"""The handler base every demo model uses: JSON in, JSON out, each request validated alone.
+
+A batch from TorchServe is a list of requests. One malformed request must not fail the
+others, so :meth:`AdaptiveHandler.preprocess` validates each request on its own and keeps
+its error; :meth:`postprocess` answers the bad ones with HTTP 400 and a JSON message and
+the good ones with the model's output. The work is sized from ``len(data)``: the batch
+size the worker was loaded with goes stale once the plugin changes it live.
+
+Each batch reports its actual size and handler time as model metrics (declared in
+``configs/metrics.yaml``) and as a response header, so the controller can compute the
+batch fill rate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+logger = logging.getLogger(__name__)
+
+#: Response header carrying the size of the batch that served the request.
+BATCH_SIZE_HEADER = "X-TSAdapt-Batch-Size"
+#: Model metrics (counters) emitted once per batch.
+METRIC_BATCHES = "AdaptBatches"
+METRIC_BATCH_REQUESTS = "AdaptBatchRequests"
+METRIC_HANDLER_MS = "AdaptHandlerMilliseconds"
+
+
+class InvalidRequest(ValueError):
+    """A request that cannot be served; the message names the problem and goes to the client."""
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """The valid requests of one batch, stacked, plus the errors of the invalid ones."""
+
+    size: int
+    valid_indices: tuple[int, ...]
+    inputs: Any  # a tensor (or tensors) for the valid requests; None when none is valid
+    errors: dict[int, str] = field(default_factory=dict)
+    started: float = 0.0  # perf_counter() when the batch reached the handler
+
+
+def decode_body(request: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object of one request, whatever form TorchServe passed it in."""
+    body = request.get("data")
+    if body is None:
+        body = request.get("body")
+    if body is None:
+        raise InvalidRequest("empty request: send a JSON object as the request body")
+    if isinstance(body, (bytes, bytearray)):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRequest(f"request body is not UTF-8: {exc}") from None
+    if isinstance(body, str):
+        try:
+            body = json.loads(body)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def require_field(body: dict[str, Any], name: str) -> Any:
+    """``body[name]``, or an :class:`InvalidRequest` naming the missing field."""
+    if name not in body:
+        raise InvalidRequest(f"missing field '{name}'")
+    return body[name]
+
+
+def numeric_tensor(value: Any, field_name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 tensor of exactly ``shape`` from nested JSON lists of numbers."""
+    if not isinstance(value, list):
+        raise InvalidRequest(f"field '{field_name}' must be a list of numbers")
+    try:
+        tensor = torch.tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(
+            f"field '{field_name}' must hold numbers only, in a regular nested list ({exc})"
+        ) from None
+    if _has_non_numbers(value):
+        raise InvalidRequest(f"field '{field_name}' must hold numbers only (no booleans)")
+    if tuple(tensor.shape) != shape:
+        raise InvalidRequest(
+            f"field '{field_name}' has shape {list(tensor.shape)}, expected {list(shape)}"
+        )
+    if not torch.isfinite(tensor).all():
+        raise InvalidRequest(f"field '{field_name}' holds NaN or infinite values")
+    return tensor
+
+
+def _has_non_numbers(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_has_non_numbers(v) for v in value)
+    return isinstance(value, bool) or not isinstance(value, (int, float))
+
+
+def softmax_answer(logits: torch.Tensor) -> dict[str, Any]:
+    """The standard classification answer: label and class probabilities."""
+    probabilities = torch.softmax(logits.float(), dim=-1)
+    return {
+        "label": int(probabilities.argmax()),
+        "probabilities": [round(p, 6) for p in probabilities.tolist()],
+    }
+
+
+class AdaptiveHandler(BaseHandler):
+    """Base for the demo handlers; subclasses implement :meth:`parse_request` only."""
+
+    def initialize(self, context: Any) -> None:
+        """Load the model as ``BaseHandler`` does; optionally set the intra-op threads."""
+        super().initialize(context)
+        threads = (getattr(self, "model_yaml_config", None) or {}).get("handler", {}).get(
+            "threads"
+        )
+        if threads:
+            torch.set_num_threads(int(threads))
+        logger.info(
+            "handler ready: device=%s threads=%d", self.device, torch.get_num_threads()
+        )
+
+    # --- to implement ---------------------------------------------------------------
+    def parse_request(self, body: dict[str, Any]) -> torch.Tensor:
+        """Validate one request body and return its model input (no batch dimension)."""
+        raise NotImplementedError
+
+    def collate(self, items: list[torch.Tensor]) -> torch.Tensor:
+        """Stack single inputs into a batch (override for variable-length inputs)."""
+        return torch.stack(items)
+
+    def answer(self, output_row: torch.Tensor) -> dict[str, Any]:
+        """Turn one row of model output into the JSON answer."""
+        return softmax_answer(output_row)
+
+    # --- BaseHandler hooks ------------------------------------------------------------
+    def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:
+        started = time.perf_counter()
+        items: list[torch.Tensor] = []
+        valid: list[int] = []
+        errors: dict[int, str] = {}
+        for idx, request in enumerate(data):
+            try:
+                items.append(self.parse_request(decode_body(request)))
+                valid.append(idx)
+            except InvalidRequest as exc:
+                errors[idx] = str(exc)
+        inputs = self.collate(items) if items else None
+        return PreparedBatch(len(data), tuple(valid), inputs, errors, started)
+
+    def inference(self, batch: PreparedBatch, *args: Any, **kwargs: Any) -> Any:
+        if batch.inputs is None:
+            return batch, None
+        with torch.inference_mode():
+            outputs = self.model(batch.inputs.to(self.device))
+        return batch, outputs.cpu()
+
+    def postprocess(self, result: tuple[PreparedBatch, torch.Tensor | None]) -> list[Any]:
+        batch, outputs = result
+        answers: list[Any] = [None] * batch.size
+        for row, idx in enumerate(batch.valid_indices):
+            answers[idx] = self.answer(outputs[row])
+        for idx, message in batch.errors.items():
+            self.context.set_response_status(400, message, idx)
+            answers[idx] = {"code": 400, "type": "InvalidInput", "message": message}
+        for idx in range(batch.size):
+            self.context.set_response_header(idx, BATCH_SIZE_HEADER, str(batch.size))
+        self._report_batch(batch)
+        return answers
+
+    def _report_batch(self, batch: PreparedBatch) -> None:
+        elapsed_ms = (time.perf_counter() - batch.started) * 1000.0
+        metrics = self.context.metrics
+        metrics.add_counter(METRIC_BATCHES, 1)
+        metrics.add_counter(METRIC_BATCH_REQUESTS, batch.size)
+        metrics.add_metric(METRIC_HANDLER_MS, round(elapsed_ms, 3), "ms")

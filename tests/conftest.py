@@ -1,0 +1,73 @@
+"""Shared fixtures: one real TorchServe per test session, on free loopback ports.
+
+Every integration test reuses ``torchserve``: the demo models archived into a temp model
+store, the tsadapt frontend plugin loaded, token auth ON (as users run it), and the server
+stopped with its whole process tree at the end of the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsadapt.archive import archive_all
+from tsadapt.client import KeyFile, TorchServeClient
+from tsadapt.server import RunningServer, ServerConfig, start, stop
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running TorchServe for tests."""
+
+    server: RunningServer
+    config: ServerConfig
+    client: TorchServeClient
+
+    @property
+    def inference_url(self) -> str:
+        return self.server.inference_url
+
+    @property
+    def management_url(self) -> str:
+        return self.server.management_url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.server.metrics_url
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.server.workdir)
+
+    @property
+    def keys(self) -> KeyFile:
+        return self.client.keys
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo models' .mar files, built once per session."""
+    store = tmp_path_factory.mktemp("model-store")
+    archive_all(store)
+    return store
+
+
+@pytest.fixture(scope="session")
+def torchserve(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator[LiveServer]:
+    config = ServerConfig.with_free_ports(
+        workdir=tmp_path_factory.mktemp("torchserve"), model_store=model_store
+    )
+    server = start(config)
+    try:
+        yield LiveServer(server, config, server.client(timeout_s=60))
+    finally:
+        stop(config.workdir)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,180 @@
+"""The one HTTP client every component uses to talk to TorchServe.
+
+TorchServe 0.12 writes its tokens to ``key_file.json`` in its working directory::
+
+    {"management": {"key": "...", "expiration time": "2026-...Z"},
+     "inference": {"key": "...", "expiration time": "..."}, "API": {"key": "..."}}
+
+A request without ``Authorization: Bearer KEY`` (or with an expired key) gets
+HTTP 400 ``InvalidKeyException``. :class:`KeyFile` reads the file, hands out the
+right key per API, and re-reads it when the key has expired or the server
+rejected it (the server may have been restarted with new keys).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import requests
+
+Api = Literal["management", "inference"]
+
+#: Pooled HTTP connections per client (one per request in flight).
+POOL_SIZE = 128
+#: Re-read the key file this long before the stated expiry.
+EXPIRY_MARGIN_S = 30.0
+
+
+class TorchServeError(RuntimeError):
+    """A TorchServe call failed; carries the HTTP status and the server's message."""
+
+    def __init__(self, status: int, message: str, url: str) -> None:
+        super().__init__(f"{status} from {url}: {message}")
+        self.status = status
+        self.message = message
+        self.url = url
+
+
+def _parse_expiry(text: str | None) -> float | None:
+    if not text:
+        return None
+    # Java writes nanoseconds ("...48.505495729Z"); Python takes at most microseconds.
+    text = text.rstrip("Z")
+    if "." in text:
+        head, frac = text.split(".", 1)
+        text = f"{head}.{frac[:6]}"
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+@dataclass(frozen=True)
+class Token:
+    key: str
+    expires_at: float | None  # epoch seconds; None = never
+
+
+class KeyFile:
+    """Bearer tokens from TorchServe's ``key_file.json``; ``None`` path means auth is off."""
+
+    def __init__(self, path: Path | str | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._tokens: dict[str, Token] = {}
+        self._lock = threading.Lock()
+
+    def reload(self) -> None:
+        """Read the file again (after a restart or an expiry)."""
+        if self.path is None:
+            return
+        raw = json.loads(self.path.read_text())
+        tokens = {
+            api: Token(entry["key"], _parse_expiry(entry.get("expiration time")))
+            for api, entry in raw.items()
+        }
+        with self._lock:
+            self._tokens = tokens
+
+    def token(self, api: Api) -> str | None:
+        """The current key for ``api``, re-reading the file when it is missing or expired."""
+        if self.path is None:
+            return None
+        with self._lock:
+            tok = self._tokens.get(api)
+        if tok is None or (
+            tok.expires_at is not None and tok.expires_at - EXPIRY_MARGIN_S < time.time()
+        ):
+            self.reload()
+            with self._lock:
+                tok = self._tokens.get(api)
+        if tok is None:
+            raise KeyError(f"no '{api}' key in {self.path}")
+        return tok.key
+
+    def headers(self, api: Api) -> dict[str, str]:
+        key = self.token(api)
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _is_auth_failure(resp: requests.Response) -> bool:
+    return resp.status_code in (400, 401) and "InvalidKeyException" in resp.text
+
+
+class TorchServeClient:
+    """Thin, token-aware HTTP client for TorchServe's inference and management APIs."""
+
+    def __init__(
+        self,
+        inference_url: str,
+        management_url: str,
+        keys: KeyFile,
+        timeout_s: float = 30.0,
+    ) -> None:
+        self.inference_url = inference_url.rstrip("/")
+        self.management_url = management_url.rstrip("/")
+        self.keys = keys
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        # Enough pooled connections for load generators with many requests in flight.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        self.session.mount("http://", adapter)
+
+    def request(
+        self, api: Api, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """Send one request; on an auth failure re-read the key file and try once more."""
+        base = self.management_url if api == "management" else self.inference_url
+        url = f"{base}/{path.lstrip('/')}"
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        extra = kwargs.pop("headers", {})
+        resp = self.session.request(
+            method, url, headers={**self.keys.headers(api), **extra}, timeout=timeout, **kwargs
+        )
+        if _is_auth_failure(resp) and self.keys.path is not None:
+            self.keys.reload()
+            resp = self.session.request(
+                method, url, headers={**self.keys.headers(api), **extra}, timeout=timeout, **kwargs
+            )
+        return resp
+
+    def checked(self, api: Api, method: str, path: str, **kwargs: Any) -> Any:
+        """Like :meth:`request` but raise :class:`TorchServeError` unless 2xx; return JSON."""
+        resp = self.request(api, method, path, **kwargs)
+        if not resp.ok:
+            try:
+                message = resp.json().get("message", resp.text)
+            except ValueError:
+                message = resp.text
+            raise TorchServeError(resp.status_code, message, resp.url)
+        return resp.json() if resp.content else None
+
+    # --- convenience -------------------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            return self.request("inference", "GET", "ping", timeout_s=2).ok
+        except requests.RequestException:
+            return False
+
+    def predict(self, model: str, payload: Any, **kwargs: Any) -> requests.Response:
+        return self.request("inference", "POST", f"predictions/{model}", json=payload, **kwargs)
+
+    def describe(self, model: str) -> dict[str, Any]:
+        return self.checked("management", "GET", f"models/{model}")[0]
+
+    def list_models(self) -> list[str]:
+        return [m["modelName"] for m in self.checked("management", "GET", "models")["models"]]
+
+    def scale_workers(self, model: str, workers: int, synchronous: bool = True) -> Any:
+        return self.checked(
+            "management",
+            "PUT",
+            f"models/{model}",
+            params={
+                "min_worker": workers,
+                "max_worker": workers,
+                "synchronous": str(synchronous).lower(),
+            },
+        )

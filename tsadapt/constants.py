@@ -1,0 +1,24 @@
+"""Constants shared across torchserve-adapt (ports, paths, timeouts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+#: Loopback only: every server and load test of this project stays on this host.
+LOOPBACK = "127.0.0.1"
+
+DEFAULT_WORKDIR = Path("runs/server")
+DEFAULT_INFERENCE_PORT = 8080
+DEFAULT_MANAGEMENT_PORT = 8081
+DEFAULT_METRICS_PORT = 8082
+DEFAULT_GRPC_INFERENCE_PORT = 7070
+DEFAULT_GRPC_MANAGEMENT_PORT = 7071
+DEFAULT_JOB_QUEUE_SIZE = 100
+
+SERVER_STATE_FILE = "tsadapt-server.json"
+KEY_FILE = "key_file.json"
+STARTUP_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 30.0
+MODEL_VERSION = "1.0"
