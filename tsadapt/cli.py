@@ -12,8 +12,12 @@ from tsadapt import constants as C
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workdir", type=Path, default=C.DEFAULT_WORKDIR,
-                   help="server working directory: config, logs, key_file.json (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=C.DEFAULT_WORKDIR,
+        help="server dir: config, logs, key_file.json (default: %(default)s)",
+    )
 
 
 def _serve_start(args: argparse.Namespace) -> int:
@@ -22,12 +26,15 @@ def _serve_start(args: argparse.Namespace) -> int:
     base = args.port_base
     ports = (
         {
-            "inference_port": base, "management_port": base + 1, "metrics_port": base + 2,
-            "grpc_inference_port": base + 3, "grpc_management_port": base + 4,
+            "inference_port": base,
+            "management_port": base + 1,
+            "metrics_port": base + 2,
+            "grpc_inference_port": base + 3,
+            "grpc_management_port": base + 4,
         }
         if base
         else {}
-    )  # fmt: skip
+    )
     config = ServerConfig(
         workdir=args.workdir,
         model_store=args.model_store,
@@ -67,14 +74,19 @@ def _serve_status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     s = info["server"]
-    print(f"TorchServe pid {s['pid']}: inference {s['inference_url']}, management {s['management_url']}")
+    print(
+        f"TorchServe pid {s['pid']}: inference {s['inference_url']}, "
+        f"management {s['management_url']}"
+    )
     print(f"{'model':<10} {'batch':>5} {'delay ms':>8} {'workers':>12} {'queue':>6}  worker pids")
     for m in info["models"]:
         ready = sum(w["status"] == "READY" for w in m["workers"])
         workers = f"{ready}/{len(m['workers'])} ({m['min_workers']}-{m['max_workers']})"
         pids = ",".join(str(w["pid"]) for w in m["workers"])
-        print(f"{m['model']:<10} {m['batch_size']:>5} {m['max_batch_delay_ms']:>8} "
-              f"{workers:>12} {m['queue_depth']:>6}  {pids}")  # fmt: skip
+        print(
+            f"{m['model']:<10} {m['batch_size']:>5} {m['max_batch_delay_ms']:>8} "
+            f"{workers:>12} {m['queue_depth']:>6}  {pids}"
+        )
     return 0
 
 
@@ -101,8 +113,10 @@ def _models_profile(args: argparse.Namespace) -> int:
         names, args.max_batch, args.repeats, args.warmup, args.out, command.strip()
     )
     for p in profiles:
-        print(f"{p.model:<8} alpha={p.fit.alpha_ms:.3f} ms  beta={p.fit.beta_ms:.3f} ms  "
-              f"R^2={p.fit.r2:.4f}")  # fmt: skip
+        print(
+            f"{p.model:<8} alpha={p.fit.alpha_ms:.3f} ms  beta={p.fit.beta_ms:.3f} ms  "
+            f"R^2={p.fit.r2:.4f}"
+        )
     print(f"wrote {args.out / 'model-profiles.md'}")
     return 0
 
@@ -146,11 +160,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = serve_sub.add_parser("start", help="start TorchServe, register the demo models")
     _add_server_args(p)
     p.add_argument("--model-store", type=Path, help="default: <workdir>/model-store")
-    p.add_argument("--port-base", type=_positive_int,
-                   help="use ports N..N+4 (inference, management, metrics, 2x gRPC); default 8080-8082, 7070-7071")  # fmt: skip
+    p.add_argument(
+        "--port-base",
+        type=_positive_int,
+        help="use ports N..N+4 (inference, management, metrics, 2x gRPC); "
+        "default 8080-8082 and 7070-7071",
+    )
     p.add_argument("--models", type=_models_arg, help="comma-separated subset (default: all)")
-    p.add_argument("--no-auth", action="store_true",
-                   help="turn TorchServe's token authorization off (local experiments only)")  # fmt: skip
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="turn TorchServe's token authorization off (local experiments only)",
+    )
     p.add_argument("--no-plugin", action="store_true", help="do not load the tsadapt plugin")
     p.set_defaults(func=_serve_start)
     p = serve_sub.add_parser("stop", help="stop TorchServe and every process it started")
@@ -169,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="the demo models")
     models_sub = models.add_subparsers(dest="action", required=True)
-    p = models_sub.add_parser("profile", help="batch latency b=1..N in-process, fitted; writes docs/results/model-profiles.md")  # fmt: skip
+    p = models_sub.add_parser(
+        "profile", help="batch latency b=1..N, fitted; writes docs/results/model-profiles.md"
+    )
     p.add_argument("--models", type=_models_arg)
     p.add_argument("--max-batch", type=_positive_int, default=32)
     p.add_argument("--repeats", type=_positive_int, default=15)
@@ -187,8 +210,13 @@ def _component_commands() -> list:
     import importlib
 
     registers = []
-    for module in ("tsadapt.plugin.commands", "tsadapt.policy.commands",
-                   "tsadapt.packrat_cpu.commands"):  # fmt: skip
+    for module in (
+        "tsadapt.plugin.commands",
+        "tsadapt.plugin.control_commands",
+        "tsadapt.policy.commands",
+        "tsadapt.packrat_cpu.commands",
+        "tsadapt.bench_commands",
+    ):
         try:
             registers.append(importlib.import_module(module).register)
         except ModuleNotFoundError as exc:
