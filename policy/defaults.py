@@ -1,0 +1,26 @@
+"""Constants shared by the simulator, workloads and scenarios (one place to change them).
+
+TorchServe 0.12 defaults are mirrored here so the simulator starts where a stock
+server starts.
+"""
+
+from __future__ import annotations
+
+#: TorchServe ``job_queue_size`` default: pending requests per model beyond this get 503.
+JOB_QUEUE_SIZE = 100
+#: TorchServe ``Model`` constructor defaults (``batchSize = 1``, ``maxBatchDelay = 100``).
+BATCH_SIZE = 1
+MAX_BATCH_DELAY_MS = 100.0
+#: Seconds from a scale-up call until a new worker serves (process start + model load).
+#: About 1 s for the small CPU demo models; calibrate per model (``load_delay_s``).
+LOAD_DELAY_S = 1.0
+#: Threads a worker keeps busy on its device while it executes a batch.
+WORKER_THREADS = 1
+#: Device every model runs on unless the scenario names others.
+DEFAULT_DEVICE = "cpu"
+#: Largest batch size the simulator accepts (latency tables are precomputed up to it).
+MAX_BATCH_LIMIT = 1024
+#: Bin width (s) used when a realised arrival path is turned into per-bin rates for replay.
+REPLAY_INTERVAL_S = 1.0
+#: Percentiles reported by default.
+PERCENTILES = (50.0, 99.0)

@@ -1,0 +1,525 @@
+"""Arrival workloads, one definition shared by the simulator and the Locust shapes.
+
+Every kind is a frozen dataclass with validated parameters (rates in requests per
+second, times in seconds) and the same two methods:
+
+* ``rate_at(t)`` -- the intended instantaneous rate at elapsed time ``t``; a Locust
+  ``LoadTestShape.tick()`` asks this, and plots use it.
+* ``arrivals(duration_s, rng)`` -- sorted arrival timestamps in ``[0, duration_s)``, the
+  exact point process whose intensity is ``rate_at`` (so the empirical rate of
+  ``arrivals`` matches the integral of ``rate_at``).
+
+Kinds (``workload_from_dict({"kind": ..., **params})``):
+
+``poisson {rate}``
+    Homogeneous Poisson process.
+``bursty {base_rate, spike_rate, spike_s, period_s, offset_s=period_s/2}``
+    Two-level MMPP with deterministic modulation: the rate is ``spike_rate`` (the total
+    rate, not an increment) inside the windows ``[offset_s + k*period_s,
+    offset_s + k*period_s + spike_s)`` for every integer ``k`` and ``base_rate``
+    elsewhere. Deterministic switching (instead of random holding times) keeps
+    ``rate_at`` a function of time, so the Locust shape and the simulator see the very
+    same spikes; arrivals are Poisson within each level.
+``diurnal {min_rate, max_rate, period_s}``
+    ``rate(t) = min + (max - min) * (1 - cos(2 pi t / period_s)) / 2``: starts at the
+    minimum, peaks at ``period_s / 2``. Non-homogeneous Poisson by thinning (exact).
+``gamma {mean_rate, cv, interval_s=1}``
+    Stationary renewal process whose inter-arrival times are Gamma distributed with
+    mean ``1/mean_rate`` and coefficient of variation ``cv`` (cv = 1 is Poisson,
+    cv > 1 is bursty). ``rate_at`` is ``mean_rate`` (the intensity of a stationary
+    renewal process). ``interval_s`` is the replay granularity: a load generator that
+    can only set a rate per tick replays the *same* sample path through
+    ``realized_rates(arrivals, duration_s, interval_s)`` (rates averaged per
+    ``interval_s`` window); the simulator uses the exact timestamps.
+``step {rates: [...], step_s}``
+    ``rates[i]`` on ``[i*step_s, (i+1)*step_s)``; the last rate holds afterwards.
+``trace {path}``
+    CSV with a header. Either two columns including ``rate`` (e.g. ``second,rate``:
+    the rate of row i holds from its time until the next row's time, the last row for
+    one second; 0 outside), replayed as piecewise-constant Poisson; or a single column of
+    timestamps in seconds (e.g. ``timestamp``), replayed exactly (``rng`` unused) with
+    ``rate_at(t)`` = the trace's count in the one-second bin containing ``t``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .defaults import REPLAY_INTERVAL_S
+
+__all__ = [
+    "Bursty",
+    "Diurnal",
+    "GammaRenewal",
+    "Mix",
+    "Poisson",
+    "Step",
+    "Trace",
+    "Workload",
+    "WORKLOAD_KINDS",
+    "realized_rates",
+    "workload_from_dict",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _number(kind: str, name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{kind}.{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{kind}.{name} must be finite, got {value!r}")
+    return value
+
+
+def _check(kind: str, name: str, value: Any, *, positive: bool = False) -> float:
+    """Coerce to float and check ``>= 0`` (or ``> 0`` with ``positive``)."""
+    v = _number(kind, name, value)
+    if positive and v <= 0:
+        raise ValueError(f"{kind}.{name} must be > 0, got {value!r}")
+    if not positive and v < 0:
+        raise ValueError(f"{kind}.{name} must be >= 0, got {value!r}")
+    return v
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _piecewise_poisson(
+    starts: np.ndarray, ends: np.ndarray, rates: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Poisson arrivals with rate ``rates[i]`` on ``[starts[i], ends[i])`` (sorted)."""
+    lengths = ends - starts
+    counts = rng.poisson(np.maximum(rates, 0.0) * lengths)
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.float64)
+    seg = np.repeat(np.arange(len(starts)), counts)
+    t = starts[seg] + rng.random(total) * lengths[seg]
+    t.sort()
+    return t
+
+
+def _segments(breaks: list[float], duration_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique breakpoints inside ``(0, duration_s)`` -> segment starts and ends."""
+    inner = [b for b in breaks if 0.0 < b < duration_s]
+    edges = np.unique(np.asarray([0.0, *inner, duration_s], dtype=np.float64))
+    return edges[:-1], edges[1:]
+
+
+def _check_duration(duration_s: float) -> float:
+    d = float(duration_s)
+    if not d >= 0 or not math.isfinite(d):
+        raise ValueError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
+    return d
+
+
+def realized_rates(arrivals: np.ndarray, duration_s: float, interval_s: float) -> np.ndarray:
+    """Per-window rates (req/s) of an arrival path, windows of ``interval_s`` from 0."""
+    if interval_s <= 0:
+        raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
+    n_bins = max(1, math.ceil(duration_s / interval_s))
+    counts = np.bincount(
+        np.minimum((np.asarray(arrivals) / interval_s).astype(np.int64), n_bins - 1),
+        minlength=n_bins,
+    )
+    return counts[:n_bins] / interval_s
+
+
+# --------------------------------------------------------------------------- base
+
+
+class Workload:
+    """Common interface of every workload kind."""
+
+    kind: ClassVar[str] = ""
+
+    def rate_at(self, t: float) -> float:
+        """Intended instantaneous arrival rate (req/s) at elapsed time ``t`` (s)."""
+        return float(self.rates_at(np.asarray([t], dtype=np.float64))[0])
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`rate_at`."""
+        raise NotImplementedError
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        """Sorted arrival timestamps (s) in ``[0, duration_s)``."""
+        raise NotImplementedError
+
+    def peak_rate(self) -> float:
+        """An upper bound of :meth:`rate_at` (used for thinning and sizing)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict :func:`workload_from_dict` accepts to rebuild this workload."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.init:
+                v = getattr(self, f.name)
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+
+@dataclass(frozen=True)
+class Poisson(Workload):
+    """Homogeneous Poisson arrivals at ``rate`` req/s."""
+
+    kind: ClassVar[str] = "poisson"
+    rate: float
+
+    def __post_init__(self) -> None:
+        _set(self, "rate", _check(self.kind, "rate", self.rate))
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        return np.full(np.shape(t), self.rate)
+
+    def peak_rate(self) -> float:
+        return self.rate
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        d = _check_duration(duration_s)
+        n = int(rng.poisson(self.rate * d))
+        t = rng.random(n) * d
+        t.sort()
+        return t
+
+
+@dataclass(frozen=True)
+class Bursty(Workload):
+    """Deterministically modulated two-level MMPP (see module docstring)."""
+
+    kind: ClassVar[str] = "bursty"
+    base_rate: float
+    spike_rate: float
+    spike_s: float
+    period_s: float
+    offset_s: float | None = None
+
+    def __post_init__(self) -> None:
+        k = self.kind
+        _set(self, "base_rate", _check(k, "base_rate", self.base_rate))
+        _set(self, "spike_rate", _check(k, "spike_rate", self.spike_rate))
+        _set(self, "spike_s", _check(k, "spike_s", self.spike_s, positive=True))
+        _set(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
+        if self.spike_s > self.period_s:
+            raise ValueError(
+                f"{k}.spike_s must be <= period_s ({self.period_s}), got {self.spike_s}"
+            )
+        offset = 0.5 * self.period_s if self.offset_s is None else self.offset_s
+        offset = _check(k, "offset_s", offset)
+        if offset >= self.period_s:
+            raise ValueError(f"{k}.offset_s must be < period_s ({self.period_s}), got {offset}")
+        _set(self, "offset_s", offset)
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        phase = np.mod(np.asarray(t, dtype=np.float64) - self.offset_s, self.period_s)
+        return np.where(phase < self.spike_s, self.spike_rate, self.base_rate)
+
+    def peak_rate(self) -> float:
+        return max(self.base_rate, self.spike_rate)
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        d = _check_duration(duration_s)
+        assert self.offset_s is not None
+        k_max = math.ceil(d / self.period_s) + 1
+        breaks: list[float] = []
+        for k in range(-1, k_max + 1):
+            s = self.offset_s + k * self.period_s
+            breaks += [s, s + self.spike_s]
+        starts, ends = _segments(breaks, d)
+        rates = self.rates_at(0.5 * (starts + ends))
+        return _piecewise_poisson(starts, ends, rates, rng)
+
+
+@dataclass(frozen=True)
+class Diurnal(Workload):
+    """Raised-cosine daily cycle between ``min_rate`` and ``max_rate``."""
+
+    kind: ClassVar[str] = "diurnal"
+    min_rate: float
+    max_rate: float
+    period_s: float
+
+    def __post_init__(self) -> None:
+        k = self.kind
+        _set(self, "min_rate", _check(k, "min_rate", self.min_rate))
+        _set(self, "max_rate", _check(k, "max_rate", self.max_rate))
+        _set(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
+        if self.max_rate < self.min_rate:
+            raise ValueError(
+                f"{k}.max_rate must be >= min_rate ({self.min_rate}), got {self.max_rate}"
+            )
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        x = np.asarray(t, dtype=np.float64)
+        amp = self.max_rate - self.min_rate
+        return self.min_rate + amp * 0.5 * (1.0 - np.cos(2.0 * np.pi * x / self.period_s))
+
+    def peak_rate(self) -> float:
+        return self.max_rate
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        d = _check_duration(duration_s)
+        lam = self.max_rate
+        n = int(rng.poisson(lam * d))
+        cand = rng.random(n) * d
+        cand.sort()
+        if lam <= 0:
+            return cand
+        keep = rng.random(n) * lam < self.rates_at(cand)
+        return cand[keep]
+
+
+@dataclass(frozen=True)
+class GammaRenewal(Workload):
+    """Renewal process with Gamma inter-arrival times (mean rate, CV)."""
+
+    kind: ClassVar[str] = "gamma"
+    mean_rate: float
+    cv: float
+    interval_s: float = REPLAY_INTERVAL_S
+
+    #: Inter-arrival gaps simulated before t = 0 so the path starts stationary.
+    BURN_IN_GAPS: ClassVar[int] = 100
+
+    def __post_init__(self) -> None:
+        k = self.kind
+        _set(self, "mean_rate", _check(k, "mean_rate", self.mean_rate, positive=True))
+        _set(self, "cv", _check(k, "cv", self.cv, positive=True))
+        _set(self, "interval_s", _check(k, "interval_s", self.interval_s, positive=True))
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        return np.full(np.shape(t), self.mean_rate)
+
+    def peak_rate(self) -> float:
+        return self.mean_rate
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        d = _check_duration(duration_s)
+        shape = 1.0 / (self.cv * self.cv)
+        scale = 1.0 / (self.mean_rate * shape)
+        burn = self.BURN_IN_GAPS / self.mean_rate
+        horizon = d + burn
+        expected = self.mean_rate * horizon
+        chunks: list[np.ndarray] = []
+        t_last = 0.0
+        while t_last < horizon:
+            n = int(expected * 1.1 + 10.0 * self.cv * math.sqrt(expected) + 16)
+            gaps = rng.gamma(shape, scale, size=n)
+            ts = t_last + np.cumsum(gaps)
+            chunks.append(ts)
+            t_last = float(ts[-1])
+        ts = np.concatenate(chunks) - burn
+        return ts[(ts >= 0.0) & (ts < d)]
+
+    def realized_rates(self, arrivals: np.ndarray, duration_s: float) -> np.ndarray:
+        """Rates of this sample path per ``interval_s`` window (for tick-based replay)."""
+        return realized_rates(arrivals, duration_s, self.interval_s)
+
+
+@dataclass(frozen=True)
+class Step(Workload):
+    """``rates[i]`` during step ``i`` of ``step_s`` seconds; the last rate holds."""
+
+    kind: ClassVar[str] = "step"
+    rates: tuple[float, ...]
+    step_s: float
+
+    def __post_init__(self) -> None:
+        k = self.kind
+        if isinstance(self.rates, str | bytes) or not isinstance(self.rates, list | tuple):
+            raise ValueError(f"{k}.rates must be a list of numbers, got {self.rates!r}")
+        if len(self.rates) == 0:
+            raise ValueError(f"{k}.rates must not be empty")
+        rates = tuple(_check(k, f"rates[{i}]", r) for i, r in enumerate(self.rates))
+        _set(self, "rates", rates)
+        _set(self, "step_s", _check(k, "step_s", self.step_s, positive=True))
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        idx = np.clip(
+            np.floor(np.asarray(t, dtype=np.float64) / self.step_s), 0, len(self.rates) - 1
+        )
+        return np.asarray(self.rates)[idx.astype(np.int64)]
+
+    def peak_rate(self) -> float:
+        return max(self.rates)
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        d = _check_duration(duration_s)
+        breaks = [i * self.step_s for i in range(1, len(self.rates))]
+        starts, ends = _segments(breaks, d)
+        return _piecewise_poisson(starts, ends, self.rates_at(0.5 * (starts + ends)), rng)
+
+
+@dataclass(frozen=True)
+class Trace(Workload):
+    """Replay a CSV of per-second rates or of timestamps (see module docstring)."""
+
+    kind: ClassVar[str] = "trace"
+    path: str
+    _times: np.ndarray = field(init=False, repr=False, compare=False)
+    _rates: np.ndarray | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        k = self.kind
+        if not isinstance(self.path, str | Path) or not str(self.path):
+            raise ValueError(f"{k}.path must be a file path, got {self.path!r}")
+        p = Path(self.path)
+        if not p.is_file():
+            raise ValueError(f"{k}.path: no such file: {p}")
+        _set(self, "path", str(p))
+        with p.open(newline="") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+        if not rows:
+            raise ValueError(f"{k}.path: {p} is empty")
+        header = [c.strip().lower() for c in rows[0]]
+        try:
+            [float(c) for c in header]
+            body = rows  # no header: detect by column count
+            names = ["timestamp"] if len(header) == 1 else ["second", "rate"]
+        except ValueError:
+            body = rows[1:]
+            names = header
+        try:
+            data = np.asarray([[float(c) for c in r] for r in body], dtype=np.float64)
+        except ValueError as exc:
+            raise ValueError(f"{k}.path: {p}: non-numeric value ({exc})") from None
+        if data.size == 0:
+            raise ValueError(f"{k}.path: {p} has no data rows")
+        if data.ndim != 2 or data.shape[1] != len(names):
+            raise ValueError(f"{k}.path: {p}: every row must have {len(names)} column(s)")
+        if len(names) == 1:
+            ts = np.sort(data[:, 0])
+            if ts[0] < 0:
+                raise ValueError(f"{k}.path: {p}: timestamps must be >= 0")
+            _set(self, "_times", ts)
+            _set(self, "_rates", None)
+        elif len(names) == 2 and "rate" in names:
+            ri = names.index("rate")
+            times, rates = data[:, 1 - ri], data[:, ri]
+            if np.any(np.diff(times) <= 0):
+                raise ValueError(f"{k}.path: {p}: times must be strictly increasing")
+            if np.any(rates < 0) or times[0] < 0:
+                raise ValueError(f"{k}.path: {p}: times and rates must be >= 0")
+            _set(self, "_times", times)
+            _set(self, "_rates", rates)
+        else:
+            raise ValueError(
+                f"{k}.path: {p}: header must be one timestamp column or two columns "
+                f"including 'rate' (e.g. 'second,rate'), got {rows[0]!r}"
+            )
+
+    @property
+    def is_timestamps(self) -> bool:
+        return self._rates is None
+
+    def _edges(self) -> tuple[np.ndarray, np.ndarray]:
+        ends = np.append(self._times[1:], self._times[-1] + 1.0)
+        return self._times, ends
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        x = np.asarray(t, dtype=np.float64)
+        if self._rates is None:
+            lo = np.floor(x)
+            n = np.searchsorted(self._times, lo + 1.0, "left") - np.searchsorted(
+                self._times, lo, "left"
+            )
+            return n.astype(np.float64)
+        starts, ends = self._edges()
+        i = np.searchsorted(starts, x, "right") - 1
+        ok = (i >= 0) & (x < ends[np.clip(i, 0, None)])
+        return np.where(ok, self._rates[np.clip(i, 0, None)], 0.0)
+
+    def peak_rate(self) -> float:
+        if self._rates is None:
+            return float(np.max(np.bincount(self._times.astype(np.int64))))
+        return float(self._rates.max())
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        d = _check_duration(duration_s)
+        if self._rates is None:
+            return self._times[self._times < d].copy()
+        starts, ends = self._edges()
+        starts, ends = np.minimum(starts, d), np.minimum(ends, d)
+        keep = ends > starts
+        return _piecewise_poisson(starts[keep], ends[keep], self._rates[keep], rng)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": self.path}
+
+
+@dataclass(frozen=True)
+class Mix(Workload):
+    """Superposition of several workloads for one model (rates add up)."""
+
+    kind: ClassVar[str] = "mix"
+    parts: tuple[Workload, ...]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise ValueError("mix.parts must not be empty")
+        _set(self, "parts", tuple(self.parts))
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        return np.sum([p.rates_at(t) for p in self.parts], axis=0)
+
+    def peak_rate(self) -> float:
+        return float(sum(p.peak_rate() for p in self.parts))
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        out = np.concatenate([p.arrivals(duration_s, rng) for p in self.parts])
+        out.sort()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "parts": [p.to_dict() for p in self.parts]}
+
+
+WORKLOAD_KINDS: dict[str, type[Workload]] = {
+    cls.kind: cls for cls in (Poisson, Bursty, Diurnal, GammaRenewal, Step, Trace)
+}
+
+
+def workload_from_dict(d: Mapping[str, Any], base_dir: str | Path | None = None) -> Workload:
+    """Build a workload from ``{"kind": ..., **params}``; ``ValueError`` names the bad field.
+
+    ``base_dir`` resolves a relative ``trace`` path (the scenario file's folder).
+    """
+    if not isinstance(d, Mapping):
+        raise ValueError(f"workload must be a mapping, got {d!r}")
+    if "kind" not in d:
+        raise ValueError("workload: missing field 'kind'")
+    kind = d["kind"]
+    cls = WORKLOAD_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(
+            f"workload.kind: unknown kind {kind!r} (expected one of {sorted(WORKLOAD_KINDS)})"
+        )
+    params = {k: v for k, v in d.items() if k != "kind"}
+    spec = [f for f in fields(cls) if f.init]
+    names = {f.name for f in spec}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"{kind}: unknown field {unknown[0]!r} (expected fields: {sorted(names)})")
+    for f in spec:
+        required = f.default is MISSING and f.default_factory is MISSING
+        if required and f.name not in params:
+            raise ValueError(f"{kind}: missing field {f.name!r}")
+    if cls is Trace and base_dir is not None and "path" in params:
+        p = Path(str(params["path"]))
+        if not p.is_absolute():
+            params["path"] = str(Path(base_dir) / p)
+    try:
+        return cls(**params)
+    except TypeError as exc:  # pragma: no cover - guarded above
+        raise ValueError(f"{kind}: {exc}") from None
