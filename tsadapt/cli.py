@@ -214,6 +214,7 @@ def _component_commands() -> list:
         "tsadapt.plugin.commands",
         "tsadapt.plugin.control_commands",
         "tsadapt.policy.commands",
+        "tsadapt.policy.learn_commands",
         "tsadapt.packrat_cpu.commands",
         "tsadapt.bench_commands",
     ):
