@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-
 from tsadapt.handlers.catalog import DEMO_MODELS
+
 from tsadapt.server import ServerConfig, ServerError, start, status, stop
 
 pytestmark = pytest.mark.server
@@ -66,9 +66,12 @@ def test_fifty_concurrent_mixed_requests(torchserve, rng) -> None:
     def send(job):
         name, body, _ = job
         return client.request(
-            "inference", "POST", f"predictions/{name}", data=body,
+            "inference",
+            "POST",
+            f"predictions/{name}",
+            data=body,
             headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+        )
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         responses = list(pool.map(send, jobs))
@@ -86,8 +89,9 @@ def test_handler_reports_actual_batch_size(torchserve, rng) -> None:
     client = torchserve.client
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(
-            pool.map(lambda _: client.predict("tabular", DEMO_MODELS["tabular"].example(rng)),
-                     range(64))  # fmt: skip
+            pool.map(
+                lambda _: client.predict("tabular", DEMO_MODELS["tabular"].example(rng)), range(64)
+            )
         )
     sizes = [int(r.headers["X-TSAdapt-Batch-Size"]) for r in responses]
     assert all(1 <= s <= DEMO_MODELS["tabular"].batch_size for s in sizes)
@@ -108,7 +112,11 @@ def test_custom_batch_metrics_reach_prometheus(torchserve, rng) -> None:
 
 @pytest.mark.parametrize("api", ["inference", "management"])
 def test_requests_without_token_are_refused(torchserve, api: str) -> None:
-    url = torchserve.inference_url + "/ping" if api == "inference" else torchserve.management_url + "/models"
+    url = (
+        torchserve.inference_url + "/ping"
+        if api == "inference"
+        else torchserve.management_url + "/models"
+    )
     if api == "inference":
         url = torchserve.inference_url + "/predictions/tabular"
         resp = requests.post(url, json={"features": [0.0] * 16}, timeout=10)
@@ -124,9 +132,11 @@ def test_client_rereads_rotated_management_key(torchserve) -> None:
     api_key = json.loads(Path(keys.path).read_text())["API"]["key"]
     old = keys.token("management")
     resp = requests.post(
-        f"{torchserve.management_url}/token", params={"type": "management"},
-        headers={"Authorization": f"Bearer {api_key}"}, timeout=10,
-    )  # fmt: skip
+        f"{torchserve.management_url}/token",
+        params={"type": "management"},
+        headers={"Authorization": f"Bearer {api_key}"},
+        timeout=10,
+    )
     assert resp.ok, resp.text
     assert json.loads(Path(keys.path).read_text())["management"]["key"] != old
     assert torchserve.client.list_models()  # old cached key fails once, then re-read
@@ -148,17 +158,23 @@ def test_second_start_in_same_workdir_is_refused(torchserve) -> None:
 
 def test_start_stop_leaves_no_process(tmp_path: Path, model_store: Path) -> None:
     config = ServerConfig.with_free_ports(
-        workdir=tmp_path / "ts", model_store=model_store, models=("tabular",), auth=False,
+        workdir=tmp_path / "ts",
+        model_store=model_store,
+        models=("tabular",),
+        auth=False,
         plugin=False,
-    )  # fmt: skip
+    )
     server = start(config)
-    root = psutil.Process(server.pid)
-    tree = [root, *root.children(recursive=True)]
-    assert any("org.pytorch.serve.ModelServer" in p.cmdline() for p in tree)  # Java frontend
-    assert requests.post(
-        f"{server.inference_url}/predictions/tabular", json={"features": [0.1] * 16}, timeout=30
-    ).ok  # auth off: no token needed
-    assert stop(config.workdir)
+    try:
+        root = psutil.Process(server.pid)
+        tree = [root, *root.children(recursive=True)]
+        assert any("org.pytorch.serve.ModelServer" in p.cmdline() for p in tree)  # frontend
+        assert any("model_service_worker" in " ".join(p.cmdline()) for p in tree)  # worker
+        assert requests.post(
+            f"{server.inference_url}/predictions/tabular", json={"features": [0.1] * 16}, timeout=30
+        ).ok  # auth off: no token needed
+    finally:
+        assert stop(config.workdir)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in tree)
     assert not stop(config.workdir)
     with pytest.raises(ServerError, match="no server recorded"):

@@ -209,9 +209,14 @@ def start(config: ServerConfig) -> RunningServer:
         "METRICS_LOCATION": str(config.log_dir),
     }
     cmd = [
-        *_torchserve_command(), "--start", "--foreground",
-        "--ts-config", str(properties), "--model-store", str(config.model_store),
-    ]  # fmt: skip
+        *_torchserve_command(),
+        "--start",
+        "--foreground",
+        "--ts-config",
+        str(properties),
+        "--model-store",
+        str(config.model_store),
+    ]
     out = open(config.log_dir / "torchserve.out", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
         cmd,
@@ -290,11 +295,17 @@ def stop(workdir: Path, timeout_s: float = C.STOP_TIMEOUT_S) -> bool:
     if not state_path.exists():
         return False
     server = RunningServer.load(workdir)
-    try:
-        root = psutil.Process(server.pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
+    procs = _process_tree(server.pid)
+    # TorchServe's own pid file names the Java frontend: it is there even if the
+    # ``torchserve --foreground`` wrapper died and the frontend was re-parented.
+    java_pid_file = Path(workdir) / "tmp" / ".model_server.pid"
+    if java_pid_file.exists():
+        try:
+            java_pid = int(java_pid_file.read_text().split()[0])
+        except (ValueError, IndexError):
+            java_pid = None
+        if java_pid and all(p.pid != java_pid for p in procs) and _is_our_frontend(java_pid):
+            procs += _process_tree(java_pid)
     for proc in procs:
         _signal(proc, signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=timeout_s)
@@ -303,6 +314,21 @@ def stop(workdir: Path, timeout_s: float = C.STOP_TIMEOUT_S) -> bool:
     psutil.wait_procs(alive, timeout=5)
     state_path.unlink(missing_ok=True)
     return bool(procs)
+
+
+def _process_tree(pid: int) -> list[psutil.Process]:
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _is_our_frontend(pid: int) -> bool:
+    try:
+        return "org.pytorch.serve.ModelServer" in psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
 
 
 def _signal(proc: psutil.Process, sig: int) -> None:

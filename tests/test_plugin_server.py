@@ -1,0 +1,190 @@
+"""The ``/adapt`` plugin inside a real TorchServe (session fixture ``torchserve``)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+from tsadapt.plugin.adapt_client import AdaptClient, AdaptError, ModelNotFoundError, ModelState
+
+from tsadapt.client import TorchServeClient
+
+pytestmark = pytest.mark.server
+
+MODEL = "tabular"
+
+
+def tabular_payload() -> dict[str, Any]:
+    """One valid request body for the ``tabular`` demo model (the only place that knows it)."""
+    return {"features": [0.1 * i for i in range(16)]}
+
+
+@pytest.fixture(scope="module")
+def adapt(torchserve: Any) -> AdaptClient:
+    return AdaptClient(torchserve.client)
+
+
+@pytest.fixture
+def restore_batching(adapt: AdaptClient) -> Iterator[ModelState]:
+    """The model's batching before the test; put back afterwards."""
+    before = adapt.model(MODEL)
+    yield before
+    adapt.set_batching(MODEL, before.batch_size, before.max_batch_delay_ms)
+
+
+def predict_ok(client: TorchServeClient) -> float:
+    """One request; its client-side latency in ms (asserts a 200)."""
+    start = time.perf_counter()
+    resp = client.predict(MODEL, tabular_payload())
+    elapsed = (time.perf_counter() - start) * 1000
+    assert resp.status_code == 200, resp.text
+    return elapsed
+
+
+def wait_for_count(adapt: AdaptClient, older: ModelState, n: int) -> ModelState:
+    """Re-read until the plugin has seen ``n`` more 2xx requests (the access log is async)."""
+    deadline = time.monotonic() + 5
+    while True:
+        now = adapt.model(MODEL)
+        seen = now.telemetry.responses_2xx - older.telemetry.responses_2xx
+        if seen >= n or time.monotonic() > deadline:
+            return now
+        time.sleep(0.05)
+
+
+def test_lists_every_model_with_live_state(torchserve: Any, adapt: AdaptClient) -> None:
+    states = {m.name: m for m in adapt.models()}
+    assert set(torchserve.client.list_models()) == set(states)
+    for state in states.values():
+        assert state.running_workers >= 1
+        assert state.queue_capacity == state.queue_depth + state.queue_remaining_capacity
+        assert state.oldest_queued_age_ms >= 0
+        assert state.telemetry.access_log_attached
+        assert len(state.telemetry.latency_2xx_ms.counts) == 138
+
+
+def test_put_changes_batching_live(
+    torchserve: Any, adapt: AdaptClient, restore_batching: ModelState
+) -> None:
+    new = adapt.set_batching(MODEL, batch_size=7, max_batch_delay_ms=33)
+    assert (new.batch_size, new.max_batch_delay_ms) == (7, 33)
+    described = torchserve.client.describe(MODEL)
+    assert (described["batchSize"], described["maxBatchDelay"]) == (7, 33)
+    only_delay = adapt.set_batching(MODEL, max_batch_delay_ms=0)
+    assert (only_delay.batch_size, only_delay.max_batch_delay_ms) == (7, 0)
+    predict_ok(torchserve.client)
+
+
+@pytest.mark.parametrize(
+    ("query", "param"),
+    [
+        ("", "batch_size"),
+        ("batch_size=abc", "batch_size"),
+        ("batch_size=-1", "batch_size"),
+        ("batch_size=0", "batch_size"),
+        ("batch_size=2.5", "batch_size"),
+        ("batch_size=99999999999999999999", "batch_size"),
+        ("batch_size=100000", "batch_size"),
+        ("max_batch_delay_ms=-5", "max_batch_delay_ms"),
+        ("max_batch_delay_ms=60001", "max_batch_delay_ms"),
+        ("max_batch_delay_ms=1e3", "max_batch_delay_ms"),
+        ("batch_size=4&max_batch_delay_ms=x", "max_batch_delay_ms"),
+        ("batch_size=4&batch_size=5", "batch_size"),
+        ("batchsize=4", "batchsize"),
+    ],
+)
+def test_bad_parameters_are_400(
+    torchserve: Any, adapt: AdaptClient, restore_batching: ModelState, query: str, param: str
+) -> None:
+    resp = torchserve.client.request("management", "PUT", f"adapt/models/{MODEL}?{query}")
+    assert resp.status_code == 400, resp.text
+    body = resp.json()
+    assert body["code"] == 400 and body["type"] == "BadRequest"
+    assert param in body["message"]
+    after = adapt.model(MODEL)
+    assert (after.batch_size, after.max_batch_delay_ms) == (
+        restore_batching.batch_size,
+        restore_batching.max_batch_delay_ms,
+    )
+
+
+def test_unknown_model_and_wrong_method(torchserve: Any, adapt: AdaptClient) -> None:
+    with pytest.raises(ModelNotFoundError):
+        adapt.model("no-such-model")
+    with pytest.raises(ModelNotFoundError):
+        adapt.set_batching("no-such-model", batch_size=2)
+    for method in ("POST", "DELETE"):
+        resp = torchserve.client.request("management", method, f"adapt/models/{MODEL}")
+        assert resp.status_code == 405, resp.text
+        assert resp.json()["code"] == 405
+    with pytest.raises(AdaptError) as err:
+        adapt.set_batching(MODEL, batch_size=10**9)
+    assert err.value.status == 400
+
+
+def test_requires_the_management_token(torchserve: Any) -> None:
+    if torchserve.keys.path is None:
+        pytest.skip("token auth is off")
+    url = f"{torchserve.management_url}/adapt/models"
+    assert 400 <= requests.get(url, timeout=10).status_code < 500
+    bad = {"Authorization": "Bearer not-the-key"}
+    assert 400 <= requests.get(url, headers=bad, timeout=10).status_code < 500
+    inference_key = {"Authorization": f"Bearer {torchserve.keys.token('inference')}"}
+    assert 400 <= requests.get(url, headers=inference_key, timeout=10).status_code < 500
+
+
+@pytest.mark.slow
+def test_changes_under_load_lose_no_request(
+    torchserve: Any, adapt: AdaptClient, restore_batching: ModelState
+) -> None:
+    stop = threading.Event()
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def load() -> None:
+        client = TorchServeClient(
+            torchserve.inference_url, torchserve.management_url, torchserve.keys, timeout_s=30
+        )
+        while not stop.is_set():
+            code = client.predict(MODEL, tabular_payload()).status_code
+            with lock:
+                statuses.append(code)
+
+    settings = [(1, 0), (16, 50), (4, 5)]
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(load) for _ in range(8)]
+        try:
+            for _ in range(4):
+                for batch, delay in settings:
+                    state = adapt.set_batching(MODEL, batch, delay)
+                    assert (state.batch_size, state.max_batch_delay_ms) == (batch, delay)
+                    time.sleep(0.25)
+        finally:
+            stop.set()
+        for f in futures:
+            f.result()
+    assert len(statuses) > 50
+    assert [s for s in statuses if s != 200] == []
+
+
+def test_histogram_agrees_with_client_latency(torchserve: Any, adapt: AdaptClient) -> None:
+    n = 60
+    before = adapt.model(MODEL)
+    client_ms = sorted(predict_ok(torchserve.client) for _ in range(n))
+    after = wait_for_count(adapt, before, n)
+    window = after.telemetry.minus(before.telemetry)
+    hist = window.latency_2xx_ms
+    assert window.responses_2xx == n
+    assert window.requests_total == n
+    client_p50 = statistics.median(client_ms)
+    # Server-side time excludes the client's own overhead, so it is (a little) lower.
+    assert hist.quantile(0.5) <= client_p50 + 1.0
+    assert client_p50 - hist.quantile(0.5) < 25.0
+    assert hist.mean_ms <= statistics.mean(client_ms) + 1.0
+    assert hist.fraction_within(client_ms[-1] + 1) == pytest.approx(1.0)
