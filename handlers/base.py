@@ -118,14 +118,10 @@ class AdaptiveHandler(BaseHandler):
     def initialize(self, context: Any) -> None:
         """Load the model as ``BaseHandler`` does; optionally set the intra-op threads."""
         super().initialize(context)
-        threads = (getattr(self, "model_yaml_config", None) or {}).get("handler", {}).get(
-            "threads"
-        )
+        threads = (getattr(self, "model_yaml_config", None) or {}).get("handler", {}).get("threads")
         if threads:
             torch.set_num_threads(int(threads))
-        logger.info(
-            "handler ready: device=%s threads=%d", self.device, torch.get_num_threads()
-        )
+        logger.info("handler ready: device=%s threads=%d", self.device, torch.get_num_threads())
 
     # --- to implement ---------------------------------------------------------------
     def parse_request(self, body: dict[str, Any]) -> torch.Tensor:

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
-
 from tsadapt.handlers.base import AdaptiveHandler
 from tsadapt.handlers.catalog import DemoModel
 
@@ -60,10 +59,15 @@ def load_local(model: DemoModel, model_dir: Path, gpu_id: int | None = None) -> 
     }
     metrics_yaml = resources.files("tsadapt.configs").joinpath("metrics.yaml")
     context = Context(
-        model.name, str(model_dir), manifest, model.batch_size, gpu_id, "0.12.0",
+        model.name,
+        str(model_dir),
+        manifest,
+        model.batch_size,
+        gpu_id,
+        "0.12.0",
         metrics=MetricsCacheYamlImpl(config_file_path=str(metrics_yaml)),
         model_yaml_config=model.model_config(),
-    )  # fmt: skip
+    )
     context.metrics.model_name = model.name
     module = importlib.import_module(f"tsadapt.handlers.{model.handler_module}")
     handler_class = next(

@@ -6,7 +6,6 @@ import zlib
 from typing import Any
 
 import torch
-
 from tsadapt.handlers.base import AdaptiveHandler, InvalidRequest
 from tsadapt.handlers.models.text_encoder import MAX_TOKENS, PAD_ID, VOCAB_SIZE
 
@@ -34,9 +33,7 @@ def token_ids(body: dict[str, Any]) -> list[int]:
             raise InvalidRequest("field 'tokens' must be a list of integers")
         bad = [i for i in ids if not 0 < i < VOCAB_SIZE]
         if bad:
-            raise InvalidRequest(
-                f"field 'tokens' holds ids outside 1..{VOCAB_SIZE - 1}: {bad[:5]}"
-            )
+            raise InvalidRequest(f"field 'tokens' holds ids outside 1..{VOCAB_SIZE - 1}: {bad[:5]}")
     if not ids:
         raise InvalidRequest("no tokens: the input is empty")
     if len(ids) > MAX_TOKENS:

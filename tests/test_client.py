@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,16 +13,20 @@ from tsadapt.client import KeyFile
 
 def _write(path: Path, mgmt: str, expires: datetime) -> None:
     stamp = expires.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # Java prints nanoseconds
-    path.write_text(json.dumps({
-        "management": {"key": mgmt, "expiration time": stamp},
-        "inference": {"key": "inf-" + mgmt, "expiration time": stamp},
-        "API": {"key": "api"},
-    }))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "management": {"key": mgmt, "expiration time": stamp},
+                "inference": {"key": "inf-" + mgmt, "expiration time": stamp},
+                "API": {"key": "api"},
+            }
+        )
+    )
 
 
 def test_headers_carry_the_right_key(tmp_path: Path) -> None:
     path = tmp_path / "key_file.json"
-    _write(path, "m1", datetime.now(timezone.utc) + timedelta(hours=1))
+    _write(path, "m1", datetime.now(UTC) + timedelta(hours=1))
     keys = KeyFile(path)
     assert keys.headers("management") == {"Authorization": "Bearer m1"}
     assert keys.headers("inference") == {"Authorization": "Bearer inf-m1"}
@@ -31,10 +34,10 @@ def test_headers_carry_the_right_key(tmp_path: Path) -> None:
 
 def test_cached_key_is_used_until_it_expires(tmp_path: Path) -> None:
     path = tmp_path / "key_file.json"
-    _write(path, "m1", datetime.now(timezone.utc) + timedelta(hours=1))
+    _write(path, "m1", datetime.now(UTC) + timedelta(hours=1))
     keys = KeyFile(path)
     assert keys.token("management") == "m1"
-    _write(path, "m2", datetime.now(timezone.utc) + timedelta(hours=1))
+    _write(path, "m2", datetime.now(UTC) + timedelta(hours=1))
     assert keys.token("management") == "m1"  # still valid: no re-read
     keys.reload()
     assert keys.token("management") == "m2"
@@ -42,10 +45,10 @@ def test_cached_key_is_used_until_it_expires(tmp_path: Path) -> None:
 
 def test_expired_key_is_reread(tmp_path: Path) -> None:
     path = tmp_path / "key_file.json"
-    _write(path, "old", datetime.now(timezone.utc) + timedelta(seconds=5))  # inside the margin
+    _write(path, "old", datetime.now(UTC) + timedelta(seconds=5))  # inside the margin
     keys = KeyFile(path)
     keys.reload()
-    _write(path, "new", datetime.now(timezone.utc) + timedelta(hours=1))
+    _write(path, "new", datetime.now(UTC) + timedelta(hours=1))
     assert keys.token("management") == "new"
 
 
@@ -64,5 +67,8 @@ def test_expiry_parses_java_nanoseconds() -> None:
     from tsadapt.client import _parse_expiry
 
     ts = _parse_expiry("2026-11-23T13:51:48.505495729Z")
-    assert ts is not None and abs(ts - datetime(2026, 11, 23, 13, 51, 48, 505495, timezone.utc).timestamp()) < 1e-3
+    assert (
+        ts is not None
+        and abs(ts - datetime(2026, 11, 23, 13, 51, 48, 505495, UTC).timestamp()) < 1e-3
+    )
     assert _parse_expiry(None) is None

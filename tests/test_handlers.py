@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from tsadapt.handlers.base import BATCH_SIZE_HEADER, METRIC_BATCH_REQUESTS, METRIC_BATCHES
 from tsadapt.handlers.catalog import DEMO_MODELS, demo_model
 from tsadapt.handlers.local import LocalHandler, load_local
@@ -145,7 +144,10 @@ def test_work_is_sized_from_the_data_not_the_loaded_batch_size(tmp_path_factory,
 
 def test_seeded_weights_are_identical_across_builds() -> None:
     a, b = demo_model("image").build(), demo_model("image").build()
-    assert all((x == y).all() for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert all(
+        (x == y).all()
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_unknown_model_is_named() -> None:

@@ -26,16 +26,25 @@ def archive_model(model: DemoModel, model_store: Path) -> Path:
         config = Path(tmp) / "model-config.yaml"
         config.write_text(yaml.safe_dump(model.model_config(), sort_keys=False))
         cmd = [
-            sys.executable, "-m", "model_archiver.model_packaging",
-            "--model-name", model.name,
-            "--version", MODEL_VERSION,
-            "--model-file", str(model.model_file),
-            "--serialized-file", str(weights),
-            "--handler", str(model.handler_file),
-            "--config-file", str(config),
-            "--export-path", str(model_store),
+            sys.executable,
+            "-m",
+            "model_archiver.model_packaging",
+            "--model-name",
+            model.name,
+            "--version",
+            MODEL_VERSION,
+            "--model-file",
+            str(model.model_file),
+            "--serialized-file",
+            str(weights),
+            "--handler",
+            str(model.handler_file),
+            "--config-file",
+            str(config),
+            "--export-path",
+            str(model_store),
             "--force",
-        ]  # fmt: skip
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError(

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +49,7 @@ def _parse_expiry(text: str | None) -> float | None:
     if "." in text:
         head, frac = text.split(".", 1)
         text = f"{head}.{frac[:6]}"
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,14 @@ def latency_table(summaries: list[LatencySummary], title: str) -> Table:
         table.add_column(col, justify="left" if col == "model" else "right")
     for s in summaries:
         table.add_row(
-            s.model, str(s.requests), str(s.failed), f"{s.p50_ms:.1f}", f"{s.p90_ms:.1f}",
-            f"{s.p99_ms:.1f}", f"{s.throughput_rps:.1f}",
-        )  # fmt: skip
+            s.model,
+            str(s.requests),
+            str(s.failed),
+            f"{s.p50_ms:.1f}",
+            f"{s.p90_ms:.1f}",
+            f"{s.p99_ms:.1f}",
+            f"{s.throughput_rps:.1f}",
+        )
     return table
 
 

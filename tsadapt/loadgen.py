@@ -34,7 +34,9 @@ class LatencySummary:
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
 
 
-def summarise(model: str, latencies_ms: list[float], failed: int, duration_s: float) -> LatencySummary:
+def summarise(
+    model: str, latencies_ms: list[float], failed: int, duration_s: float
+) -> LatencySummary:
     arr = np.asarray(latencies_ms, dtype=float) if latencies_ms else np.array([np.nan])
     p50, p90, p99 = np.percentile(arr, [50, 90, 99])
     return LatencySummary(

@@ -10,6 +10,7 @@ latency(b) = alpha*b + beta and written as Markdown + PNG + JSON under docs/resu
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -59,9 +60,13 @@ def profile_model(
             if progress is not None:
                 progress.advance(task)
     return ModelProfile(
-        model.name, torch.get_num_threads(), batches, medians, p90s,
+        model.name,
+        torch.get_num_threads(),
+        batches,
+        medians,
+        p90s,
         fit_linear(np.array(batches), np.array(medians)),
-    )  # fmt: skip
+    )
 
 
 def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> Path:
@@ -76,8 +81,14 @@ def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> P
     for p in profiles:
         b = np.array(p.batch_sizes)
         (line,) = ax.plot(b, p.median_ms, "o", ms=3, label=f"{p.model} (measured)")
-        ax.plot(b, p.fit.predict(b), "-", color=line.get_color(), lw=1,
-                label=f"{p.model}: {p.fit.alpha_ms:.2f}*b + {p.fit.beta_ms:.2f} ms")  # fmt: skip
+        ax.plot(
+            b,
+            p.fit.predict(b),
+            "-",
+            color=line.get_color(),
+            lw=1,
+            label=f"{p.model}: {p.fit.alpha_ms:.2f}*b + {p.fit.beta_ms:.2f} ms",
+        )
     ax.set_xlabel("batch size b")
     ax.set_ylabel("handler latency per batch (ms, median)")
     ax.set_yscale("log")
@@ -87,7 +98,10 @@ def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> P
     fig.savefig(out_dir / "model-profiles.png", dpi=120)
     plt.close(fig)
 
-    machine = f"{platform.machine()}, {torch.get_num_threads()} intra-op threads, torch {torch.__version__}"
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} intra-op threads, torch {torch.__version__}"
+    )
     lines = [
         "# Demo model batch-latency profiles",
         "",
@@ -96,7 +110,8 @@ def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> P
         "model's real handler in-process (validation, collation, forward, answers), as a",
         "TorchServe worker runs it. Fit: latency(b) = alpha*b + beta (seed 000, Eq. 1).",
         "",
-        "| model | alpha (ms/request) | beta (ms) | R^2 | b=1 ms | b=8 ms | b=32 ms | per-request ms at b=32 |",
+        "| model | alpha (ms/request) | beta (ms) | R^2 | b=1 ms | b=8 ms | b=max ms "
+        "| ms per request at b=max |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in profiles:
@@ -104,7 +119,8 @@ def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> P
         last = p.batch_sizes[-1]
         lines.append(
             f"| {p.model} | {p.fit.alpha_ms:.3f} | {p.fit.beta_ms:.3f} | {p.fit.r2:.4f} | "
-            f"{at[1]:.2f} | {at.get(8, float('nan')):.2f} | {at[last]:.2f} | {at[last] / last:.3f} |"
+            f"{at[1]:.2f} | {at.get(8, float('nan')):.2f} | {at[last]:.2f} | "
+            f"{at[last] / last:.3f} |"
         )
     lines += ["", "![batch latency](model-profiles.png)", "", "## Raw points (median ms)", ""]
     lines.append("| b | " + " | ".join(p.model for p in profiles) + " |")
@@ -119,7 +135,9 @@ def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> P
     return path
 
 
-def run(names: list[str], max_batch: int, repeats: int, warmup: int, out_dir: Path, command: str) -> list[ModelProfile]:
+def run(
+    names: list[str], max_batch: int, repeats: int, warmup: int, out_dir: Path, command: str
+) -> list[ModelProfile]:
     with Progress() as progress:
         profiles = [
             profile_model(DEMO_MODELS[n], max_batch, repeats, warmup, progress) for n in names

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
 from tsadapt.handlers.layers import ResidualBlock
 
 NUM_CLASSES = 10
