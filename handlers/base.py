@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 #: Response header carrying the size of the batch that served the request.
 BATCH_SIZE_HEADER = "X-TSAdapt-Batch-Size"
+#: Response header naming that batch: "<worker pid>-<batch number in that worker>".
+BATCH_ID_HEADER = "X-TSAdapt-Batch-Id"
+#: Response header: wall-clock time (epoch seconds) when that batch reached the handler.
+BATCH_START_HEADER = "X-TSAdapt-Batch-Start"
 #: Model metrics (counters) emitted once per batch.
 METRIC_BATCHES = "AdaptBatches"
 METRIC_BATCH_REQUESTS = "AdaptBatchRequests"
@@ -45,6 +50,7 @@ class PreparedBatch:
     inputs: Any  # a tensor (or tensors) for the valid requests; None when none is valid
     errors: dict[int, str] = field(default_factory=dict)
     started: float = 0.0  # perf_counter() when the batch reached the handler
+    started_wall: float = 0.0  # time.time() at the same moment
 
 
 def decode_body(request: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +124,7 @@ class AdaptiveHandler(BaseHandler):
     def initialize(self, context: Any) -> None:
         """Load the model as ``BaseHandler`` does; optionally set the intra-op threads."""
         super().initialize(context)
+        self.batches_served = 0
         threads = (getattr(self, "model_yaml_config", None) or {}).get("handler", {}).get("threads")
         if threads:
             torch.set_num_threads(int(threads))
@@ -138,7 +145,7 @@ class AdaptiveHandler(BaseHandler):
 
     # --- BaseHandler hooks ------------------------------------------------------------
     def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         items: list[torch.Tensor] = []
         valid: list[int] = []
         errors: dict[int, str] = {}
@@ -149,7 +156,7 @@ class AdaptiveHandler(BaseHandler):
             except InvalidRequest as exc:
                 errors[idx] = str(exc)
         inputs = self.collate(items) if items else None
-        return PreparedBatch(len(data), tuple(valid), inputs, errors, started)
+        return PreparedBatch(len(data), tuple(valid), inputs, errors, started, started_wall)
 
     def inference(self, batch: PreparedBatch, *args: Any, **kwargs: Any) -> Any:
         if batch.inputs is None:
@@ -166,8 +173,12 @@ class AdaptiveHandler(BaseHandler):
         for idx, message in batch.errors.items():
             self.context.set_response_status(400, message, idx)
             answers[idx] = {"code": 400, "type": "InvalidInput", "message": message}
+        self.batches_served += 1
+        batch_id = f"{os.getpid()}-{self.batches_served}"
         for idx in range(batch.size):
             self.context.set_response_header(idx, BATCH_SIZE_HEADER, str(batch.size))
+            self.context.set_response_header(idx, BATCH_ID_HEADER, batch_id)
+            self.context.set_response_header(idx, BATCH_START_HEADER, f"{batch.started_wall:.6f}")
         self._report_batch(batch)
         return answers
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -188,3 +189,61 @@ def test_histogram_agrees_with_client_latency(torchserve: Any, adapt: AdaptClien
     assert client_p50 - hist.quantile(0.5) < 25.0
     assert hist.mean_ms <= statistics.mean(client_ms) + 1.0
     assert hist.fraction_within(client_ms[-1] + 1) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_handler_batch_sizes_follow_each_change_within_one_batch(
+    torchserve: Any, adapt: AdaptClient, restore_batching: ModelState
+) -> None:
+    """Under steady load, batch size 1 -> 16 -> 4 and delay 0 -> 50 -> 5, three times over.
+
+    Every response names its batch (``X-TSAdapt-Batch-Id``), that batch's size and when it
+    reached the handler. Of the batches that reached the handler after a change returned,
+    only the first (the one already being formed) may keep the old size; every later batch
+    respects the new bound, and the stock describe API agrees with the change.
+    """
+    stop = threading.Event()
+    batches: dict[str, tuple[float, int]] = {}  # batch id -> (handler start, size)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def load() -> None:
+        client = TorchServeClient(
+            torchserve.inference_url, torchserve.management_url, torchserve.keys, timeout_s=30
+        )
+        while not stop.is_set():
+            resp = client.predict(MODEL, tabular_payload())
+            with lock:
+                statuses.append(resp.status_code)
+                batches[resp.headers["X-TSAdapt-Batch-Id"]] = (
+                    float(resp.headers["X-TSAdapt-Batch-Start"]),
+                    int(resp.headers["X-TSAdapt-Batch-Size"]),
+                )
+
+    settings = [(1, 0), (16, 50), (4, 5)] * 3
+    # (wall time the change was sent, wall time it returned, new batch size)
+    changes: list[tuple[float, float, int]] = []
+    with ThreadPoolExecutor(24) as pool:
+        futures = [pool.submit(load) for _ in range(24)]
+        try:
+            time.sleep(1.0)
+            for batch, delay in settings:
+                sent = time.time()
+                adapt.set_batching(MODEL, batch, delay)
+                changes.append((sent, time.time(), batch))
+                described = torchserve.client.describe(MODEL)
+                assert (described["batchSize"], described["maxBatchDelay"]) == (batch, delay)
+                time.sleep(1.5)
+        finally:
+            stop.set()
+        for f in futures:
+            f.result()
+
+    assert statuses and set(statuses) == {200}
+    # A phase runs from a change's return to the sending of the next change.
+    ends = [sent for sent, _, _ in changes[1:]] + [math.inf]
+    for (_, start, bound), end in zip(changes, ends, strict=True):
+        sizes = [size for began, size in sorted(batches.values()) if start < began < end]
+        assert len(sizes) >= 3, f"too few batches after the change to {bound}: {sizes}"
+        assert all(s <= bound for s in sizes[1:]), (bound, [s for s in sizes if s > bound], sizes)
+        assert max(sizes[1:]) == bound, (bound, sizes)  # 24 requests in flight fill a batch
