@@ -19,6 +19,19 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_overhead(args: argparse.Namespace) -> int:
+    from .bench_overhead import OverheadConfig, report, run
+
+    config = OverheadConfig(args.model, args.rate, args.round_s, args.rounds, args.seed)
+    text = report(config, run(config), "tsadapt plugin bench-overhead " + " ".join(sys.argv[3:]))
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``plugin build``; each leaf parser sets ``func(args) -> int`` via set_defaults."""
     plugin = subparsers.add_parser("plugin", help="the TorchServe frontend plugin (/adapt)")
@@ -29,3 +42,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.set_defaults(func=_cmd_build)
+    bench = actions.add_parser(
+        "bench-overhead", help="p50/p99 of stock TorchServe vs TorchServe + plugin, one run"
+    )
+    bench.add_argument("--model", default="tabular", choices=["image", "text", "tabular"])
+    bench.add_argument("--rate", type=float, default=80.0, help="requests/s (open loop)")
+    bench.add_argument("--round-s", type=float, default=15.0, help="seconds per round")
+    bench.add_argument("--rounds", type=int, default=4)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", type=Path, default=Path("docs/results/plugin-overhead.md"))
+    bench.set_defaults(func=_cmd_bench_overhead)

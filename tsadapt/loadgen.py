@@ -6,6 +6,7 @@ dependency-light way to send N real requests at a fixed concurrency and summaris
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -65,3 +66,63 @@ def send_requests(
     ok = [ms for ms, code, _ in results if code == 200]
     summary = summarise(model, ok, len(results) - len(ok), duration)
     return summary, [(code, body) for _, code, body in results]
+
+
+@dataclass(frozen=True)
+class OpenLoopResult:
+    """What an open-loop run sent and got back."""
+
+    intended_rate_rps: float
+    duration_s: float
+    sent: int
+    latencies_ms: tuple[float, ...]  # successful requests only
+    failed: int
+    max_lateness_ms: float  # worst delay between a request's scheduled and actual send
+
+    @property
+    def achieved_rate_rps(self) -> float:
+        return self.sent / self.duration_s
+
+
+def open_loop(
+    client: TorchServeClient,
+    model: str,
+    payload: Any,
+    rate_rps: float,
+    duration_s: float,
+    rng: np.random.Generator,
+    max_in_flight: int = 64,
+) -> OpenLoopResult:
+    """Poisson arrivals at ``rate_rps`` for ``duration_s``: each request is sent at its
+    scheduled time whatever the earlier ones are doing (up to ``max_in_flight`` threads)."""
+    gaps = rng.exponential(1.0 / rate_rps, size=int(rate_rps * duration_s * 2) + 10)
+    schedule = np.cumsum(gaps)
+    schedule = schedule[schedule < duration_s]
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json"}
+
+    def one() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        try:
+            code = client.request(
+                "inference", "POST", f"predictions/{model}", data=body, headers=headers
+            ).status_code
+        except OSError:
+            code = 0
+        return (time.perf_counter() - t0) * 1000.0, code
+
+    lateness = 0.0
+    with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
+        start = time.perf_counter()
+        futures = []
+        for at in schedule:
+            wait = start + at - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            lateness = max(lateness, time.perf_counter() - start - at)
+            futures.append(pool.submit(one))
+        results = [f.result() for f in futures]
+    ok = tuple(ms for ms, code in results if code == 200)
+    return OpenLoopResult(
+        rate_rps, duration_s, len(results), ok, len(results) - len(ok), lateness * 1000.0
+    )
