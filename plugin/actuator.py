@@ -1,0 +1,101 @@
+"""The execution engine: applies guarded actions to TorchServe, idempotently, with retries.
+
+Batch size and delay go through the plugin (``PUT /adapt/models/{name}``); workers through the
+management API (``PUT /models/{name}?min_worker=N&max_worker=N&synchronous=true``). Settings
+that already hold are skipped. A call that still fails after the retries is reported in the
+result; nothing here raises into the control loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tsadapt.plugin.adapt_client import AdaptClient
+from tsadapt.policy.types import Action, ModelSettings
+
+from tsadapt.client import TorchServeClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What happened to one model's action."""
+
+    model: str
+    changes: dict[str, int]
+    ok: bool
+    attempts: int
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Actuator:
+    """Applies :class:`Action` s; ``retries`` extra attempts with exponential backoff."""
+
+    def __init__(
+        self,
+        client: TorchServeClient,
+        retries: int = 2,
+        backoff_s: float = 0.2,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.adapt = AdaptClient(client, timeout_s=5.0, retries=0)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._sleep = sleep
+
+    def _apply_once(self, model: str, changes: dict[str, int]) -> None:
+        batching = {k: v for k, v in changes.items() if k != "workers"}
+        if batching:
+            self.adapt.set_batching(model, **batching)
+        if "workers" in changes:
+            self.client.scale_workers(model, changes["workers"], synchronous=True)
+
+    def apply_one(self, action: Action, current: ModelSettings) -> ApplyResult | None:
+        """Apply one action; None when it changes nothing."""
+        changes = action.changes(current)
+        if not changes:
+            return None
+        error = None
+        for attempt in range(1, self.retries + 2):
+            try:
+                self._apply_once(action.model, changes)
+                logger.info("applied %s %s", action.model, changes)
+                return ApplyResult(action.model, changes, True, attempt)
+            except Exception as exc:  # noqa: BLE001 - reported, never raised into the loop
+                error = f"{type(exc).__name__}: {exc}"
+                logger.warning("apply %s %s failed (try %d): %s", action.model, changes,
+                               attempt, error)
+                if attempt <= self.retries:
+                    self._sleep(self.backoff_s * 2 ** (attempt - 1))
+        return ApplyResult(action.model, changes, False, self.retries + 1, error)
+
+    def apply(
+        self, actions: tuple[Action, ...], current: dict[str, ModelSettings]
+    ) -> tuple[ApplyResult, ...]:
+        """Apply every action against the observed ``current`` settings."""
+        results = []
+        for action in actions:
+            result = self.apply_one(action, current[action.model])
+            if result is not None:
+                results.append(result)
+        return tuple(results)
+
+
+def restore_actions(
+    desired: dict[str, ModelSettings], live: dict[str, ModelSettings]
+) -> tuple[Action, ...]:
+    """Actions that bring ``live`` back to ``desired`` (after a server restart)."""
+    actions = []
+    for name, want in desired.items():
+        if name in live and live[name] != want:
+            actions.append(Action(name, want.batch_size, want.max_batch_delay_ms, want.workers))
+    return tuple(actions)

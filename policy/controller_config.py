@@ -1,0 +1,274 @@
+"""The controller's typed configuration (``configs/controller.yaml``), loaded and validated once.
+
+Every error names the offending field (``models.tabular.max_workers: ...``) so a bad file is
+rejected at start, before the sidecar touches the server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Policies the sidecar can run (``ppo`` joins when the learned policy lands).
+POLICY_NAMES = ("static", "aimd", "queue")
+DEFAULT_TICK_S = 1.0
+DEFAULT_WINDOW_S = 5.0
+DEFAULT_COOLDOWN_S = 3.0
+#: Largest batch TorchServe is asked to form (the plugin accepts any positive int).
+BATCH_SIZE_LIMIT = 1024
+#: Largest max batch delay (ms) a config may allow.
+DELAY_LIMIT_MS = 10_000
+
+
+class ConfigError(ValueError):
+    """The controller config is invalid; the message starts with the field's path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """One model's SLO and the bounds every action on it must respect."""
+
+    name: str
+    slo_ms: float
+    min_workers: int = 1
+    max_workers: int = 2
+    min_batch: int = 1
+    max_batch: int = 32
+    max_delay_ms: int = 50
+    memory_mb_per_worker: float = 0.0
+
+    @property
+    def slo_s(self) -> float:
+        return self.slo_ms / 1000.0
+
+
+@dataclass(frozen=True)
+class AimdParams:
+    """Clipper-style AIMD on batch size, driven by end-to-end p99 and the batch fill rate."""
+
+    additive_step: int = 2
+    decrease_factor: float = 0.75
+    headroom: float = 0.8  # probe upwards only while p99 < headroom * SLO
+    fill_high: float = 0.75  # batches this full mean the batch (or capacity) is the limit
+    fill_low: float = 0.3  # batches this empty mean the batch size is larger than needed
+
+
+@dataclass(frozen=True)
+class QueueParams:
+    """Ray-Serve-style: workers from ongoing requests, batch from arrival rate x SLO budget."""
+
+    target_ongoing_per_worker: float = 8.0
+    batch_wait_fraction: float = 0.25  # share of the SLO a request may wait for its batch
+    ewma_alpha: float = 0.5
+    downscale_delay_ticks: int = 5
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Sidecar settings, guard limits and policy parameters."""
+
+    models: tuple[ModelLimits, ...]
+    worker_budget: int
+    policy: str = "aimd"
+    tick_s: float = DEFAULT_TICK_S
+    window_s: float = DEFAULT_WINDOW_S
+    memory_budget_mb: float | None = None
+    cooldown_s: float = DEFAULT_COOLDOWN_S
+    max_batch_step: int = 8
+    max_delay_step_ms: int = 20
+    max_worker_step: int = 1
+    emergency_attainment: float = 0.5
+    emergency_min_requests: int = 10
+    emergency_delay_ms: int = 0
+    retries: int = 2
+    retry_backoff_s: float = 0.2
+    aimd: AimdParams = field(default_factory=AimdParams)
+    queue: QueueParams = field(default_factory=QueueParams)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    def limits(self, name: str) -> ModelLimits:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"model '{name}' is not in the controller config")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check(ok: bool, path: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(path, message)
+
+
+def _positive(value: float, path: str) -> None:
+    _check(
+        isinstance(value, int | float) and math.isfinite(value) and value > 0,
+        path,
+        f"must be > 0, got {value!r}",
+    )
+
+
+def _fraction(value: float, path: str) -> None:
+    _check(
+        isinstance(value, int | float) and 0 < value <= 1, path, f"must be in (0, 1], got {value!r}"
+    )
+
+
+def validate(config: ControllerConfig) -> None:
+    """Raise :class:`ConfigError` naming the first bad field."""
+    _check(bool(config.models), "models", "at least one model is required")
+    _check(
+        config.policy in POLICY_NAMES,
+        "policy",
+        f"unknown policy {config.policy!r}; known: {', '.join(POLICY_NAMES)}",
+    )
+    for name in ("tick_s", "window_s", "retry_backoff_s"):
+        _positive(getattr(config, name), name)
+    _check(config.window_s >= config.tick_s, "window_s", "must be >= tick_s")
+    _check(config.cooldown_s >= 0, "cooldown_s", f"must be >= 0, got {config.cooldown_s}")
+    for name in ("max_batch_step", "max_delay_step_ms", "max_worker_step", "worker_budget"):
+        value = getattr(config, name)
+        _check(isinstance(value, int) and value >= 1, name, f"must be an int >= 1, got {value!r}")
+    _check(config.retries >= 0, "retries", "must be >= 0")
+    _check(config.emergency_min_requests >= 1, "emergency_min_requests", "must be >= 1")
+    _check(0 <= config.emergency_attainment <= 1, "emergency_attainment", "must be in [0, 1]")
+    _check(config.emergency_delay_ms >= 0, "emergency_delay_ms", "must be >= 0")
+    if config.memory_budget_mb is not None:
+        _positive(config.memory_budget_mb, "memory_budget_mb")
+    seen: set[str] = set()
+    for m in config.models:
+        p = f"models.{m.name}"
+        _check(m.name not in seen, p, "listed twice")
+        seen.add(m.name)
+        _positive(m.slo_ms, f"{p}.slo_ms")
+        _check(m.min_workers >= 1, f"{p}.min_workers", f"must be >= 1, got {m.min_workers}")
+        _check(
+            m.max_workers >= m.min_workers,
+            f"{p}.max_workers",
+            f"must be >= min_workers ({m.min_workers}), got {m.max_workers}",
+        )
+        _check(m.min_batch >= 1, f"{p}.min_batch", f"must be >= 1, got {m.min_batch}")
+        _check(
+            m.max_batch >= m.min_batch,
+            f"{p}.max_batch",
+            f"must be >= min_batch ({m.min_batch}), got {m.max_batch}",
+        )
+        _check(m.max_batch <= BATCH_SIZE_LIMIT, f"{p}.max_batch", f"must be <= {BATCH_SIZE_LIMIT}")
+        _check(
+            0 <= m.max_delay_ms <= DELAY_LIMIT_MS,
+            f"{p}.max_delay_ms",
+            f"must be in [0, {DELAY_LIMIT_MS}], got {m.max_delay_ms}",
+        )
+        _check(
+            m.max_delay_ms < m.slo_ms,
+            f"{p}.max_delay_ms",
+            f"must be below slo_ms ({m.slo_ms}): a request could wait its whole SLO",
+        )
+        _check(m.memory_mb_per_worker >= 0, f"{p}.memory_mb_per_worker", "must be >= 0")
+    minimum = sum(m.min_workers for m in config.models)
+    _check(
+        minimum <= config.worker_budget,
+        "worker_budget",
+        f"{config.worker_budget} is below the sum of min_workers ({minimum})",
+    )
+    if config.memory_budget_mb is not None:
+        need = sum(m.min_workers * m.memory_mb_per_worker for m in config.models)
+        _check(
+            need <= config.memory_budget_mb,
+            "memory_budget_mb",
+            f"{config.memory_budget_mb} is below what min_workers need ({need})",
+        )
+    a, q = config.aimd, config.queue
+    _check(
+        isinstance(a.additive_step, int) and a.additive_step >= 1,
+        "aimd.additive_step",
+        "must be an int >= 1",
+    )
+    _check(0 < a.decrease_factor < 1, "aimd.decrease_factor", "must be in (0, 1)")
+    _fraction(a.headroom, "aimd.headroom")
+    _fraction(a.fill_high, "aimd.fill_high")
+    _check(0 <= a.fill_low < a.fill_high, "aimd.fill_low", "must be in [0, fill_high)")
+    _positive(q.target_ongoing_per_worker, "queue.target_ongoing_per_worker")
+    _fraction(q.batch_wait_fraction, "queue.batch_wait_fraction")
+    _fraction(q.ewma_alpha, "queue.ewma_alpha")
+    _check(q.downscale_delay_ticks >= 0, "queue.downscale_delay_ticks", "must be >= 0")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """``cls(**data)`` with unknown keys and wrong shapes reported by path."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(path or "<root>", f"must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(where, f"unknown field; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(path or "<root>", str(exc)) from None
+
+
+def from_dict(
+    data: Mapping[str, Any], known_models: Iterable[str] | None = None
+) -> ControllerConfig:
+    """Build and validate a config; ``known_models`` (default: the demo catalog) are the only
+    model names accepted."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("<root>", "the config must be a YAML mapping")
+    body = dict(data)
+    raw_models = body.pop("models", None)
+    if not isinstance(raw_models, Mapping) or not raw_models:
+        raise ConfigError("models", "must map model name -> {slo_ms: ..., ...}")
+    if known_models is None:
+        from tsadapt.handlers.catalog import DEMO_MODELS
+
+        known_models = DEMO_MODELS
+    known = set(known_models)
+    models = []
+    for name, spec in raw_models.items():
+        path = f"models.{name}"
+        _check(name in known, path, f"unknown model; known: {', '.join(sorted(known))}")
+        _check(isinstance(spec, Mapping) and "slo_ms" in spec, f"{path}.slo_ms", "is required")
+        if "name" in spec:
+            raise ConfigError(f"{path}.name", "give the name as the key only")
+        models.append(_build(ModelLimits, {"name": name, **spec}, path))
+    for key, cls in (("aimd", AimdParams), ("queue", QueueParams)):
+        if key in body:
+            body[key] = _build(cls, body[key] or {}, key)
+    _check("worker_budget" in body, "worker_budget", "is required")
+    return _build(ControllerConfig, {"models": tuple(models), **body}, "")
+
+
+def load(path: Path, policy: str | None = None, **overrides: Any) -> ControllerConfig:
+    """Read ``path``; ``policy`` and ``overrides`` (non-None values) replace file values."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(str(path), "no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), f"not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError("<root>", "the config must be a YAML mapping")
+    data = dict(data)
+    if policy is not None:
+        data["policy"] = policy
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(data)

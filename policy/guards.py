@@ -1,0 +1,379 @@
+"""Rule-based safety around every policy, learned or not (DNN-Adapt's hybrid decision system).
+
+Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)`` over a
+``{model: Action}`` map; :func:`guard` composes them in a fixed order:
+
+1. :func:`emergency`     - SLO attainment collapsed or the oldest request outlived the SLO:
+                           cut the delay and add a worker now (exempt from step/cooldown).
+2. :func:`enforce_bounds` - per-model min/max workers, batch and delay from the config.
+3. :func:`limit_step`     - at most ``max_*_step`` change per setting per tick.
+4. :func:`cooldown`       - no change to a model within ``cooldown_s`` of its last change.
+5. :func:`worker_budget` / :func:`memory_budget` - global caps; increases are granted to the
+                           neediest models first (emergencies, then lowest SLO attainment).
+6. :func:`drop_noops`     - only real changes reach the actuator.
+
+Every change a guard makes to a proposal is an :class:`Override` with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.types import (
+    SETTING_FIELDS,
+    Action,
+    ModelObservation,
+    ModelSettings,
+    Observation,
+    frozen_map,
+)
+
+Proposals = dict[str, Action]
+#: What an emergency may change at once, whatever the cooldown.
+EMERGENCY_SETTINGS = ("max_batch_delay_ms", "workers")
+
+
+@dataclass(frozen=True)
+class Override:
+    """A guard changed (or vetoed) what the policy proposed for one setting."""
+
+    model: str
+    guard: str
+    setting: str
+    proposed: int | None
+    applied: int | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """When each model was last changed (controller clock, seconds)."""
+
+    last_change_s: Mapping[str, float] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    actions: tuple[Action, ...]
+    overrides: tuple[Override, ...]
+    state: GuardState
+    emergencies: tuple[str, ...]
+
+
+def _set(
+    proposals: Proposals,
+    overrides: list[Override],
+    model: str,
+    setting: str,
+    value: int | None,
+    guard_name: str,
+    reason: str,
+) -> None:
+    """Replace one setting of ``model``'s proposal, logging an override if it differs."""
+    old = proposals.get(model, Action(model))
+    proposed = getattr(old, setting)
+    if proposed == value:
+        return
+    proposals[model] = replace(old, **{setting: value})
+    overrides.append(Override(model, guard_name, setting, proposed, value, reason))
+
+
+def _target(action: Action | None, current: ModelSettings, setting: str) -> int:
+    value = getattr(action, setting) if action is not None else None
+    return getattr(current, setting) if value is None else value
+
+
+def emergency_reason(m: ModelObservation, config: ControllerConfig) -> str | None:
+    """Why ``m`` is in an emergency, or None."""
+    if m.oldest_queued_age_ms > m.slo_ms:
+        return f"oldest queued request {m.oldest_queued_age_ms:.0f} ms > SLO {m.slo_ms:.0f} ms"
+    if (
+        m.requests_in_window >= config.emergency_min_requests
+        and not math.isnan(m.slo_attainment)
+        and m.slo_attainment < config.emergency_attainment
+    ):
+        return f"SLO attainment {m.slo_attainment:.2f} < {config.emergency_attainment:.2f}"
+    return None
+
+
+def emergency(
+    proposals: Proposals, observation: Observation, config: ControllerConfig
+) -> tuple[Proposals, list[Override], tuple[str, ...]]:
+    """Cut the delay to ``emergency_delay_ms`` and add a worker for every model in trouble."""
+    out, overrides, hit = dict(proposals), [], []
+    for lim in config.models:
+        m = observation.model(lim.name)
+        reason = emergency_reason(m, config)
+        if reason is None:
+            continue
+        hit.append(lim.name)
+        action, s = out.get(lim.name), m.settings
+        delay = min(_target(action, s, "max_batch_delay_ms"), config.emergency_delay_ms)
+        if delay != s.max_batch_delay_ms:
+            _set(out, overrides, lim.name, "max_batch_delay_ms", delay, "emergency", reason)
+        workers = max(_target(action, s, "workers"), min(s.workers + 1, lim.max_workers))
+        if workers != s.workers:
+            _set(out, overrides, lim.name, "workers", workers, "emergency", reason)
+    return out, overrides, tuple(hit)
+
+
+def enforce_bounds(
+    proposals: Proposals, observation: Observation, config: ControllerConfig
+) -> tuple[Proposals, list[Override]]:
+    """Clamp every proposed setting into the model's configured bounds."""
+    out, overrides = dict(proposals), []
+    for name, action in proposals.items():
+        lim = config.limits(name)
+        bounds = {
+            "workers": (lim.min_workers, lim.max_workers),
+            "batch_size": (lim.min_batch, lim.max_batch),
+            "max_batch_delay_ms": (0, lim.max_delay_ms),
+        }
+        for setting, (low, high) in bounds.items():
+            value = getattr(action, setting)
+            if value is not None and not low <= value <= high:
+                clamped = max(low, min(high, value))
+                _set(
+                    out,
+                    overrides,
+                    name,
+                    setting,
+                    clamped,
+                    "bounds",
+                    f"{setting} {value} outside [{low}, {high}]",
+                )
+    return out, overrides
+
+
+def limit_step(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    exempt: tuple[str, ...] = (),
+) -> tuple[Proposals, list[Override]]:
+    """At most ``max_batch_step`` / ``max_delay_step_ms`` / ``max_worker_step`` per tick;
+    an emergency may cut the delay at once."""
+    steps = {
+        "batch_size": config.max_batch_step,
+        "max_batch_delay_ms": config.max_delay_step_ms,
+        "workers": config.max_worker_step,
+    }
+    out, overrides = dict(proposals), []
+    for name, action in proposals.items():
+        current = observation.model(name).settings
+        for setting, step in steps.items():
+            value, now = getattr(action, setting), getattr(current, setting)
+            if value is None or abs(value - now) <= step:
+                continue
+            if name in exempt and setting == "max_batch_delay_ms" and value < now:
+                continue
+            limited = now + step if value > now else now - step
+            _set(
+                out,
+                overrides,
+                name,
+                setting,
+                limited,
+                "max_step",
+                f"{setting} {now} -> {value} exceeds the step of {step} per tick",
+            )
+    return out, overrides
+
+
+def cooldown(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    state: GuardState,
+    exempt: tuple[str, ...] = (),
+) -> tuple[Proposals, list[Override]]:
+    """Veto changes to a model changed less than ``cooldown_s`` ago; in an emergency only
+    the emergency's own settings (delay, workers) pass, the policy's batch change waits."""
+    out, overrides = dict(proposals), []
+    for name, action in proposals.items():
+        last = state.last_change_s.get(name)
+        if last is None:
+            continue
+        age = observation.time_s - last
+        if age >= config.cooldown_s:
+            continue
+        current = observation.model(name).settings
+        for setting, value in action.changes(current).items():
+            if name in exempt and setting in EMERGENCY_SETTINGS:
+                continue
+            _set(
+                out,
+                overrides,
+                name,
+                setting,
+                None,
+                "cooldown",
+                f"last change {age:.1f} s ago < cooldown {config.cooldown_s:.1f} s "
+                f"(wanted {setting}={value})",
+            )
+    return out, overrides
+
+
+def _by_need(names: list[str], observation: Observation, exempt: tuple[str, ...]) -> list[str]:
+    """Emergencies first, then lowest SLO attainment (NaN last), then name."""
+
+    def key(name: str) -> tuple[int, float, str]:
+        att = observation.model(name).slo_attainment
+        return (0 if name in exempt else 1, 2.0 if math.isnan(att) else att, name)
+
+    return sorted(names, key=key)
+
+
+def _cap_increases(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    exempt: tuple[str, ...],
+    cost: Mapping[str, float],
+    budget: float,
+    guard_name: str,
+    unit: str,
+) -> tuple[Proposals, list[Override]]:
+    """Grant worker increases while sum(workers x cost) stays within ``budget``."""
+    out, overrides = dict(proposals), []
+    settings = {m.name: m.settings for m in observation.models}
+    used = 0.0
+    for name, s in settings.items():
+        target = _target(out.get(name), s, "workers")
+        used += min(target, s.workers) * cost.get(name, 0.0)  # decreases are always granted
+    growing = [
+        n for n, a in proposals.items() if a.workers is not None and a.workers > settings[n].workers
+    ]
+    for name in _by_need(growing, observation, exempt):
+        current, wanted = settings[name].workers, proposals[name].workers
+        unit_cost = cost.get(name, 0.0)
+        granted = current
+        while granted < wanted and used + (granted - current + 1) * unit_cost <= budget + 1e-9:
+            granted += 1
+        used += (granted - current) * unit_cost
+        if granted != wanted:
+            _set(
+                out,
+                overrides,
+                name,
+                "workers",
+                granted if granted != current else None,
+                guard_name,
+                f"{unit} budget {budget:g} reached",
+            )
+    return out, overrides
+
+
+def worker_budget(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    exempt: tuple[str, ...] = (),
+) -> tuple[Proposals, list[Override]]:
+    """Total workers over all models stay within ``worker_budget``."""
+    cost = {m.name: 1.0 for m in observation.models}
+    return _cap_increases(
+        proposals,
+        observation,
+        config,
+        exempt,
+        cost,
+        config.worker_budget,
+        "worker_budget",
+        "worker",
+    )
+
+
+def memory_budget(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    exempt: tuple[str, ...] = (),
+) -> tuple[Proposals, list[Override]]:
+    """Total worker memory (``memory_mb_per_worker``) stays within ``memory_budget_mb``."""
+    if config.memory_budget_mb is None:
+        return dict(proposals), []
+    cost = {lim.name: lim.memory_mb_per_worker for lim in config.models}
+    return _cap_increases(
+        proposals,
+        observation,
+        config,
+        exempt,
+        cost,
+        config.memory_budget_mb,
+        "memory_budget",
+        "memory (MB)",
+    )
+
+
+def drop_noops(proposals: Proposals, observation: Observation) -> Proposals:
+    """Keep only settings that really change; drop empty actions."""
+    out = {}
+    for name, action in proposals.items():
+        changes = action.changes(observation.model(name).settings)
+        if changes:
+            out[name] = Action(name, **changes)
+    return out
+
+
+def guard(
+    actions: tuple[Action, ...],
+    observation: Observation,
+    config: ControllerConfig,
+    state: GuardState,
+    emergencies: bool = True,
+) -> GuardResult:
+    """Run every guard over a policy's actions; return what may be applied and why not more.
+
+    ``emergencies=False`` skips :func:`emergency` (for the ``static`` no-control baseline).
+    """
+    proposals: Proposals = {}
+    overrides: list[Override] = []
+    for action in actions:
+        if action.model not in config.model_names:
+            for setting in SETTING_FIELDS:
+                if getattr(action, setting) is not None:
+                    overrides.append(
+                        Override(
+                            action.model,
+                            "unknown_model",
+                            setting,
+                            getattr(action, setting),
+                            None,
+                            "model not in the controller config",
+                        )
+                    )
+            continue
+        merged = proposals.get(action.model, Action(action.model))
+        updates = {f: getattr(action, f) for f in SETTING_FIELDS if getattr(action, f) is not None}
+        proposals[action.model] = replace(merged, **updates)
+    exempt: tuple[str, ...] = ()
+    if emergencies:
+        proposals, found, exempt = emergency(proposals, observation, config)
+        overrides += found
+    proposals, found = enforce_bounds(proposals, observation, config)
+    overrides += found
+    proposals, found = limit_step(proposals, observation, config, exempt)
+    overrides += found
+    proposals, found = cooldown(proposals, observation, config, state, exempt)
+    overrides += found
+    for budget in (worker_budget, memory_budget):
+        proposals, found = budget(proposals, observation, config, exempt)
+        overrides += found
+    final = drop_noops(proposals, observation)
+    last = dict(state.last_change_s)
+    for name in final:
+        last[name] = observation.time_s
+    return GuardResult(
+        actions=tuple(final[n] for n in sorted(final)),
+        overrides=tuple(overrides),
+        state=GuardState(frozen_map(last)),
+        emergencies=exempt,
+    )

@@ -1,0 +1,153 @@
+"""What the controller sees and does: frozen dataclasses shared by policies, guards, the sidecar
+and (later) the Gym environment.
+
+Units: milliseconds for latencies and delays, requests per second for rates, seconds for times.
+A value that could not be measured in a window (no requests, no batches) is ``math.nan``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+SETTING_FIELDS = ("batch_size", "max_batch_delay_ms", "workers")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """The configuration a model is served with (what the actuator applies)."""
+
+    batch_size: int
+    max_batch_delay_ms: int
+    workers: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {f: getattr(self, f) for f in SETTING_FIELDS}
+
+
+@dataclass(frozen=True)
+class ModelObservation:
+    """One model over the last observation window."""
+
+    name: str
+    slo_ms: float
+    settings: ModelSettings
+    arrival_rate_rps: float
+    completion_rate_rps: float
+    queue_depth: int
+    oldest_queued_age_ms: float
+    requests_in_window: int
+    slo_attainment: float
+    p50_ms: float
+    p99_ms: float
+    mean_latency_ms: float
+    batch_fill_rate: float
+    mean_batch_size: float
+    error_rate: float = math.nan
+
+    @property
+    def slo_violated(self) -> bool:
+        """p99 over the SLO (False when there is no p99 in the window)."""
+        return not math.isnan(self.p99_ms) and self.p99_ms > self.slo_ms
+
+
+@dataclass(frozen=True)
+class GpuObservation:
+    index: int
+    utilisation_pct: float
+    memory_used_mb: float
+    memory_total_mb: float
+
+
+@dataclass(frozen=True)
+class HostObservation:
+    cpu_utilisation_pct: float
+    memory_used_pct: float
+    gpus: tuple[GpuObservation, ...] = ()
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything observed at one tick; ``time_s`` is the controller clock (monotonic)."""
+
+    time_s: float
+    window_s: float
+    models: tuple[ModelObservation, ...]
+    host: HostObservation
+
+    def model(self, name: str) -> ModelObservation:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(f"no observation of model '{name}'")
+
+    @property
+    def total_workers(self) -> int:
+        return sum(m.settings.workers for m in self.models)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A change for one model; ``None`` leaves that setting as it is."""
+
+    model: str
+    batch_size: int | None = None
+    max_batch_delay_ms: int | None = None
+    workers: int | None = None
+
+    def changes(self, current: ModelSettings) -> dict[str, int]:
+        """The settings this action would really change (no-ops left out)."""
+        out = {}
+        for f in SETTING_FIELDS:
+            value = getattr(self, f)
+            if value is not None and value != getattr(current, f):
+                out[f] = value
+        return out
+
+    def is_noop(self, current: ModelSettings) -> bool:
+        return not self.changes(current)
+
+    def apply_to(self, current: ModelSettings) -> ModelSettings:
+        return replace(current, **self.changes(current))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def frozen_map(values: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    """A read-only copy of ``values`` (for state inside frozen dataclasses)."""
+    return MappingProxyType(dict(values or {}))
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What a policy carries from one tick to the next; each policy reads only its own keys.
+
+    ``memory`` maps model name -> a policy-defined frozen value (EWMA rates, counters, or a
+    learned policy's recurrent state).
+    """
+
+    tick: int = 0
+    memory: Mapping[str, Any] = field(default_factory=frozen_map)
+
+    def next(self, memory: Mapping[str, Any] | None = None) -> PolicyState:
+        return PolicyState(self.tick + 1, frozen_map(self.memory if memory is None else memory))
+
+
+Decision = tuple[tuple[Action, ...], PolicyState]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A decision rule: pure, no I/O; a learned (PPO) policy object fits the same shape."""
+
+    name: str
+
+    def decide(self, observation: Observation, state: PolicyState) -> Decision: ...
+
+
+def settings_of(observation: Observation) -> dict[str, ModelSettings]:
+    return {m.name: m.settings for m in observation.models}
