@@ -72,3 +72,18 @@ def test_expiry_parses_java_nanoseconds() -> None:
         and abs(ts - datetime(2026, 11, 23, 13, 51, 48, 505495, UTC).timestamp()) < 1e-3
     )
     assert _parse_expiry(None) is None
+
+
+def test_half_written_key_file_is_read_again(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "key_file.json"
+    path.write_text('{"management": {"key": "m')  # TorchServe is still writing it
+    timer = threading.Timer(
+        0.3, _write, (path, "done", datetime.now(UTC) + timedelta(hours=1))
+    )
+    timer.start()
+    try:
+        assert KeyFile(path).token("management") == "done"
+    finally:
+        timer.join()

@@ -27,6 +27,8 @@ Api = Literal["management", "inference"]
 
 #: Pooled HTTP connections per client (one per request in flight).
 POOL_SIZE = 128
+#: Tries to read a key file that TorchServe is still writing (0.1 s apart).
+READ_ATTEMPTS = 20
 #: Re-read the key file this long before the stated expiry.
 EXPIRY_MARGIN_S = 30.0
 
@@ -70,7 +72,15 @@ class KeyFile:
         """Read the file again (after a restart or an expiry)."""
         if self.path is None:
             return
-        raw = json.loads(self.path.read_text())
+        raw = None
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                raw = json.loads(self.path.read_text())
+                break
+            except ValueError:  # TorchServe may be writing the file right now
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1)
         tokens = {
             api: Token(entry["key"], _parse_expiry(entry.get("expiration time")))
             for api, entry in raw.items()

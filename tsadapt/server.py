@@ -257,10 +257,17 @@ def _wait_healthy(server: RunningServer, proc: subprocess.Popen, config: ServerC
                 f"TorchServe exited with code {proc.returncode} during start; "
                 f"see {config.log_dir / 'torchserve.out'}"
             )
-        if (not config.auth or config.key_file.exists()) and server.client(2).ping():
+        if (not config.auth or _key_file_complete(config.key_file)) and server.client(2).ping():
             return
         time.sleep(0.3)
     raise ServerError(f"TorchServe did not answer within {config.startup_timeout_s:.0f} s")
+
+
+def _key_file_complete(path: Path) -> bool:
+    try:
+        return "management" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def register(client: TorchServeClient, name: str, workers: int | None = None) -> None:
