@@ -5,7 +5,9 @@ Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)
 
 1. :func:`emergency`     - SLO attainment collapsed or the oldest request outlived the SLO:
                            cut the delay and add a worker now (exempt from step/cooldown).
-2. :func:`enforce_bounds` - per-model min/max workers, batch and delay from the config.
+2. :func:`enforce_bounds` - per-model min/max workers, batch and delay from the config; a
+                           delay of at least 1 ms when the batch size is above 2
+                           (TorchServe caps batches at 2 when the delay is 0).
 3. :func:`limit_step`     - at most ``max_*_step`` change per setting per tick.
 4. :func:`cooldown`       - no change to a model within ``cooldown_s`` of its last change.
 5. :func:`worker_budget` / :func:`memory_budget` - global caps; increases are granted to the
@@ -33,6 +35,10 @@ from tsadapt.policy.types import (
 )
 
 Proposals = dict[str, Action]
+#: TorchServe 0.12 forms batches of at most this many jobs when max_batch_delay is 0.
+ZERO_DELAY_BATCH_CAP = 2
+#: The smallest delay that lets a batch fill from the queue (measured: 13.9 of 16 at 1 ms).
+MIN_BATCHING_DELAY_MS = 1
 #: What an emergency may change at once, whatever the cooldown.
 EMERGENCY_SETTINGS = ("max_batch_delay_ms", "workers")
 
@@ -149,6 +155,21 @@ def enforce_bounds(
                     "bounds",
                     f"{setting} {value} outside [{low}, {high}]",
                 )
+        # TorchServe 0.12 breaks out of batch formation after the 2nd job when the delay is
+        # 0, whatever the batch size: a zero delay would silently cap batches at 2.
+        current = observation.model(name).settings
+        batch = _target(out.get(name), current, "batch_size")
+        delay = _target(out.get(name), current, "max_batch_delay_ms")
+        if batch > ZERO_DELAY_BATCH_CAP and delay < MIN_BATCHING_DELAY_MS:
+            _set(
+                out,
+                overrides,
+                name,
+                "max_batch_delay_ms",
+                MIN_BATCHING_DELAY_MS,
+                "bounds",
+                f"delay 0 caps TorchServe batches at {ZERO_DELAY_BATCH_CAP} (batch size {batch})",
+            )
     return out, overrides
 
 

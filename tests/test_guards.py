@@ -190,5 +190,22 @@ def test_guard_drops_actions_for_unknown_models() -> None:
 def test_guard_emergency_overrides_a_static_policy() -> None:
     obs = observation(model_obs(delay=30, workers=1, oldest=1000.0))
     result = guard((), obs, CFG, GuardState(frozen_map({"tabular": obs.time_s - 0.5})))
-    assert result.actions == (Action("tabular", max_batch_delay_ms=0, workers=2),)
+    # the emergency cuts the delay to 0, and the bounds raise it to the 1 ms that still lets
+    # TorchServe fill a batch of 8 (a zero delay caps batches at 2)
+    assert result.actions == (Action("tabular", max_batch_delay_ms=1, workers=2),)
     assert result.emergencies == ("tabular",)
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "proposed_delay", "applied_delay"),
+    [(8, 0, 1), (3, 0, 1), (2, 0, 0), (1, 0, 0), (8, 5, 5)],
+)
+def test_zero_delay_is_raised_when_it_would_cap_the_batch(
+    batch_size: int, proposed_delay: int, applied_delay: int
+) -> None:
+    obs = observation(model_obs(batch_size=batch_size, delay=10))
+    out, overrides = enforce_bounds(
+        {"tabular": Action("tabular", max_batch_delay_ms=proposed_delay)}, obs, CFG
+    )
+    assert out["tabular"].max_batch_delay_ms == applied_delay
+    assert bool(overrides) == (applied_delay != proposed_delay)

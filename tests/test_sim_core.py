@@ -89,6 +89,17 @@ def test_zero_delay_takes_only_what_is_queued():
     assert s.batches == 2
 
 
+def test_zero_delay_caps_batches_at_two_like_torchserve():
+    # 6 queued jobs, batch size 8, delay 0: TorchServe forms 2 + 2 + 2 (measured on 0.12).
+    sim = make([0.0] * 6, batch=8, delay_ms=0)
+    s = sim.run_until(10)["m"]
+    assert s.batches == 3
+    np.testing.assert_allclose(sorted(s.latencies_ms), [20, 20, 40, 40, 60, 60])
+    # any positive delay takes the whole queue at once
+    s = make([0.0] * 6, batch=8, delay_ms=1).run_until(10)["m"]
+    assert s.batches == 1
+
+
 def test_capacity_overflow_is_rejected():
     # one worker busy 0..1 with job 0; queue of 2 holds 0.1, 0.2; 0.3 and 0.4 get 503
     sim = make([0.0, 0.1, 0.2, 0.3, 0.4], latency=LatencyModel(0, 1000), queue_size=2)
