@@ -250,3 +250,36 @@ def test_handler_batch_sizes_follow_each_change_within_one_batch(
         assert len(sizes) >= 3, f"too few batches after the change to {bound}: {sizes}"
         assert all(s <= bound for s in sizes[1:]), (bound, [s for s in sizes if s > bound], sizes)
         assert max(sizes[1:]) == bound, (bound, sizes)  # 24 requests in flight fill a batch
+
+
+@pytest.mark.slow
+def test_zero_delay_caps_batches_at_two(
+    torchserve: Any, adapt: AdaptClient, restore_batching: ModelState
+) -> None:
+    """TorchServe 0.12 quirk that the simulator and the guards rely on (see policy/guards.py)."""
+
+    def batch_sizes(delay_ms: int) -> list[int]:
+        adapt.set_batching(MODEL, 16, delay_ms)
+        stop = threading.Event()
+        sizes: dict[str, int] = {}
+
+        def load() -> None:
+            while not stop.is_set():
+                resp = torchserve.client.predict(MODEL, tabular_payload())
+                sizes[resp.headers["X-TSAdapt-Batch-Id"]] = int(
+                    resp.headers["X-TSAdapt-Batch-Size"]
+                )
+
+        with ThreadPoolExecutor(24) as pool:
+            futures = [pool.submit(load) for _ in range(24)]
+            time.sleep(2.0)
+            stop.set()
+            for f in futures:
+                f.result()
+        # The first batch may be formed under the previous delay (a worker reads the delay
+        # when it starts waiting for a batch): skip it.
+        in_order = sorted(sizes.items(), key=lambda kv: int(kv[0].rsplit("-", 1)[1]))
+        return [size for _, size in in_order[1:]]
+
+    assert max(batch_sizes(0)) <= 2
+    assert max(batch_sizes(1)) > 2
