@@ -1,0 +1,147 @@
+"""``tsadapt bench``: pure pieces (timeline accounting, controllers, CLI) and a short real run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tsadapt.policy.workloads import Poisson
+
+from tsadapt.bench import (
+    BenchConfig,
+    Sample,
+    controller_unavailable,
+    expand_controllers,
+    reconfigurations,
+    run_bench,
+    summarize_run,
+    table_rows,
+    worker_seconds,
+)
+from tsadapt.bench_commands import register
+from tsadapt.bench_schedule import (
+    UNFINISHED,
+    mix_schedule,
+    rate_checks,
+    record_row,
+    records_from_rows,
+)
+
+
+def _samples(points: list[tuple[float, int, int, int]], model: str = "tabular") -> list[Sample]:
+    return [Sample(1000.0 + t, model, b, 5, w, w, 0) for t, b, w, _ in points]
+
+
+def test_worker_seconds_integrates_running_workers() -> None:
+    s = _samples([(0.0, 16, 1, 0), (10.0, 16, 2, 0), (15.0, 16, 1, 0)])
+    assert worker_seconds(s, 1000.0, 20.0) == pytest.approx(10 * 1 + 5 * 2 + 5 * 1)
+    late_first = _samples([(2.0, 16, 2, 0)])
+    assert worker_seconds(late_first, 1000.0, 10.0) == pytest.approx(20.0)
+
+
+def test_reconfigurations_count_changes_of_batch_delay_or_workers() -> None:
+    s = _samples([(0, 16, 1, 0), (1, 16, 1, 0), (2, 32, 1, 0), (3, 32, 2, 0), (4, 32, 2, 0)])
+    assert reconfigurations(s) == 2
+    assert reconfigurations([]) == 0
+
+
+def test_controllers_static_always_unknown_rejected() -> None:
+    cfg = Path("configs/controller.yaml")
+    assert controller_unavailable("static", cfg) is None
+    assert "unknown" in (controller_unavailable("nope", cfg) or "")
+    with pytest.raises(ValueError, match="unknown controller"):
+        expand_controllers(["static", "nope"], cfg)
+    best = expand_controllers(["static", "best", "static"], cfg)
+    assert best[0] == "static" and len(best) == 2
+    if best[1] != "best":
+        assert controller_unavailable(best[1], cfg) is None
+
+
+def test_summarize_run_counts_failures_and_unsent_as_violations(tmp_path: Path) -> None:
+    s = mix_schedule(Poisson(20.0), {"tabular": 1.0}, 10.0, seed=1)
+    rows = []
+    for i, t in enumerate(s.times[:-5]):  # the last 5 were never sent
+        if i % 10 == 0:
+            rows.append(record_row(1000 + t, t, t, "tabular", 3.0, 503, False, "HTTPError"))
+        elif i % 10 == 1:
+            rows.append(record_row(1000 + t, t, t, "tabular", None, 0, False, UNFINISHED))
+        else:
+            rows.append(record_row(1000 + t, t, t, "tabular", 20.0, 200, True))
+    rec = records_from_rows(rows)
+    res = summarize_run("static", s, rec, _samples([(0, 16, 1, 0)]), tmp_path)
+    r = res.per_model["tabular"]
+    ok = sum(1 for row in rows if row[6] == "1")
+    assert r.requests == len(s)
+    assert r.completed == ok and r.good == ok
+    assert r.slo_attainment == pytest.approx(ok / len(s))
+    assert r.rejected == sum(1 for row in rows if row[5] == "503")
+    assert r.worker_seconds == pytest.approx(10.0)
+    assert res.png is not None and res.png.stat().st_size > 10_000
+    rows_txt = table_rows([res])
+    assert rows_txt[0][:2] == ["static", "tabular"] and rows_txt[-1][1] == "overall"
+    assert rows_txt[0][-1] == str(len(s) - ok)
+    assert rate_checks(s, rec)[-1].sent == len(s) - 5
+
+
+def test_register_adds_bench() -> None:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["bench", "--scenario", "bursty", "--controllers", "static,aimd", "--duration", "30"]
+    )
+    assert args.scenario == "bursty" and args.controllers == "static,aimd"
+    assert args.duration == 30.0 and callable(args.func)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--scenario", "x", "--duration", "-1"])
+
+
+SMALL_SCENARIO = """
+name: small
+duration_s: 20
+seed: 5
+models:
+  - {name: text, slo_ms: 300, profile: {alpha_ms: 3, beta_ms: 8},
+     min_workers: 1, max_workers: 2, max_batch: 32}
+  - {name: tabular, slo_ms: 100, profile: {alpha_ms: 0.1, beta_ms: 1},
+     min_workers: 1, max_workers: 2, max_batch: 64}
+workload:
+  - {model: text, kind: bursty, base_rate: 3, spike_rate: 9, spike_s: 5, period_s: 20, offset_s: 10}
+  - {model: tabular, kind: poisson, rate: 20}
+budget: {workers: 4}
+"""
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_bench_static_real_run(tmp_path: Path, model_store: Path) -> None:
+    scenario = tmp_path / "small.yaml"
+    scenario.write_text(SMALL_SCENARIO)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "model-store").symlink_to(model_store)
+    cfg = BenchConfig(
+        scenario=str(scenario),
+        controllers=("static",),
+        duration_s=20.0,
+        out_dir=tmp_path / "results",
+        runs_dir=runs,
+        command="pytest",
+    )
+    results, md = run_bench(cfg)
+    assert [r.controller for r in results] == ["static"]
+    res = results[0]
+    assert res.status == "ok", res.reason
+    total = res.rates[-1]
+    assert total.sent == total.scheduled and abs(total.error_vs_scheduled) <= 0.05
+    for name in ("text", "tabular"):
+        r = res.per_model[name]
+        assert r.requests > 0 and 0.0 <= r.slo_attainment <= 1.0
+        assert r.worker_seconds == pytest.approx(20.0, rel=0.25)  # 1 worker all along
+        assert res.reconfigurations[name] == 0
+        assert np.isfinite(r.p50_ms)
+    text = md.read_text()
+    assert "| static | tabular |" in text and "achieved vs scheduled" in text
+    assert md.name == "bench-small.md"
+    assert (md.parent / "bench-small-static.png").stat().st_size > 10_000
