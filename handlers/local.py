@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from ts.context import Context, RequestProcessor
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
+
 from tsadapt.handlers.base import AdaptiveHandler
 from tsadapt.handlers.catalog import DemoModel
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from tsadapt.handlers.base import AdaptiveHandler, numeric_tensor, require_field
 from tsadapt.handlers.models.tabular_mlp import NUM_FEATURES
 

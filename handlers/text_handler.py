@@ -6,6 +6,7 @@ import zlib
 from typing import Any
 
 import torch
+
 from tsadapt.handlers.base import AdaptiveHandler, InvalidRequest
 from tsadapt.handlers.models.text_encoder import MAX_TOKENS, PAD_ID, VOCAB_SIZE
 

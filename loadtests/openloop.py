@@ -42,9 +42,6 @@ import numpy as np
 from gevent.pool import Pool
 from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
-from tsadapt.handlers.catalog import DEMO_MODELS
-from tsadapt.policy.metrics import summarize
-from tsadapt.policy.scenario import load_scenario
 
 from tsadapt import constants as C
 from tsadapt.bench_schedule import (
@@ -67,6 +64,9 @@ from tsadapt.bench_schedule import (
     workload_of,
 )
 from tsadapt.client import KeyFile
+from tsadapt.handlers.catalog import DEMO_MODELS
+from tsadapt.policy.metrics import summarize
+from tsadapt.policy.scenario import load_scenario
 
 logger = logging.getLogger("openloop")
 

@@ -14,10 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
 from tsadapt.policy.types import Action, ModelSettings
-
-from tsadapt.client import TorchServeClient
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +71,9 @@ class Actuator:
                 return ApplyResult(action.model, changes, True, attempt)
             except Exception as exc:  # noqa: BLE001 - reported, never raised into the loop
                 error = f"{type(exc).__name__}: {exc}"
-                logger.warning("apply %s %s failed (try %d): %s", action.model, changes,
-                               attempt, error)
+                logger.warning(
+                    "apply %s %s failed (try %d): %s", action.model, changes, attempt, error
+                )
                 if attempt <= self.retries:
                     self._sleep(self.backoff_s * 2 ** (attempt - 1))
         return ApplyResult(action.model, changes, False, self.retries + 1, error)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 from rich.progress import Progress
-from tsadapt.handlers.catalog import DEMO_MODELS
 
+from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.loadgen import OpenLoopResult, open_loop
 from tsadapt.server import ServerConfig, start, stop
 

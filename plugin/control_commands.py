@@ -24,7 +24,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="controller YAML (default: %(default)s)"
     )
-    p.add_argument("--policy", default=None, help="static | aimd | queue (default: the config's)")
+    p.add_argument(
+        "--policy", default=None, help="static | aimd | queue | ppo (default: the config's)"
+    )
+    p.add_argument(
+        "--policy-file",
+        type=Path,
+        default=None,
+        help="trained PPO policy for --policy ppo (default: the shipped policy/trained/ppo.zip)",
+    )
     p.add_argument(
         "--workdir",
         type=Path,
@@ -52,7 +60,6 @@ def run_control(args: argparse.Namespace) -> int:
     from tsadapt.plugin.sidecar import Sidecar
     from tsadapt.policy.controller_config import load
     from tsadapt.policy.rules import make_policy
-
     from tsadapt.server import RunningServer
 
     config = load(args.config, policy=args.policy, tick_s=args.tick_s)
@@ -63,9 +70,15 @@ def run_control(args: argparse.Namespace) -> int:
         return server.client(timeout_s=30.0), server.metrics_url
 
     log_path = args.decision_log or workdir / "controller" / "decisions.jsonl"
+    if config.policy == "ppo":
+        from tsadapt.policy.ppo_policy import SHIPPED_POLICY, make_ppo_policy
+
+        policy = make_ppo_policy(args.policy_file or SHIPPED_POLICY, config)
+    else:
+        policy = make_policy(config.policy, config)
     sidecar = Sidecar(
         config,
-        make_policy(config.policy, config),
+        policy,
         connect,
         log_path,
         metrics_port=args.metrics_port,

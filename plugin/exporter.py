@@ -6,9 +6,8 @@ import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tsadapt.policy.types import Observation
-
 from tsadapt import constants as C
+from tsadapt.policy.types import Observation
 
 PREFIX = "tsadapt_controller"
 _HELP = {
@@ -50,8 +49,9 @@ class MetricsExporter:
 
         self._http = ThreadingHTTPServer((host, port), Handler)
         self.port = self._http.server_address[1]
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True,
-                                        name="tsadapt-exporter")
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, daemon=True, name="tsadapt-exporter"
+        )
         self._thread.start()
 
     @property

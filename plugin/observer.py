@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import psutil
 import requests
+
+from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient, CounterResetError, ModelState
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.types import (
@@ -33,8 +35,6 @@ from tsadapt.policy.types import (
     ModelSettings,
     Observation,
 )
-
-from tsadapt.client import TorchServeClient
 
 logger = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tsadapt.client import TorchServeClient
 from tsadapt.plugin.actuator import Actuator, ApplyResult, restore_actions
 from tsadapt.plugin.decision_log import DecisionLog
 from tsadapt.plugin.exporter import MetricsExporter
@@ -25,8 +26,6 @@ from tsadapt.plugin.observer import Observer
 from tsadapt.policy.controller_config import ConfigError, ControllerConfig
 from tsadapt.policy.guards import GuardState, guard
 from tsadapt.policy.types import ModelSettings, Observation, Policy, PolicyState, settings_of
-
-from tsadapt.client import TorchServeClient
 
 logger = logging.getLogger(__name__)
 

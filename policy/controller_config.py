@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 #: Policies the sidecar can run (``ppo`` joins when the learned policy lands).
-POLICY_NAMES = ("static", "aimd", "queue")
+POLICY_NAMES = ("static", "aimd", "queue", "ppo")
 DEFAULT_TICK_S = 1.0
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_COOLDOWN_S = 3.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
 from tsadapt.policy.controller_config import ModelLimits
 from tsadapt.policy.types import ModelObservation, Observation
 

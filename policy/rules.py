@@ -100,7 +100,8 @@ class QueuePolicy:
     ongoing = max(queue depth, arrival rate x mean latency)  (Little's law);
     workers = ceil(ongoing / target_ongoing_per_worker), lowered only after
     ``downscale_delay_ticks`` ticks in a row that wanted fewer; batch size = the requests one
-    worker receives in ``batch_wait_fraction`` of the SLO; delay = that same wait.
+    worker receives in ``batch_wait_fraction`` of the SLO, or its share of the queued backlog
+    if that is larger (so an overloaded model batches its way out); delay = that same wait.
     """
 
     limits: tuple[ModelLimits, ...]
@@ -128,7 +129,11 @@ class QueuePolicy:
             wanted = s.workers
         wait_ms = p.batch_wait_fraction * m.slo_ms
         per_worker = rate / max(wanted, 1)
-        batch = _clamp(math.ceil(per_worker * wait_ms / 1000.0), lim.min_batch, lim.max_batch)
+        # Enough to take what arrives during the wait, and to drain a backlog in one round.
+        backlog = math.ceil(m.queue_depth / max(wanted, 1))
+        batch = _clamp(
+            max(math.ceil(per_worker * wait_ms / 1000.0), backlog), lim.min_batch, lim.max_batch
+        )
         delay = _clamp(round(wait_ms), 0, lim.max_delay_ms) if batch > 1 else 0
         action = Action(m.name, batch_size=batch, max_batch_delay_ms=delay, workers=wanted)
         if wanted < s.workers:

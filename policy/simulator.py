@@ -297,10 +297,10 @@ class _Model:
     )  # fmt: skip
 
 
-
 def _batch_cap(m: _Model) -> int:
     """The most jobs one batch can take: TorchServe breaks after the 2nd job at delay 0."""
     return m.B if m.d_snap > 0 else min(m.B, 2)
+
 
 class Simulator:
     """Event-driven TorchServe model: ``set_config`` between ``run_until`` calls.

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tsadapt.policy.workloads import Poisson
 
 from tsadapt.bench import (
     BenchConfig,
@@ -28,6 +27,7 @@ from tsadapt.bench_schedule import (
     record_row,
     records_from_rows,
 )
+from tsadapt.policy.workloads import Poisson
 
 
 def _samples(points: list[tuple[float, int, int, int]], model: str = "tabular") -> list[Sample]:

@@ -79,9 +79,7 @@ def test_half_written_key_file_is_read_again(tmp_path: Path) -> None:
 
     path = tmp_path / "key_file.json"
     path.write_text('{"management": {"key": "m')  # TorchServe is still writing it
-    timer = threading.Timer(
-        0.3, _write, (path, "done", datetime.now(UTC) + timedelta(hours=1))
-    )
+    timer = threading.Timer(0.3, _write, (path, "done", datetime.now(UTC) + timedelta(hours=1)))
     timer.start()
     try:
         assert KeyFile(path).token("management") == "done"

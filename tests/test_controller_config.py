@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tsadapt.policy.controller_config import ConfigError, from_dict, load
 
 SHIPPED = Path(__file__).resolve().parents[1] / "configs" / "controller.yaml"

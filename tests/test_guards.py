@@ -6,6 +6,7 @@ import math
 
 import pytest
 from controller_helpers import config, limits, model_obs, observation
+
 from tsadapt.policy.guards import (
     GuardState,
     cooldown,

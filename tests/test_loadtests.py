@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tsadapt.policy.scenario import load_scenario
-from tsadapt.policy.workloads import Poisson, Step
 
 from tsadapt.bench_schedule import (
     LOADTESTS_DIR,
@@ -31,6 +29,8 @@ from tsadapt.bench_schedule import (
     windows,
     workload_of,
 )
+from tsadapt.policy.scenario import load_scenario
+from tsadapt.policy.workloads import Poisson, Step
 
 SHAPES = ("bursty", "diurnal", "step", "trace")
 SCENARIO_FILES = sorted(

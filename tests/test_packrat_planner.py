@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from tsadapt.packrat_cpu import bench_planner
 from tsadapt.packrat_cpu.commands import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, main
 from tsadapt.packrat_cpu.estimator import (

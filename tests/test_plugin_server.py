@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import requests
-from tsadapt.plugin.adapt_client import AdaptClient, AdaptError, ModelNotFoundError, ModelState
 
 from tsadapt.client import TorchServeClient
+from tsadapt.plugin.adapt_client import AdaptClient, AdaptError, ModelNotFoundError, ModelState
 
 pytestmark = pytest.mark.server
 

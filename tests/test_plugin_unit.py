@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tsadapt.client import KeyFile, TorchServeClient
 from tsadapt.plugin import build
 from tsadapt.plugin.adapt_client import (
     AdaptClient,
@@ -26,8 +28,6 @@ from tsadapt.plugin.adapt_client import (
     PluginNotLoadedError,
     Telemetry,
 )
-
-from tsadapt.client import KeyFile, TorchServeClient
 
 #: The plugin's bucket bounds (LatencyHistogram.java), finite part.
 BOUNDS = (

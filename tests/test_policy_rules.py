@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from controller_helpers import IDLE, config, limits, model_obs, observation
+
 from tsadapt.policy.controller_config import AimdParams, QueueParams
 from tsadapt.policy.features import FEATURE_NAMES, normalise, normalise_all
 from tsadapt.policy.rules import AimdPolicy, QueuePolicy, StaticPolicy, make_policy

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
-from tsadapt.handlers.catalog import DEMO_MODELS
 
+from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.server import ServerConfig, ServerError, start, status, stop
 
 pytestmark = pytest.mark.server

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import requests
 from controller_helpers import model_obs, observation
+
 from tsadapt.plugin.actuator import restore_actions
 from tsadapt.plugin.decision_log import DecisionLog, read_log
 from tsadapt.plugin.exporter import MetricsExporter

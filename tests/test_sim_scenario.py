@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tsadapt.policy import commands
 from tsadapt.policy.bench_sim import bench
 from tsadapt.policy.metrics import goodput_rps, percentile, slo_attainment, summarize

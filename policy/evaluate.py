@@ -1,0 +1,290 @@
+"""Evaluation in simulation: every policy over scenarios x seeds, table + plots.
+
+Policies (all adaptive ones start from the same configuration, see
+:func:`sim_control.initial_configs`, and run behind :mod:`policy.guards`):
+
+* ``best-static`` - the best *fixed* configuration, found by coordinate search on a tuning
+  seed that is not among the evaluation seeds, then run as plain TorchServe (no controller);
+  best = highest goodput, and among those within ``STATIC_TIE`` of it, the fewest
+  worker-seconds;
+* ``static`` (no changes), ``aimd``, ``queue`` (:mod:`policy.rules`), ``ppo`` (a policy file).
+
+``PPO beats X`` in the verdict means: mean goodput higher than X's **and** mean
+worker-seconds no higher than X's, over the same seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .ppo_policy import make_ppo_policy
+from .rules import make_policy
+from .scenario import Scenario, run_static
+from .sim_control import SimControlConfig, controller_config_for, run_controlled
+from .simulator import ModelConfig
+
+POLICIES = ("best-static", "static", "aimd", "queue", "ppo")
+METRICS = (
+    "goodput_rps",
+    "slo_attainment",
+    "p50_ms",
+    "p99_ms",
+    "worker_seconds",
+    "reconfigurations",
+)
+#: Configurations within this fraction of the best goodput count as tied (then: fewest workers).
+STATIC_TIE = 0.005
+#: Tuning seed of best-static (kept away from the evaluation seeds 0, 1, 2, ...).
+TUNING_SEED = 10_007
+STATIC_BATCHES = (1, 4, 8, 16, 32, 64)
+STATIC_DELAYS_MS = (0, 10, 30)
+
+
+def _static_result(
+    scenario: Scenario, configs: Mapping[str, ModelConfig], seed: int, policy: str = "best-static"
+) -> dict[str, Any]:
+    r = run_static(scenario, configs, seed)
+
+    def one(x: Any) -> dict[str, Any]:
+        return {
+            "slo_attainment": x.slo_attainment,
+            "goodput_rps": x.goodput_rps,
+            "p50_ms": x.p50_ms,
+            "p99_ms": x.p99_ms,
+            "worker_seconds": x.worker_seconds,
+            "reconfigurations": 0,
+            "requests": x.requests,
+            "rejected": x.rejected,
+            "failed": x.failed,
+            "mean_batch_size": x.mean_batch_size,
+        }
+
+    out = {
+        "scenario": scenario.name,
+        "policy": policy,
+        "seed": seed,
+        "duration_s": scenario.duration_s,
+        "guard_overrides": 0,
+        "static_configs": {n: vars(c) for n, c in configs.items()},
+    }
+    out.update(one(r.overall))
+    out["models"] = {n: one(x) for n, x in r.per_model.items()}
+    return out
+
+
+def best_static(
+    scenario: Scenario, seed: int = TUNING_SEED, on_step: Callable[[], None] | None = None
+) -> dict[str, ModelConfig]:
+    """One pass of coordinate search over (batch, delay, workers) per model."""
+    cur = {
+        m.name: ModelConfig(min(8, m.max_batch), 10.0, max(1, m.min_workers))
+        for m in scenario.models
+    }
+
+    def score(cfgs: dict[str, ModelConfig]) -> tuple[float, float]:
+        r = run_static(scenario, cfgs, seed).overall
+        return r.goodput_rps, r.worker_seconds
+
+    best_g, best_w = score(cur)
+    for m in scenario.models:
+        for b in sorted({x for x in STATIC_BATCHES if x <= m.max_batch} | {m.max_batch}):
+            for d in STATIC_DELAYS_MS:
+                for w in range(max(1, m.min_workers), m.max_workers + 1):
+                    trial = dict(cur)
+                    trial[m.name] = ModelConfig(b, float(d), w)
+                    if sum(c.workers for c in trial.values()) > scenario.budget.workers:
+                        continue
+                    g, ws = score(trial)
+                    if on_step is not None:
+                        on_step()
+                    better = g > best_g * (1 + STATIC_TIE) or (
+                        g >= best_g * (1 - STATIC_TIE) and ws < best_w
+                    )
+                    if better:
+                        cur, best_g, best_w = trial, max(g, best_g), ws
+    return cur
+
+
+def static_search_size(scenario: Scenario) -> int:
+    n = 0
+    for m in scenario.models:
+        nb = len({x for x in STATIC_BATCHES if x <= m.max_batch} | {m.max_batch})
+        n += nb * len(STATIC_DELAYS_MS) * (m.max_workers - max(1, m.min_workers) + 1)
+    return n
+
+
+def run_policy(
+    scenario: Scenario,
+    policy: str,
+    seed: int,
+    policy_file: Path | None = None,
+    sim_config: SimControlConfig | None = None,
+    static_configs: Mapping[str, ModelConfig] | None = None,
+) -> dict[str, Any]:
+    """One run as the ``tsadapt simulate --json`` object."""
+    if policy == "best-static":
+        cfgs = dict(static_configs) if static_configs is not None else best_static(scenario)
+        return _static_result(scenario, cfgs, seed)
+    config = controller_config_for(scenario, sim_config)
+    pol = make_ppo_policy(policy_file, config) if policy == "ppo" else make_policy(policy, config)
+    return run_controlled(scenario, pol, config, seed, sim_config).as_dict()
+
+
+@dataclass(frozen=True)
+class Summary:
+    mean: float
+    std: float
+    n: int
+
+
+def summarise(rows: Sequence[Mapping[str, Any]], metric: str) -> Summary:
+    x = np.array([np.nan if r[metric] is None else float(r[metric]) for r in rows])
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return Summary(math.nan, math.nan, 0)
+    return Summary(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size))
+
+
+def verdict(rows: Sequence[Mapping[str, Any]], scenario: str, other: str) -> str:
+    """Does PPO beat ``other`` on ``scenario`` (goodput up, worker-seconds not up)?"""
+    ppo = [r for r in rows if r["scenario"] == scenario and r["policy"] == "ppo"]
+    oth = [r for r in rows if r["scenario"] == scenario and r["policy"] == other]
+    if not ppo or not oth:
+        return "n/a"
+    g, go = summarise(ppo, "goodput_rps").mean, summarise(oth, "goodput_rps").mean
+    w, wo = summarise(ppo, "worker_seconds").mean, summarise(oth, "worker_seconds").mean
+    wins = sum(
+        1
+        for a in ppo
+        for b in oth
+        if a["seed"] == b["seed"] and a["goodput_rps"] > b["goodput_rps"]
+    )
+    if g > go and w <= wo:
+        return (
+            f"**yes** (goodput {g - go:+.1f} rps, worker-s {w - wo:+.0f}; {wins}/{len(ppo)} seeds)"
+        )
+    why = []
+    if g <= go:
+        why.append(f"goodput {g - go:+.1f} rps")
+    if w > wo:
+        why.append(f"worker-s {w - wo:+.0f}")
+    return f"**no** ({', '.join(why)}; higher goodput on {wins}/{len(ppo)} seeds)"
+
+
+def _fmt(s: Summary, metric: str) -> str:
+    if s.n == 0:
+        return "-"
+    if metric == "slo_attainment":
+        return f"{100 * s.mean:.2f} ± {100 * s.std:.2f} %"
+    if metric in ("worker_seconds", "reconfigurations"):
+        return f"{s.mean:.0f} ± {s.std:.0f}"
+    return f"{s.mean:.1f} ± {s.std:.1f}"
+
+
+def write_markdown(
+    rows: Sequence[Mapping[str, Any]], out: Path, header: Mapping[str, Any], plots: Sequence[str]
+) -> Path:
+    """``docs/results/simulation.md``: mean ± sample std per metric, verdicts, plots."""
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    policies = [p for p in POLICIES if any(r["policy"] == p for r in rows)]
+    seeds = sorted({r["seed"] for r in rows})
+    lines = ["# Simulation results", "", "Written by `tsadapt evaluate` (do not edit by hand).", ""]
+    lines += [f"- {k}: {v}" for k, v in header.items()]
+    lines += [f"- seeds: {seeds} (mean ± sample standard deviation over seeds)", ""]
+    lines += [
+        "Policies: `best-static` = the best fixed configuration (coordinate search on "
+        f"seed {TUNING_SEED}, not an evaluation seed; highest goodput, then fewest "
+        "worker-seconds), run as plain TorchServe without a controller. Every other "
+        "policy starts from batch 1, 10 ms delay, `min_workers` workers and runs behind "
+        "the same guards as `tsadapt control` (`static` = the controller changes nothing "
+        "itself, so only the guards' emergency rule acts). Goodput = requests answered "
+        "within their model's SLO per second; worker-seconds = sum over models of "
+        "workers x time.",
+        "",
+    ]
+    heads = [
+        "policy",
+        "goodput (rps)",
+        "SLO attainment",
+        "p50 (ms)",
+        "p99 (ms)",
+        "worker-s",
+        "reconfigurations",
+    ]
+    for sc in scenarios:
+        lines += [f"## {sc}", "", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for p in policies:
+            sel = [r for r in rows if r["scenario"] == sc and r["policy"] == p]
+            cells = [_fmt(summarise(sel, m), m) for m in METRICS]
+            lines.append(f"| {p} | " + " | ".join(cells) + " |")
+        statics = [r for r in rows if r["scenario"] == sc and r["policy"] == "best-static"]
+        if statics:
+            cfg = statics[0]["static_configs"]
+            desc = ", ".join(
+                f"{n}: b={c['batch_size']} d={c['max_batch_delay_ms']:.0f} w={c['workers']}"
+                for n, c in cfg.items()
+            )
+            lines += ["", f"best-static configuration (tuned on seed {TUNING_SEED}): {desc}"]
+        if "ppo" in policies:
+            lines += [
+                "",
+                "PPO (behind the guards) beats ... (higher mean goodput at equal or "
+                "lower mean worker-seconds):",
+                "",
+            ]
+            for other in policies:
+                if other != "ppo":
+                    lines.append(f"- {other}: {verdict(rows, sc, other)}")
+        lines.append("")
+    if plots:
+        lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    return out
+
+
+def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[str]:
+    """Bar charts (mean with std error bars) of goodput and worker-seconds per scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    policies = [p for p in POLICIES if any(r["policy"] == p for r in rows)]
+    paths = []
+    for metric, label in (
+        ("goodput_rps", "goodput (req/s within SLO)"),
+        ("worker_seconds", "worker-seconds"),
+        ("p99_ms", "p99 latency (ms)"),
+    ):
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.8 / len(policies)
+        for i, p in enumerate(policies):
+            ss = [
+                summarise([r for r in rows if r["scenario"] == s and r["policy"] == p], metric)
+                for s in scenarios
+            ]
+            xs = np.arange(len(scenarios)) + i * width
+            ax.bar(xs, [s.mean for s in ss], width, yerr=[s.std for s in ss], label=p, capsize=3)
+        ax.set_xticks(np.arange(len(scenarios)) + 0.4 - width / 2, scenarios)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{label}: mean ± std over seeds (simulation)")
+        fig.tight_layout()
+        path = out_dir / f"simulation_{metric}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths
+
+
+def dump_rows(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
+    path.write_text(json.dumps(list(rows), indent=1, default=lambda x: None))

@@ -1,0 +1,352 @@
+"""The learned policy: PPO training (Stable-Baselines3), the policy file, and ``PPOPolicy``.
+
+A policy file is a zip with two members:
+
+* ``metadata.json`` - format and version, observation layout (:data:`agent_view.OBS_LAYOUT`
+  and the normalisation constants), action layout, network shape, training config, seed,
+  wall-clock training time, the command that made it, and library versions;
+* ``policy.pt`` - the actor-critic's ``state_dict`` (weights only: no optimiser, no pickle).
+
+:func:`load_policy_file` checks every part against the running code and raises
+:class:`PolicyFileError` with a message that says what does not fit.
+
+:class:`PPOPolicy` has the rules' shape (``decide(observation, state) -> (actions, state)``),
+applies the network to every configured model (own features + global context, see
+:mod:`policy.agent_view`) and, like every policy, is wrapped by :mod:`policy.guards` by the
+caller (``tsadapt simulate`` / ``tsadapt control``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import sys
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .agent_view import (
+    ACTION_LAYOUT,
+    ACTION_NVEC,
+    FEATURE_CONSTANTS,
+    NOOP_ACTION,
+    OBS_LAYOUT,
+    all_agent_features,
+    decode_action,
+)
+from .controller_config import ControllerConfig
+from .train_config import TrainConfig
+from .types import Decision, Observation, PolicyState
+
+FORMAT = "tsadapt-ppo-policy"
+FORMAT_VERSION = 1
+META_MEMBER, WEIGHTS_MEMBER = "metadata.json", "policy.pt"
+
+
+class PolicyFileError(ValueError):
+    """A policy file is missing, unreadable, or does not fit this code."""
+
+
+def library_versions() -> dict[str, str]:
+    import gymnasium
+    import stable_baselines3
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "gymnasium": gymnasium.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _spaces() -> tuple[Any, Any]:
+    from gymnasium import spaces
+
+    obs = spaces.Box(0.0, 1.0, shape=(len(OBS_LAYOUT),), dtype=np.float32)
+    return obs, spaces.MultiDiscrete(np.array(ACTION_NVEC, dtype=np.int64))
+
+
+def _net(net_arch: list[int]) -> Any:
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    obs, act = _spaces()
+    return ActorCriticPolicy(
+        obs, act, lambda _: 0.0, net_arch={"pi": list(net_arch), "vf": list(net_arch)}
+    )
+
+
+# ----------------------------------------------------------------------------- file
+
+
+def save_policy_file(path: Path, net: Any, metadata: dict[str, Any]) -> Path:
+    """Write ``net``'s weights and ``metadata`` (layout fields filled in here) to ``path``."""
+    import torch
+
+    meta = dict(metadata)
+    meta.update(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "observation_layout": list(OBS_LAYOUT),
+            "feature_constants": FEATURE_CONSTANTS,
+            "action_layout": ACTION_LAYOUT,
+            "action_nvec": list(ACTION_NVEC),
+        }
+    )
+    buf = io.BytesIO()
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    torch.save(state, buf)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(META_MEMBER, json.dumps(meta, indent=2, sort_keys=True, default=str))
+        z.writestr(WEIGHTS_MEMBER, buf.getvalue())
+    return path
+
+
+def _expect(ok: bool, path: Path, message: str) -> None:
+    if not ok:
+        raise PolicyFileError(f"policy file {path}: {message}")
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The metadata of a policy file (checked to be ours, not yet checked to fit)."""
+    path = Path(path)
+    _expect(path.is_file(), path, "no such file")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            _expect(
+                META_MEMBER in names and WEIGHTS_MEMBER in names,
+                path,
+                f"not a {FORMAT} file (needs {META_MEMBER} and {WEIGHTS_MEMBER}; "
+                f"has {sorted(names)})",
+            )
+            meta = json.loads(z.read(META_MEMBER))
+    except zipfile.BadZipFile:
+        raise PolicyFileError(
+            f"policy file {path}: not a zip archive "
+            f"(expected a {FORMAT} file written by `tsadapt train`)"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise PolicyFileError(f"policy file {path}: {META_MEMBER} is not JSON: {exc}") from None
+    _expect(
+        isinstance(meta, dict) and meta.get("format") == FORMAT,
+        path,
+        f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}, "
+        f"expected {FORMAT!r}",
+    )
+    return meta
+
+
+def check_metadata(path: Path, meta: dict[str, Any]) -> None:
+    """Raise :class:`PolicyFileError` unless ``meta`` fits this code's layouts."""
+    v = meta.get("format_version")
+    _expect(
+        v == FORMAT_VERSION,
+        path,
+        f"format_version {v!r}, this code reads version {FORMAT_VERSION}; retrain with "
+        "`tsadapt train`",
+    )
+    layout = meta.get("observation_layout")
+    if layout != list(OBS_LAYOUT):
+        have, want = list(layout or []), list(OBS_LAYOUT)
+        missing = [x for x in want if x not in have]
+        extra = [x for x in have if x not in want]
+        detail = (
+            f"missing {missing}, unexpected {extra}"
+            if missing or extra
+            else "same entries in a different order"
+        )
+        raise PolicyFileError(
+            f"policy file {path}: observation layout does not fit this code "
+            f"({len(have)} entries in the file, {len(want)} here; {detail}); retrain with "
+            "`tsadapt train`"
+        )
+    consts = meta.get("feature_constants")
+    _expect(
+        consts == FEATURE_CONSTANTS,
+        path,
+        f"feature normalisation constants {consts} differ from this code's "
+        f"{FEATURE_CONSTANTS}; retrain with `tsadapt train`",
+    )
+    _expect(
+        meta.get("action_nvec") == list(ACTION_NVEC) and meta.get("action_layout") == ACTION_LAYOUT,
+        path,
+        f"action layout {meta.get('action_layout')} differs from this code's {ACTION_LAYOUT}",
+    )
+    arch = meta.get("net_arch")
+    _expect(
+        isinstance(arch, list) and arch and all(isinstance(x, int) and x > 0 for x in arch),
+        path,
+        f"net_arch must be a list of positive ints, got {arch!r}",
+    )
+    step = meta.get("delay_step_ms")
+    _expect(
+        isinstance(step, int) and step >= 1,
+        path,
+        f"delay_step_ms must be an int >= 1, got {step!r}",
+    )
+
+
+def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
+    """(network in eval mode, metadata); :class:`PolicyFileError` if it does not fit."""
+    import torch
+
+    path = Path(path)
+    meta = read_metadata(path)
+    check_metadata(path, meta)
+    net = _net(meta["net_arch"])
+    with zipfile.ZipFile(path) as z:
+        raw = z.read(WEIGHTS_MEMBER)
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - any unpickling/shape error is a bad file
+        raise PolicyFileError(
+            f"policy file {path}: weights do not fit net_arch {meta['net_arch']}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    net.set_training_mode(False)
+    return net, meta
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class PPOPolicy:
+    """A trained network deciding each configured model's incremental action."""
+
+    config: ControllerConfig
+    net: Any = field(repr=False)
+    delay_step_ms: int
+    metadata: dict[str, Any] = field(default_factory=dict, repr=False)
+    name: str = "ppo"
+
+    @classmethod
+    def from_file(cls, path: Path, config: ControllerConfig) -> PPOPolicy:
+        net, meta = load_policy_file(path)
+        return cls(config, net, int(meta["delay_step_ms"]), meta)
+
+    def act(self, observation: Observation) -> np.ndarray:
+        """``(models, 3)`` deterministic incremental actions, rows in config order."""
+        x = all_agent_features(observation, self.config)
+        actions, _ = self.net.predict(x, deterministic=True)
+        return np.asarray(actions, dtype=np.int64).reshape(len(x), len(ACTION_NVEC))
+
+    def decide(self, observation: Observation, state: PolicyState) -> Decision:
+        out = []
+        for name, a in zip(self.config.model_names, self.act(observation), strict=True):
+            if tuple(int(v) for v in a) == NOOP_ACTION:
+                continue
+            m = observation.model(name)
+            action = decode_action(a, m, self.config.limits(name), self.delay_step_ms)
+            if not action.is_noop(m.settings):
+                out.append(action)
+        return tuple(out), state.next()
+
+
+#: The trained policy that ships with the package (regenerate: see its metadata).
+SHIPPED_POLICY = Path(__file__).resolve().parent / "trained" / "ppo.zip"
+
+
+def make_ppo_policy(policy_file: Path | None, config: ControllerConfig) -> PPOPolicy:
+    """``--policy ppo --policy-file P`` for ``simulate`` and ``control``."""
+    if policy_file is None:
+        raise PolicyFileError("--policy ppo needs --policy-file PATH (e.g. policy/trained/ppo.zip)")
+    return PPOPolicy.from_file(Path(policy_file), config)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(
+    config: TrainConfig,
+    out: Path,
+    command: str = "",
+    on_progress: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train PPO over randomised scenarios; write the policy file; return its metadata.
+
+    ``on_progress(done_steps, total_steps, mean_episode_reward)`` is called every rollout.
+    """
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from .gym_env import AdaptEnv
+
+    torch.set_num_threads(1)
+    p = config.ppo
+
+    def make(i: int) -> Callable[[], Any]:
+        return lambda: Monitor(AdaptEnv(config))
+
+    venv = DummyVecEnv([make(i) for i in range(p.n_envs)])
+    venv.seed(config.seed)
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        learning_rate=p.learning_rate,
+        n_steps=p.n_steps,
+        batch_size=p.batch_size,
+        n_epochs=p.n_epochs,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range,
+        ent_coef=p.ent_coef,
+        seed=config.seed,
+        device="cpu",
+        policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)}},
+        verbose=0,
+    )
+    curve: list[tuple[int, float]] = []
+
+    class _Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            buf = self.model.ep_info_buffer
+            mean = float(np.mean([e["r"] for e in buf])) if buf else float("nan")
+            curve.append((int(self.num_timesteps), mean))
+            if on_progress is not None:
+                on_progress(int(self.num_timesteps), config.total_timesteps, mean)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    model.learn(total_timesteps=config.total_timesteps, callback=_Progress())
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    meta = {
+        "created_unix": int(time.time()),
+        "command": command,
+        "seed": config.seed,
+        "total_timesteps": int(model.num_timesteps),
+        "train_seconds": round(seconds, 1),
+        "train_cpu_seconds": round(cpu_seconds, 1),
+        "host": {"cpus": _cpus(), "platform": platform.platform()},
+        "net_arch": list(p.net_arch),
+        "delay_step_ms": int(config.env.delay_step_ms),
+        "train_config": config.as_dict(),
+        "learning_curve": [[s, round(r, 3)] for s, r in curve],
+        "versions": library_versions(),
+        "argv": list(sys.argv),
+    }
+    save_policy_file(out, model.policy, meta)
+    return meta
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
