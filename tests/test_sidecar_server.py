@@ -35,10 +35,12 @@ from tsadapt.server import RunningServer, ServerConfig, start, stop
 
 pytestmark = pytest.mark.server
 
-MODEL = "tabular"
-SLO_MS = 100.0
+#: The text model: ~85 req/s at batch 1 on the 2-core box, ~250 req/s batched (measured),
+#: so a step to 120 req/s overloads the unbatched start and is easy for a batched one.
+MODEL = "text"
+SLO_MS = 150.0
 #: The load step: (seconds, requests/s). Low, then more than batch 1 on one worker serves.
-LOW_RPS, HIGH_RPS = 30.0, 180.0
+LOW_RPS, HIGH_RPS = 20.0, 120.0
 STEP = ((12.0, LOW_RPS), (30.0, HIGH_RPS), (25.0, LOW_RPS))
 #: A deliberately poor starting point for the high phase: batch 1, no delay, one worker.
 START = {"batch_size": 1, "max_batch_delay_ms": 0, "workers": 1}
@@ -271,7 +273,7 @@ def test_kill_9_of_the_sidecar_loses_no_request(
     sidecar = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     result: list[list[Sent]] = []
     loader = threading.Thread(
-        target=lambda: result.append(open_loop(torchserve.client, ((20.0, 120.0),)))
+        target=lambda: result.append(open_loop(torchserve.client, ((20.0, 80.0),)))
     )
     try:
         loader.start()
@@ -283,7 +285,7 @@ def test_kill_9_of_the_sidecar_loses_no_request(
         if sidecar.poll() is None:
             sidecar.kill()
     sent = result[0]
-    assert len(sent) == 2400
+    assert len(sent) == 1600
     assert [s for s in sent if s.status != 200] == []
     before = snapshot(adapt)[MODEL]
     # a restarted sidecar adopts the live settings the killed one left behind
