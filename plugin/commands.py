@@ -23,7 +23,22 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from .bench_overhead import OverheadConfig, report, run
 
     config = OverheadConfig(args.model, args.rate, args.round_s, args.rounds, args.seed)
-    text = report(config, run(config), "tsadapt plugin bench-overhead " + " ".join(sys.argv[3:]))
+    text = report(
+        config, run(config), ("tsadapt plugin bench-overhead " + " ".join(sys.argv[3:])).strip()
+    )
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _cmd_check_telemetry(args: argparse.Namespace) -> int:
+    from .telemetry_check import report, run
+
+    agreement = run(args.duration, args.seed)
+    text = report(agreement, ("tsadapt plugin check-telemetry " + " ".join(sys.argv[3:])).strip())
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,3 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", type=Path, default=Path("docs/results/plugin-overhead.md"))
     bench.set_defaults(func=_cmd_bench_overhead)
+    check = actions.add_parser(
+        "check-telemetry", help="plugin p50/p99/SLO attainment vs Locust's client-side figures"
+    )
+    check.add_argument("--duration", type=float, default=50.0, help="seconds of load")
+    check.add_argument("--seed", type=int, default=3)
+    check.add_argument("--out", type=Path, default=Path("docs/results/telemetry-agreement.md"))
+    check.set_defaults(func=_cmd_check_telemetry)

@@ -101,7 +101,7 @@ def _archive(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from tsadapt.demo import run_demo
 
-    return run_demo(args.workdir, args.requests, args.concurrency)
+    return run_demo(args.workdir, args.requests, args.concurrency, args.bench_s)
 
 
 def _models_profile(args: argparse.Namespace) -> int:
@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
     p.add_argument("--requests", type=_positive_int, default=200, help="per model")
     p.add_argument("--concurrency", type=_positive_int, default=8)
+    p.add_argument(
+        "--bench-s",
+        type=float,
+        default=60.0,
+        help="seconds per controller of the short bursty bench (0: skip it)",
+    )
     p.set_defaults(func=_demo)
 
     models = sub.add_parser("models", help="the demo models")

@@ -33,7 +33,34 @@ def latency_table(summaries: list[LatencySummary], title: str) -> Table:
     return table
 
 
-def run_demo(workdir: Path, requests_per_model: int, concurrency: int, seed: int = 0) -> int:
+def run_demo(
+    workdir: Path, requests_per_model: int, concurrency: int, bench_s: float, seed: int = 0
+) -> int:
+    """Part 1: per-model latency on a real server. Part 2 (``bench_s`` > 0): a short
+    ``tsadapt bench`` of the bursty scenario, static against the best adaptive controller."""
+    status = latency_demo(workdir, requests_per_model, concurrency, seed)
+    if bench_s > 0:
+        from tsadapt.bench import BenchConfig, run_bench
+
+        Console().print(
+            f"\n[bold]Short bench[/]: bursty scenario, static vs the best adaptive controller, "
+            f"{bench_s:g} s each on a fresh server (report in {workdir / 'bench'})"
+        )
+        results, _ = run_bench(
+            BenchConfig(
+                scenario="bursty",
+                controllers=("static", "best"),
+                duration_s=bench_s,
+                out_dir=workdir / "bench",
+                runs_dir=workdir / "bench-runs",
+                command=f"tsadapt demo --bench-s {bench_s:g}",
+            )
+        )
+        status = status or (0 if all(r.status == "ok" for r in results) else 1)
+    return status
+
+
+def latency_demo(workdir: Path, requests_per_model: int, concurrency: int, seed: int) -> int:
     """Start the server, send real requests to each model, print latencies, stop."""
     console = Console()
     config = ServerConfig.with_free_ports(workdir=workdir)

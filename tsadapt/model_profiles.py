@@ -135,9 +135,17 @@ def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> P
     return path
 
 
+def _quiet_handler_metrics() -> None:
+    """The in-process handler logs a line per metric per batch; keep the progress readable."""
+    import logging
+
+    logging.getLogger("ts.metrics").setLevel(logging.WARNING)
+
+
 def run(
     names: list[str], max_batch: int, repeats: int, warmup: int, out_dir: Path, command: str
 ) -> list[ModelProfile]:
+    _quiet_handler_metrics()
     with Progress() as progress:
         profiles = [
             profile_model(DEMO_MODELS[n], max_batch, repeats, warmup, progress) for n in names
