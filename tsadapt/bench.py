@@ -47,10 +47,9 @@ from tsadapt.policy.scenario import Scenario, load_scenario
 # --------------------------------------------------------------------------- constants
 
 CONTROLLERS = ("static", "aimd", "queue", "ppo")
-#: ``best`` means the first of these that is available.
-# "best" = the first available in this order; queue leads on the real-server step test and
-# PPO does not beat the rules in simulation yet (docs/results/simulation.md).
-ADAPTIVE_PREFERENCE = ("queue", "aimd", "ppo")
+# "best" = the first available in this order: on the real server PPO led both bench runs
+# (docs/results/bench-bursty.md, bench-diurnal.md: one seed each), queue and aimd trailed static.
+ADAPTIVE_PREFERENCE = ("ppo", "queue", "aimd")
 CONTROL_MODULE = "tsadapt.plugin.control_commands"
 DEFAULT_CONTROLLER_CONFIG = Path("configs/controller.yaml")
 DEFAULT_OUT = Path("docs/results")
