@@ -19,6 +19,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(report_text: str, out: Path | None) -> int:
+    """Print a generated report and write it to ``out`` (under docs/results/ by default)."""
+    print(report_text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report_text)
+        print(f"wrote {out}")
+    return 0
+
+
 def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from .bench_overhead import OverheadConfig, report, run
 
@@ -26,12 +36,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     text = report(
         config, run(config), ("tsadapt plugin bench-overhead " + " ".join(sys.argv[3:])).strip()
     )
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
-    return 0
+    return _publish(text, args.out)
 
 
 def _cmd_check_telemetry(args: argparse.Namespace) -> int:
@@ -39,12 +44,7 @@ def _cmd_check_telemetry(args: argparse.Namespace) -> int:
 
     agreement = run(args.duration, args.seed)
     text = report(agreement, ("tsadapt plugin check-telemetry " + " ".join(sys.argv[3:])).strip())
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"wrote {args.out}")
-    return 0
+    return _publish(text, args.out)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

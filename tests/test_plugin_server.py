@@ -6,8 +6,9 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,6 +25,34 @@ MODEL = "tabular"
 def tabular_payload() -> dict[str, Any]:
     """One valid request body for the ``tabular`` demo model (the only place that knows it)."""
     return {"features": [0.1 * i for i in range(16)]}
+
+
+@contextmanager
+def closed_loop_load(
+    torchserve: Any, threads: int, record: Callable[[requests.Response], None]
+) -> Iterator[None]:
+    """``threads`` clients, each sending the next ``tabular`` request as soon as the last one
+    is answered, for as long as the ``with`` block runs; ``record`` sees every response."""
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load() -> None:
+        client = TorchServeClient(
+            torchserve.inference_url, torchserve.management_url, torchserve.keys, timeout_s=30
+        )
+        while not stop.is_set():
+            resp = client.predict(MODEL, tabular_payload())
+            with lock:
+                record(resp)
+
+    with ThreadPoolExecutor(threads) as pool:
+        futures = [pool.submit(load) for _ in range(threads)]
+        try:
+            yield
+        finally:
+            stop.set()
+            for f in futures:
+                f.result()
 
 
 @pytest.fixture(scope="module")
@@ -144,32 +173,14 @@ def test_requires_the_management_token(torchserve: Any) -> None:
 def test_changes_under_load_lose_no_request(
     torchserve: Any, adapt: AdaptClient, restore_batching: ModelState
 ) -> None:
-    stop = threading.Event()
     statuses: list[int] = []
-    lock = threading.Lock()
-
-    def load() -> None:
-        client = TorchServeClient(
-            torchserve.inference_url, torchserve.management_url, torchserve.keys, timeout_s=30
-        )
-        while not stop.is_set():
-            code = client.predict(MODEL, tabular_payload()).status_code
-            with lock:
-                statuses.append(code)
-
     settings = [(1, 0), (16, 50), (4, 5)]
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(load) for _ in range(8)]
-        try:
-            for _ in range(4):
-                for batch, delay in settings:
-                    state = adapt.set_batching(MODEL, batch, delay)
-                    assert (state.batch_size, state.max_batch_delay_ms) == (batch, delay)
-                    time.sleep(0.25)
-        finally:
-            stop.set()
-        for f in futures:
-            f.result()
+    with closed_loop_load(torchserve, 8, lambda resp: statuses.append(resp.status_code)):
+        for _ in range(4):
+            for batch, delay in settings:
+                state = adapt.set_batching(MODEL, batch, delay)
+                assert (state.batch_size, state.max_batch_delay_ms) == (batch, delay)
+                time.sleep(0.25)
     assert len(statuses) > 50
     assert [s for s in statuses if s != 200] == []
 
@@ -205,42 +216,28 @@ def test_handler_batch_sizes_follow_each_change_within_one_batch(
     only the first (the one already being formed) may keep the old size; every later batch
     respects the new bound, and the stock describe API agrees with the change.
     """
-    stop = threading.Event()
     batches: dict[str, tuple[float, int]] = {}  # batch id -> (handler start, size)
     statuses: list[int] = []
-    lock = threading.Lock()
 
-    def load() -> None:
-        client = TorchServeClient(
-            torchserve.inference_url, torchserve.management_url, torchserve.keys, timeout_s=30
+    def record(resp: requests.Response) -> None:
+        statuses.append(resp.status_code)
+        batches[resp.headers["X-TSAdapt-Batch-Id"]] = (
+            float(resp.headers["X-TSAdapt-Batch-Start"]),
+            int(resp.headers["X-TSAdapt-Batch-Size"]),
         )
-        while not stop.is_set():
-            resp = client.predict(MODEL, tabular_payload())
-            with lock:
-                statuses.append(resp.status_code)
-                batches[resp.headers["X-TSAdapt-Batch-Id"]] = (
-                    float(resp.headers["X-TSAdapt-Batch-Start"]),
-                    int(resp.headers["X-TSAdapt-Batch-Size"]),
-                )
 
     settings = [(1, 0), (16, 50), (4, 5)] * 3
     # (wall time the change was sent, wall time it returned, new batch size)
     changes: list[tuple[float, float, int]] = []
-    with ThreadPoolExecutor(24) as pool:
-        futures = [pool.submit(load) for _ in range(24)]
-        try:
-            time.sleep(1.0)
-            for batch, delay in settings:
-                sent = time.time()
-                adapt.set_batching(MODEL, batch, delay)
-                changes.append((sent, time.time(), batch))
-                described = torchserve.client.describe(MODEL)
-                assert (described["batchSize"], described["maxBatchDelay"]) == (batch, delay)
-                time.sleep(1.5)
-        finally:
-            stop.set()
-        for f in futures:
-            f.result()
+    with closed_loop_load(torchserve, 24, record):
+        time.sleep(1.0)
+        for batch, delay in settings:
+            sent = time.time()
+            adapt.set_batching(MODEL, batch, delay)
+            changes.append((sent, time.time(), batch))
+            described = torchserve.client.describe(MODEL)
+            assert (described["batchSize"], described["maxBatchDelay"]) == (batch, delay)
+            time.sleep(1.5)
 
     assert statuses and set(statuses) == {200}
     # A phase runs from a change's return to the sending of the next change.
@@ -260,22 +257,13 @@ def test_zero_delay_caps_batches_at_two(
 
     def batch_sizes(delay_ms: int) -> list[int]:
         adapt.set_batching(MODEL, 16, delay_ms)
-        stop = threading.Event()
         sizes: dict[str, int] = {}
 
-        def load() -> None:
-            while not stop.is_set():
-                resp = torchserve.client.predict(MODEL, tabular_payload())
-                sizes[resp.headers["X-TSAdapt-Batch-Id"]] = int(
-                    resp.headers["X-TSAdapt-Batch-Size"]
-                )
+        def record(resp: requests.Response) -> None:
+            sizes[resp.headers["X-TSAdapt-Batch-Id"]] = int(resp.headers["X-TSAdapt-Batch-Size"])
 
-        with ThreadPoolExecutor(24) as pool:
-            futures = [pool.submit(load) for _ in range(24)]
+        with closed_loop_load(torchserve, 24, record):
             time.sleep(2.0)
-            stop.set()
-            for f in futures:
-                f.result()
         # The first batch may be formed under the previous delay (a worker reads the delay
         # when it starts waiting for a batch): skip it.
         in_order = sorted(sizes.items(), key=lambda kv: int(kv[0].rsplit("-", 1)[1]))
