@@ -16,3 +16,6 @@ class ImageHandler(AdaptiveHandler):
 
     def parse_request(self, body: dict[str, Any]) -> torch.Tensor:
         return numeric_tensor(require_field(body, "image"), "image", IMAGE_SHAPE)
+
+    def warmup_input(self) -> torch.Tensor:
+        return torch.full(IMAGE_SHAPE, 0.5)

@@ -15,3 +15,6 @@ class TabularHandler(AdaptiveHandler):
 
     def parse_request(self, body: dict[str, Any]) -> torch.Tensor:
         return numeric_tensor(require_field(body, "features"), "features", (NUM_FEATURES,))
+
+    def warmup_input(self) -> torch.Tensor:
+        return torch.zeros(NUM_FEATURES)

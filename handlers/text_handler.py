@@ -50,3 +50,6 @@ class TextHandler(AdaptiveHandler):
 
     def collate(self, items: list[torch.Tensor]) -> torch.Tensor:
         return torch.nn.utils.rnn.pad_sequence(items, batch_first=True, padding_value=PAD_ID)
+
+    def warmup_input(self) -> torch.Tensor:
+        return torch.ones(MAX_TOKENS // 2, dtype=torch.long)

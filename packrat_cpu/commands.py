@@ -1,8 +1,9 @@
 """``tsadapt packrat ...`` subcommands.
 
-``register(subparsers)`` adds ``packrat`` with ``plan`` and ``bench-planner``; each leaf
-parser sets ``func`` (``args.func(args) -> int`` is the exit code). ``main(argv)`` is a
-standalone entry point for tests and ``python -m tsadapt.packrat_cpu.commands``.
+``register(subparsers)`` adds ``packrat`` with ``plan``, ``bench-planner``, ``profile``,
+``apply``, ``control`` and ``bench``; each leaf parser sets ``func`` (``args.func(args) -> int``
+is the exit code). ``main(argv)`` is a standalone entry point for tests and
+``python -m tsadapt.packrat_cpu.commands``.
 
 Exit codes: 0 ok, 1 infeasible request (no plan exists), 2 bad input (arguments or profile).
 """
@@ -31,7 +32,9 @@ def register(subparsers: Any) -> None:
     packrat = subparsers.add_parser(
         "packrat", help="Packrat CPU planner: <instances, threads, batch> for a profiled model"
     )
-    sub = packrat.add_subparsers(dest="packrat_command", metavar="{plan,bench-planner}")
+    sub = packrat.add_subparsers(
+        dest="packrat_command", metavar="{plan,bench-planner,profile,apply,control,bench}"
+    )
     sub.required = True
 
     p = sub.add_parser("plan", help="optimal instance plan for a batch on a number of cores")
@@ -52,6 +55,35 @@ def register(subparsers: Any) -> None:
     b = sub.add_parser("bench-planner", help="time the planner (synthetic and published profiles)")
     bench_planner.add_arguments(b)
     b.set_defaults(func=cmd_bench)
+
+    pr = sub.add_parser(
+        "profile",
+        help="measure one instance's latency per (threads, batch) point -> profile CSV",
+        description="Packrat-style profile: one pinned worker per thread count t runs the "
+        "model's real handler on batches of valid requests (warm-up, then timed reps) and "
+        "writes threads,batch,latency_ms,min_ms,max_ms,std_ms for `packrat plan --profile`.",
+    )
+    pr.add_argument("--model", required=True, metavar="NAME", help="demo model (e.g. text)")
+    pr.add_argument(
+        "--max-threads", required=True, metavar="T", help="profile t = 1..T threads (<= cores)"
+    )
+    pr.add_argument(
+        "--batches", default="1,2,4,8,16,32", metavar="B,...", help="default: %(default)s"
+    )
+    pr.add_argument("--threads", metavar="T,...", help="only these thread counts (each <= T)")
+    pr.add_argument(
+        "--cores", metavar="C,...", help="CPU ids to pin to (default: the first T usable)"
+    )
+    pr.add_argument("--warmup", default="10", metavar="N", help="untimed batches per point")
+    pr.add_argument("--reps", default="100", metavar="N", help="timed batches per point")
+    pr.add_argument(
+        "--out", metavar="PATH", help="CSV to write (default: runs/packrat/<model>.profile.csv)"
+    )
+    pr.set_defaults(func=cmd_profile)
+
+    from . import live_commands
+
+    live_commands.register(sub)
 
 
 def _error(message: str) -> None:
@@ -123,6 +155,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Handle ``packrat profile``: measure every (threads, batch) point, write the CSV."""
+    import os
+    import time
+    from pathlib import Path
+
+    from . import profiler as prof
+
+    try:
+        config = prof.ProfilerConfig(
+            model=args.model,
+            max_threads=prof.parse_int(args.max_threads, "max_threads"),
+            batches=prof.parse_ints(args.batches, "batches"),
+            threads=None if args.threads is None else prof.parse_ints(args.threads, "threads"),
+            cores=None if args.cores is None else prof.parse_ints(args.cores, "cores"),
+            warmup=prof.parse_int(args.warmup, "warmup"),
+            reps=prof.parse_int(args.reps, "reps"),
+            out=Path(args.out) if args.out else None,
+        )
+        out = prof.prepare_out(config.out or prof.default_out(config.model))
+    except prof.ProfilerConfigError as exc:
+        _error(f"--{exc.field.replace('_', '-')}: {exc.detail}")
+        return EXIT_BAD_INPUT
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    try:
+        results = prof.run_with_progress(config)
+        prof.write_csv(results, out)
+    except prof.ProfilerError as exc:
+        _error(f"profile failed: {exc}")
+        return prof.EXIT_FAILED
+    except OSError as exc:
+        _error(f"--out: cannot write {out}: {exc}")
+        return prof.EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted; no profile written")
+        return 130
+    prof.print_summary(results, config, out, time.perf_counter() - started, load_before)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

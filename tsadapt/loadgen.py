@@ -78,6 +78,8 @@ class OpenLoopResult:
     latencies_ms: tuple[float, ...]  # successful requests only
     failed: int
     max_lateness_ms: float  # worst delay between a request's scheduled and actual send
+    #: Every request: (send time in s after the start, latency ms, HTTP status; 0 = no answer).
+    records: tuple[tuple[float, float, int], ...] = ()
 
     @property
     def achieved_rate_rps(self) -> float:
@@ -101,7 +103,7 @@ def open_loop(
     body = json.dumps(payload).encode()
     headers = {"Content-Type": "application/json"}
 
-    def one() -> tuple[float, int]:
+    def one() -> tuple[float, float, int]:
         t0 = time.perf_counter()
         try:
             code = client.request(
@@ -109,7 +111,7 @@ def open_loop(
             ).status_code
         except OSError:
             code = 0
-        return (time.perf_counter() - t0) * 1000.0, code
+        return t0 - start, (time.perf_counter() - t0) * 1000.0, code
 
     lateness = 0.0
     with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
@@ -122,7 +124,13 @@ def open_loop(
             lateness = max(lateness, time.perf_counter() - start - at)
             futures.append(pool.submit(one))
         results = [f.result() for f in futures]
-    ok = tuple(ms for ms, code in results if code == 200)
+    ok = tuple(ms for _, ms, code in results if code == 200)
     return OpenLoopResult(
-        rate_rps, duration_s, len(results), ok, len(results) - len(ok), lateness * 1000.0
+        rate_rps,
+        duration_s,
+        len(results),
+        ok,
+        len(results) - len(ok),
+        lateness * 1000.0,
+        tuple(results),
     )

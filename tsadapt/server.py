@@ -30,6 +30,7 @@ import psutil
 from tsadapt import constants as C
 from tsadapt.client import KeyFile, TorchServeClient, TorchServeError
 from tsadapt.handlers.catalog import DEMO_MODELS
+from tsadapt.packrat_cpu.placement import PLACEMENT_DIR_ENV, PLACEMENT_SUBDIR
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,8 @@ def start(config: ServerConfig) -> RunningServer:
         "TMPDIR": str(config.workdir / "tmp"),
         "LOG_LOCATION": str(config.log_dir),
         "METRICS_LOCATION": str(config.log_dir),
+        # Workers read their Packrat placement (threads, cores) from here at batch boundaries.
+        PLACEMENT_DIR_ENV: str(config.workdir / PLACEMENT_SUBDIR),
     }
     cmd = [
         *_torchserve_command(),

@@ -1,0 +1,163 @@
+"""Packrat on a real TorchServe: live switches under load, the online loop, the CLI.
+
+A dedicated server (text model only) so the worker, thread and batch changes here never
+leak into the shared session server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tsadapt.handlers.catalog import demo_model
+from tsadapt.loadgen import open_loop
+from tsadapt.packrat_cpu.apply import ServingConfig, apply_config
+from tsadapt.packrat_cpu.commands import main as packrat_main
+from tsadapt.packrat_cpu.online import OnlineConfig, OnlineReconfigurer
+from tsadapt.packrat_cpu.placement import PLACEMENT_HEADER, PLACEMENT_SUBDIR
+from tsadapt.packrat_cpu.profile_table import ProfileTable
+from tsadapt.packrat_cpu.switch import run_switches
+from tsadapt.plugin.adapt_client import AdaptClient
+from tsadapt.server import RunningServer, ServerConfig, start, stop
+
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 usable cores"),
+]
+
+MODEL = "text"
+CORES = tuple(sorted(os.sched_getaffinity(0))[:2])
+FAT = ServingConfig(1, 2, 8)
+THIN = ServingConfig(2, 1, 4)
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator:
+    config = ServerConfig.with_free_ports(
+        workdir=tmp_path_factory.mktemp("packrat-server"),
+        model_store=model_store,
+        models=(MODEL,),
+        job_queue_size=1000,  # the online test overloads batch-1 workers until it re-plans
+    )
+    server = start(config)
+    try:
+        yield server
+    finally:
+        stop(config.workdir)
+
+
+def _placements(server: RunningServer, n: int = 30) -> dict[str, str]:
+    """worker pid -> placement header, from ``n`` sequential requests."""
+    client = server.client()
+    payload = demo_model(MODEL).example(np.random.default_rng(0))
+    seen: dict[str, str] = {}
+    for _ in range(n):
+        resp = client.predict(MODEL, payload)
+        assert resp.status_code == 200
+        seen[resp.headers["X-TSAdapt-Batch-Id"].split("-")[0]] = resp.headers[PLACEMENT_HEADER]
+    return seen
+
+
+@pytest.mark.slow
+def test_switches_under_load_lose_no_request_and_report_the_spike(
+    text_server: RunningServer, record_property
+) -> None:
+    client = text_server.client(timeout_s=120)
+    adapt = AdaptClient(client)
+    placement_dir = Path(text_server.workdir) / PLACEMENT_SUBDIR
+    run = run_switches(
+        client, adapt, placement_dir, MODEL, [FAT, THIN, FAT, THIN], 40.0, 6.0, seed=3
+    )
+    spikes = [s.to_json() for s in run.spikes]
+    record_property("packrat_switch_spikes", json.dumps(spikes))
+    print(json.dumps(spikes, indent=1))
+    assert run.sent > 500
+    assert run.failed == 0, f"{run.failed} of {run.sent} requests failed during switches"
+    assert [str(r.after) for r in run.reports] == [str(THIN), str(FAT), str(THIN)]
+    assert all(s.disturbed_s >= 0 and s.spike_ratio > 0 for s in run.spikes)
+
+    # Now 2 x <1 thread, batch 4>: two workers, each on its own single core.
+    described = client.describe(MODEL)
+    assert described["minWorkers"] == 2 and described["batchSize"] == 4
+    placements = _placements(text_server)
+    assert len(placements) == 2
+    threads = {p.split("/")[2] for p in placements.values()}
+    cores = sorted(p.split("/")[3] for p in placements.values())
+    assert threads == {"1"}
+    assert cores == [str(c) for c in CORES]
+
+
+def test_apply_cli_switches_and_rejects_bad_plans(
+    text_server: RunningServer, tmp_path: Path, capsys
+) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"instances": [{"threads": 2, "batch": 8}]}))
+    workdir = text_server.workdir
+    assert packrat_main(["packrat", "apply", "--model", MODEL, "--plan", str(plan),
+                         "--workdir", workdir, "--json"]) == 0  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert report["after"] == FAT.to_json()
+    assert set(_placements(text_server).values()) == {f"{report['placement']['generation']}/0/2/"
+                                                     + ",".join(map(str, CORES))}  # fmt: skip
+
+    bad = tmp_path / "hetero.json"
+    hetero = {"instances": [{"threads": 1, "batch": 4}, {"threads": 1, "batch": 8}]}
+    bad.write_text(json.dumps(hetero))
+    cases = [
+        (["--plan", str(bad)], "heterogeneous"),
+        (["--plan", str(tmp_path / "missing.json")], "no such file"),
+        (["--config", "9x1x4"], "--config"),
+        (["--config", "2x1"], "--config"),
+    ]
+    for flags, message in cases:
+        code = packrat_main(["packrat", "apply", "--model", MODEL, *flags, "--workdir", workdir])
+        assert code == 2, flags
+        assert message in capsys.readouterr().err
+    code = packrat_main(["packrat", "apply", "--model", "nope", "--config", "1x1x1",
+                         "--workdir", workdir])  # fmt: skip
+    assert code == 1
+    assert "nope" in capsys.readouterr().err
+    assert client_ok(text_server)
+
+
+def client_ok(server: RunningServer) -> bool:
+    """The model still serves after the refused switches."""
+    payload = demo_model(MODEL).example(np.random.default_rng(1))
+    return server.client().predict(MODEL, payload).status_code == 200
+
+
+@pytest.mark.slow
+def test_online_loop_grows_the_batch_when_the_queue_builds(text_server: RunningServer) -> None:
+    client = text_server.client(timeout_s=120)
+    adapt = AdaptClient(client)
+    placement_dir = Path(text_server.workdir) / PLACEMENT_SUBDIR
+    apply_config(client, adapt, placement_dir, MODEL, ServingConfig(2, 1, 1))
+    latency = {(t, b): (2.0 + 2.0 * b) / t**0.5 for t in (1, 2) for b in (1, 2, 4, 8, 16, 32)}
+    loop = OnlineReconfigurer(
+        client,
+        adapt,
+        placement_dir,
+        MODEL,
+        ProfileTable.from_mapping(latency),
+        OnlineConfig(cores=2, min_dwell_s=2.0),
+    )
+    stop = threading.Event()
+    thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
+    thread.start()
+    payload = demo_model(MODEL).example(np.random.default_rng(2))
+    try:
+        result = open_loop(client, MODEL, payload, 150.0, 12.0, np.random.default_rng(4))
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert result.failed == 0
+    assert loop.samples > 50
+    assert any(r.after.batch * r.after.workers >= 4 for r in loop.switches), [
+        str(r.after) for r in loop.switches
+    ]
