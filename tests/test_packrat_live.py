@@ -161,3 +161,21 @@ def test_online_loop_grows_the_batch_when_the_queue_builds(text_server: RunningS
     assert any(r.after.batch * r.after.workers >= 4 for r in loop.switches), [
         str(r.after) for r in loop.switches
     ]
+
+
+def test_control_cli_runs_for_a_bounded_time_and_rejects_a_bad_profile(
+    text_server: RunningServer, tmp_path: Path, capsys
+) -> None:
+    profile = tmp_path / "p.csv"
+    profile.write_text("threads,batch,latency_ms\n1,1,3\n1,2,5\n2,1,2\n2,2,4\n")
+    workdir = text_server.workdir
+    args = ["packrat", "control", "--model", MODEL, "--workdir", workdir, "--duration", "2"]
+    assert packrat_main([*args, "--profile", str(profile)]) == 0
+    out = capsys.readouterr().out
+    assert "samples" in out and "switches" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("threads,batch\n1,1\n")
+    assert packrat_main([*args, "--profile", str(bad)]) == 2
+    assert "--profile" in capsys.readouterr().err
+    assert packrat_main([*args, "--profile", str(profile), "--sample-ms", "0"]) == 2
+    assert client_ok(text_server)
