@@ -29,6 +29,7 @@ import numpy as np
 
 from tsadapt.client import TorchServeClient
 from tsadapt.handlers.catalog import demo_model
+from tsadapt.loadgen import timed_post
 from tsadapt.plugin.adapt_client import AdaptClient
 
 from .apply import ServingConfig, apply_config
@@ -70,25 +71,13 @@ def measure_bursts(
     """Send ``rounds`` bursts of ``batch`` requests (plus one untimed warm-up burst)."""
     rng = np.random.default_rng(seed)
     bodies = [json.dumps(demo_model(model).example(rng)).encode() for _ in range(batch)]
-    headers = {"Content-Type": "application/json"}
-
-    def one(body: bytes) -> tuple[float, float, int]:
-        t0 = time.perf_counter()
-        try:
-            status = client.request(
-                "inference", "POST", f"predictions/{model}", data=body, headers=headers
-            ).status_code
-        except OSError:
-            status = 0
-        return t0, time.perf_counter(), status
-
     bursts: list[float] = []
     requests_ms: list[float] = []
     failed = 0
     with ThreadPoolExecutor(max_workers=batch) as pool:
         for round_ in range(rounds + 1):
             t0 = time.perf_counter()
-            results = list(pool.map(one, bodies))
+            results = list(pool.map(lambda body: timed_post(client, model, body), bodies))
             if round_ == 0:
                 continue  # threads, connections and caches warm up
             failed += sum(status != 200 for _, _, status in results)

@@ -18,6 +18,13 @@ import numpy as np
 import pytest
 
 from tsadapt.packrat_cpu.apply import PlanFileError, ServingConfig
+from tsadapt.packrat_cpu.bench import (
+    BatchRow,
+    BenchReport,
+    BurstResult,
+    render_markdown,
+    report_json,
+)
 from tsadapt.packrat_cpu.estimator import EstimatorConfig
 from tsadapt.packrat_cpu.online import OnlineConfig, OnlineState, config_for, online_decide
 from tsadapt.packrat_cpu.placement import (
@@ -257,3 +264,33 @@ def test_online_decide_follows_the_queue_with_hysteresis_and_dwell() -> None:
     assert len(switches) == 2
     assert switches[1][1].batch * switches[1][1].workers == 16
     assert switches[1][0] - switches[0][0] >= config.min_dwell_s
+
+
+# --------------------------------------------------------------------------- bench report
+
+
+def _burst(config: str, batch: int, ms: float) -> BurstResult:
+    return BurstResult(config, batch, 3, (ms, ms, ms), (ms / 2,) * (3 * batch), 0)
+
+
+def test_bench_report_states_speedups_cores_and_command() -> None:
+    rows = tuple(
+        BatchRow(
+            b,
+            ServingConfig(2, 1, b // 2),
+            ServingConfig(1, 2, b),
+            predicted_plan_ms=10.0,
+            predicted_fat_ms=15.0,
+            planned=_burst("plan", b, 20.0),
+            baseline=_burst("fat", b, 30.0 if b == 4 else 20.0),
+        )
+        for b in (4, 8)
+    )
+    report = BenchReport("text", (0, 1), "p.csv", rows, None, "tsadapt packrat bench --model text")
+    assert report.mean_speedup == pytest.approx((1.5 + 1.0) / 2)
+    text = render_markdown(report)
+    assert "**2**" in text and "tsadapt packrat bench --model text" in text
+    assert "| 4 | 2 x <1 thread, batch 2> | 15.0 / 10.0 | 1.50x | 30.0 | 20.0 | 1.50x | 0 |" in text
+    assert "Mean measured speedup: 1.25x" in text
+    data = report_json(report)
+    assert data["cores"] == [0, 1] and data["rows"][0]["speedup"] == pytest.approx(1.5)

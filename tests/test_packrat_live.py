@@ -179,3 +179,24 @@ def test_control_cli_runs_for_a_bounded_time_and_rejects_a_bad_profile(
     assert "--profile" in capsys.readouterr().err
     assert packrat_main([*args, "--profile", str(profile), "--sample-ms", "0"]) == 2
     assert client_ok(text_server)
+
+
+@pytest.mark.slow
+def test_bench_command_writes_the_report(tmp_path: Path, capsys) -> None:
+    profile = tmp_path / "tabular.csv"
+    rows = [f"{t},{b},{0.5 + 0.05 * b / t}" for t in (1, 2) for b in (1, 2, 4)]
+    profile.write_text("threads,batch,latency_ms\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "results"
+    code = packrat_main(
+        ["packrat", "bench", "--model", "tabular", "--profile", str(profile), "--batches", "2,4",
+         "--rounds", "2", "--no-switch", "--out", str(out), "--workdir", str(tmp_path / "w")]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads((out / "packrat.json").read_text())
+    assert [r["batch"] for r in data["rows"]] == [2, 4]
+    assert all(r["failed"] == 0 and r["speedup"] > 0 for r in data["rows"])
+    assert "Mean measured speedup" in (out / "packrat.md").read_text()
+    bad = ["packrat", "bench", "--model", "tabular", "--profile", str(profile), "--out", str(out)]
+    assert packrat_main([*bad, "--batches", "2,x"]) == 2
+    assert packrat_main([*bad, "--batches", "64"]) == 2  # beyond the profile
+    assert "--" in capsys.readouterr().err

@@ -45,6 +45,21 @@ def summarise(
     )
 
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def timed_post(client: TorchServeClient, model: str, body: bytes) -> tuple[float, float, int]:
+    """POST one encoded JSON body; (perf_counter at send, at answer, status; 0 = no answer)."""
+    t0 = time.perf_counter()
+    try:
+        code = client.request(
+            "inference", "POST", f"predictions/{model}", data=body, headers=JSON_HEADERS
+        ).status_code
+    except OSError:
+        code = 0
+    return t0, time.perf_counter(), code
+
+
 def send_requests(
     client: TorchServeClient,
     model: str,
@@ -101,17 +116,10 @@ def open_loop(
     schedule = np.cumsum(gaps)
     schedule = schedule[schedule < duration_s]
     body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json"}
 
     def one() -> tuple[float, float, int]:
-        t0 = time.perf_counter()
-        try:
-            code = client.request(
-                "inference", "POST", f"predictions/{model}", data=body, headers=headers
-            ).status_code
-        except OSError:
-            code = 0
-        return t0 - start, (time.perf_counter() - t0) * 1000.0, code
+        sent, answered, code = timed_post(client, model, body)
+        return sent - start, (answered - sent) * 1000.0, code
 
     lateness = 0.0
     with ThreadPoolExecutor(max_workers=max_in_flight) as pool:
