@@ -2,11 +2,12 @@
 
 For each batch size ``B`` the uniform Packrat plan for the profile (``i`` workers x <``t``
 threads, batch ``b``>) and the fat baseline (1 worker x <all cores, batch ``B``>) are applied
-in turn to the same live server with :func:`apply_config` (no restart), and each serves
-``rounds`` bursts of ``B`` concurrent requests. The latency of a configuration is the mean
-time from sending a burst to its last answer (Packrat's batch latency); the speedup is
-fat / planned, side by side in one run. A live-switch run between the two configurations
-under steady open-loop load then measures the spike (``switch.py``).
+alternately (3 turns each) to the same live server with :func:`apply_config` (no restart);
+together they serve ``rounds`` bursts of ``B`` concurrent requests per configuration. The
+latency of a configuration is the mean time from sending a burst to its last answer
+(Packrat's batch latency); the speedup is fat / planned, side by side in one run. A
+live-switch run between the two configurations under steady open-loop load then measures
+the spike (``switch.py``).
 
 Everything goes to ``docs/results/packrat.md`` and ``packrat.json``, with the core count,
 the profile used and the command line.
@@ -38,7 +39,9 @@ from .profile_table import ProfileTable
 from .switch import SwitchRun, run_switches
 
 DEFAULT_BATCHES = (2, 4, 8, 16, 32)
-DEFAULT_ROUNDS = 20
+DEFAULT_ROUNDS = 30
+#: Alternations of fat and planned per batch size (the rounds are split between them).
+DEFAULT_REPEATS = 3
 #: Long enough that a burst of B requests, sent within a few ms, forms full batches.
 BENCH_BATCH_DELAY_MS = 50
 DEFAULT_OUT = Path("docs/results")
@@ -59,6 +62,10 @@ class BurstResult:
     @property
     def mean_burst_ms(self) -> float:
         return statistics.fmean(self.burst_ms)
+
+    @property
+    def median_burst_ms(self) -> float:
+        return statistics.median(self.burst_ms)
 
     @property
     def mean_request_ms(self) -> float:
@@ -109,6 +116,10 @@ class BatchRow:
     def speedup(self) -> float:
         return self.baseline.mean_burst_ms / self.planned.mean_burst_ms
 
+    @property
+    def median_speedup(self) -> float:
+        return self.baseline.median_burst_ms / self.planned.median_burst_ms
+
 
 def planned_config(profile: ProfileTable, cores: int, batch: int) -> tuple[ServingConfig, Any]:
     """The uniform plan for ``batch`` on ``cores`` as a :class:`ServingConfig`, and the plan."""
@@ -117,6 +128,18 @@ def planned_config(profile: ProfileTable, cores: int, batch: int) -> tuple[Servi
     if rest:
         raise ValueError(f"uniform plan for batch {batch} has several shapes: {result.groups}")
     return ServingConfig(workers, threads, per_instance), result
+
+
+def _pooled(parts: list[BurstResult]) -> BurstResult:
+    first = parts[0]
+    return BurstResult(
+        first.config,
+        first.batch,
+        sum(p.rounds for p in parts),
+        tuple(x for p in parts for x in p.burst_ms),
+        tuple(x for p in parts for x in p.request_ms),
+        sum(p.failed for p in parts),
+    )
 
 
 def bench_batches(
@@ -129,26 +152,35 @@ def bench_batches(
     batches: tuple[int, ...],
     rounds: int,
     progress: Any = None,
+    repeats: int = DEFAULT_REPEATS,
 ) -> list[BatchRow]:
-    """Measure planned vs fat for each batch size (fat first, then planned, per B)."""
+    """Measure planned vs fat for each batch size.
+
+    Per B the two configurations alternate ``repeats`` times (fat, plan, fat, plan, ...),
+    each turn serving its share of the ``rounds`` bursts, so slow drifts of a shared machine
+    fall on both sides alike.
+    """
     rows = []
+    turns = max(1, min(repeats, rounds))
     for batch in batches:
         plan_config, result = planned_config(profile, len(cores), batch)
         fat = ServingConfig(1, len(cores), batch)
-        measured = {}
-        for name, config in (("fat", fat), ("plan", plan_config)):
-            apply_config(
-                client,
-                adapt,
-                placement_dir,
-                model,
-                config,
-                cores=cores,
-                max_batch_delay_ms=BENCH_BATCH_DELAY_MS,
-            )
-            measured[name] = measure_bursts(client, model, batch, rounds, batch, str(config))
-            if progress is not None:
-                progress()
+        parts: dict[str, list[BurstResult]] = {"fat": [], "plan": []}
+        for turn in range(turns):
+            share = rounds // turns + (1 if turn < rounds % turns else 0)
+            for name, config in (("fat", fat), ("plan", plan_config)):
+                apply_config(
+                    client,
+                    adapt,
+                    placement_dir,
+                    model,
+                    config,
+                    cores=cores,
+                    max_batch_delay_ms=BENCH_BATCH_DELAY_MS,
+                )
+                parts[name].append(measure_bursts(client, model, batch, share, batch, str(config)))
+        if progress is not None:
+            progress()
         rows.append(
             BatchRow(
                 batch,
@@ -156,8 +188,8 @@ def bench_batches(
                 fat,
                 result.latency_ms,
                 result.baseline.latency_ms if result.baseline is not None else None,
-                measured["plan"],
-                measured["fat"],
+                _pooled(parts["plan"]),
+                _pooled(parts["fat"]),
             )
         )
     return rows
@@ -176,6 +208,10 @@ class BenchReport:
     @property
     def mean_speedup(self) -> float:
         return statistics.fmean(r.speedup for r in self.rows)
+
+    @property
+    def mean_median_speedup(self) -> float:
+        return statistics.fmean(r.median_speedup for r in self.rows)
 
     @property
     def failed(self) -> int:
@@ -207,26 +243,30 @@ def render_markdown(report: BenchReport) -> str:
         "--uniform` (identical instances: what one TorchServe model can run).",
         "- Latency = mean time from sending a burst of B concurrent requests to its last "
         f"answer, over {report.rows[0].planned.rounds if report.rows else 0} bursts per cell; "
-        "both configurations measured on the same server, switched live with "
-        "`tsadapt packrat apply`'s mechanism.",
+        "both configurations measured on the same server, alternating 3 times per B, switched "
+        "live with `tsadapt packrat apply`'s mechanism.",
         "",
         "| B | planned config | predicted fat / plan (ms) | predicted speedup "
-        "| measured fat (ms) | measured plan (ms) | measured speedup | failed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| measured fat mean / median (ms) | measured plan mean / median (ms) "
+        "| measured speedup (mean) | (median) | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report.rows:
         predicted_fat = f"{r.predicted_fat_ms:.1f}" if r.predicted_fat_ms is not None else "n/a"
         predicted_speedup = f"{r.predicted_speedup:.2f}x" if r.predicted_speedup else "n/a"
         lines.append(
             f"| {r.batch} | {r.plan} | {predicted_fat} / {r.predicted_plan_ms:.1f} "
-            f"| {predicted_speedup} | {r.baseline.mean_burst_ms:.1f} "
-            f"| {r.planned.mean_burst_ms:.1f} | {r.speedup:.2f}x "
+            f"| {predicted_speedup} "
+            f"| {r.baseline.mean_burst_ms:.1f} / {r.baseline.median_burst_ms:.1f} "
+            f"| {r.planned.mean_burst_ms:.1f} / {r.planned.median_burst_ms:.1f} "
+            f"| {r.speedup:.2f}x | {r.median_speedup:.2f}x "
             f"| {r.planned.failed + r.baseline.failed} |"
         )
     if report.rows:
         lines += [
             "",
-            f"**Mean measured speedup: {report.mean_speedup:.2f}x** over "
+            f"**Mean measured speedup: {report.mean_speedup:.2f}x** (of the medians: "
+            f"{report.mean_median_speedup:.2f}x) over "
             f"{len(report.rows)} batch sizes on {len(report.cores)} cores.",
         ]
     if len(report.cores) <= 2:
@@ -242,7 +282,8 @@ def render_markdown(report: BenchReport) -> str:
             "## Live switch under load",
             "",
             f"Open-loop Poisson load at {run.rate_rps:g} req/s on `{run.model}`, switching "
-            f"every {run.period_s:g} s: {run.sent} requests, **{run.failed} failed**. "
+            f"every {run.period_s:g} s: {run.sent} requests, **{run.failed} failed** "
+            f"(HTTP statuses: {run.statuses}). "
             "Reference = the settled latency, the higher of the steady half-periods before the "
             "switch and before the next one (so a configuration that is simply slower at this "
             "load does not count as switching cost). Spike = worst 0.5 s window (by send time) "
@@ -280,6 +321,7 @@ def report_json(report: BenchReport) -> dict[str, Any]:
                 "measured_plan_request_ms": r.planned.mean_request_ms,
                 "measured_fat_request_ms": r.baseline.mean_request_ms,
                 "speedup": r.speedup,
+                "median_speedup": r.median_speedup,
                 "failed": r.planned.failed + r.baseline.failed,
                 "plan_burst_ms": list(r.planned.burst_ms),
                 "fat_burst_ms": list(r.baseline.burst_ms),
@@ -292,6 +334,7 @@ def report_json(report: BenchReport) -> dict[str, Any]:
             "period_s": report.switch.period_s,
             "sent": report.switch.sent,
             "failed": report.switch.failed,
+            "statuses": report.switch.statuses,
             "spikes": [s.to_json() for s in report.switch.spikes],
             "steps": [r.to_json() for r in report.switch.reports],
         }
@@ -302,6 +345,7 @@ def report_json(report: BenchReport) -> dict[str, Any]:
         "command": report.command,
         "host": report.host,
         "mean_speedup": report.mean_speedup if report.rows else None,
+        "mean_median_speedup": report.mean_median_speedup if report.rows else None,
         "rows": rows,
         "switch": switch,
     }

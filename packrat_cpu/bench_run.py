@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()
         ) as progress:
-            task = progress.add_task("planned vs fat", total=2 * len(batches))
+            task = progress.add_task("planned vs fat", total=len(batches))
             rows = bench_batches(
                 client,
                 adapt,

@@ -148,6 +148,12 @@ class SwitchRun:
     def failed(self) -> int:
         return int((self.records[:, 2] != 200).sum())
 
+    @property
+    def statuses(self) -> dict[str, int]:
+        """Requests per HTTP status (0 = no answer)."""
+        codes, counts = np.unique(self.records[:, 2].astype(int), return_counts=True)
+        return {str(c): int(n) for c, n in zip(codes, counts, strict=True)}
+
 
 def run_switches(
     client: TorchServeClient,
