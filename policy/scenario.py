@@ -14,19 +14,34 @@ Format::
         min_workers: 1
         max_workers: 3
         max_batch: 32
-        # optional: device, threads, queue_size (100), load_delay_s (1.0), exec_cv (0)
+        # optional: device, threads, queue_size (100), load_delay_s (1.0), exec_cv (0),
+        # batch_overhead_ms (0: added to every batch's time from the profile: work of the
+        # worker the profile does not see), overhead_ms (0: per-request time outside the
+        # worker, see simulator docs) or overhead_quantiles_ms (a list: that time's
+        # distribution, quantiles at k/n)
     workload:                         # several entries for one model add up
       - {model: image, kind: bursty, base_rate: 40, spike_rate: 160, spike_s: 10, period_s: 60}
     budget: {workers: 6}
+
+``calibration: PATH`` (optional) names a JSON file as ``tsadapt fidelity calibrate`` writes
+it (``{"models": {NAME: {"batch_overhead_ms": ..., "exec_cv": ..., "overhead_quantiles_ms":
+[...]}}}``): it gives each model these (or ``overhead_ms``) unless the model sets them
+itself (a model's own ``overhead_ms`` or ``overhead_quantiles_ms`` replaces both).
+
+``profile`` may also name a JSON file as ``tsadapt models profile`` writes it
+(``docs/results/model-profiles.json``: a list of ``{model, threads, batch_sizes, median_ms,
+...}``): the entry of the same model name and thread count gives the latency table (the
+measured medians, interpolated between batch sizes).
 
 Relative paths (profiles, traces) are resolved against the scenario file's folder.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +88,9 @@ class ModelEntry:
     load_delay_s: float = LOAD_DELAY_S
     exec_cv: float = 0.0
     profile_path: str | None = None
+    overhead_ms: float = 0.0
+    overhead_quantiles_ms: tuple[float, ...] | None = None
+    batch_overhead_ms: float = 0.0  # already inside ``latency`` (kept for reports)
 
     def spec(self, config: ModelConfig) -> ModelSpec:
         """The simulator's :class:`ModelSpec` starting from ``config``."""
@@ -85,6 +103,8 @@ class ModelEntry:
             load_delay_s=self.load_delay_s,
             exec_cv=self.exec_cv,
             initial=config,
+            overhead_ms=self.overhead_ms,
+            overhead_quantiles_ms=self.overhead_quantiles_ms,
         )
 
 
@@ -177,6 +197,7 @@ class SimResult:
     configs: Mapping[str, ModelConfig]
     per_model: Mapping[str, ModelResult]
     overall: ModelResult
+    latencies_ms: Mapping[str, np.ndarray] = field(default_factory=dict)  # answered requests
 
 
 # --------------------------------------------------------------------------- parsing
@@ -216,19 +237,64 @@ def _no_extra(where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
 
 _MODEL_KEYS = {
     "name", "slo_ms", "profile", "min_workers", "max_workers", "max_batch", "device",
-    "threads", "queue_size", "load_delay_s", "exec_cv",
+    "threads", "queue_size", "load_delay_s", "exec_cv", "overhead_ms", "overhead_quantiles_ms",
+    "batch_overhead_ms",
 }  # fmt: skip
-_TOP_KEYS = {"name", "duration_s", "seed", "models", "workload", "budget", "devices"}
+_TOP_KEYS = {
+    "name", "duration_s", "seed", "models", "workload", "budget", "devices", "calibration",
+}  # fmt: skip
+#: Model keys a calibration file may give (see the module docstring).
+_CALIBRATED_KEYS = ("batch_overhead_ms", "overhead_ms", "overhead_quantiles_ms", "exec_cv")
+_OVERHEAD_KEYS = ("overhead_ms", "overhead_quantiles_ms")
 
 
-def _profile(where: str, v: Any, base: Path, threads: int) -> tuple[LatencyModel, str | None]:
+def json_profile(path: str | Path, model: str, threads: int) -> LatencyModel:
+    """The latency table of ``model`` at ``threads`` from a ``model-profiles.json`` file."""
+    p = Path(path)
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"profile {p}: invalid JSON: {exc}") from None
+    entries = raw if isinstance(raw, list) else [raw]
+    mine = [e for e in entries if isinstance(e, Mapping) and e.get("model") == model]
+    if not mine:
+        known = sorted(str(e.get("model")) for e in entries if isinstance(e, Mapping))
+        raise ValueError(f"profile {p}: no entry for model {model!r} (has: {known})")
+    match = [e for e in mine if int(e.get("threads", threads)) == threads]
+    if not match:
+        have = sorted({int(e["threads"]) for e in mine})
+        raise ValueError(
+            f"profile {p}: model {model!r} was measured at threads {have}, not {threads} "
+            "(set the model's 'threads' to the profile's)"
+        )
+    e = match[0]
+    bs, ms = e.get("batch_sizes"), e.get("median_ms")
+    if not isinstance(bs, list) or not isinstance(ms, list) or len(bs) != len(ms) or not bs:
+        raise ValueError(f"profile {p}: model {model!r} needs equal-length batch_sizes, median_ms")
+    return LatencyModel(table=tuple(zip(bs, ms, strict=True)))
+
+
+def with_batch_overhead(latency: LatencyModel, ms: float) -> LatencyModel:
+    """``latency`` with ``ms`` more per batch (beta, or every point of a table)."""
+    if ms == 0:
+        return latency
+    if latency.table is None:
+        return LatencyModel(latency.alpha_ms, latency.beta_ms + ms)
+    return LatencyModel(table=tuple((b, t + ms) for b, t in latency.table))
+
+
+def _profile(
+    where: str, v: Any, base: Path, threads: int, model: str = ""
+) -> tuple[LatencyModel, str | None]:
     if isinstance(v, str):
         p = Path(v) if Path(v).is_absolute() else base / v
         if not p.is_file():
             raise ValueError(f"{where}: no such profile file {str(p)!r}")
         try:
+            if p.suffix == ".json":
+                return json_profile(p, model, threads), str(p)
             return LatencyModel.from_csv(p, threads=threads), str(p)
-        except (ValueError, KeyError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{where}: {exc}") from None
     d = _mapping(where, v)
     _no_extra(where, d, {"alpha_ms", "beta_ms"})
@@ -239,15 +305,43 @@ def _profile(where: str, v: Any, base: Path, threads: int) -> tuple[LatencyModel
     return LatencyModel(alpha, beta), None
 
 
-def _model(i: int, d: Any, base: Path) -> ModelEntry:
+def _calibration(v: Any, base: Path) -> dict[str, Mapping[str, Any]]:
+    """The per-model entries of a calibration file (see the module docstring)."""
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"calibration must be a file path, got {v!r}")
+    p = Path(v) if Path(v).is_absolute() else base / v
+    if not p.is_file():
+        raise ValueError(
+            f"calibration: no such file {str(p)!r} (write it with 'tsadapt fidelity calibrate')"
+        )
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"calibration {p}: invalid JSON: {exc}") from None
+    models = _mapping(f"calibration {p}: models", _mapping(f"calibration {p}", raw).get("models"))
+    return {str(k): _mapping(f"calibration {p}: models.{k}", e) for k, e in models.items()}
+
+
+def _model(
+    i: int, d: Any, base: Path, calibration: Mapping[str, Mapping[str, Any]] | None = None
+) -> ModelEntry:
     w = f"models[{i}]"
     d = _mapping(w, d)
     _no_extra(w, d, _MODEL_KEYS)
     name = _require(w, d, "name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{w}.name must be a non-empty string, got {name!r}")
+    if calibration is not None:
+        if name not in calibration:
+            raise ValueError(f"{w}: the calibration file has no entry for model {name!r}")
+        cal = {k: v for k, v in calibration[name].items() if k in _CALIBRATED_KEYS}
+        if any(k in d for k in _OVERHEAD_KEYS):  # the model's own overhead wins, whole
+            cal = {k: v for k, v in cal.items() if k not in _OVERHEAD_KEYS}
+        d = {**cal, **d}
     threads = _num(f"{w}.threads", d.get("threads", WORKER_THREADS), positive=True, integer=True)
-    latency, ppath = _profile(f"{w}.profile", _require(w, d, "profile"), base, threads)
+    latency, ppath = _profile(f"{w}.profile", _require(w, d, "profile"), base, threads, name)
+    batch_overhead = _num(f"{w}.batch_overhead_ms", d.get("batch_overhead_ms", 0.0))
+    latency = with_batch_overhead(latency, batch_overhead)
     mn = _num(f"{w}.min_workers", _require(w, d, "min_workers"), integer=True)
     mx = _num(f"{w}.max_workers", _require(w, d, "max_workers"), positive=True, integer=True)
     if mx < mn:
@@ -271,7 +365,24 @@ def _model(i: int, d: Any, base: Path) -> ModelEntry:
         load_delay_s=_num(f"{w}.load_delay_s", d.get("load_delay_s", LOAD_DELAY_S)),
         exec_cv=_num(f"{w}.exec_cv", d.get("exec_cv", 0.0)),
         profile_path=ppath,
+        overhead_ms=_num(f"{w}.overhead_ms", d.get("overhead_ms", 0.0)),
+        overhead_quantiles_ms=_quantiles(f"{w}.overhead_quantiles_ms", d),
+        batch_overhead_ms=batch_overhead,
     )
+
+
+def _quantiles(where: str, d: Mapping[str, Any]) -> tuple[float, ...] | None:
+    v = d.get("overhead_quantiles_ms")
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) < 2:
+        raise ValueError(f"{where} must be a list of at least 2 numbers, got {v!r}")
+    q = tuple(_num(f"{where}[{k}]", x) for k, x in enumerate(v))
+    if any(b < a for a, b in zip(q, q[1:], strict=False)):
+        raise ValueError(f"{where} must not decrease")
+    if "overhead_ms" in d:
+        raise ValueError(f"{where}: give overhead_ms or overhead_quantiles_ms, not both")
+    return q
 
 
 def _device(i: int, d: Any) -> DeviceSpec:
@@ -297,7 +408,8 @@ def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario
     models_raw = _require("scenario", d, "models")
     if not isinstance(models_raw, list) or not models_raw:
         raise ValueError("models must be a non-empty list")
-    models = tuple(_model(i, m, base) for i, m in enumerate(models_raw))
+    calibration = _calibration(d["calibration"], base) if "calibration" in d else None
+    models = tuple(_model(i, m, base, calibration) for i, m in enumerate(models_raw))
     names = [m.name for m in models]
     for i, n in enumerate(names):
         if n in names[:i]:
@@ -392,10 +504,12 @@ def run_static(
     tail = sim.run_until(math.inf)
     per: dict[str, ModelResult] = {}
     lats = []
+    by_model: dict[str, np.ndarray] = {}
     for m in scenario.models:
         a, b = main[m.name], tail[m.name]
         lat = np.concatenate([a.latencies_ms, b.latencies_ms])
         lats.append(lat)
+        by_model[m.name] = lat
         batches = a.batches + b.batches
         per[m.name] = summarize(
             m.name,
@@ -410,4 +524,4 @@ def run_static(
             mean_batch_size=(a.batch_size_sum + b.batch_size_sum) / batches if batches else 0.0,
         )
     overall = pool(per.values(), lats, scenario.duration_s)
-    return SimResult(scenario.name, seed, scenario.duration_s, configs, per, overall)
+    return SimResult(scenario.name, seed, scenario.duration_s, configs, per, overall, by_model)

@@ -43,11 +43,20 @@ where ``active`` is the number of worker threads executing on the device includi
 new batch (CPU: ``capacity`` = cores; a time-sliced GPU: ``capacity`` = 1). The factor is
 taken when the batch starts and kept for the batch (not re-evaluated as others start or
 finish): simple, and calibrated through ``capacity``. Optional log-normal jitter with
-coefficient of variation ``exec_cv`` uses the simulator's seeded generator.
+coefficient of variation ``exec_cv`` (mean 1) uses the simulator's seeded generator.
 
 End-to-end latency of a request = completion time of its batch - arrival time (queue
-wait + aggregation wait + execution). Client, network and handler pre/post-processing
-times belong in the profile's ``beta_ms``.
+wait + aggregation wait + execution) + the request's *overhead*: the time spent outside
+the worker (client and HTTP stack, the frontend's request/response handling, the hop to
+the backend, the scheduler's delays on a busy host). It is added to every answered
+request's latency but occupies neither the worker nor the device, so it shifts latencies
+without changing the queueing (for an open-loop client an inbound delay that does not
+depend on the load only shifts arrivals, so it may be counted at the end). The overhead
+is either the constant ``overhead_ms`` or, with ``overhead_quantiles_ms`` (``q[0..n]`` at
+probabilities ``k / n``, e.g. measured), an independent draw per request from that
+distribution (inverse transform, linear between quantiles) from a generator of its own,
+so it does not disturb the execution jitter's stream. Work that occupies the worker per
+batch (handler pre/post-processing) belongs in the profile.
 """
 
 from __future__ import annotations
@@ -198,6 +207,8 @@ class ModelSpec:
     load_delay_s: float = LOAD_DELAY_S
     exec_cv: float = 0.0
     initial: ModelConfig = field(default_factory=ModelConfig)
+    overhead_ms: float = 0.0
+    overhead_quantiles_ms: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -208,6 +219,22 @@ class ModelSpec:
             raise ValueError(f"model {self.name!r}: load_delay_s must be >= 0")
         if self.exec_cv < 0:
             raise ValueError(f"model {self.name!r}: exec_cv must be >= 0")
+        if not (self.overhead_ms >= 0 and math.isfinite(self.overhead_ms)):
+            raise ValueError(f"model {self.name!r}: overhead_ms must be >= 0 and finite")
+        q = self.overhead_quantiles_ms
+        if q is not None:
+            q = tuple(float(x) for x in q)
+            if len(q) < 2 or any(not (x >= 0 and math.isfinite(x)) for x in q):
+                raise ValueError(
+                    f"model {self.name!r}: overhead_quantiles_ms needs >= 2 finite values >= 0"
+                )
+            if any(b < a for a, b in zip(q, q[1:], strict=False)):
+                raise ValueError(f"model {self.name!r}: overhead_quantiles_ms must not decrease")
+            if self.overhead_ms:
+                raise ValueError(
+                    f"model {self.name!r}: give overhead_ms or overhead_quantiles_ms, not both"
+                )
+            object.__setattr__(self, "overhead_quantiles_ms", q)
 
 
 @dataclass(frozen=True)
@@ -285,7 +312,8 @@ class _Model:
     """Mutable per-model state (queue buffer, workers, the forming batch, counters)."""
 
     __slots__ = (
-        "spec", "name", "idx", "dev", "threads", "lat_s", "cap", "load_delay",
+        "spec", "name", "idx", "dev", "threads", "lat_s", "cap", "load_delay", "overhead_s",
+        "ovh_q", "ovh_buf", "ovh_i",
         "arr", "n_arr", "next_idx", "qbuf", "head", "tail", "front",
         "B", "delay_s", "workers", "idle", "next_wid",
         "holder", "d_snap", "f_front", "f_s", "f_e", "f_i0", "f_i1", "f_t1",
@@ -331,6 +359,8 @@ class Simulator:
                 devs[m.device] = _Device(DeviceSpec(m.device, capacity=_INF))
         self.devices = devs
         self.rng = np.random.default_rng(seed)
+        # overhead draws (overhead_quantiles_ms) have a stream of their own
+        self._ovh_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
         self.now = 0.0
         self._heap: list[tuple] = []
         self._seq = 0
@@ -357,6 +387,10 @@ class Simulator:
         m.lat_s = [float(x) / 1000.0 for x in ms]
         m.cap = spec.queue_size
         m.load_delay = spec.load_delay_s
+        m.overhead_s = spec.overhead_ms / 1000.0
+        q = spec.overhead_quantiles_ms
+        m.ovh_q = None if q is None else np.asarray(q, dtype=np.float64) / 1000.0
+        m.ovh_buf, m.ovh_i = np.empty(0), 0
         m.arr, m.n_arr, m.next_idx = arr, len(arr), 0
         m.qbuf = np.empty(len(arr) + 1, dtype=np.float64)
         m.head = m.tail = 0
@@ -661,7 +695,10 @@ class Simulator:
     def _complete(self, m: _Model, w: _Worker, t: float) -> None:
         m.dev.active -= m.threads
         batch = w.batch
-        m.lat_chunks.append(t - batch)
+        if m.ovh_q is None:
+            m.lat_chunks.append((t + m.overhead_s) - batch)
+        else:
+            m.lat_chunks.append((t - batch) + self._overheads(m, len(batch)))
         m.completed += len(batch)
         m.busy_done += t - w.start
         w.batch = None
@@ -669,6 +706,17 @@ class Simulator:
         m.idle.append(w)
         if m.holder is None:
             self._acquire(m, t)
+
+    def _overheads(self, m: _Model, k: int) -> np.ndarray:
+        """``k`` draws (s) from the model's overhead distribution (block-buffered)."""
+        if m.ovh_i + k > m.ovh_buf.size:
+            q = m.ovh_q
+            u = self._ovh_rng.random(max(_NOISE_BLOCK, k)) * (q.size - 1)
+            m.ovh_buf = np.interp(u, np.arange(q.size, dtype=np.float64), q)
+            m.ovh_i = 0
+        out = m.ovh_buf[m.ovh_i : m.ovh_i + k]
+        m.ovh_i += k
+        return out
 
     def _noise(self, m: _Model) -> float:
         if m.noise_i >= _NOISE_BLOCK:

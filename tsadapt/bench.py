@@ -64,6 +64,8 @@ KILL_GRACE_S = REQUEST_TIMEOUT_S + 30.0
 CONTROLLER_START_S = 3.0
 #: Tries at starting a server (see ``_start_server``).
 SERVER_START_ATTEMPTS = 5
+#: Seconds of quiet between the warm-up and the load.
+WARMUP_SETTLE_S = 1.0
 
 
 class ControllerUnavailable(RuntimeError):
@@ -84,6 +86,7 @@ class BenchConfig:
     controller_config: Path = DEFAULT_CONTROLLER_CONFIG
     locustfile: Path | None = None  # default: loadtests/<scenario>.py, else bursty.py
     command: str = ""  # as typed, for the report
+    warmup_rounds: int = 0  # rounds of warm-up bursts per model before the load (see warm_up)
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,9 @@ def run_one(
     server = _start_server(start, server_cfg)
     ctrl = poller = None
     try:
+        if cfg.warmup_rounds > 0:
+            on_tick(0.0, "warming up")
+            warm_up(server, scenario.model_names, cfg.warmup_rounds)
         if controller != "static":
             on_tick(0.0, f"starting controller {controller}")
             ctrl = _start_controller(
@@ -384,6 +390,35 @@ def run_one(
         controller, schedule, records, poller.samples if poller else [], rundir,
         decisions if decisions.is_file() else None,
     )  # fmt: skip
+
+
+def warm_up(server, models: Sequence[str], rounds: int, seed: int = 0) -> int:  # noqa: ANN001
+    """Send each model ``rounds`` rounds of concurrent bursts (1, 2, 4, ... up to its
+    registered batch size); return the requests answered 2xx.
+
+    A fresh worker pays once for lazy initialisation (first forward pass at each input
+    shape, allocator growth, the frontend's JIT): over a second on the first requests,
+    which no simulator models. Warming up first keeps that out of the measured run.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tsadapt.handlers.catalog import DEMO_MODELS
+
+    client = server.client(timeout_s=60)
+    rng = np.random.default_rng(seed)
+    ok = 0
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        for _ in range(rounds):
+            for name in models:
+                model = DEMO_MODELS[name]
+                k = 1
+                while k <= max(1, model.batch_size):
+                    bodies = [model.example(rng) for _ in range(k)]
+                    answers = list(pool.map(lambda b, n=name: client.predict(n, b), bodies))
+                    ok += sum(a.ok for a in answers)
+                    k *= 2
+    time.sleep(WARMUP_SETTLE_S)
+    return ok
 
 
 def _start_server(start: Callable, config):  # noqa: ANN001, ANN202 - tsadapt.server types
