@@ -127,14 +127,16 @@ def run_policy(
     policy_file: Path | None = None,
     sim_config: SimControlConfig | None = None,
     static_configs: Mapping[str, ModelConfig] | None = None,
+    initial: Mapping[str, ModelConfig] | None = None,
 ) -> dict[str, Any]:
-    """One run as the ``tsadapt simulate --json`` object."""
+    """One run as the ``tsadapt simulate --json`` object (adaptive runs start at ``initial``,
+    default :func:`sim_control.initial_configs`)."""
     if policy == "best-static":
         cfgs = dict(static_configs) if static_configs is not None else best_static(scenario)
         return _static_result(scenario, cfgs, seed)
     config = controller_config_for(scenario, sim_config)
     pol = make_ppo_policy(policy_file, config) if policy == "ppo" else make_policy(policy, config)
-    return run_controlled(scenario, pol, config, seed, sim_config).as_dict()
+    return run_controlled(scenario, pol, config, seed, sim_config, initial).as_dict()
 
 
 @dataclass(frozen=True)
@@ -188,8 +190,26 @@ def _fmt(s: Summary, metric: str) -> str:
     return f"{s.mean:.1f} ± {s.std:.1f}"
 
 
+START_BATCH1 = "batch 1, 10 ms delay, `min_workers` workers"
+
+
+def describe_start(configs: Mapping[str, ModelConfig] | None) -> str:
+    """Where the adaptive runs start, in words, for the report."""
+    if configs is None:
+        return START_BATCH1
+    each = ", ".join(
+        f"{name} b={c.batch_size} d={c.max_batch_delay_ms:g} ms w={c.workers}"
+        for name, c in configs.items()
+    )
+    return f"the models' registration defaults, as on the real server ({each})"
+
+
 def write_markdown(
-    rows: Sequence[Mapping[str, Any]], out: Path, header: Mapping[str, Any], plots: Sequence[str]
+    rows: Sequence[Mapping[str, Any]],
+    out: Path,
+    header: Mapping[str, Any],
+    plots: Sequence[str],
+    start: str = START_BATCH1,
 ) -> Path:
     """``docs/results/simulation.md``: mean ± sample std per metric, verdicts, plots."""
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
@@ -202,7 +222,7 @@ def write_markdown(
         "Policies: `best-static` = the best fixed configuration (coordinate search on "
         f"seed {TUNING_SEED}, not an evaluation seed; highest goodput, then fewest "
         "worker-seconds), run as plain TorchServe without a controller. Every other "
-        "policy starts from batch 1, 10 ms delay, `min_workers` workers and runs behind "
+        f"policy starts from {start} and runs behind "
         "the same guards as `tsadapt control` (`static` = the controller changes nothing "
         "itself, so only the guards' emergency rule acts). Goodput = requests answered "
         "within their model's SLO per second; worker-seconds = sum over models of "

@@ -120,6 +120,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import (
         best_static,
+        describe_start,
         dump_rows,
         plot,
         run_policy,
@@ -128,6 +129,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     from .ppo_policy import PolicyFileError, read_metadata
     from .scenario import load_scenario
+    from .sim_control import registration_configs
 
     try:
         scenarios = [load_scenario(p) for p in args.scenarios]
@@ -146,7 +148,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     ) as prog:
         task = prog.add_task("evaluate", total=total)
+        starts = []
         for sc in scenarios:
+            initial = registration_configs(sc) if args.start == "registration" else None
+            starts.append(f"{sc.name}: {describe_start(initial)}")
             statics = None
             if "best-static" in args.policies:
                 prog.update(task, description=f"{sc.name}: tuning best-static")
@@ -156,7 +161,14 @@ def _evaluate(args: argparse.Namespace) -> int:
                     prog.update(task, description=f"{sc.name} / {pol} / seed {seed}")
                     try:
                         rows.append(
-                            run_policy(sc, pol, seed, args.policy_file, static_configs=statics)
+                            run_policy(
+                                sc,
+                                pol,
+                                seed,
+                                args.policy_file,
+                                static_configs=statics,
+                                initial=initial,
+                            )
                         )
                     except PolicyFileError as exc:
                         return _err(str(exc))
@@ -180,7 +192,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"seed {meta.get('seed')}"
         )
         header["regenerate the policy"] = f"`{meta.get('command')}`"
-    md = write_markdown(rows, out_dir / "simulation.md", header, plots)
+    md = write_markdown(rows, out_dir / "simulation.md", header, plots, "; ".join(starts))
     print(f"wrote {md}, {out_dir / 'simulation.json'} and {len(plots)} plots")
     return 0
 
@@ -254,6 +266,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--policy-file", type=Path, default=DEFAULT_POLICY_FILE)
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument(
+        "--start",
+        choices=("registration", "batch1"),
+        default="registration",
+        help="where adaptive runs start: the demo models' registration defaults (as the real "
+        "server does; batch 1 for non-demo models) or batch 1",
+    )
     p.set_defaults(func=_with_argv(_evaluate, "evaluate"))
 
     p = subparsers.add_parser(

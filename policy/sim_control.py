@@ -40,6 +40,7 @@ __all__ = [
     "WindowObserver",
     "controller_config_for",
     "initial_configs",
+    "registration_configs",
     "run_controlled",
 ]
 
@@ -88,6 +89,24 @@ def controller_config_for(
         window_s=sim.window_s,
         cooldown_s=sim.cooldown_s,
     )
+
+
+def registration_configs(scenario: Scenario) -> dict[str, ModelConfig] | None:
+    """The demo models' registration defaults (``handlers/catalog.py``: batch size, delay,
+    ``min_workers``), where a real server starts before any controller acts; None when a
+    model of the scenario is not a demo model."""
+    from tsadapt.handlers.catalog import DEMO_MODELS
+
+    if any(m.name not in DEMO_MODELS for m in scenario.models):
+        return None
+    return {
+        m.name: ModelConfig(
+            DEMO_MODELS[m.name].batch_size,
+            float(DEMO_MODELS[m.name].max_batch_delay_ms),
+            max(1, DEMO_MODELS[m.name].min_workers),
+        )
+        for m in scenario.models
+    }
 
 
 def initial_configs(scenario: Scenario, config: ControllerConfig) -> dict[str, ModelConfig]:
