@@ -324,6 +324,15 @@ class AdaptClient:
     def model(self, name: str) -> ModelState:
         return ModelState.from_json(self._call("GET", _model_path(name)))
 
+    def drain(self, name: str, keep: int, timeout_ms: int = 5000) -> dict[str, Any]:
+        """Let the workers a scale-down to ``keep`` would remove finish their batch and stop.
+
+        Call right before scaling down to ``keep`` workers through the management API, so no
+        request is interrupted mid-batch (see ``plugin/java/.../WorkerDrain.java``).
+        """
+        params = {"keep": int(keep), "timeout_ms": int(timeout_ms)}
+        return self._call("POST", f"{_model_path(name)}/drain", params)
+
     def set_batching(
         self, name: str, batch_size: int | None = None, max_batch_delay_ms: int | None = None
     ) -> ModelState:

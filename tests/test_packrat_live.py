@@ -200,3 +200,38 @@ def test_bench_command_writes_the_report(tmp_path: Path, capsys) -> None:
     assert packrat_main([*bad, "--batches", "2,x"]) == 2
     assert packrat_main([*bad, "--batches", "64"]) == 2  # beyond the profile
     assert "--" in capsys.readouterr().err
+
+
+def test_drain_rejects_bad_requests_and_drains_a_busy_worker(text_server: RunningServer) -> None:
+    client = text_server.client(timeout_s=120)
+    adapt = AdaptClient(client)
+    client.scale_workers(MODEL, 2)
+    base = f"adapt/models/{MODEL}/drain"
+    for params, status in (
+        ({"keep": 0}, 400),
+        ({"keep": 2}, 400),
+        ({"keep": 1, "timeout_ms": 10**6}, 400),
+        ({"keep": 1, "nope": 1}, 400),
+        ({}, 400),
+    ):
+        resp = client.request("management", "POST", base, params=params)
+        assert resp.status_code == status, (params, resp.text)
+        assert "message" in resp.json()
+    assert client.request("management", "POST", "adapt/models/nope/drain?keep=1").status_code == 404
+    assert client.request("management", "POST", f"adapt/models/{MODEL}").status_code == 405
+
+    payload = demo_model(MODEL).example(np.random.default_rng(5))
+    result: list = []
+    load = threading.Thread(
+        target=lambda: result.append(
+            open_loop(client, MODEL, payload, 60.0, 4.0, np.random.default_rng(6))
+        )
+    )
+    load.start()
+    threading.Event().wait(1.5)
+    drained = adapt.drain(MODEL, 1, 3000)
+    client.scale_workers(MODEL, 1)
+    load.join()
+    assert [d["finished"] for d in drained["drained"]] == [True]
+    assert result[0].failed == 0
+    assert client.describe(MODEL)["minWorkers"] == 1 and client_ok(text_server)

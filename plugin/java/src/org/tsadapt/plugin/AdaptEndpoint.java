@@ -24,6 +24,8 @@ import org.slf4j.LoggerFactory;
  *   <li>{@code GET /adapt/models}: JSON array, one state object per model (default version).
  *   <li>{@code GET /adapt/models/{name}}: one state object.
  *   <li>{@code PUT /adapt/models/{name}?batch_size=B&max_batch_delay_ms=D}: live change.
+ *   <li>{@code POST /adapt/models/{name}/drain?keep=N[&timeout_ms=T]}: let the workers a
+ *       scale-down to N would remove finish their batch and stop ({@link WorkerDrain}).
  * </ul>
  */
 @Endpoint(
@@ -79,7 +81,7 @@ public class AdaptEndpoint extends ModelServerEndpoint {
 
     @Override
     public void doPost(Request req, Response rsp, Context ctx) throws IOException {
-        serve(req, rsp, AdaptEndpoint::notAllowed);
+        serve(req, rsp, this::post);
     }
 
     @Override
@@ -116,7 +118,36 @@ public class AdaptEndpoint extends ModelServerEndpoint {
     }
 
     private static void notAllowed(String[] path, Request req, Response rsp) throws ApiError {
-        throw new ApiError(405, "MethodNotAllowed", "only GET and PUT are supported under /adapt");
+        throw new ApiError(405, "MethodNotAllowed",
+                "only GET, PUT and POST .../drain are supported under /adapt");
+    }
+
+    private void post(String[] path, Request req, Response rsp) throws ApiError, IOException {
+        if (path.length != 3 || !"models".equals(path[0]) || !"drain".equals(path[2])) {
+            throw new ApiError(405, "MethodNotAllowed",
+                    "POST is only for /adapt/models/{name}/drain?keep=N");
+        }
+        Model model = requireModel(path[1]);
+        Map<String, List<String>> params = req.getParameterMap();
+        for (String key : params.keySet()) {
+            if (!"keep".equals(key) && !"timeout_ms".equals(key)) {
+                throw badRequest("unknown parameter '" + key + "'; expected keep and timeout_ms");
+            }
+        }
+        Integer keep = intParam(params, "keep");
+        if (keep == null) {
+            throw badRequest("give keep=N: the number of workers that stay");
+        }
+        Integer timeout = intParam(params, "timeout_ms");
+        int waitMs = timeout == null ? WorkerDrain.DEFAULT_TIMEOUT_MS : timeout;
+        if (waitMs > WorkerDrain.MAX_TIMEOUT_MS) {
+            throw badRequest("timeout_ms must be in [0, " + WorkerDrain.MAX_TIMEOUT_MS + "], got "
+                    + waitMs);
+        }
+        JsonObject result = WorkerDrain.drain(model, keep, waitMs);
+        LOG.info("tsadapt: drained model {} to {} worker(s): {}", model.getModelName(), keep,
+                result);
+        Json.send(rsp, 200, result);
     }
 
     private void get(String[] path, Request req, Response rsp) throws ApiError, IOException {
