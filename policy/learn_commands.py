@@ -151,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         starts = []
         for sc in scenarios:
             initial = registration_configs(sc) if args.start == "registration" else None
-            starts.append(f"{sc.name}: {describe_start(initial)}")
+            starts.append((sc.name, describe_start(initial)))
             statics = None
             if "best-static" in args.policies:
                 prog.update(task, description=f"{sc.name}: tuning best-static")
@@ -192,7 +192,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"seed {meta.get('seed')}"
         )
         header["regenerate the policy"] = f"`{meta.get('command')}`"
-    md = write_markdown(rows, out_dir / "simulation.md", header, plots, "; ".join(starts))
+    if len({text for _, text in starts}) == 1:
+        start = starts[0][1]
+    else:
+        start = "; ".join(f"{name}: {text}" for name, text in starts)
+    md = write_markdown(rows, out_dir / "simulation.md", header, plots, start)
     print(f"wrote {md}, {out_dir / 'simulation.json'} and {len(plots)} plots")
     return 0
 
