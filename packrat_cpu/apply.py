@@ -36,13 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
 
 from .placement import Placement, PlacementError, core_sets, usable_cores, write_placement
-
-#: How long a drain waits for the leaving workers' current batches (an idle one never ends).
-DRAIN_TIMEOUT_MS = 2000
 
 
 class PlanFileError(ValueError):
@@ -158,7 +156,7 @@ def apply_config(
         client.scale_workers(model, target.workers, synchronous=True)
 
     def drain() -> None:
-        adapt.drain(model, target.workers, DRAIN_TIMEOUT_MS)
+        adapt.drain(model, target.workers, C.DRAIN_TIMEOUT_MS)
 
     def place() -> None:
         placement_box.append(write_placement(placement_dir, model, target.threads, sets))

@@ -1,7 +1,8 @@
 """The execution engine: applies guarded actions to TorchServe, idempotently, with retries.
 
 Batch size and delay go through the plugin (``PUT /adapt/models/{name}``); workers through the
-management API (``PUT /models/{name}?min_worker=N&max_worker=N&synchronous=true``). Settings
+management API (``PUT /models/{name}?min_worker=N&max_worker=N&synchronous=true``), after the
+plugin drained the leaving workers on a scale-down. Settings
 that already hold are skipped. A call that still fails after the retries is reported in the
 result; nothing here raises into the control loop.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
 from tsadapt.policy.types import Action, ModelSettings
@@ -51,12 +53,23 @@ class Actuator:
         self.backoff_s = backoff_s
         self._sleep = sleep
 
-    def _apply_once(self, model: str, changes: dict[str, int]) -> None:
+    def _apply_once(self, model: str, changes: dict[str, int], current_workers: int) -> None:
         batching = {k: v for k, v in changes.items() if k != "workers"}
         if batching:
             self.adapt.set_batching(model, **batching)
         if "workers" in changes:
+            if changes["workers"] < current_workers:
+                self._drain(model, changes["workers"])
             self.client.scale_workers(model, changes["workers"], synchronous=True)
+
+    def _drain(self, model: str, keep: int) -> None:
+        """Let the leaving workers finish their batch (a plain scale-down can fail one)."""
+        try:
+            self.adapt.drain(model, keep, C.DRAIN_TIMEOUT_MS)
+        except Exception as exc:  # noqa: BLE001 - the scale-down still goes ahead
+            logger.warning(
+                "drain %s to %d workers failed, scaling down anyway: %s", model, keep, exc
+            )
 
     def apply_one(self, action: Action, current: ModelSettings) -> ApplyResult | None:
         """Apply one action; None when it changes nothing."""
@@ -66,7 +79,7 @@ class Actuator:
         error = None
         for attempt in range(1, self.retries + 2):
             try:
-                self._apply_once(action.model, changes)
+                self._apply_once(action.model, changes, current.workers)
                 logger.info("applied %s %s", action.model, changes)
                 return ApplyResult(action.model, changes, True, attempt)
             except Exception as exc:  # noqa: BLE001 - reported, never raised into the loop

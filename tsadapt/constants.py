@@ -22,3 +22,5 @@ KEY_FILE = "key_file.json"
 STARTUP_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 MODEL_VERSION = "1.0"
+#: How long a drain before a scale-down waits for the leaving workers' current batch (ms).
+DRAIN_TIMEOUT_MS = 2000
