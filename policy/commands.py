@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tsadapt.bench_commands import positive_float
+
 
 def _sim_bench(args: argparse.Namespace) -> int:
     from .bench_sim import run
@@ -21,16 +23,6 @@ def _command_line() -> str:
     if "fidelity" in argv:
         argv = argv[argv.index("fidelity") :]
     return " ".join(["tsadapt", *(shlex.quote(a) for a in argv)])
-
-
-def _positive(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {x}")
-    return x
 
 
 def _progress(every_s: float = 15.0):  # noqa: ANN202
@@ -149,7 +141,9 @@ def register(subparsers: Any) -> None:
         help="comma-separated scenario names (loadtests/scenarios) or YAML paths "
         "(default: %(default)s)",
     )
-    p.add_argument("--duration", type=_positive, help="seconds of load (default: each scenario's)")
+    p.add_argument(
+        "--duration", type=positive_float, help="seconds of load (default: each scenario's)"
+    )
     p.add_argument("--seed", type=int, help="arrival seed (default: each scenario's)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="report folder")
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS, help="server dirs, records")

@@ -10,7 +10,8 @@ from typing import Any
 from tsadapt.bench_schedule import MAX_REQUESTS
 
 
-def _positive_float(value: str) -> float:
+def positive_float(value: str) -> float:
+    """argparse type: a number > 0."""
     try:
         x = float(value)
     except ValueError:
@@ -56,7 +57,7 @@ def register(subparsers: Any) -> None:
         default="static",
         help=f"comma-separated, from {','.join(CONTROLLERS)}; 'best' = best adaptive available",
     )
-    p.add_argument("--duration", type=_positive_float, help="seconds (default: the scenario's)")
+    p.add_argument("--duration", type=positive_float, help="seconds (default: the scenario's)")
     p.add_argument("--seed", type=int, help="arrival seed (default: the scenario's)")
     p.add_argument("--max-requests", type=int, default=MAX_REQUESTS, help="cap per run")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
