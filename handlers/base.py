@@ -24,20 +24,18 @@ from typing import Any
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from tsadapt.constants import (  # noqa: F401 - re-exported: the handlers' wire names
+    BATCH_ID_HEADER,
+    BATCH_SIZE_HEADER,
+    BATCH_START_HEADER,
+    METRIC_BATCH_REQUESTS,
+    METRIC_BATCHES,
+    METRIC_HANDLER_MS,
+)
 from tsadapt.packrat_cpu.placement import PLACEMENT_HEADER, WorkerPlacement
 
 logger = logging.getLogger(__name__)
 
-#: Response header carrying the size of the batch that served the request.
-BATCH_SIZE_HEADER = "X-TSAdapt-Batch-Size"
-#: Response header naming that batch: "<worker pid>-<batch number in that worker>".
-BATCH_ID_HEADER = "X-TSAdapt-Batch-Id"
-#: Response header: wall-clock time (epoch seconds) when that batch reached the handler.
-BATCH_START_HEADER = "X-TSAdapt-Batch-Start"
-#: Model metrics (counters) emitted once per batch.
-METRIC_BATCHES = "AdaptBatches"
-METRIC_BATCH_REQUESTS = "AdaptBatchRequests"
-METRIC_HANDLER_MS = "AdaptHandlerMilliseconds"
 #: Warm-up passes per batch size at worker start (``handler: {warmup_rounds: N}`` overrides).
 WARMUP_ROUNDS = 2
 

@@ -26,6 +26,7 @@ import psutil
 import requests
 
 from tsadapt.client import TorchServeClient
+from tsadapt.constants import METRIC_BATCH_REQUESTS, METRIC_BATCHES
 from tsadapt.plugin.adapt_client import AdaptClient, CounterResetError, ModelState
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.types import (
@@ -38,8 +39,6 @@ from tsadapt.policy.types import (
 
 logger = logging.getLogger(__name__)
 
-HANDLER_BATCHES = "AdaptBatches"
-HANDLER_REQUESTS = "AdaptBatchRequests"
 _SAMPLE = re.compile(r"^(\w+)\{([^}]*)\}\s+(\S+)")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -53,14 +52,14 @@ def parse_handler_counters(text: str) -> dict[str, tuple[float, float]]:
     out: dict[str, list[float]] = {}
     for line in text.splitlines():
         match = _SAMPLE.match(line)
-        if not match or match.group(1) not in (HANDLER_BATCHES, HANDLER_REQUESTS):
+        if not match or match.group(1) not in (METRIC_BATCHES, METRIC_BATCH_REQUESTS):
             continue
         labels = dict(_LABEL.findall(match.group(2)))
         model = labels.get("ModelName")
         if model is None:
             continue
         slot = out.setdefault(model, [0.0, 0.0])
-        slot[0 if match.group(1) == HANDLER_BATCHES else 1] += float(match.group(3))
+        slot[0 if match.group(1) == METRIC_BATCHES else 1] += float(match.group(3))
     return {m: (v[0], v[1]) for m, v in out.items()}
 
 

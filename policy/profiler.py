@@ -32,12 +32,15 @@ from typing import Any
 import numpy as np
 import requests
 
+from tsadapt.constants import (
+    BATCH_ID_HEADER,
+    BATCH_SIZE_HEADER,
+    METRIC_BATCHES,
+    METRIC_HANDLER_MS,
+)
+
 #: Batch delay while profiling: long enough that only a full batch leaves.
 PROFILE_DELAY_MS = 5000
-METRIC_BATCHES = "AdaptBatches"
-METRIC_HANDLER_MS = "AdaptHandlerMilliseconds"
-BATCH_SIZE_HEADER = "X-TSAdapt-Batch-Size"
-BATCH_ID_HEADER = "X-TSAdapt-Batch-Id"
 #: How long to wait for the handler counters of a round to show on /metrics.
 COUNTER_WAIT_S = 3.0
 

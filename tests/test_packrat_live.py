@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tsadapt.constants import BATCH_ID_HEADER
 from tsadapt.handlers.catalog import demo_model
 from tsadapt.loadgen import open_loop
 from tsadapt.packrat_cpu.apply import ServingConfig, apply_config
@@ -60,7 +61,7 @@ def _placements(server: RunningServer, n: int = 30) -> dict[str, str]:
     for _ in range(n):
         resp = client.predict(MODEL, payload)
         assert resp.status_code == 200
-        seen[resp.headers["X-TSAdapt-Batch-Id"].split("-")[0]] = resp.headers[PLACEMENT_HEADER]
+        seen[resp.headers[BATCH_ID_HEADER].split("-")[0]] = resp.headers[PLACEMENT_HEADER]
     return seen
 
 

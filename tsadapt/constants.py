@@ -24,3 +24,15 @@ STOP_TIMEOUT_S = 30.0
 MODEL_VERSION = "1.0"
 #: How long a drain before a scale-down waits for the leaving workers' current batch (ms).
 DRAIN_TIMEOUT_MS = 2000
+
+# Written by the handlers (handlers/base.py), read by the profiler and the controller.
+#: Response header carrying the size of the batch that served the request.
+BATCH_SIZE_HEADER = "X-TSAdapt-Batch-Size"
+#: Response header naming that batch: "<worker pid>-<batch number in that worker>".
+BATCH_ID_HEADER = "X-TSAdapt-Batch-Id"
+#: Response header: wall-clock time (epoch seconds) when that batch reached the handler.
+BATCH_START_HEADER = "X-TSAdapt-Batch-Start"
+#: Model metrics (counters) emitted once per batch.
+METRIC_BATCHES = "AdaptBatches"
+METRIC_BATCH_REQUESTS = "AdaptBatchRequests"
+METRIC_HANDLER_MS = "AdaptHandlerMilliseconds"
