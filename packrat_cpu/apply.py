@@ -41,6 +41,8 @@ from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
 
 from .placement import Placement, PlacementError, core_sets, usable_cores, write_placement
+from .planner import Plan, PlanError, plan_uniform
+from .profile_table import ProfileTable
 
 
 class PlanFileError(ValueError):
@@ -98,6 +100,18 @@ class ServingConfig:
         return cls(len(instances), threads, batch)
 
 
+def uniform_config(profile: ProfileTable, cores: int, batch: int) -> tuple[ServingConfig, Plan]:
+    """The uniform Packrat plan for ``batch`` on ``cores`` as a :class:`ServingConfig`, and
+    the plan; :class:`PlanError` when there is none."""
+    result = plan_uniform(profile, cores, batch)
+    (workers, threads, per_instance), *rest = result.groups
+    if rest:
+        raise PlanError(
+            f"uniform plan for batch {batch} has several shapes: {result.groups}", "batch"
+        )
+    return ServingConfig(workers, threads, per_instance), result
+
+
 @dataclass(frozen=True)
 class SwitchStep:
     name: str
@@ -145,7 +159,7 @@ def apply_config(
     before_workers = int(described.get("minWorkers", len(described.get("workers", []))))
     before_batch = int(described.get("batchSize", 1))
     steps: list[SwitchStep] = []
-    placement_box: list[Placement] = []
+    placement: Placement | None = None
 
     def step(name: str, action: Callable[[], Any]) -> None:
         t0 = time.perf_counter()
@@ -159,7 +173,8 @@ def apply_config(
         adapt.drain(model, target.workers, C.DRAIN_TIMEOUT_MS)
 
     def place() -> None:
-        placement_box.append(write_placement(placement_dir, model, target.threads, sets))
+        nonlocal placement
+        placement = write_placement(placement_dir, model, target.threads, sets)
 
     def batch() -> None:
         adapt.set_batching(model, batch_size=target.batch, max_batch_delay_ms=max_batch_delay_ms)
@@ -173,12 +188,13 @@ def apply_config(
         order = (("placement", place), ("batch", batch))
     for name, action in order:
         step(name, action)
+    assert placement is not None  # every order writes the placement
     return SwitchReport(
         model,
         before_workers,
         before_batch,
         target,
-        placement_box[0],
+        placement,
         tuple(steps),
         started_wall,
         time.perf_counter() - t0,
@@ -187,6 +203,7 @@ def apply_config(
 
 __all__ = [
     "PlacementError",
+    "uniform_config",
     "PlanFileError",
     "ServingConfig",
     "SwitchReport",

@@ -33,8 +33,7 @@ from tsadapt.handlers.catalog import demo_model
 from tsadapt.loadgen import timed_post
 from tsadapt.plugin.adapt_client import AdaptClient
 
-from .apply import ServingConfig, apply_config
-from .planner import plan_uniform
+from .apply import ServingConfig, apply_config, uniform_config
 from .profile_table import ProfileTable
 from .switch import SwitchRun, run_switches
 
@@ -121,15 +120,6 @@ class BatchRow:
         return self.baseline.median_burst_ms / self.planned.median_burst_ms
 
 
-def planned_config(profile: ProfileTable, cores: int, batch: int) -> tuple[ServingConfig, Any]:
-    """The uniform plan for ``batch`` on ``cores`` as a :class:`ServingConfig`, and the plan."""
-    result = plan_uniform(profile, cores, batch)
-    (workers, threads, per_instance), *rest = result.groups
-    if rest:
-        raise ValueError(f"uniform plan for batch {batch} has several shapes: {result.groups}")
-    return ServingConfig(workers, threads, per_instance), result
-
-
 def _pooled(parts: list[BurstResult]) -> BurstResult:
     first = parts[0]
     return BurstResult(
@@ -163,7 +153,7 @@ def bench_batches(
     rows = []
     turns = max(1, min(repeats, rounds))
     for batch in batches:
-        plan_config, result = planned_config(profile, len(cores), batch)
+        plan_config, result = uniform_config(profile, len(cores), batch)
         fat = ServingConfig(1, len(cores), batch)
         parts: dict[str, list[BurstResult]] = {"fat": [], "plan": []}
         for turn in range(turns):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tsadapt.handlers.catalog import DEMO_MODELS
 
-from .apply import ServingConfig
-from .bench import BenchReport, bench_batches, host_facts, planned_config, switch_run, write_report
+from .apply import ServingConfig, uniform_config
+from .bench import BenchReport, bench_batches, host_facts, switch_run, write_report
 from .placement import PLACEMENT_SUBDIR, usable_cores
 from .profile_table import ProfileTable, load_profile
 
@@ -21,13 +21,12 @@ class BenchInputError(ValueError):
 
 
 def _batches(text: str) -> tuple[int, ...]:
+    from .profiler import ProfilerConfigError, parse_ints, positive_ints
+
     try:
-        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise BenchInputError(f"--batches: {text!r} is not a list of integers") from None
-    if not values or min(values) < 1:
-        raise BenchInputError(f"--batches: give positive batch sizes, got {text!r}")
-    return values
+        return positive_ints(parse_ints(text, "batches"), "batches")
+    except ProfilerConfigError as exc:
+        raise BenchInputError(f"--batches: {exc.detail}") from None
 
 
 def _profile(args: argparse.Namespace, cores: tuple[int, ...], batches: tuple[int, ...]) -> Path:
@@ -67,7 +66,7 @@ def run(args: argparse.Namespace, command: str) -> int:
     try:
         profile: ProfileTable = load_profile(profile_path)
         for batch in (*batches, args.switch_batch):
-            planned_config(profile, len(cores), batch)
+            uniform_config(profile, len(cores), batch)
     except FileNotFoundError:
         raise BenchInputError(f"--profile: no such file: {profile_path}") from None
     except ValueError as exc:  # PlanError included: a batch the profile cannot serve
@@ -97,7 +96,7 @@ def run(args: argparse.Namespace, command: str) -> int:
             )
         switch = None
         if not args.no_switch:
-            plan, _ = planned_config(profile, len(cores), args.switch_batch)
+            plan, _ = uniform_config(profile, len(cores), args.switch_batch)
             fat = ServingConfig(1, len(cores), args.switch_batch)
             print(f"live switch {fat} <-> {plan} at {args.switch_rate:g} req/s ...")
             switch = switch_run(

@@ -26,9 +26,9 @@ from pathlib import Path
 from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
 
-from .apply import ServingConfig, SwitchReport, apply_config
+from .apply import ServingConfig, SwitchReport, apply_config, uniform_config
 from .estimator import EstimatorConfig, EstimatorState, decide, observe
-from .planner import PlanError, plan_uniform
+from .planner import PlanError
 from .profile_table import ProfileTable
 
 logger = logging.getLogger(__name__)
@@ -63,23 +63,15 @@ class OnlineState:
     last_switch_s: float | None = None
 
 
+@lru_cache(maxsize=256)
 def config_for(profile: ProfileTable, cores: int, batch: int) -> ServingConfig:
     """The uniform plan for ``batch`` (halved until the profile can serve it)."""
-    return _config_for(profile, cores, batch)
-
-
-@lru_cache(maxsize=256)
-def _config_for(profile: ProfileTable, cores: int, batch: int) -> ServingConfig:
     wanted = batch
     while batch >= 1:
         try:
-            (workers, threads, per_instance), *rest = plan_uniform(profile, cores, batch).groups
+            return uniform_config(profile, cores, batch)[0]
         except PlanError:
             batch //= 2
-            continue
-        if not rest:
-            return ServingConfig(workers, threads, per_instance)
-        batch //= 2
     raise PlanError(f"no batch <= {wanted} can be planned from this profile", "batch")
 
 

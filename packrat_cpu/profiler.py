@@ -77,7 +77,8 @@ def _positive_int(value: object, name: str) -> int:
     return int(value)
 
 
-def _positive_ints(values: object, name: str) -> tuple[int, ...]:
+def positive_ints(values: object, name: str) -> tuple[int, ...]:
+    """Sorted distinct positive integers of ``values``; ProfilerConfigError(name) else."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ProfilerConfigError(name, f"must be a list of positive integers, got {values!r}")
     items = tuple(values)
@@ -150,11 +151,11 @@ class ProfilerConfig:
         threads = (
             tuple(range(1, max_threads + 1))
             if self.threads is None
-            else _positive_ints(self.threads, "threads")
+            else positive_ints(self.threads, "threads")
         )
         if threads[-1] > max_threads:
             raise ProfilerConfigError("threads", f"{threads[-1]} exceeds max_threads={max_threads}")
-        batches = _positive_ints(self.batches, "batches")
+        batches = positive_ints(self.batches, "batches")
         if not _is_int(self.warmup) or self.warmup < 0:
             raise ProfilerConfigError("warmup", f"must be an integer >= 0, got {self.warmup!r}")
         _positive_int(self.reps, "reps")
