@@ -176,6 +176,7 @@ class WorkerPlacement:
         self.applied: Placement | None = None
         self._slot_file: IO[str] | None = None
         self._stamp: tuple[int, int] | None = None
+        self._header: str | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -239,6 +240,9 @@ class WorkerPlacement:
         except OSError as exc:  # a core outside this container's cpuset
             logger.warning("cannot pin %s worker to cores %s: %s", self.model, cores, exc)
         self.applied = placement
+        # Read back what the worker now really runs (a failed pin leaves the old cores).
+        really = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        self._header = f"{placement.generation}/{self.slot}/{torch.get_num_threads()}/{really}"
         logger.info(
             "placement %d applied: slot %d, %d threads, cores %s (%.2f ms)",
             placement.generation,
@@ -250,9 +254,4 @@ class WorkerPlacement:
 
     def header_value(self) -> str | None:
         """ "generation/slot/threads/cores" as this worker really runs (None before any)."""
-        import torch
-
-        if self.applied is None:
-            return None
-        cores = ",".join(map(str, sorted(os.sched_getaffinity(0))))
-        return f"{self.applied.generation}/{self.slot}/{torch.get_num_threads()}/{cores}"
+        return self._header
