@@ -63,7 +63,9 @@ from __future__ import annotations
 
 import csv
 import heapq
+import itertools
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +98,9 @@ _DISPATCH, _COMPLETE, _READY = 0, 1, 2
 # Worker states.
 _LOADING, _IDLE, _FORMING, _BUSY, _DEAD = range(5)
 _NOISE_BLOCK = 4096
+# Completed plain batches are kept as (time, qbuf range) and turned into latencies
+# (vectorised) at most this many at a time.
+_FLUSH_BLOCK = 4096
 
 
 # --------------------------------------------------------------------------- specs
@@ -298,7 +303,9 @@ class _Device:
 
 
 class _Worker:
-    __slots__ = ("state", "epoch", "start", "batch", "wid")
+    """A worker; its batch is ``qbuf[bs:be]`` or, with requeued jobs, the array ``batch``."""
+
+    __slots__ = ("state", "epoch", "start", "batch", "bs", "be", "wid")
 
     def __init__(self, wid: int, state: int) -> None:
         self.wid = wid
@@ -306,6 +313,7 @@ class _Worker:
         self.epoch = 0
         self.start = 0.0
         self.batch: np.ndarray | None = None
+        self.bs = self.be = 0
 
 
 class _Model:
@@ -314,11 +322,12 @@ class _Model:
     __slots__ = (
         "spec", "name", "idx", "dev", "threads", "lat_s", "cap", "load_delay", "overhead_s",
         "ovh_q", "ovh_buf", "ovh_i",
-        "arr", "n_arr", "next_idx", "qbuf", "head", "tail", "front",
+        "arr", "arr_l", "n_arr", "next_idx", "qbuf", "head", "tail", "front",
         "B", "delay_s", "workers", "idle", "next_wid",
         "holder", "d_snap", "f_front", "f_s", "f_e", "f_i0", "f_i1", "f_t1",
         "f_deadline", "f_t2", "token",
-        "rejected", "failed", "completed", "lat_chunks", "batches", "size_sum", "fill_sum",
+        "rejected", "failed", "completed", "lat_chunks", "done_t", "done_s", "done_e",
+        "batches", "size_sum", "fill_sum",
         "busy_done", "worker_s_acc", "wcount_since",
         "prev",
         "jitter", "noise", "noise_i",
@@ -363,7 +372,7 @@ class Simulator:
         self._ovh_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 1]))
         self.now = 0.0
         self._heap: list[tuple] = []
-        self._seq = 0
+        self._seq = itertools.count(1)
         self._models: dict[str, _Model] = {}
         self._order: list[_Model] = []
         for i, spec in enumerate(models):
@@ -392,6 +401,7 @@ class Simulator:
         m.ovh_q = None if q is None else np.asarray(q, dtype=np.float64) / 1000.0
         m.ovh_buf, m.ovh_i = np.empty(0), 0
         m.arr, m.n_arr, m.next_idx = arr, len(arr), 0
+        m.arr_l = arr.tolist()  # scalar reads of Python floats are much cheaper
         m.qbuf = np.empty(len(arr) + 1, dtype=np.float64)
         m.head = m.tail = 0
         m.front = []
@@ -406,6 +416,7 @@ class Simulator:
         m.rejected = m.failed = m.completed = m.batches = m.size_sum = 0
         m.fill_sum = 0.0
         m.lat_chunks = []
+        m.done_t, m.done_s, m.done_e = [], [], []
         m.busy_done = m.worker_s_acc = 0.0
         m.wcount_since = 0.0
         m.prev = {
@@ -523,8 +534,7 @@ class Simulator:
             raise ValueError(f"unknown model {name!r} (known: {self.model_names})") from None
 
     def _push(self, t: float, kind: int, m: _Model, w: _Worker | None, token: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (t, self._seq, kind, m, w, token))
+        heapq.heappush(self._heap, (t, next(self._seq), kind, m, w, token))
 
     def _account_workers(self, m: _Model, t: float) -> None:
         m.worker_s_acc += len(m.workers) * (t - m.wcount_since)
@@ -533,36 +543,45 @@ class Simulator:
     def _admit(self, m: _Model, t: float) -> None:
         """Queue (or reject) the arrivals up to ``t`` not yet seen; no take since the last."""
         i0 = m.next_idx
-        if i0 >= m.n_arr or m.arr[i0] > t:
+        n = m.n_arr
+        arr_l = m.arr_l
+        if i0 >= n or arr_l[i0] > t:
             return
-        i1 = int(m.arr.searchsorted(t, "right"))
+        i1 = i0 + 1  # usually one new arrival; else find the first one after t
+        if i1 < n and arr_l[i1] <= t:
+            i1 = bisect_right(arr_l, t, i1 + 1)
         n_new = i1 - i0
         m.next_idx = i1
         if not m.workers:
             m.rejected += n_new
             return
-        space = m.cap - (len(m.front) + m.tail - m.head)
+        tail = m.tail
+        space = m.cap - (len(m.front) + tail - m.head)
         acc = n_new if n_new <= space else max(space, 0)
-        if acc:
-            m.qbuf[m.tail : m.tail + acc] = m.arr[i0 : i0 + acc]
-            m.tail += acc
+        if acc == 1:
+            m.qbuf[tail] = arr_l[i0]
+            m.tail = tail + 1
+        elif acc:
+            m.qbuf[tail : tail + acc] = m.arr[i0 : i0 + acc]
+            m.tail = tail + acc
         m.rejected += n_new - acc
 
     def _acquire(self, m: _Model, t: float) -> None:
         """Idle workers take the model lock in turn and form batches at time ``t``."""
-        self._admit(m, t)
+        i = m.next_idx
+        if i < m.n_arr and m.arr_l[i] <= t:
+            self._admit(m, t)
         idle = m.idle
         while m.holder is None and idle:
             w = idle.popleft()
             w.state = _FORMING
             m.holder = w
-            m.d_snap = m.delay_s
+            d = m.d_snap = m.delay_s
             m.f_front = None
-            m.f_s = m.f_e = m.head
-            B = _batch_cap(m)
-            if not m.front and m.tail - m.head >= B:  # fast path: full batch queued
-                m.head += B
-                m.f_e = m.head
+            head = m.f_s = m.f_e = m.head
+            B = m.B if d > 0 else min(m.B, 2)  # _batch_cap
+            if not m.front and m.tail - head >= B:  # fast path: full batch queued
+                m.head = m.f_e = head + B
                 m.f_i0 = m.f_i1 = m.next_idx
                 self._dispatch(m, t)
             else:
@@ -602,7 +621,7 @@ class Simulator:
 
     def _plan(self, m: _Model, t: float, need: int, first: bool) -> None:
         """Consume future arrivals into the forming batch; schedule its dispatch."""
-        arr, i, n = m.arr, m.next_idx, m.n_arr
+        arr_l, i, n = m.arr_l, m.next_idx, m.n_arr
         m.f_i0 = i
         if first:
             if i >= n:  # no arrival will ever come: wait forever
@@ -610,39 +629,38 @@ class Simulator:
                 m.f_t1 = m.f_deadline = m.f_t2 = _INF
                 m.token += 1
                 return
-            t1 = float(arr[i])
+            t1 = arr_l[i]
             m.f_t1 = t1
             deadline = m.f_deadline = t1 + m.d_snap
             need = _batch_cap(m) - 1
             base = i + 1
-            if need <= 0:
-                i_end, t2 = base, t1
-            else:
-                j = base + need - 1
-                if j < n and arr[j] <= deadline:
-                    i_end, t2 = j + 1, float(arr[j])
-                else:
-                    i_end, t2 = int(arr.searchsorted(deadline, "right")), deadline
         else:
             deadline = m.f_deadline
-            j = i + need - 1
-            if j < n and arr[j] <= deadline:
-                i_end, t2 = j + 1, float(arr[j])
-            else:
-                i_end, t2 = max(i, int(arr.searchsorted(deadline, "right"))), deadline
+            base = i
+        # the arrivals in [base, i_end) join: up to ``need`` of them, none after the deadline
+        if need <= 0:  # only when ``first`` (a blocked poll needs >= 1): the batch is full
+            i_end, t2 = base, t1
+        else:
+            j = base + need - 1
+            if j < n and arr_l[j] <= deadline:
+                i_end, t2 = j + 1, arr_l[j]
+            else:  # every arrival before ``base`` is <= deadline, none from ``j`` on
+                i_end, t2 = bisect_right(arr_l, deadline, base, min(j, n)), deadline
         c = i_end - i
         if c:
-            m.qbuf[m.tail : m.tail + c] = arr[i:i_end]
-            m.tail += c
-            m.head = m.tail
-            m.f_e = m.tail
+            tail = m.tail
+            if c == 1:
+                m.qbuf[tail] = arr_l[i]
+            else:
+                m.qbuf[tail : tail + c] = m.arr[i:i_end]
+            m.tail = m.head = m.f_e = tail + c
         m.f_i1 = m.next_idx = i_end
         m.f_t2 = t2
         m.token += 1
         if t2 <= t:
             self._dispatch(m, t)
         else:
-            self._push(t2, _DISPATCH, m, None, m.token)
+            heapq.heappush(self._heap, (t2, next(self._seq), _DISPATCH, m, None, m.token))
 
     def _unwind(self, m: _Model, t: float) -> int:
         """Return the forming batch to its state at ``t``; the count of jobs it holds."""
@@ -668,44 +686,78 @@ class Simulator:
         return part
 
     def _dispatch(self, m: _Model, t: float) -> None:
+        """The lock holder sends its batch to execution at ``t``; the lock passes on."""
         w = m.holder
-        batch = self._holder_batch(m)
-        b = len(batch)
+        s = w.bs = m.f_s
+        e = w.be = m.f_e
+        if m.f_front:  # requeued jobs first: the batch is an array of its own
+            batch = w.batch = self._holder_batch(m)
+            b = len(batch)
+            m.f_front = None
+        else:  # a plain qbuf range
+            b = e - s
         dev = m.dev
-        dev.active += m.threads
-        cap = dev.capacity
+        active = dev.active = dev.active + m.threads
         exec_s = m.lat_s[b] if b <= MAX_BATCH_LIMIT else m.spec.latency.batch_ms(b) / 1000.0
-        if dev.active > cap:
-            exec_s *= dev.active / cap
+        if active > dev.capacity:
+            exec_s *= active / dev.capacity
         if m.jitter:
             exec_s *= self._noise(m)
         w.state = _BUSY
         w.start = t
-        w.batch = batch
-        self._push(t + exec_s, _COMPLETE, m, w, w.epoch)
+        heapq.heappush(self._heap, (t + exec_s, next(self._seq), _COMPLETE, m, w, w.epoch))
         m.batches += 1
         m.size_sum += b
         m.fill_sum += b / m.B
         m.holder = None
-        m.f_front = None
         m.token += 1
         if m.idle:
             self._acquire(m, t)
 
     def _complete(self, m: _Model, w: _Worker, t: float) -> None:
+        """Worker ``w`` finishes its batch at ``t``: record it; the worker goes idle."""
         m.dev.active -= m.threads
         batch = w.batch
-        if m.ovh_q is None:
-            m.lat_chunks.append((t + m.overhead_s) - batch)
+        if batch is None and m.ovh_q is None:  # record now, compute latencies later
+            done_t = m.done_t
+            done_t.append(t)
+            s, e = w.bs, w.be
+            m.done_s.append(s)
+            m.done_e.append(e)
+            m.completed += e - s
+            if len(done_t) >= _FLUSH_BLOCK:
+                self._flush(m)
         else:
-            m.lat_chunks.append((t - batch) + self._overheads(m, len(batch)))
-        m.completed += len(batch)
+            if batch is None:
+                batch = m.qbuf[w.bs : w.be]
+            self._flush(m)
+            if m.ovh_q is None:
+                m.lat_chunks.append((t + m.overhead_s) - batch)
+            else:
+                m.lat_chunks.append((t - batch) + self._overheads(m, len(batch)))
+            m.completed += len(batch)
+            w.batch = None
         m.busy_done += t - w.start
-        w.batch = None
         w.state = _IDLE
         m.idle.append(w)
         if m.holder is None:
             self._acquire(m, t)
+
+    def _flush(self, m: _Model) -> None:
+        """Turn the recorded plain batches into latency chunks (completion order kept)."""
+        if not m.done_t:
+            return
+        t = np.array(m.done_t, dtype=np.float64) + m.overhead_s
+        s = np.array(m.done_s, dtype=np.intp)
+        sizes = np.array(m.done_e, dtype=np.intp) - s
+        m.done_t, m.done_s, m.done_e = [], [], []
+        if np.all(sizes == 1):
+            m.lat_chunks.append(t - m.qbuf[s])
+            return
+        total = int(sizes.sum())
+        # index of each job in qbuf: s[k] + position within batch k
+        starts = np.repeat(s - (np.cumsum(sizes) - sizes), sizes)
+        m.lat_chunks.append(np.repeat(t, sizes) - m.qbuf[starts + np.arange(total)])
 
     def _overheads(self, m: _Model, k: int) -> np.ndarray:
         """``k`` draws (s) from the model's overhead distribution (block-buffered)."""
@@ -749,7 +801,7 @@ class Simulator:
         elif w.state == _BUSY:
             m.dev.active -= m.threads
             m.busy_done += t - w.start
-            self._requeue(m, w.batch)
+            self._requeue(m, m.qbuf[w.bs : w.be] if w.batch is None else w.batch)
             requeued = True
             w.batch = None
         w.epoch += 1
@@ -764,6 +816,7 @@ class Simulator:
         busy_now = m.busy_done + sum(t - w.start for w in m.workers if w.state == _BUSY)
         if math.isfinite(t):
             self._account_workers(m, t)
+        self._flush(m)
         lats = np.concatenate(m.lat_chunks) * 1000.0 if m.lat_chunks else np.empty(0)
         m.lat_chunks = []
         waiting: list[np.ndarray] = [np.asarray(m.front), m.qbuf[m.head : m.tail]]
