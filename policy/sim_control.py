@@ -23,7 +23,7 @@ from .controller_config import DEFAULT_COOLDOWN_S, ControllerConfig, ModelLimits
 from .guards import GuardState, guard
 from .metrics import ModelResult, pool, summarize
 from .scenario import Scenario
-from .simulator import IntervalStats, ModelConfig, Simulator
+from .simulator import IntervalStats, LatencyModel, ModelConfig, Simulator
 from .types import (
     Action,
     HostObservation,
@@ -46,6 +46,8 @@ __all__ = [
 
 #: Largest max batch delay (ms) a simulated controller may set, unless the SLO is tighter.
 SIM_MAX_DELAY_MS = 50
+#: Share of the SLO one batch's execution may take when it bounds max_batch (Nexus's rule).
+SLO_BATCH_SHARE = 0.5
 #: Starting point of every adaptive run: TorchServe's batch size default, a short delay.
 INITIAL_BATCH, INITIAL_DELAY_MS = 1, 10
 
@@ -64,10 +66,27 @@ class SimControlConfig:
             raise ValueError("need tick_s > 0, window_s >= tick_s, cooldown_s >= 0")
 
 
+def slo_feasible_batch(latency: LatencyModel, slo_ms: float, max_batch: int) -> int:
+    """The largest batch size <= ``max_batch`` whose profiled execution takes at most
+    :data:`SLO_BATCH_SHARE` of the SLO (at least 1).
+
+    Nexus's rule: when batches run back to back a request can wait for one whole batch to
+    finish and then run in the next, so a batch taking more than half the SLO misses it
+    under exactly the load that fills it. The bound comes from the profile alone.
+    """
+    sizes = np.arange(1, max(1, max_batch) + 1)
+    ok = sizes[np.asarray(latency.batch_ms(sizes)) <= SLO_BATCH_SHARE * slo_ms]
+    return int(ok[-1]) if ok.size else 1
+
+
 def controller_config_for(
     scenario: Scenario, sim: SimControlConfig | None = None, policy: str = "aimd"
 ) -> ControllerConfig:
-    """The guard limits a sidecar would be given for ``scenario``'s models and budget."""
+    """The guard limits a sidecar would be given for ``scenario``'s models and budget.
+
+    ``max_batch`` is the scenario's, lowered to :func:`slo_feasible_batch` of the model's
+    profile: the bound an operator derives from ``tsadapt profile`` for ``controller.yaml``.
+    """
     sim = sim or SimControlConfig()
     limits = tuple(
         ModelLimits(
@@ -76,7 +95,7 @@ def controller_config_for(
             min_workers=max(1, m.min_workers),
             max_workers=max(1, m.max_workers),
             min_batch=1,
-            max_batch=m.max_batch,
+            max_batch=slo_feasible_batch(m.latency, m.slo_ms, m.max_batch),
             max_delay_ms=int(min(sim.max_delay_ms, math.ceil(m.slo_ms) - 1)),
         )
         for m in scenario.models
