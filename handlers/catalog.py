@@ -33,6 +33,11 @@ class DemoModel:
     max_workers: int = 1
     job_queue_size: int = 100
     response_timeout_s: int = 120
+    # Intra-op threads per worker (the handler calls torch.set_num_threads). One per worker:
+    # with torch's default (one thread per core) in every worker, workers that batch at the
+    # same time oversubscribe the cores and OpenMP barrier stalls stretch a 20 ms batch to
+    # hundreds of ms (docs/results/fidelity.md, 2026-11-23 run); a Packrat placement overrides it.
+    intra_op_threads: int = 1
     description: str = ""
 
     @property
@@ -61,6 +66,7 @@ class DemoModel:
             "maxBatchDelay": self.max_batch_delay_ms,
             "responseTimeout": self.response_timeout_s,
             "jobQueueSize": self.job_queue_size,
+            "handler": {"threads": self.intra_op_threads},
         }
 
     def example(self, rng: np.random.Generator) -> dict[str, Any]:
