@@ -20,6 +20,9 @@ WORKER_THREADS = 1
 DEFAULT_DEVICE = "cpu"
 #: Largest batch size the simulator accepts (latency tables are precomputed up to it).
 MAX_BATCH_LIMIT = 1024
+#: Bin width (s) over which requests' host CPU outside the workers (``host_cpu_ms``) is
+#: spread into cores busy.
+HOST_LOAD_BIN_S = 1.0
 #: Bin width (s) used when a realised arrival path is turned into per-bin rates for replay.
 REPLAY_INTERVAL_S = 1.0
 #: Percentiles reported by default.

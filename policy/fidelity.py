@@ -74,6 +74,8 @@ CALIBRATION_FILE = RESULTS_DIR / "fidelity-calibration.json"
 DEFAULT_RUNS = Path("runs/fidelity")
 #: Warm-up rounds before the load (see :func:`tsadapt.bench.warm_up`).
 WARMUP_ROUNDS = 2
+#: What the command line of a TorchServe worker process contains.
+WORKER_PROCESS = "model_service_worker"
 #: CPU sampling period of :class:`CpuMonitor` (s).
 CPU_PERIOD_S = 0.5
 #: Before each real run, wait (at most QUIET_TIMEOUT_S) until other processes use at most
@@ -216,19 +218,31 @@ class CpuLoad:
     cores: int
     box_cores: float
     ours_cores: float
+    #: over the load phase only (Locust sending, from its first to its last scheduled
+    #: request): seconds, and CPU seconds of the TorchServe workers / the rest of our tree
+    load_s: float = math.nan
+    load_worker_cpu_s: float = math.nan
+    load_host_cpu_s: float = math.nan
 
     @property
     def others_cores(self) -> float:
         return max(0.0, self.box_cores - self.ours_cores)
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        d = {
             "wall_s": round(self.wall_s, 1),
             "cores": self.cores,
             "box_busy_cores": round(self.box_cores, 3),
             "ours_busy_cores": round(self.ours_cores, 3),
             "others_busy_cores": round(self.others_cores, 3),
         }
+        if math.isfinite(self.load_s):
+            d |= {
+                "load_s": round(self.load_s, 1),
+                "load_worker_cpu_s": round(self.load_worker_cpu_s, 2),
+                "load_host_cpu_s": round(self.load_host_cpu_s, 2),
+            }
+        return d
 
 
 def _busy_s() -> float:
@@ -246,8 +260,11 @@ class CpuMonitor(threading.Thread):
         super().__init__(daemon=True, name="fidelity-cpu")
         self.period_s = period_s
         self._halt = threading.Event()
+        self._lock = threading.Lock()
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
+        self._workers: set[int] = set()  # TorchServe worker processes among them
+        self.marks: dict[str, tuple[float, dict[int, float]]] = {}
         self._t0 = time.monotonic()
         self._busy0 = _busy_s()
         self._sample(initial=True)
@@ -260,15 +277,34 @@ class CpuMonitor(threading.Thread):
             procs = [me, *me.children(recursive=True)]
         except psutil.Error:
             procs = [me]
-        for p in procs:
-            try:
-                t = p.cpu_times()
-            except psutil.Error:
-                continue
-            used = t.user + t.system
-            # a process first seen after the start began during the run: count all of it
-            self._first.setdefault(p.pid, used if initial else 0.0)
-            self._last[p.pid] = used
+        with self._lock:
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    if p.pid not in self._first and WORKER_PROCESS in " ".join(p.cmdline()):
+                        self._workers.add(p.pid)
+                except psutil.Error:
+                    continue
+                used = t.user + t.system
+                # a process first seen after the start began during the run: count all of it
+                self._first.setdefault(p.pid, used if initial else 0.0)
+                self._last[p.pid] = used
+
+    def mark(self, name: str) -> None:
+        """Remember every process's CPU time now (once per name)."""
+        if name in self.marks:
+            return
+        self._sample()
+        with self._lock:
+            self.marks[name] = (time.monotonic(), dict(self._last))
+
+    def between(self, start: str, end: str) -> tuple[float, float, float]:
+        """Seconds between two marks and the CPU seconds our tree used in them:
+        (wall, TorchServe workers, the rest: frontend, Locust, this process)."""
+        (t0, a), (t1, b) = self.marks[start], self.marks[end]
+        used = {p: max(0.0, v - a.get(p, 0.0)) for p, v in b.items()}
+        workers = sum(v for p, v in used.items() if p in self._workers)
+        return t1 - t0, workers, sum(used.values()) - workers
 
     def run(self) -> None:
         while not self._halt.wait(self.period_s):
@@ -282,7 +318,10 @@ class CpuMonitor(threading.Thread):
         wall = max(time.monotonic() - self._t0, 1e-9)
         ours = sum(max(0.0, self._last[p] - self._first[p]) for p in self._last)
         box = max(0.0, _busy_s() - self._busy0)
-        return CpuLoad(wall, os.cpu_count() or 0, box / wall, ours / wall)
+        load = (math.nan,) * 3
+        if {"load", "drain"} <= set(self.marks):
+            load = self.between("load", "drain")
+        return CpuLoad(wall, os.cpu_count() or 0, box / wall, ours / wall, *load)
 
 
 def others_busy_cores(window_s: float) -> float:
@@ -400,9 +439,18 @@ def run_real(
     schedule = scenario_schedule(scenario, seed, duration_s, cfg.max_requests)
     rundir = runs_dir / scenario.name / f"{time.strftime('%Y%m%d-%H%M%S')}-static"
     monitor = CpuMonitor()
+
+    def tick(elapsed: float, what: str) -> None:
+        # the load phase: from Locust's first tick to the end of its schedule
+        if what == "load running":
+            monitor.mark("load")
+        elif what == "draining" and "load" in monitor.marks:
+            monitor.mark("drain")
+        on_tick(elapsed, what)
+
     monitor.start()
     try:
-        res = run_one(cfg, scenario_path, scenario, schedule, "static", rundir, on_tick)
+        res = run_one(cfg, scenario_path, scenario, schedule, "static", rundir, tick)
     finally:
         cpu = monitor.stop()
     return res, cpu, waited
@@ -512,6 +560,7 @@ def model_calibration(scenario: Scenario) -> list[dict[str, Any]]:
             "exec_cv": m.exec_cv,
             "overhead_p50_ms": q(m, 0.5),
             "overhead_p99_ms": q(m, 0.99),
+            "host_cpu_ms": m.host_cpu_ms,
         }
         for m in scenario.models
     ]
@@ -562,20 +611,19 @@ def report_dict(
 
 #: Known gaps between the model and this box (static text of the report).
 LIMITS = (
-    "- **Tails from time-sliced threads.** Each worker runs its model with 2 intra-op "
-    "threads on a 2-core box, so overlapping batches oversubscribe the cores and a "
-    "multi-threaded kernel waits at every barrier for a thread the OS has descheduled: the "
-    "batches that overlapped another (table under *Calibration*) have a far longer tail "
-    "than the proportional share the simulator applies would give. The simulator does not "
-    "model that tail per batch; the calibration puts it into the "
-    "outside overhead, measured at one load: phases much busier than that run get tails too "
-    "light, calmer ones too heavy. (Estimating a per-batch contention jitter from the "
-    "overlapping batches instead was tried and dropped: their spread depends on their own "
-    "length -- long batches are likelier to overlap -- and on overlaps the simulator, which "
-    "fixes the factor at a batch's start, does not see.)",
-    "- **Host CPU saturation.** Locust, the Java frontend and request decoding share the "
-    "cores with the workers and are not in the model; near the box's saturation the real "
-    "server slows everywhere at once.",
+    "- **Tails from time-sliced threads.** When more threads are runnable than the box has "
+    "cores, the OS time-slices them; the simulator slows a batch by the proportional share "
+    "(threads executing + host load) / cores, fixed at the batch's start, but real batches "
+    "that overlapped another model's (table under *Calibration*) have a longer tail than "
+    "that share gives. The calibration puts the rest into the outside overhead, measured "
+    "at one load: phases much busier than that run get tails too light, calmer ones too "
+    "heavy. (With torch's default of one intra-op thread per core in every worker the "
+    "effect was far larger -- OpenMP barriers wait for descheduled threads -- so the demo "
+    "models now register with one thread per worker.)",
+    "- **Host CPU.** Locust, the Java frontend and request handling share the cores with "
+    "the workers; the simulator counts them as `host_cpu_ms` per request, one figure for "
+    "every model (an image request's JSON costs more than a tabular one's), spread over the "
+    "second the request arrives in.",
     "- **Other jobs on the box** are invisible to the simulator: the *others* column above "
     "says how much CPU they took during each real run.",
     "- **The calibration is itself one measurement** (one 60 s run): its tail quantiles and "
@@ -682,15 +730,15 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
     lines += [
         "",
         "| scenario | model | service b=1 ms | b=8 ms | of which batch overhead | threads | "
-        "cores | exec_cv | outside overhead p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "cores | host CPU ms/request | exec_cv | outside overhead p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sc_name, models in cal.get("per_scenario", {}).items():
         for c in models:
             lines.append(
                 f"| {sc_name} | {c['model']} | {c['service_b1_ms']:.2f} | "
                 f"{c['service_b8_ms']:.2f} | {c['batch_overhead_ms']:.2f} | {c['threads']} | "
-                f"{c['device_capacity']} | {c['exec_cv']:.3f} | "
+                f"{c['device_capacity']} | {c.get('host_cpu_ms', 0.0):.2f} | {c['exec_cv']:.3f} | "
                 f"{c['overhead_p50_ms']:.2f} | {c['overhead_p99_ms']:.2f} |"
             )
     lines += ["", "## Where it does not agree", ""]
@@ -764,8 +812,11 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "profile misses (the hop to the Python backend and back, request decoding, metrics, "
         "waking an idle worker), with log-normal jitter `exec_cv`;",
         "- **contention**: `threads` = the intra-op threads the profile was measured with (= "
-        "what each worker uses), the device has the box's cores; a batch starting while "
-        "others execute is slowed by (threads executing) / cores;",
+        "what each worker uses), the device has the box's cores; a batch starting when more "
+        "is runnable than there are cores is slowed by (threads executing + host load) / "
+        "cores, where the host load is the cores the frontend, Locust and request handling "
+        "outside the workers keep busy: `host_cpu_ms` per request (measured in the "
+        "calibration run) times the requests arriving in that second;",
         "- **outside overhead**: per request, a draw from `overhead_quantiles_ms` (client, "
         "HTTP, frontend, and whatever else the simulator misses), added to the latency "
         "without occupying the worker;",
@@ -867,6 +918,7 @@ class Calibration:
     overlapped_batches: int = 0  # batches that overlapped another model's (not used)
     overlapped_p50_ms: float = math.nan
     overlapped_p90_ms: float = math.nan
+    host_cpu_ms: float = 0.0  # CPU per request outside the workers (the run's mean)
 
     @property
     def overhead_p50_ms(self) -> float:
@@ -1026,6 +1078,13 @@ def fit_overhead_quantiles(
     return tuple(round(float(v), 3) for v in q)
 
 
+def host_cpu_per_request_ms(cpu: CpuLoad, requests: int) -> float:
+    """CPU ms per request outside the workers over the run's load phase (0 if unmeasured)."""
+    if requests <= 0 or not math.isfinite(cpu.load_host_cpu_s):
+        return 0.0
+    return 1000.0 * cpu.load_host_cpu_s / requests
+
+
 def derive_calibration(
     scenario: Scenario,
     real_latencies_ms: Mapping[str, np.ndarray],
@@ -1033,8 +1092,10 @@ def derive_calibration(
     profiles: Sequence[Mapping[str, Any]],
     seed: int,
     duration_s: float,
+    host_cpu_ms: float = 0.0,
 ) -> list[Calibration]:
-    """Per model, from the calibration run:
+    """Per model, from the calibration run (``host_cpu_ms``: the CPU per request our process
+    tree used outside the workers during its load phase, given to every model):
 
     * ``exec_cv``: the worker's time per batch (the frontend's backend round trip; at this
       load most batches hold one request), over the batches that ran while no other
@@ -1087,6 +1148,7 @@ def derive_calibration(
                 exec_cv=cal[m.name][1],
                 overhead_ms=0.0,
                 overhead_quantiles_ms=None,
+                host_cpu_ms=host_cpu_ms,
             )
             for m in scenario.models
         ),
@@ -1105,6 +1167,7 @@ def derive_calibration(
                 round(float(np.percentile(lat, 50)), 3), round(float(np.percentile(lat, 99)), 3),
                 round(s.p50_ms, 3), int(lat.size), n_solo, round(stats[m.name][0], 3),
                 stats[m.name][1], round(stats[m.name][2], 3), round(stats[m.name][3], 3),
+                round(host_cpu_ms, 3),
             )
         )  # fmt: skip
     return out
@@ -1155,7 +1218,10 @@ def calibrate(
     with (rundir / "server" / "logs" / "ts_log.log").open(errors="replace") as fh:
         backend = backend_batches(fh, since)
     profile_doc = json.loads(profiles.read_text())
-    cals = derive_calibration(scenario, latencies, backend, profile_doc, seed, duration)
+    host_cpu_ms = host_cpu_per_request_ms(cpu, len(records))
+    cals = derive_calibration(
+        scenario, latencies, backend, profile_doc, seed, duration, host_cpu_ms
+    )
     doc = {
         "command": command,
         "generated": time.strftime("%Y-%m-%d %H:%M"),
@@ -1176,7 +1242,9 @@ def calibrate(
         "overhead_quantiles_ms = quantiles (k/100) of an overhead that, drawn independently "
         "per request and added to the simulated latency (with the two above), reproduces "
         "the real latency quantiles (fixed-point fit from the quantile-by-quantile "
-        "difference)",
+        "difference); host_cpu_ms = CPU seconds of the frontend, Locust and this command "
+        "(our process tree without the TorchServe workers) over the load phase / requests "
+        "sent, the same for every model",
         "models": {c.model: c.as_dict() for c in cals},
     }
     out.parent.mkdir(parents=True, exist_ok=True)

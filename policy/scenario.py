@@ -18,15 +18,16 @@ Format::
         # batch_overhead_ms (0: added to every batch's time from the profile: work of the
         # worker the profile does not see), overhead_ms (0: per-request time outside the
         # worker, see simulator docs) or overhead_quantiles_ms (a list: that time's
-        # distribution, quantiles at k/n)
+        # distribution, quantiles at k/n), host_cpu_ms (0: CPU each request costs the
+        # device outside the workers, which competes with them)
     workload:                         # several entries for one model add up
       - {model: image, kind: bursty, base_rate: 40, spike_rate: 160, spike_s: 10, period_s: 60}
     budget: {workers: 6}
 
 ``calibration: PATH`` (optional) names a JSON file as ``tsadapt fidelity calibrate`` writes
 it (``{"models": {NAME: {"batch_overhead_ms": ..., "exec_cv": ..., "overhead_quantiles_ms":
-[...]}}}``): it gives each model these (or ``overhead_ms``) unless the model sets them
-itself (a model's own ``overhead_ms`` or ``overhead_quantiles_ms`` replaces both).
+[...], "host_cpu_ms": ...}}}``): it gives each model these (or ``overhead_ms``) unless the
+model sets them itself (a model's own ``overhead_ms`` or ``overhead_quantiles_ms`` replaces both).
 
 ``profile`` may also name a JSON file as ``tsadapt models profile`` writes it
 (``docs/results/model-profiles.json``: a list of ``{model, threads, batch_sizes, median_ms,
@@ -91,6 +92,7 @@ class ModelEntry:
     overhead_ms: float = 0.0
     overhead_quantiles_ms: tuple[float, ...] | None = None
     batch_overhead_ms: float = 0.0  # already inside ``latency`` (kept for reports)
+    host_cpu_ms: float = 0.0  # CPU per request outside the workers (simulator docs)
 
     def spec(self, config: ModelConfig) -> ModelSpec:
         """The simulator's :class:`ModelSpec` starting from ``config``."""
@@ -105,6 +107,7 @@ class ModelEntry:
             initial=config,
             overhead_ms=self.overhead_ms,
             overhead_quantiles_ms=self.overhead_quantiles_ms,
+            host_cpu_ms=self.host_cpu_ms,
         )
 
 
@@ -238,13 +241,15 @@ def _no_extra(where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
 _MODEL_KEYS = {
     "name", "slo_ms", "profile", "min_workers", "max_workers", "max_batch", "device",
     "threads", "queue_size", "load_delay_s", "exec_cv", "overhead_ms", "overhead_quantiles_ms",
-    "batch_overhead_ms",
+    "batch_overhead_ms", "host_cpu_ms",
 }  # fmt: skip
 _TOP_KEYS = {
     "name", "duration_s", "seed", "models", "workload", "budget", "devices", "calibration",
 }  # fmt: skip
 #: Model keys a calibration file may give (see the module docstring).
-_CALIBRATED_KEYS = ("batch_overhead_ms", "overhead_ms", "overhead_quantiles_ms", "exec_cv")
+_CALIBRATED_KEYS = (
+    "batch_overhead_ms", "overhead_ms", "overhead_quantiles_ms", "exec_cv", "host_cpu_ms",
+)  # fmt: skip
 _OVERHEAD_KEYS = ("overhead_ms", "overhead_quantiles_ms")
 
 
@@ -368,6 +373,7 @@ def _model(
         overhead_ms=_num(f"{w}.overhead_ms", d.get("overhead_ms", 0.0)),
         overhead_quantiles_ms=_quantiles(f"{w}.overhead_quantiles_ms", d),
         batch_overhead_ms=batch_overhead,
+        host_cpu_ms=_num(f"{w}.host_cpu_ms", d.get("host_cpu_ms", 0.0)),
     )
 
 

@@ -40,10 +40,13 @@ Semantics mirrored from the TorchServe 0.12 frontend (``wlm/Model.java`` ``pollB
 Execution and contention: a batch of ``b`` takes ``latency(b)`` ms from the model's
 :class:`LatencyModel`, times a device contention factor ``max(1, active / capacity)``
 where ``active`` is the number of worker threads executing on the device including the
-new batch (CPU: ``capacity`` = cores; a time-sliced GPU: ``capacity`` = 1). The factor is
-taken when the batch starts and kept for the batch (not re-evaluated as others start or
-finish): simple, and calibrated through ``capacity``. Optional log-normal jitter with
-coefficient of variation ``exec_cv`` (mean 1) uses the simulator's seeded generator.
+new batch (CPU: ``capacity`` = cores; a time-sliced GPU: ``capacity`` = 1), plus on a CPU
+the cores the host spends outside the workers on the requests arriving around then (each
+model's ``host_cpu_ms`` per request: client, HTTP, frontend; counted per second of
+arrivals). The factor is taken when the batch starts and kept for the batch (not
+re-evaluated as others start or finish): simple, and calibrated through ``capacity``.
+Optional log-normal jitter with coefficient of variation ``exec_cv`` (mean 1) uses the
+simulator's seeded generator.
 
 End-to-end latency of a request = completion time of its batch - arrival time (queue
 wait + aggregation wait + execution) + the request's *overhead*: the time spent outside
@@ -76,6 +79,7 @@ import numpy as np
 from .defaults import (
     BATCH_SIZE,
     DEFAULT_DEVICE,
+    HOST_LOAD_BIN_S,
     JOB_QUEUE_SIZE,
     LOAD_DELAY_S,
     MAX_BATCH_DELAY_MS,
@@ -214,8 +218,13 @@ class ModelSpec:
     initial: ModelConfig = field(default_factory=ModelConfig)
     overhead_ms: float = 0.0
     overhead_quantiles_ms: tuple[float, ...] | None = None
+    #: CPU time (ms) each arriving request costs the device outside the workers (client,
+    #: HTTP, frontend): load that competes with the workers' threads (see the module doc).
+    host_cpu_ms: float = 0.0
 
     def __post_init__(self) -> None:
+        if not (self.host_cpu_ms >= 0 and math.isfinite(self.host_cpu_ms)):
+            raise ValueError(f"model {self.name!r}: host_cpu_ms must be >= 0 and finite")
         if self.threads < 1:
             raise ValueError(f"model {self.name!r}: threads must be >= 1")
         if self.queue_size < 0:
@@ -294,12 +303,29 @@ class IntervalStats:
 
 
 class _Device:
-    __slots__ = ("spec", "capacity", "active")
+    __slots__ = ("spec", "capacity", "active", "host_load")
 
     def __init__(self, spec: DeviceSpec) -> None:
         self.spec = spec
         self.capacity = float(spec.capacity)
         self.active = 0
+        #: cores busy outside the workers in each HOST_LOAD_BIN_S bin (empty: none)
+        self.host_load: list[float] = []
+
+
+def host_load(
+    arrivals: Sequence[np.ndarray], host_cpu_ms: Sequence[float], bin_s: float = HOST_LOAD_BIN_S
+) -> list[float]:
+    """Cores busy outside the workers per ``bin_s`` bin: each arrival costs its model's
+    ``host_cpu_ms`` of CPU in the bin it arrives in."""
+    ends = [float(a[-1]) for a in arrivals if a.size]
+    if not ends:
+        return []
+    load = np.zeros(int(max(ends) // bin_s) + 1)
+    for a, ms in zip(arrivals, host_cpu_ms, strict=True):
+        if a.size and ms > 0:
+            load += np.bincount((a // bin_s).astype(np.int64), minlength=load.size) * ms
+    return (load / (1000.0 * bin_s)).tolist()
 
 
 class _Worker:
@@ -381,6 +407,10 @@ class Simulator:
                 raise ValueError(f"arrivals[{spec.name!r}] must be sorted times >= 0")
             self._order.append(self._new_model(i, spec, a))
             self._models[spec.name] = self._order[-1]
+        for name, dev in devs.items():
+            mine = [m for m in self._order if m.spec.device == name and m.spec.host_cpu_ms > 0]
+            if mine:
+                dev.host_load = host_load([m.arr for m in mine], [m.spec.host_cpu_ms for m in mine])
         for m in self._order:
             if m.idle:
                 self._acquire(m, 0.0)
@@ -699,6 +729,9 @@ class Simulator:
         dev = m.dev
         active = dev.active = dev.active + m.threads
         exec_s = m.lat_s[b] if b <= MAX_BATCH_LIMIT else m.spec.latency.batch_ms(b) / 1000.0
+        if dev.host_load:
+            k = int(t // HOST_LOAD_BIN_S)
+            active += dev.host_load[k] if k < len(dev.host_load) else 0.0
         if active > dev.capacity:
             exec_s *= active / dev.capacity
         if m.jitter:

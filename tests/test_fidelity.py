@@ -413,3 +413,31 @@ def test_bench_warm_up_sends_bursts_up_to_the_batch_size(monkeypatch: pytest.Mon
 
     want = {m: 2 * burst_total(DEMO_MODELS[m].batch_size) for m in ("text", "tabular")}
     assert calls == want and ok == sum(want.values())
+
+
+def test_cpu_monitor_splits_worker_cpu_from_the_rest_between_marks() -> None:
+    import subprocess
+    import sys
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    mon = F.CpuMonitor(period_s=0.05)
+    mon.start()
+    mon.mark("load")
+    # a child whose command line names it a TorchServe worker, and one that does not
+    worker = subprocess.Popen([sys.executable, "-c", burn, F.WORKER_PROCESS])
+    other = subprocess.Popen([sys.executable, "-c", burn.replace("0.4", "0.2")])
+    worker.wait()
+    other.wait()
+    mon.mark("drain")
+    cpu = mon.stop()
+    wall, workers, rest = mon.between("load", "drain")
+    assert workers == pytest.approx(0.4, abs=0.15)
+    assert rest == pytest.approx(0.2, abs=0.15)
+    assert cpu.load_worker_cpu_s == workers and cpu.load_host_cpu_s == rest
+    assert cpu.load_s == pytest.approx(wall) and wall > 0
+    assert F.host_cpu_per_request_ms(cpu, 100) == pytest.approx(1000 * rest / 100)
+
+
+def test_host_cpu_per_request_is_zero_when_unmeasured() -> None:
+    assert F.host_cpu_per_request_ms(F.CpuLoad(10.0, 2, 1.0, 0.5), 100) == 0.0
+    assert F.host_cpu_per_request_ms(F.CpuLoad(10.0, 2, 1.0, 0.5, 5.0, 1.0, 2.0), 0) == 0.0

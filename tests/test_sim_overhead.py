@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.policy.scenario import json_profile, load_scenario, scenario_from_dict
 from tsadapt.policy.simulator import LatencyModel, ModelConfig, ModelSpec, Simulator
 
@@ -176,7 +177,10 @@ def test_real_server_scenarios_load_with_measured_profiles(name: str) -> None:
     sc = load_scenario(REPO / "loadtests" / "scenarios" / f"{name}.yaml")
     assert sc.model_names == ["image", "text", "tabular"]
     for m in sc.models:
-        assert m.threads == 2 and m.latency.table is not None
+        # The simulated workers run the intra-op threads the real ones are registered with.
+        assert m.threads == DEMO_MODELS[m.name].intra_op_threads
+        assert m.latency.table is not None
         assert m.profile_path and m.profile_path.endswith("model-profiles.json")
         if name != "calibrate":
             assert m.overhead_quantiles_ms is not None and m.batch_overhead_ms >= 0
+            assert m.host_cpu_ms > 0  # from the calibration file, like the rest
