@@ -15,6 +15,7 @@ from tsadapt.bench import (
     expand_controllers,
     reconfigurations,
     run_bench,
+    scenario_controller_config,
     summarize_run,
     table_rows,
     worker_seconds,
@@ -27,7 +28,12 @@ from tsadapt.bench_schedule import (
     record_row,
     records_from_rows,
 )
+from tsadapt.policy.controller_config import load
+from tsadapt.policy.scenario import load_scenario
+from tsadapt.policy.sim_control import slo_feasible_batch
 from tsadapt.policy.workloads import Poisson
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _samples(points: list[tuple[float, int, int, int]], model: str = "tabular") -> list[Sample]:
@@ -83,6 +89,20 @@ def test_summarize_run_counts_failures_and_unsent_as_violations(tmp_path: Path) 
     assert rows_txt[0][:2] == ["static", "tabular"] and rows_txt[-1][1] == "overall"
     assert rows_txt[0][-1] == str(len(s) - ok)
     assert rate_checks(s, rec)[-1].sent == len(s) - 5
+
+
+def test_controller_gets_the_scenarios_slos_and_feasible_batches(tmp_path: Path) -> None:
+    base = REPO / "configs" / "controller.yaml"
+    sc = load_scenario(REPO / "configs" / "scenarios" / "bursty.yaml")
+    out = scenario_controller_config(base, sc, tmp_path / "controller.yaml")
+    given, stock = load(out), load(base)
+    for m in sc.models:
+        lim, was = given.limits(m.name), stock.limits(m.name)
+        assert lim.slo_ms == m.slo_ms
+        assert lim.max_batch == slo_feasible_batch(m.latency, m.slo_ms, was.max_batch)
+        assert (lim.max_workers, lim.max_delay_ms) == (was.max_workers, was.max_delay_ms)
+    assert given.worker_budget == stock.worker_budget
+    assert given.limits("image").slo_ms == 200 != stock.limits("image").slo_ms
 
 
 def test_register_adds_bench() -> None:

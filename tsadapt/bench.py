@@ -162,6 +162,27 @@ def expand_controllers(names: Sequence[str], config: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
+def scenario_controller_config(base: Path, scenario: Scenario, out: Path) -> Path:
+    """Write ``base`` with each scenario model's SLO, the one the bench scores it on, and
+    ``max_batch`` lowered to the model's SLO-feasible batch (``slo_feasible_batch`` of its
+    profile), as the simulated sidecar gets them; everything else stays ``base``'s."""
+    import yaml
+
+    from tsadapt.policy.sim_control import slo_feasible_batch
+
+    data = dict(yaml.safe_load(base.read_text()) or {})
+    models = dict(data.get("models") or {})
+    for m in scenario.models:
+        entry = dict(models.get(m.name) or {})
+        entry["slo_ms"] = m.slo_ms
+        cap = int(entry.get("max_batch", m.max_batch))
+        entry["max_batch"] = slo_feasible_batch(m.latency, m.slo_ms, cap)
+        models[m.name] = entry
+    data["models"] = models
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
 def _start_controller(
     name: str, config: Path, workdir: Path, log: Path, decisions: Path
 ) -> subprocess.Popen:
@@ -344,8 +365,11 @@ def run_one(
             warm_up(server, scenario.model_names, cfg.warmup_rounds)
         if controller != "static":
             on_tick(0.0, f"starting controller {controller}")
+            config = scenario_controller_config(
+                cfg.controller_config, scenario, rundir / "controller.yaml"
+            )
             ctrl = _start_controller(
-                controller, cfg.controller_config, server_cfg.workdir,
+                controller, config, server_cfg.workdir,
                 rundir / "controller.log", decisions,
             )  # fmt: skip
         poller = Poller(server_reader(server))
@@ -539,7 +563,10 @@ def write_markdown(
         "and unanswered ones are violations); goodput = requests answered within the SLO per "
         "second; worker-seconds = running workers integrated over the run (polled every "
         f"{POLL_S:.0f} s); reconfigurations = changes of batch size, delay or worker target "
-        "between polls; failed = requests not answered 2xx.",
+        "between polls; failed = requests not answered 2xx. Every controller runs with "
+        f"`{_rel(cfg.controller_config)}` given the scenario's SLOs and, per model, the largest "
+        "batch whose profiled execution takes at most half the SLO as `max_batch` (the run "
+        "directory keeps the `controller.yaml` it got).",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "|".join("---" for _ in TABLE_HEADER) + "|",
