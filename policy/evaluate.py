@@ -154,8 +154,13 @@ def summarise(rows: Sequence[Mapping[str, Any]], metric: str) -> Summary:
     return Summary(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size))
 
 
+#: Goodput differences up to this (rps; half the tables' resolution) are ties, not wins.
+GOODPUT_TIE_RPS = 0.05
+
+
 def verdict(rows: Sequence[Mapping[str, Any]], scenario: str, other: str) -> str:
-    """Does PPO beat ``other`` on ``scenario`` (goodput up, worker-seconds not up)?"""
+    """Does PPO beat ``other`` on ``scenario`` (goodput up by more than a tie, worker-seconds
+    not up)?"""
     ppo = [r for r in rows if r["scenario"] == scenario and r["policy"] == "ppo"]
     oth = [r for r in rows if r["scenario"] == scenario and r["policy"] == other]
     if not ppo or not oth:
@@ -166,14 +171,16 @@ def verdict(rows: Sequence[Mapping[str, Any]], scenario: str, other: str) -> str
         1
         for a in ppo
         for b in oth
-        if a["seed"] == b["seed"] and a["goodput_rps"] > b["goodput_rps"]
+        if a["seed"] == b["seed"] and a["goodput_rps"] > b["goodput_rps"] + GOODPUT_TIE_RPS
     )
-    if g > go and w <= wo:
+    if g > go + GOODPUT_TIE_RPS and w <= wo:
         return (
             f"**yes** (goodput {g - go:+.1f} rps, worker-s {w - wo:+.0f}; {wins}/{len(ppo)} seeds)"
         )
     why = []
-    if g <= go:
+    if abs(g - go) <= GOODPUT_TIE_RPS:
+        why.append(f"goodput tied, {g - go:+.2f} rps")
+    elif g < go:
         why.append(f"goodput {g - go:+.1f} rps")
     if w > wo:
         why.append(f"worker-s {w - wo:+.0f}")
@@ -255,8 +262,10 @@ def write_markdown(
         if "ppo" in policies:
             lines += [
                 "",
-                "PPO (behind the guards) beats ... (higher mean goodput at equal or "
-                "lower mean worker-seconds):",
+                "PPO (behind the guards) beats ... (higher mean goodput, by more than "
+                f"{GOODPUT_TIE_RPS} rps, at equal or lower mean worker-seconds; when every "
+                "policy answers every request within its SLO, goodput is the offered load "
+                "and nothing can beat anything):",
                 "",
             ]
             for other in policies:
