@@ -78,6 +78,7 @@ def _fidelity(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         command=command,
         quiet=F.Quiet(args.quiet_cores, args.quiet_wait),
+        repeat=args.repeat,
     )
     runs, md, js = F.run_fidelity(cfg)
     from rich.console import Console
@@ -97,6 +98,13 @@ def _fidelity(args: argparse.Namespace) -> int:
         f"{len(agreeing)} of {len(runs)} scenarios agree ({', '.join(agreeing) or 'none'}); "
         f"{F.SCENARIOS_NEEDED} needed: {'PASS' if len(agreeing) >= F.SCENARIOS_NEEDED else 'FAIL'}"
     )
+    repeated = [r for r in runs if r.repeat_rows]
+    if repeated:
+        same = [r.scenario for r in repeated if r.repeat_agrees]
+        print(
+            f"repeat: {len(same)} of {len(repeated)} scenarios agree with a second real run "
+            f"({', '.join(same) or 'none'})"
+        )
     print(f"wrote {md} and {js}")
     return 0 if all(r.status == "ok" for r in runs) else 1
 
@@ -159,5 +167,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--quiet-cores", type=float, default=QUIET_CORES,
         help="'quiet' = other processes use at most this many cores (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--repeat", action="store_true",
+        help="run each scenario's real side twice and report how far the two real runs "
+        "agree under the same tolerances (doubles the real runs)",
     )  # fmt: skip
     p.set_defaults(func=_fidelity)

@@ -387,10 +387,18 @@ class ScenarioRun:
     quiet: bool | None = None  # None: did not wait for a quiet box
     quiet_wait_s: float = 0.0
     attempts: int = 1  # real runs made (a run disturbed by other processes is repeated)
+    #: ``--repeat``: a second real run of the same arrivals against the first (its "sim"
+    #: side), under the same tolerances: how far the real server agrees with itself
+    repeat_rows: tuple[Row, ...] = ()
+    repeat_rundir: str = ""
 
     @property
     def agrees(self) -> bool:
         return self.status == "ok" and scenario_agrees(self.rows)
+
+    @property
+    def repeat_agrees(self) -> bool | None:
+        return scenario_agrees(self.repeat_rows) if self.repeat_rows else None
 
 
 def simulate(scenario: Scenario, seed: int, duration_s: float | None = None) -> Any:
@@ -466,8 +474,10 @@ def run_scenario(
     quiet: Quiet = Quiet(0.0, 0.0),
     attempts: int = 1,
     max_others_cores: float = math.inf,
+    repeat: bool = False,
 ) -> ScenarioRun:
-    """Real then simulated run of one scenario; the comparison rows.
+    """Real then simulated run of one scenario; the comparison rows (with ``repeat``, a
+    second real run too, compared with the first).
 
     A real run during which other processes used more than ``max_others_cores`` (on
     average) is repeated, at most ``attempts`` runs in all; the last one counts. The
@@ -502,6 +512,15 @@ def run_scenario(
         return ScenarioRun(rows=(), status=real.status, reason=real.reason, **common)
     sim = simulate(scenario, seed, duration)
     rows = compare(scenario.name, real.per_model, sim.per_model, real.overall, sim.overall)
+    if repeat:
+        on_tick(duration, "repeat: the same arrivals on another fresh server")
+        again, _, _ = run_real(path, scenario, seed, duration, runs_dir, command, on_tick, quiet)
+        if again.status == "ok":
+            common["repeat_rows"] = tuple(
+                compare(scenario.name, real.per_model, again.per_model, real.overall,
+                        again.overall)
+            )  # fmt: skip
+            common["repeat_rundir"] = _rel(again.rundir) if again.rundir else ""
     return ScenarioRun(rows=tuple(rows), **common)
 
 
@@ -601,6 +620,13 @@ def report_dict(
                 "static_configs": {n: asdict(c) for n, c in r.configs.items()},
                 "agrees": r.agrees,
                 "rows": [row.as_dict() for row in r.rows],
+                "repeat": {
+                    "rundir": r.repeat_rundir,
+                    "agrees": r.repeat_agrees,
+                    "rows": [row.as_dict() for row in r.repeat_rows],
+                }
+                if r.repeat_rows
+                else None,
             }
             for r in runs
         ],
@@ -636,13 +662,21 @@ TABLE_HEADER = [
 ]  # fmt: skip
 
 
-def table_rows(runs: Sequence[ScenarioRun]) -> list[list[str]]:
+REPEAT_HEADER = [
+    "scenario", "model", "SLO ms", "requests", "p50 run 1", "p50 run 2", "p99 run 1",
+    "p99 run 2", "p99 change", "p99", "attain. run 1", "attain. run 2", "diff (points)",
+    "attain.", "row",
+]  # fmt: skip
+
+
+def table_rows(runs: Sequence[ScenarioRun], repeat: bool = False) -> list[list[str]]:
+    """The comparison table (``repeat``: real run 2 against real run 1 instead)."""
     out = []
     for r in runs:
         if r.status != "ok":
             out.append([r.scenario, "–", "–", "–", *(["–"] * 10), f"{r.status}: {r.reason}"])
             continue
-        for row in r.rows:
+        for row in r.repeat_rows if repeat else r.rows:
             req = f"{row.real.requests}" + (
                 "" if row.sim.requests == row.real.requests else f" / {row.sim.requests}"
             )
@@ -691,6 +725,24 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
         "|" + "|".join("---" for _ in TABLE_HEADER) + "|",
     ]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(runs)]
+    repeated = [r for r in runs if r.repeat_rows]
+    if repeated:
+        same = [r.scenario for r in repeated if r.repeat_agrees]
+        lines += [
+            "",
+            "## Repeatability: the real server against itself",
+            "",
+            f"`--repeat`: each scenario's real run was made a second time (same arrivals, "
+            f"another fresh server) and compared with the first under the same tolerances. "
+            f"**{len(same)} of {len(repeated)} scenarios** agree with themselves "
+            f"({', '.join(same) if same else 'none'}): where the real server does not, no "
+            "simulator can be held to the tolerances there.",
+            "",
+            "| " + " | ".join(REPEAT_HEADER) + " |",
+            "|" + "|".join("---" for _ in REPEAT_HEADER) + "|",
+        ]
+        lines += ["| " + " | ".join(r) + " |" for r in table_rows(repeated, repeat=True)]
+        lines += ["", "Second runs: " + ", ".join(f"`{r.repeat_rundir}`" for r in repeated)]
     lines += [
         "",
         "## Runs",
@@ -798,6 +850,7 @@ class FidelityConfig:
     quiet: Quiet = field(default_factory=Quiet)
     attempts: int = 2  # real runs per scenario at most (see run_scenario)
     max_others_cores: float = QUIET_CORES
+    repeat: bool = False  # a second real run per scenario, compared with the first
 
 
 def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
@@ -886,7 +939,7 @@ def run_fidelity(cfg: FidelityConfig) -> tuple[list[ScenarioRun], Path, Path]:
 
         run = run_scenario(
             name, cfg.seed, cfg.duration_s, cfg.runs_dir, cfg.command, tick, cfg.quiet,
-            cfg.attempts, cfg.max_others_cores,
+            cfg.attempts, cfg.max_others_cores, cfg.repeat,
         )  # fmt: skip
         runs.append(run)
         console.print(f"  {sc.name}: {run.status} {'agrees' if run.agrees else 'differs'}")

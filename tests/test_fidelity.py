@@ -129,6 +129,38 @@ def test_report_json_and_markdown(tmp_path: Path) -> None:
     assert "2 CPU cores" in text or f"{doc['machine']['cores']} CPU cores" in text
 
 
+def test_report_shows_how_far_a_second_real_run_agrees(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    runs = [
+        replace(_run("bursty", _rows("bursty", True)), repeat_rows=tuple(_rows("bursty", True)),
+                repeat_rundir="runs/y"),
+        replace(_run("step", _rows("step", True)), repeat_rows=tuple(_rows("step", False))),
+        _run("diurnal", _rows("diurnal", True)),
+    ]  # fmt: skip
+    assert [r.repeat_agrees for r in runs] == [True, False, None]
+    md, js = F.write_report(runs, tmp_path, "tsadapt fidelity --repeat", "2026-01-01",
+                            {"notes": [], "per_scenario": {}})  # fmt: skip
+    doc = json.loads(js.read_text())
+    assert doc["scenarios"][0]["repeat"]["agrees"] is True
+    assert doc["scenarios"][0]["repeat"]["rundir"] == "runs/y"
+    assert doc["scenarios"][1]["repeat"]["rows"][0]["p99_rel_error"] == pytest.approx(0.5)
+    assert doc["scenarios"][2]["repeat"] is None
+    text = md.read_text()
+    assert "## Repeatability: the real server against itself" in text
+    assert "**1 of 2 scenarios** agree with themselves (bursty)" in text
+    assert "| p99 run 1 | p99 run 2 | p99 change |" in text
+    repeat_table = F.table_rows(runs, repeat=True)
+    assert [r[0] for r in repeat_table] == ["bursty", "step"]
+    assert repeat_table[1][8] == "+50.0%" and repeat_table[1][-1] == "FAIL"
+
+
+def test_no_repeat_section_without_second_runs(tmp_path: Path) -> None:
+    md, _ = F.write_report([_run("bursty", _rows("bursty", True))], tmp_path, "c", "d",
+                           {"notes": [], "per_scenario": {}})  # fmt: skip
+    assert "Repeatability" not in md.read_text()
+
+
 def test_table_rows_show_both_request_counts_when_they_differ() -> None:
     real = F.Side(100, 99, 1, 0, 20.0, 100.0, 0.95)
     sim = F.Side(101, 101, 0, 0, 21.0, 100.0, 0.95)
