@@ -39,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from tsadapt.markdown import table as markdown_table
+
 from .metrics import ModelResult
 from .scenario import Scenario, load_scenario, run_static, with_batch_overhead
 from .simulator import ModelConfig
@@ -721,10 +723,8 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
         "p99 error = (sim - real) / real. Nothing below was fitted to these runs: see "
         "*Calibration*.",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "|".join("---" for _ in TABLE_HEADER) + "|",
+        *markdown_table(TABLE_HEADER, table_rows(runs)),
     ]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(runs)]
     repeated = [r for r in runs if r.repeat_rows]
     if repeated:
         same = [r.scenario for r in repeated if r.repeat_agrees]
@@ -738,10 +738,8 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
             f"({', '.join(same) if same else 'none'}): where the real server does not, no "
             "simulator can be held to the tolerances there.",
             "",
-            "| " + " | ".join(REPEAT_HEADER) + " |",
-            "|" + "|".join("---" for _ in REPEAT_HEADER) + "|",
+            *markdown_table(REPEAT_HEADER, table_rows(repeated, repeat=True)),
         ]
-        lines += ["| " + " | ".join(r) + " |" for r in table_rows(repeated, repeat=True)]
         lines += ["", "Second runs: " + ", ".join(f"`{r.repeat_rundir}`" for r in repeated)]
     lines += [
         "",

@@ -41,6 +41,7 @@ from tsadapt.bench_schedule import (
     resolve_scenario,
     scenario_schedule,
 )
+from tsadapt.markdown import table as markdown_table
 from tsadapt.policy.metrics import ModelResult, pool, summarize
 from tsadapt.policy.scenario import Scenario, load_scenario
 
@@ -570,10 +571,8 @@ def write_markdown(
         "batch whose profiled execution takes at most half the SLO as `max_batch` (the run "
         "directory keeps the `controller.yaml` it got).",
         "",
-        "| " + " | ".join(TABLE_HEADER) + " |",
-        "|" + "|".join("---" for _ in TABLE_HEADER) + "|",
+        *markdown_table(TABLE_HEADER, table_rows(results)),
     ]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(results)]
     lines += [
         "",
         "## Offered load: intended against achieved",
