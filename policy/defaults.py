@@ -18,6 +18,9 @@ LOAD_DELAY_S = 1.0
 WORKER_THREADS = 1
 #: Device every model runs on unless the scenario names others.
 DEFAULT_DEVICE = "cpu"
+#: TorchServe 0.12 forms batches of at most this many jobs when max_batch_delay is 0 (the
+#: batching loop stops once the remaining delay is <= 0).
+ZERO_DELAY_BATCH_CAP = 2
 #: Largest batch size the simulator accepts (latency tables are precomputed up to it).
 MAX_BATCH_LIMIT = 1024
 #: Bin width (s) over which requests' host CPU outside the workers (``host_cpu_ms``) is

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.defaults import ZERO_DELAY_BATCH_CAP
 from tsadapt.policy.types import (
     SETTING_FIELDS,
     Action,
@@ -35,8 +36,6 @@ from tsadapt.policy.types import (
 )
 
 Proposals = dict[str, Action]
-#: TorchServe 0.12 forms batches of at most this many jobs when max_batch_delay is 0.
-ZERO_DELAY_BATCH_CAP = 2
 #: The smallest delay that lets a batch fill from the queue (measured: 13.9 of 16 at 1 ms).
 MIN_BATCHING_DELAY_MS = 1
 #: What an emergency may change at once, whatever the cooldown.

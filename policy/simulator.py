@@ -85,6 +85,7 @@ from .defaults import (
     MAX_BATCH_DELAY_MS,
     MAX_BATCH_LIMIT,
     WORKER_THREADS,
+    ZERO_DELAY_BATCH_CAP,
 )
 
 __all__ = [
@@ -362,7 +363,7 @@ class _Model:
 
 def _batch_cap(m: _Model) -> int:
     """The most jobs one batch can take: TorchServe breaks after the 2nd job at delay 0."""
-    return m.B if m.d_snap > 0 else min(m.B, 2)
+    return m.B if m.d_snap > 0 else min(m.B, ZERO_DELAY_BATCH_CAP)
 
 
 class Simulator:
@@ -609,7 +610,7 @@ class Simulator:
             d = m.d_snap = m.delay_s
             m.f_front = None
             head = m.f_s = m.f_e = m.head
-            B = m.B if d > 0 else min(m.B, 2)  # _batch_cap
+            B = m.B if d > 0 else min(m.B, ZERO_DELAY_BATCH_CAP)  # _batch_cap, inlined
             if not m.front and m.tail - head >= B:  # fast path: full batch queued
                 m.head = m.f_e = head + B
                 m.f_i0 = m.f_i1 = m.next_idx
