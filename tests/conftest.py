@@ -56,6 +56,16 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
+@pytest.fixture
+def runs_dir(tmp_path: Path, model_store: Path) -> Path:
+    """A fresh runs folder for ``tsadapt bench``/``fidelity`` whose model store is the
+    session's (they archive into ``<runs>/model-store`` otherwise)."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "model-store").symlink_to(model_store)
+    return runs
+
+
 @pytest.fixture(scope="session")
 def torchserve(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator[LiveServer]:
     config = ServerConfig.with_free_ports(

@@ -135,18 +135,15 @@ budget: {workers: 4}
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_bench_static_real_run(tmp_path: Path, model_store: Path) -> None:
+def test_bench_static_real_run(tmp_path: Path, runs_dir: Path) -> None:
     scenario = tmp_path / "small.yaml"
     scenario.write_text(SMALL_SCENARIO)
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    (runs / "model-store").symlink_to(model_store)
     cfg = BenchConfig(
         scenario=str(scenario),
         controllers=("static",),
         duration_s=20.0,
         out_dir=tmp_path / "results",
-        runs_dir=runs,
+        runs_dir=runs_dir,
         command="pytest",
     )
     results, md = run_bench(cfg)

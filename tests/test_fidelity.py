@@ -381,12 +381,9 @@ budget: {workers: 4}
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_fidelity_real_run_writes_the_report(tmp_path: Path, model_store: Path) -> None:
+def test_fidelity_real_run_writes_the_report(tmp_path: Path, runs_dir: Path) -> None:
     scenario = tmp_path / "tiny.yaml"
     scenario.write_text(REAL_SCENARIO)
-    runs_dir = tmp_path / "runs"
-    runs_dir.mkdir()
-    (runs_dir / "model-store").symlink_to(model_store)
     cfg = F.FidelityConfig(
         scenarios=(str(scenario),),
         duration_s=20.0,
