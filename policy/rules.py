@@ -93,6 +93,16 @@ class QueueMemory:
     low_ticks: int  # consecutive ticks that wanted fewer workers
 
 
+def _patient(wanted: int, current: int, ticks: int, patience: int) -> tuple[int, int]:
+    """Ray Serve's downscale delay: go below ``current`` only once ``wanted`` has been lower
+    for more than ``patience`` ticks in a row; (value to ask for, updated count)."""
+    if wanted >= current:
+        return wanted, 0
+    if ticks + 1 <= patience:
+        return current, ticks + 1
+    return wanted, 0
+
+
 @dataclass(frozen=True)
 class QueuePolicy:
     """Ray Serve's autoscaling rule plus a batch sized to the SLO budget.
@@ -102,6 +112,9 @@ class QueuePolicy:
     ``downscale_delay_ticks`` ticks in a row that wanted fewer; batch size = the requests one
     worker receives in ``batch_wait_fraction`` of the SLO, or its share of the queued backlog
     if that is larger (so an overloaded model batches its way out); delay = that same wait.
+    The batch goes down only while nothing is queued: a backlog that is draining must not
+    shrink the batch that drains it (sized to the backlog, it would shrink with it and let the
+    queue build again).
     """
 
     limits: tuple[ModelLimits, ...]
@@ -121,12 +134,14 @@ class QueuePolicy:
         )
         latency_s = 0.0 if math.isnan(m.mean_latency_ms) else m.mean_latency_ms / 1000.0
         ongoing = max(float(m.queue_depth), rate * latency_s)
-        wanted = _clamp(
-            math.ceil(ongoing / p.target_ongoing_per_worker), lim.min_workers, lim.max_workers
+        wanted, low_ticks = _patient(
+            _clamp(
+                math.ceil(ongoing / p.target_ongoing_per_worker), lim.min_workers, lim.max_workers
+            ),
+            s.workers,
+            0 if memory is None else memory.low_ticks,
+            p.downscale_delay_ticks,
         )
-        low_ticks = memory.low_ticks + 1 if memory is not None and wanted < s.workers else 0
-        if wanted < s.workers and low_ticks <= p.downscale_delay_ticks:
-            wanted = s.workers
         wait_ms = p.batch_wait_fraction * m.slo_ms
         per_worker = rate / max(wanted, 1)
         # Enough to take what arrives during the wait, and to drain a backlog in one round.
@@ -134,10 +149,10 @@ class QueuePolicy:
         batch = _clamp(
             max(math.ceil(per_worker * wait_ms / 1000.0), backlog), lim.min_batch, lim.max_batch
         )
+        if m.queue_depth > 0:
+            batch = max(batch, min(s.batch_size, lim.max_batch))
         delay = _clamp(round(wait_ms), 0, lim.max_delay_ms) if batch > 1 else 0
         action = Action(m.name, batch_size=batch, max_batch_delay_ms=delay, workers=wanted)
-        if wanted < s.workers:
-            low_ticks = 0
         return (None if action.is_noop(s) else action), QueueMemory(rate, low_ticks)
 
     def decide(self, observation: Observation, state: PolicyState) -> Decision:

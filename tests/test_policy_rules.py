@@ -122,6 +122,21 @@ def test_queue_low_load_means_batch_one_and_no_delay() -> None:
     assert action == Action("tabular", batch_size=1, max_batch_delay_ms=0, workers=1)
 
 
+@pytest.mark.parametrize("queue", [0, 3])
+def test_queue_keeps_the_batch_while_a_backlog_drains(queue: int) -> None:
+    # 100 rps over 3 workers x 25 ms wants batch 1, but a backlog of 42 asks for 14 each ...
+    first = decide_one(QUEUE, rate=100.0, p50=10.0, queue=42, batch_size=1, delay=0, workers=3)
+    assert first == Action("tabular", batch_size=14, max_batch_delay_ms=25, workers=3)
+    # ... the batch that drains it stays while anything is queued, and goes once nothing is
+    action = decide_one(
+        QUEUE, rate=100.0, p50=10.0, queue=queue, batch_size=14, delay=25, workers=3
+    )
+    if queue:
+        assert action is None
+    else:
+        assert action is not None and action.batch_size == 1
+
+
 def test_queue_waits_before_scaling_down() -> None:
     state = PolicyState()
     workers_seen = []
@@ -136,7 +151,7 @@ def test_queue_waits_before_scaling_down() -> None:
         workers_seen.append(workers)
     # two ticks of patience (downscale_delay_ticks=2), then straight to the wanted count
     # (the max_step guard, not the policy, limits how far one tick goes)
-    assert workers_seen == [3, 3, 3, 1, 1]
+    assert workers_seen == [3, 3, 1, 1, 1]
 
 
 def test_queue_smooths_arrival_rate() -> None:

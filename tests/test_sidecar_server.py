@@ -37,16 +37,21 @@ pytestmark = pytest.mark.server
 
 #: The text model with one intra-op thread per worker on the 2-core box (measured
 #: 2026-11-23): at 300 req/s the unbatched start (batch 1, delay 0: batches of at most 2) has
-#: a p99 of ~570 ms; aimd and queue grow the batch to 13-20 and bring it back under the SLO.
-#: At 200 req/s aimd could settle at batch 3, where its fill rate at the low rate (1/3) is
-#: above its shrink threshold, so the "lowered again" check depended on the box's speed.
+#: a p99 of ~570 ms; aimd and queue grow the batch (3 to 32, by the box's speed) and bring it
+#: back under the SLO. On the slower CI box queue needed ~25 s of the high phase (CI run of
+#: fff2fca), hence 35 s.
 MODEL = "text"
 SLO_MS = 150.0
 #: The load step: (seconds, requests/s). Low, then more than batch 1 on one worker serves.
 LOW_RPS, HIGH_RPS = 20.0, 300.0
-STEP = ((12.0, LOW_RPS), (30.0, HIGH_RPS), (25.0, LOW_RPS))
+STEP = ((12.0, LOW_RPS), (35.0, HIGH_RPS), (25.0, LOW_RPS))
 #: A deliberately poor starting point for the high phase: batch 1, no delay, one worker.
 START = {"batch_size": 1, "max_batch_delay_ms": 0, "workers": 1}
+#: The largest batch the low load keeps: at 20 req/s and a delay of at most 10 ms a batch
+#: mostly holds one request; aimd shrinks while its fill rate is under 0.3 (so stops at 3 or
+#: below), queue sizes it to ceil(20 req/s x 37.5 ms) = 1. How far either grew under the high
+#: load depends on the box's speed (3 here on a fast day, 32 on the CI box).
+LOW_LOAD_MAX_BATCH = 3
 
 
 CONFIG_FILE: dict[str, Any] = {
@@ -244,9 +249,9 @@ def test_policy_follows_the_load_step(
     # ... which brought the server-side p99 back under the SLO before the load dropped
     last_high = [observed(r)["p99_ms"] for r in high[-6:]]
     assert any(v is not None and v <= SLO_MS for v in last_high), last_high
-    # ... and lowered them again once the load dropped
+    # ... and went back to what the low load needs once it dropped
     final = model_settings(after[-1])
-    assert final["batch_size"] < peak_batch or final["workers"] < peak_workers, (final, capacity)
+    assert final["batch_size"] <= LOW_LOAD_MAX_BATCH and final["workers"] == 1, (final, capacity)
     # the decision log shows every applied change with its settings
     assert sum(len(r["applied"]) for r in records) >= 2
     assert all(a["ok"] for r in records for a in r["applied"])
