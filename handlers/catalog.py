@@ -7,6 +7,7 @@ and the tests all read, so they always agree on names, files and payloads.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ class DemoModel:
     def example(self, rng: np.random.Generator) -> dict[str, Any]:
         """One valid request body."""
         return EXAMPLES[self.name](rng)
+
+    def worker_request(self, rng: np.random.Generator) -> dict[str, bytes]:
+        """One valid request as a TorchServe worker receives it: the body as JSON bytes
+        (decoding them is part of the handler's cost: ~2 ms for the image model's 85 kB)."""
+        return {"body": json.dumps(self.example(rng)).encode()}
 
 
 def _image(rng: np.random.Generator) -> dict[str, Any]:

@@ -256,7 +256,7 @@ def _worker(
         local = load_local(model, Path(tmp) / model_name)
         torch.set_num_threads(threads)  # in case the handler's initialize changed it
         first = np.random.default_rng([seed, 0])
-        local.run([{"body": json.dumps(model.example(first)).encode()}])  # OpenMP pool exists
+        local.run([model.worker_request(first)])  # OpenMP pool exists
         pinned = pin_process(cores)
         emit(
             {
@@ -270,7 +270,7 @@ def _worker(
         )
         for b in batches:
             rng = np.random.default_rng([seed, b])  # the same requests for every t
-            requests = [{"body": json.dumps(model.example(rng)).encode()} for _ in range(b)]
+            requests = [model.worker_request(rng) for _ in range(b)]
             for _ in range(warmup):
                 local.run(requests)
             times = []

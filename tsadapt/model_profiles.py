@@ -47,9 +47,7 @@ def profile_model(
         medians, p90s = [], []
         task = progress.add_task(model.name, total=len(batches)) if progress else None
         for b in batches:
-            # the body as a worker receives it: JSON bytes (decoding the image's 85 kB is
-            # ~2 ms a request, which a profile fed with ready-made dicts would miss)
-            requests = [{"body": json.dumps(model.example(rng)).encode()} for _ in range(b)]
+            requests = [model.worker_request(rng) for _ in range(b)]
             for _ in range(warmup):
                 local.run(requests)
             times = []
