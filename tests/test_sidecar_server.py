@@ -255,8 +255,15 @@ def test_policy_follows_the_load_step(
         final,
         capacity,
     )
-    # the decision log shows every applied change with its settings
-    assert sum(len(r["applied"]) for r in records) >= 2
+    # the decision log shows every change of the settings as applied, and each one succeeded
+    # (how many changes depends on the box: on a fast one aimd's first probe, batch 1 -> 3 at
+    # the low load, already serves 300 req/s; CI run of ec2b143)
+    changed = [
+        r
+        for before, r in zip([{"settings": {MODEL: START}}, *records], records, strict=False)
+        if model_settings(r) != model_settings(before)
+    ]
+    assert changed and all(r["applied"] for r in changed)
     assert all(a["ok"] for r in records for a in r["applied"])
 
 
