@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,12 +181,16 @@ class Scenario:
                 f"config: {total} workers exceed budget.workers ({self.budget.workers})"
             )
 
-    def simulator(self, configs: Mapping[str, ModelConfig], seed: int | None = None) -> Simulator:
-        """A fresh simulator of this scenario, workers of ``configs`` ready at t = 0."""
+    def simulator(
+        self, configs: Mapping[str, ModelConfig], seed: int | None = None, replication: int = 0
+    ) -> Simulator:
+        """A fresh simulator of this scenario, workers of ``configs`` ready at t = 0
+        (``replication``: see :meth:`Simulator.from_workloads`)."""
         specs = [m.spec(configs[m.name]) for m in self.models]
         workloads = {n: w for n in self.model_names if (w := self.workload_for(n)) is not None}
+        seed = self.seed if seed is None else seed
         return Simulator.from_workloads(
-            specs, workloads, self.duration_s, self.devices, self.seed if seed is None else seed
+            specs, workloads, self.duration_s, self.devices, seed, replication
         )
 
 
@@ -495,8 +499,10 @@ def run_static(
     scenario: Scenario,
     config_per_model: Mapping[str, ModelConfig | Mapping[str, Any]],
     seed: int | None = None,
+    replication: int = 0,
 ) -> SimResult:
-    """Simulate the whole scenario with one fixed configuration per model.
+    """Simulate the whole scenario with one fixed configuration per model (``replication``:
+    the same arrivals, another draw of everything else; see :meth:`Scenario.simulator`).
 
     Arrivals stop at ``duration_s``; the simulation then runs on until every admitted
     request is answered, so each request is completed, rejected (503) or failed.
@@ -505,7 +511,7 @@ def run_static(
     configs = {n: _as_config(n, c) for n, c in config_per_model.items()}
     scenario.check_config(configs)
     seed = scenario.seed if seed is None else seed
-    sim = scenario.simulator(configs, seed)
+    sim = scenario.simulator(configs, seed, replication)
     main = sim.run_until(scenario.duration_s)
     tail = sim.run_until(math.inf)
     per: dict[str, ModelResult] = {}
@@ -531,3 +537,51 @@ def run_static(
         )
     overall = pool(per.values(), lats, scenario.duration_s)
     return SimResult(scenario.name, seed, scenario.duration_s, configs, per, overall, by_model)
+
+
+def _per_replication(total: ModelResult, k: int) -> ModelResult:
+    """A result summed over ``k`` replications with its counts and worker-seconds back to
+    one replication's (their mean); rates, attainment and percentiles stay pooled."""
+    return replace(
+        total,
+        requests=round(total.requests / k),
+        completed=round(total.completed / k),
+        rejected=round(total.rejected / k),
+        failed=round(total.failed / k),
+        good=round(total.good / k),
+        worker_seconds=total.worker_seconds / k,
+        busy_worker_seconds=total.busy_worker_seconds / k,
+    )
+
+
+def pool_replications(results: Sequence[SimResult]) -> SimResult:
+    """Replications of one run (same arrivals, other draws of the rest) as one result:
+    p50/p99, SLO attainment and goodput over every replication's requests; counts and
+    worker-seconds per replication (their mean). The first result's identity is kept."""
+    if not results:
+        raise ValueError("no replications to pool")
+    first, k = results[0], len(results)
+    totals: dict[str, ModelResult] = {}
+    lats: dict[str, np.ndarray] = {}
+    for name, one in first.per_model.items():
+        rs = [r.per_model[name] for r in results]
+        lats[name] = np.concatenate([r.latencies_ms[name] for r in results])
+        totals[name] = summarize(
+            name,
+            lats[name],
+            one.slo_ms if one.slo_ms is not None else math.inf,
+            sum(r.requests for r in rs),
+            k * first.duration_s,
+            rejected=sum(r.rejected for r in rs),
+            failed=sum(r.failed for r in rs),
+            worker_seconds=sum(r.worker_seconds for r in rs),
+            busy_worker_seconds=sum(r.busy_worker_seconds for r in rs),
+            mean_batch_size=float(np.mean([r.mean_batch_size for r in rs])),
+        )
+    overall = pool(totals.values(), lats.values(), k * first.duration_s)
+    return replace(
+        first,
+        per_model={n: _per_replication(t, k) for n, t in totals.items()},
+        overall=_per_replication(overall, k),
+        latencies_ms=lats,
+    )

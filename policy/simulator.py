@@ -905,13 +905,22 @@ class Simulator:
         duration_s: float,
         devices: Sequence[DeviceSpec] = (),
         seed: int = 0,
+        replication: int = 0,
     ) -> Simulator:
-        """Draw each model's arrivals from its workload (one child stream per model)."""
+        """Draw each model's arrivals from its workload (one child stream per model).
+
+        ``replication`` > 0 keeps those arrivals and draws everything else (service-time
+        jitter, outside overhead) from a stream of its own: another sample of the same run.
+        """
+        if replication < 0:
+            raise ValueError(f"replication must be >= 0, got {replication}")
         seeds = np.random.SeedSequence(seed).spawn(len(models) + 1)
         arrivals = {}
         for spec, ss in zip(models, seeds[1:], strict=False):
             wl = workloads.get(spec.name)
             if wl is not None:
                 arrivals[spec.name] = wl.arrivals(duration_s, np.random.default_rng(ss))  # type: ignore[attr-defined]
-        sim = cls(models, arrivals, devices, seed=int(seeds[0].generate_state(1)[0]))
-        return sim
+        noise = seeds[0]
+        if replication:  # a grandchild of the noise stream: new draws, same arrivals
+            noise = np.random.SeedSequence(seed, spawn_key=(0, replication))
+        return cls(models, arrivals, devices, seed=int(noise.generate_state(1)[0]))

@@ -13,7 +13,7 @@ import pytest
 
 from tsadapt.policy import fidelity as F
 from tsadapt.policy.metrics import summarize
-from tsadapt.policy.scenario import scenario_from_dict
+from tsadapt.policy.scenario import run_static, scenario_from_dict
 from tsadapt.policy.simulator import ModelConfig
 
 NAN = math.nan
@@ -470,3 +470,17 @@ def test_cpu_monitor_splits_worker_cpu_from_the_rest_between_marks() -> None:
 def test_host_cpu_per_request_is_zero_when_unmeasured() -> None:
     assert F.host_cpu_per_request_ms(F.CpuLoad(10.0, 2, 1.0, 0.5), 100) == 0.0
     assert F.host_cpu_per_request_ms(F.CpuLoad(10.0, 2, 1.0, 0.5, 5.0, 1.0, 2.0), 0) == 0.0
+
+
+def test_simulate_pools_replications_of_the_same_arrivals() -> None:
+    d = json.loads(json.dumps(SMALL))
+    d["models"][0]["exec_cv"] = 0.3
+    sc = scenario_from_dict(d)
+    one = F.simulate(sc, 4, 10.0, replications=1)
+    short = F.with_duration(sc, 10.0)
+    assert one.per_model == run_static(short, F.static_configs(short), 4).per_model
+    pooled = F.simulate(sc, 4, 10.0)
+    assert pooled.latencies_ms["text"].size == F.SIM_REPLICATIONS * one.per_model["text"].completed
+    assert pooled.per_model["text"].requests == one.per_model["text"].requests
+    with pytest.raises(ValueError, match="replications must be >= 1"):
+        F.simulate(sc, 4, 10.0, replications=0)

@@ -14,7 +14,12 @@ import pytest
 from tsadapt.policy import commands
 from tsadapt.policy.bench_sim import bench
 from tsadapt.policy.metrics import goodput_rps, percentile, slo_attainment, summarize
-from tsadapt.policy.scenario import load_scenario, run_static, scenario_from_dict
+from tsadapt.policy.scenario import (
+    load_scenario,
+    pool_replications,
+    run_static,
+    scenario_from_dict,
+)
 from tsadapt.policy.simulator import ModelConfig
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "configs" / "scenarios"
@@ -198,3 +203,49 @@ def test_bench_and_cli_subcommand(capsys):
 def test_simulator_speed_floor():
     # the issue asks for >= 200k simulated requests/s at realistic batch sizes
     assert bench(16, requests=300_000).req_per_s >= 200_000
+
+
+def _noisy() -> dict:
+    """BASE with service-time jitter on both models (what replications draw anew)."""
+    d = copy.deepcopy(BASE)
+    for m in d["models"]:
+        m["exec_cv"] = 0.3
+    return d
+
+
+def test_replications_keep_the_arrivals_and_draw_the_rest_anew():
+    sc = scenario_from_dict(_noisy())
+    first, again, other = (run_static(sc, CFG, 3, k) for k in (0, 0, 1))
+    assert run_static(sc, CFG, 3).per_model == first.per_model  # 0 is the plain run
+    assert again.per_model == first.per_model
+    for name in sc.model_names:
+        assert other.per_model[name].requests == first.per_model[name].requests
+        assert not np.array_equal(other.latencies_ms[name], first.latencies_ms[name])
+    with pytest.raises(ValueError, match="replication must be >= 0"):
+        run_static(sc, CFG, 3, -1)
+
+
+def test_pool_replications_pools_percentiles_and_averages_counts():
+    sc = scenario_from_dict(_noisy())
+    runs = [run_static(sc, CFG, 3, k) for k in range(4)]
+    pooled = pool_replications(runs)
+    for model in sc.models:
+        name = model.name
+        lat = np.concatenate([r.latencies_ms[name] for r in runs])
+        got = pooled.per_model[name]
+        assert got.p99_ms == pytest.approx(percentile(lat, 99.0))
+        assert got.requests == runs[0].per_model[name].requests
+        assert got.slo_attainment == pytest.approx(
+            sum(r.per_model[name].good for r in runs)
+            / sum(r.per_model[name].requests for r in runs)
+        )
+        assert got.worker_seconds == pytest.approx(
+            np.mean([r.per_model[name].worker_seconds for r in runs])
+        )
+        assert got.slo_ms == model.slo_ms
+    assert pooled.overall.requests == sum(m.requests for m in pooled.per_model.values())
+    everything = np.concatenate([pooled.latencies_ms[n] for n in sc.model_names])
+    assert pooled.overall.p99_ms == pytest.approx(percentile(everything, 99.0))
+    assert pool_replications(runs[:1]).per_model == runs[0].per_model
+    with pytest.raises(ValueError, match="no replications"):
+        pool_replications([])
