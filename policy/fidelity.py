@@ -76,7 +76,7 @@ P99_TOLERANCE = 0.20
 ATTAINMENT_POINTS = 3.0
 #: Scenarios agreeing needed for the acceptance item.
 SCENARIOS_NEEDED = 3
-DEFAULT_SCENARIOS = ("bursty", "diurnal", "step")
+DEFAULT_SCENARIOS = ("bursty", "diurnal", "step", "surge")
 #: The scenario ``tsadapt fidelity calibrate`` runs (not one of the compared).
 CALIBRATION_SCENARIO = "calibrate"
 CALIBRATION_FILE = RESULTS_DIR / "fidelity-calibration.json"
