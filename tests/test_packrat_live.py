@@ -17,7 +17,7 @@ import pytest
 
 from tsadapt.constants import BATCH_ID_HEADER
 from tsadapt.handlers.catalog import demo_model
-from tsadapt.loadgen import open_loop
+from tsadapt.loadgen import open_loop, send_requests
 from tsadapt.packrat_cpu.apply import ServingConfig, apply_config
 from tsadapt.packrat_cpu.commands import main as packrat_main
 from tsadapt.packrat_cpu.online import OnlineConfig, OnlineReconfigurer
@@ -36,6 +36,9 @@ MODEL = "text"
 CORES = tuple(sorted(os.sched_getaffinity(0))[:2])
 FAT = ServingConfig(1, 2, 8)
 THIN = ServingConfig(2, 1, 4)
+#: The online-loop test's load, as a multiple of what batch 1 serves on this box right now
+#: (measured in the test: a fixed 150 req/s built no queue on a fast day, CI run of f4e8205).
+OVERLOAD = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +142,12 @@ def test_online_loop_grows_the_batch_when_the_queue_builds(text_server: RunningS
     adapt = AdaptClient(client)
     placement_dir = Path(text_server.workdir) / PLACEMENT_SUBDIR
     apply_config(client, adapt, placement_dir, MODEL, ServingConfig(2, 1, 1))
+    payload = demo_model(MODEL).example(np.random.default_rng(2))
+    # closed loop, 64 in flight (the open-loop sender's bound): what batch 1 serves
+    unbatched, _ = send_requests(client, MODEL, [payload] * 600, 64)
+    assert unbatched.failed == 0
+    rate = OVERLOAD * unbatched.throughput_rps
+    print(json.dumps({"unbatched_rps": unbatched.throughput_rps, "offered_rps": rate}))
     latency = {(t, b): (2.0 + 2.0 * b) / t**0.5 for t in (1, 2) for b in (1, 2, 4, 8, 16, 32)}
     loop = OnlineReconfigurer(
         client,
@@ -151,12 +160,12 @@ def test_online_loop_grows_the_batch_when_the_queue_builds(text_server: RunningS
     stop = threading.Event()
     thread = threading.Thread(target=loop.run, args=(stop,), daemon=True)
     thread.start()
-    payload = demo_model(MODEL).example(np.random.default_rng(2))
     try:
-        result = open_loop(client, MODEL, payload, 150.0, 12.0, np.random.default_rng(4))
+        result = open_loop(client, MODEL, payload, rate, 12.0, np.random.default_rng(4))
     finally:
         stop.set()
         thread.join(timeout=60)
+    print(json.dumps({"switches": [str(r.after) for r in loop.switches]}))  # pytest -s
     assert result.failed == 0
     assert loop.samples > 50
     assert any(r.after.batch * r.after.workers >= 4 for r in loop.switches), [
