@@ -101,7 +101,9 @@ def _archive(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from tsadapt.demo import run_demo
 
-    return run_demo(args.workdir, args.requests, args.concurrency, args.bench_s)
+    return run_demo(
+        args.workdir, args.requests, args.concurrency, args.bench_s, scenario=args.scenario
+    )
 
 
 def _models_profile(args: argparse.Namespace) -> int:
@@ -190,7 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--bench-s",
         type=float,
         default=60.0,
-        help="seconds per controller of the short bursty bench (0: skip it)",
+        help="seconds per controller of the short bench (0: skip it)",
+    )
+    p.add_argument(
+        "--scenario",
+        default=C.DEMO_SCENARIO,
+        help="the short bench's scenario, a name or YAML path (default: %(default)s)",
     )
     p.set_defaults(func=_demo)
 

@@ -16,6 +16,9 @@ DEFAULT_METRICS_PORT = 8082
 DEFAULT_GRPC_INFERENCE_PORT = 7070
 DEFAULT_GRPC_MANAGEMENT_PORT = 7071
 DEFAULT_JOB_QUEUE_SIZE = 100
+#: `tsadapt demo`'s short bench: surges the registration defaults do not absorb on a 2-core
+#: box (bursty and diurnal are light there: every controller meets every SLO).
+DEMO_SCENARIO = "surge"
 
 SERVER_STATE_FILE = "tsadapt-server.json"
 KEY_FILE = "key_file.json"

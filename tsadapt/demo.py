@@ -9,6 +9,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from tsadapt import constants as C
 from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.loadgen import LatencySummary, send_requests
 from tsadapt.server import ServerConfig, start, stop
@@ -34,26 +35,35 @@ def latency_table(summaries: list[LatencySummary], title: str) -> Table:
 
 
 def run_demo(
-    workdir: Path, requests_per_model: int, concurrency: int, bench_s: float, seed: int = 0
+    workdir: Path,
+    requests_per_model: int,
+    concurrency: int,
+    bench_s: float,
+    seed: int = 0,
+    scenario: str = C.DEMO_SCENARIO,
 ) -> int:
     """Part 1: per-model latency on a real server. Part 2 (``bench_s`` > 0): a short
-    ``tsadapt bench`` of the bursty scenario, static against the best adaptive controller."""
+    ``tsadapt bench`` of ``scenario``, static against the best adaptive controller."""
+    from tsadapt.bench_schedule import resolve_scenario
+
+    if bench_s > 0:
+        resolve_scenario(scenario)  # a bad name fails now, not after part 1
     status = latency_demo(workdir, requests_per_model, concurrency, seed)
     if bench_s > 0:
         from tsadapt.bench import BenchConfig, run_bench
 
         Console().print(
-            f"\n[bold]Short bench[/]: bursty scenario, static vs the best adaptive controller, "
-            f"{bench_s:g} s each on a fresh server (report in {workdir / 'bench'})"
+            f"\n[bold]Short bench[/]: {scenario} scenario, static vs the best adaptive "
+            f"controller, {bench_s:g} s each on a fresh server (report in {workdir / 'bench'})"
         )
         results, _ = run_bench(
             BenchConfig(
-                scenario="bursty",
+                scenario=scenario,
                 controllers=("static", "best"),
                 duration_s=bench_s,
                 out_dir=workdir / "bench",
                 runs_dir=workdir / "bench-runs",
-                command=f"tsadapt demo --bench-s {bench_s:g}",
+                command=f"tsadapt demo --scenario {scenario} --bench-s {bench_s:g}",
             )
         )
         status = status or (0 if all(r.status == "ok" for r in results) else 1)
