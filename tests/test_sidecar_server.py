@@ -94,9 +94,14 @@ class Sent:
     status: int  # 0: no answer
 
 
+def example_payloads() -> list[Any]:
+    """64 different valid request bodies of the model, the same on every call."""
+    return [DEMO_MODELS[MODEL].example(np.random.default_rng(i)) for i in range(64)]
+
+
 def open_loop(client: TorchServeClient, phases: tuple[tuple[float, float], ...]) -> list[Sent]:
     """Send at the phases' rates on schedule, whatever the answers take; wait for all."""
-    payloads = [DEMO_MODELS[MODEL].example(np.random.default_rng(i)) for i in range(64)]
+    payloads = example_payloads()
     schedule: list[float] = []
     t = 0.0
     for duration, rate in phases:
@@ -154,8 +159,8 @@ class LoadStep:
 
 def throughput(torchserve: Any, adapt: AdaptClient, settings: dict[str, int]) -> float:
     """Median closed-loop req/s of the model at ``settings``, SENDER_THREADS in flight."""
-    put(torchserve, adapt, MODEL, *settings.values())
-    payloads = [DEMO_MODELS[MODEL].example(np.random.default_rng(i)) for i in range(64)]
+    put_settings(torchserve, adapt, settings)
+    payloads = example_payloads()
     requests_ = payloads * (CAPACITY_REQUESTS // len(payloads))
     send_requests(torchserve.client, MODEL, payloads, SENDER_THREADS)  # warm up
     rounds = [
@@ -193,6 +198,18 @@ def put(torchserve: Any, adapt: AdaptClient, name: str, batch: int, delay: int, 
         torchserve.client.scale_workers(name, workers)
 
 
+def put_settings(torchserve: Any, adapt: AdaptClient, settings: dict[str, int]) -> None:
+    """``put`` of MODEL with settings keyed as START."""
+    put(
+        torchserve,
+        adapt,
+        MODEL,
+        settings["batch_size"],
+        settings["max_batch_delay_ms"],
+        settings["workers"],
+    )
+
+
 @pytest.fixture
 def restore_all(torchserve: Any, adapt: AdaptClient) -> Iterator[dict[str, tuple[int, int, int]]]:
     """Every model's batching and workers before the test; put back afterwards."""
@@ -224,9 +241,7 @@ def observed(record: dict[str, Any]) -> dict[str, Any]:
 def run_step(
     torchserve: Any, adapt: AdaptClient, policy: str, tmp_path: Path, step: LoadStep
 ) -> tuple[list[Sent], list[dict[str, Any]], list[dict[str, Any]]]:
-    put(
-        torchserve, adapt, MODEL, START["batch_size"], START["max_batch_delay_ms"], START["workers"]
-    )
+    put_settings(torchserve, adapt, START)
     config = controller_config(policy)
     log = tmp_path / f"{policy}.jsonl"
     sidecar = Sidecar(
