@@ -155,7 +155,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             statics = None
             if "best-static" in args.policies:
                 prog.update(task, description=f"{sc.name}: tuning best-static")
-                statics = best_static(sc, on_step=lambda: prog.advance(task))
+                statics = best_static(sc, on_step=lambda n: prog.advance(task, n))
             for seed in seeds:
                 for pol in (["best-static"] if statics else []) + adaptive:
                     prog.update(task, description=f"{sc.name} / {pol} / seed {seed}")

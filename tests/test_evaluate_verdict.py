@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsadapt.policy.evaluate import GOODPUT_TIE_RPS, verdict
+from tsadapt.policy.evaluate import GOODPUT_TIE_RPS, headroom, verdict
 
 
 def _rows(policy: str, goodputs: list[float], worker_s: float) -> list[dict]:
@@ -32,3 +32,14 @@ def test_verdict(ppo: list, ppo_ws: float, other: list, other_ws: float, expecte
 
 def test_verdict_without_rows_is_na() -> None:
     assert verdict(_rows("ppo", [1.0], 1), "s", "aimd") == "n/a"
+
+
+def test_headroom_is_offered_load_minus_goodput() -> None:
+    rows = [
+        {"requests": 1000, "duration_s": 10.0, "goodput_rps": 99.0},
+        {"requests": 1200, "duration_s": 10.0, "goodput_rps": 117.0},
+    ]
+    assert headroom(rows) == (
+        "It answers 108.0 of the 110.0 req/s offered within their SLOs, "
+        "so no policy can beat it by more than 2.0 rps."
+    )
