@@ -107,7 +107,7 @@ def worker_allocations(scenario: Scenario) -> list[dict[str, int]]:
 def static_search_size(scenario: Scenario, seeds: Sequence[int] = TUNING_SEEDS) -> int:
     """Simulator runs :func:`best_static` stands for (the total its ``on_step`` reports)."""
     per_pass = sum(len(static_candidates(m)) for m in scenario.models)
-    return (len(worker_allocations(scenario)) + STATIC_PASSES * per_pass) * len(seeds)
+    return (len(worker_allocations(scenario)) + 2 * STATIC_PASSES * per_pass) * len(seeds)
 
 
 def improves(goodput: float, worker_s: float, best_goodput: float, best_worker_s: float) -> bool:
@@ -124,16 +124,18 @@ def best_static(
 ) -> dict[str, ModelConfig]:
     """Coordinate search over (batch, delay, workers), one model at a time, within the budget.
 
-    It starts from the best of every worker allocation (:func:`worker_allocations`, each at
-    batch 8 and 10 ms delay): one model at a time cannot move a worker between two models
-    when the budget is full, so a start from the fewest workers could stick there.
     A configuration scores its mean goodput and mean worker-seconds over ``seeds`` and
-    replaces the best so far when it :func:`improves` on it. At most
-    :data:`STATIC_PASSES` passes, ending after a pass that changes nothing. ``on_step(n)``
-    reports ``n`` more of the :func:`static_search_size` runs done (over-budget and cached
-    candidates and the passes an early end skips count as done).
+    replaces the best so far when it :func:`improves` on it; a search makes at most
+    :data:`STATIC_PASSES` passes over the models, ending after a pass that changes nothing.
+    Two searches run, and the better result is kept: one from the fewest workers, one from
+    the best worker allocation (:func:`worker_allocations`, each at batch 8 and 10 ms delay),
+    because one model at a time cannot move a worker between two models once the budget is
+    full, and a start with more workers may not find its way back to fewer.
+    ``on_step(n)`` reports ``n`` more of the :func:`static_search_size` runs done
+    (over-budget and cached candidates, and the passes or search an early end skips, count).
     """
     cache: dict[tuple[tuple[str, ModelConfig], ...], tuple[float, float]] = {}
+    per_pass = sum(len(static_candidates(m)) for m in scenario.models) * len(seeds)
 
     def score(cfgs: Mapping[str, ModelConfig]) -> tuple[float, float]:
         key = tuple(sorted(cfgs.items()))
@@ -154,29 +156,36 @@ def best_static(
             m.name: ModelConfig(min(8, m.max_batch), 10.0, workers[m.name]) for m in scenario.models
         }
 
-    cur = start({m.name: max(1, m.min_workers) for m in scenario.models})
-    best_g, best_w = score(cur)
+    def search(cur: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        best_g, best_w = score(cur)
+        for done in range(1, STATIC_PASSES + 1):
+            changed = False
+            for m in scenario.models:
+                for c in static_candidates(m):
+                    trial = {**cur, m.name: c}
+                    if sum(x.workers for x in trial.values()) <= scenario.budget.workers:
+                        g, ws = score(trial)
+                        if improves(g, ws, best_g, best_w):
+                            cur, best_g, best_w, changed = trial, g, ws, True
+                    report(len(seeds))
+            if not changed:
+                report((STATIC_PASSES - done) * per_pass)
+                break
+        return cur
+
+    fewest = start({m.name: max(1, m.min_workers) for m in scenario.models})
+    allocated = fewest
     for workers in worker_allocations(scenario):
         trial = start(workers)
-        g, ws = score(trial)
-        if improves(g, ws, best_g, best_w):
-            cur, best_g, best_w = trial, g, ws
+        if improves(*score(trial), *score(allocated)):
+            allocated = trial
         report(len(seeds))
-    per_pass = sum(len(static_candidates(m)) for m in scenario.models) * len(seeds)
-    for done in range(1, STATIC_PASSES + 1):
-        changed = False
-        for m in scenario.models:
-            for c in static_candidates(m):
-                trial = {**cur, m.name: c}
-                if sum(x.workers for x in trial.values()) <= scenario.budget.workers:
-                    g, ws = score(trial)
-                    if improves(g, ws, best_g, best_w):
-                        cur, best_g, best_w, changed = trial, g, ws, True
-                report(len(seeds))
-        if not changed:
-            report((STATIC_PASSES - done) * per_pass)
-            break
-    return cur
+    best = search(fewest)
+    if allocated == fewest:
+        report(STATIC_PASSES * per_pass)
+        return best
+    other = search(allocated)
+    return other if improves(*score(other), *score(best)) else best
 
 
 def run_policy(
