@@ -17,7 +17,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_FILE = REPO / "policy" / "trained" / "ppo.zip"
 DEFAULT_SCENARIOS = tuple(
-    str(REPO / "configs" / "scenarios" / f"{n}.yaml") for n in ("bursty", "diurnal", "step")
+    str(REPO / "configs" / "scenarios" / f"{n}.yaml")
+    for n in ("bursty", "diurnal", "step", "bursty-shared", "diurnal-shared")
 )
 RESULTS_DIR = REPO / "docs" / "results"
 
