@@ -23,49 +23,30 @@ from tsadapt.policy.scenario import Scenario, run_static, scenario_from_dict
 from tsadapt.policy.simulator import ModelConfig
 
 
-def one_model(rate: float, budget: int = 2) -> Scenario:
-    """One model (latency 4b + 6 ms, SLO 80 ms) on two cores under Poisson ``rate``."""
-    return scenario_from_dict(
-        {
-            "name": "one",
-            "duration_s": 10,
-            "seed": 1,
-            "devices": [{"name": "cpu", "cores": 2}],
-            "models": [
-                {
-                    "name": "m",
-                    "slo_ms": 80,
-                    "profile": {"alpha_ms": 4, "beta_ms": 6},
-                    "min_workers": 1,
-                    "max_workers": 2,
-                    "max_batch": 16,
-                }
-            ],
-            "workload": [{"model": "m", "kind": "poisson", "rate": rate}],
-            "budget": {"workers": budget},
-        }
-    )
-
-
-def two_models(rate_a: float, rate_b: float, budget: int = 3) -> Scenario:
-    """Models ``a`` and ``b`` like :func:`one_model`, on four cores, sharing ``budget``."""
+def models_on_host(rates: dict[str, float], cores: int, budget: int) -> Scenario:
+    """One model per ``rates`` entry (latency 4b + 6 ms, SLO 80 ms, 1-2 workers, Poisson)."""
     model = {"slo_ms": 80, "profile": {"alpha_ms": 4, "beta_ms": 6}, "max_batch": 16}
     return scenario_from_dict(
         {
-            "name": "two",
+            "name": "host",
             "duration_s": 10,
             "seed": 1,
-            "devices": [{"name": "cpu", "cores": 4}],
-            "models": [
-                {"name": n, "min_workers": 1, "max_workers": 2, **model} for n in ("a", "b")
-            ],
-            "workload": [
-                {"model": "a", "kind": "poisson", "rate": rate_a},
-                {"model": "b", "kind": "poisson", "rate": rate_b},
-            ],
+            "devices": [{"name": "cpu", "cores": cores}],
+            "models": [{"name": n, "min_workers": 1, "max_workers": 2, **model} for n in rates],
+            "workload": [{"model": n, "kind": "poisson", "rate": r} for n, r in rates.items()],
             "budget": {"workers": budget},
         }
     )
+
+
+def one_model(rate: float, budget: int = 2) -> Scenario:
+    """Model ``m`` alone on two cores."""
+    return models_on_host({"m": rate}, cores=2, budget=budget)
+
+
+def two_models(rate_a: float, rate_b: float, budget: int = 3) -> Scenario:
+    """Models ``a`` and ``b`` on four cores, sharing ``budget``."""
+    return models_on_host({"a": rate_a, "b": rate_b}, cores=4, budget=budget)
 
 
 def mean_goodput(scenario: Scenario, configs: dict[str, ModelConfig]) -> float:
