@@ -27,7 +27,7 @@ import numpy as np
 
 from .ppo_policy import make_ppo_policy
 from .rules import make_policy
-from .scenario import Scenario, run_static
+from .scenario import ModelEntry, Scenario, run_static
 from .sim_control import SimControlConfig, controller_config_for, run_controlled
 from .simulator import ModelConfig
 
@@ -85,7 +85,7 @@ def _static_result(
     return out
 
 
-def static_candidates(model: Any) -> list[ModelConfig]:
+def static_candidates(model: ModelEntry) -> list[ModelConfig]:
     """Every fixed (batch, delay, workers) the search tries for one scenario model."""
     batches = sorted({b for b in STATIC_BATCHES if b <= model.max_batch} | {model.max_batch})
     workers = range(max(1, model.min_workers), model.max_workers + 1)
@@ -135,7 +135,8 @@ def best_static(
     (over-budget and cached candidates, and the passes or search an early end skips, count).
     """
     cache: dict[tuple[tuple[str, ModelConfig], ...], tuple[float, float]] = {}
-    per_pass = sum(len(static_candidates(m)) for m in scenario.models) * len(seeds)
+    candidates = {m.name: static_candidates(m) for m in scenario.models}
+    per_pass = sum(len(c) for c in candidates.values()) * len(seeds)
 
     def score(cfgs: Mapping[str, ModelConfig]) -> tuple[float, float]:
         key = tuple(sorted(cfgs.items()))
@@ -160,9 +161,9 @@ def best_static(
         best_g, best_w = score(cur)
         for done in range(1, STATIC_PASSES + 1):
             changed = False
-            for m in scenario.models:
-                for c in static_candidates(m):
-                    trial = {**cur, m.name: c}
+            for name, model_candidates in candidates.items():
+                for c in model_candidates:
+                    trial = {**cur, name: c}
                     if sum(x.workers for x in trial.values()) <= scenario.budget.workers:
                         g, ws = score(trial)
                         if improves(g, ws, best_g, best_w):
