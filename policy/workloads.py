@@ -20,9 +20,11 @@ Kinds (``workload_from_dict({"kind": ..., **params})``):
     elsewhere. Deterministic switching (instead of random holding times) keeps
     ``rate_at`` a function of time, so the Locust shape and the simulator see the very
     same spikes; arrivals are Poisson within each level.
-``diurnal {min_rate, max_rate, period_s}``
-    ``rate(t) = min + (max - min) * (1 - cos(2 pi t / period_s)) / 2``: starts at the
-    minimum, peaks at ``period_s / 2``. Non-homogeneous Poisson by thinning (exact).
+``diurnal {min_rate, max_rate, period_s, offset_s=0}``
+    ``rate(t) = min + (max - min) * (1 - cos(2 pi (t - offset_s) / period_s)) / 2``: at
+    the minimum at ``offset_s``, peaks at ``offset_s + period_s / 2`` (models whose users
+    live in other time zones peak at other times). Non-homogeneous Poisson by thinning
+    (exact).
 ``gamma {mean_rate, cv, interval_s=1}``
     Stationary renewal process whose inter-arrival times are Gamma distributed with
     mean ``1/mean_rate`` and coefficient of variation ``cv`` (cv = 1 is Poisson,
@@ -249,19 +251,25 @@ class Diurnal(Workload):
     min_rate: float
     max_rate: float
     period_s: float
+    offset_s: float = 0.0
 
     def __post_init__(self) -> None:
         k = self.kind
         _set(self, "min_rate", _check(k, "min_rate", self.min_rate))
         _set(self, "max_rate", _check(k, "max_rate", self.max_rate))
         _set(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
+        _set(self, "offset_s", _check(k, "offset_s", self.offset_s))
         if self.max_rate < self.min_rate:
             raise ValueError(
                 f"{k}.max_rate must be >= min_rate ({self.min_rate}), got {self.max_rate}"
             )
+        if self.offset_s >= self.period_s:
+            raise ValueError(
+                f"{k}.offset_s must be < period_s ({self.period_s}), got {self.offset_s}"
+            )
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
-        x = np.asarray(t, dtype=np.float64)
+        x = np.asarray(t, dtype=np.float64) - self.offset_s
         amp = self.max_rate - self.min_rate
         return self.min_rate + amp * 0.5 * (1.0 - np.cos(2.0 * np.pi * x / self.period_s))
 

@@ -43,6 +43,13 @@ SPECS = {
     "poisson": {"kind": "poisson", "rate": 80},
     "bursty": {"kind": "bursty", "base_rate": 20, "spike_rate": 200, "spike_s": 5, "period_s": 40},
     "diurnal": {"kind": "diurnal", "min_rate": 5, "max_rate": 150, "period_s": 300},
+    "diurnal_offset": {
+        "kind": "diurnal",
+        "min_rate": 5,
+        "max_rate": 150,
+        "period_s": 700,
+        "offset_s": 500,
+    },
     "gamma_cv2": {"kind": "gamma", "mean_rate": 60, "cv": 2.0},
     "gamma_cv05": {"kind": "gamma", "mean_rate": 60, "cv": 0.5, "interval_s": 2},
     "step": {"kind": "step", "rates": [10, 100, 40], "step_s": 300},
@@ -90,6 +97,13 @@ def test_step_holds_last_rate_and_diurnal_shape():
     d = workload_from_dict({"kind": "diurnal", "min_rate": 10, "max_rate": 30, "period_s": 100})
     assert d.rate_at(0) == pytest.approx(10) and d.rate_at(50) == pytest.approx(30)
     assert d.rate_at(25) == pytest.approx(20)
+
+
+def test_diurnal_offset_shifts_the_cycle():
+    kw = {"kind": "diurnal", "min_rate": 10, "max_rate": 30, "period_s": 100}
+    d = workload_from_dict({**kw, "offset_s": 40})
+    assert d.rate_at(40) == pytest.approx(10) and d.rate_at(90) == pytest.approx(30)
+    assert d.rate_at(0) == pytest.approx(workload_from_dict(kw).rate_at(60))
 
 
 def test_gamma_cv_of_interarrivals():
@@ -163,6 +177,10 @@ def test_to_dict_round_trip():
             "diurnal.max_rate must be >= min_rate",
         ),
         ({"kind": "diurnal", "min_rate": 1, "max_rate": 5, "period_s": 0}, "diurnal.period_s"),
+        (
+            {"kind": "diurnal", "min_rate": 1, "max_rate": 5, "period_s": 10, "offset_s": 10},
+            "diurnal.offset_s must be < period_s",
+        ),
         ({"kind": "gamma", "mean_rate": 5, "cv": 0}, "gamma.cv must be > 0"),
         ({"kind": "gamma", "mean_rate": 0, "cv": 1}, "gamma.mean_rate must be > 0"),
         ({"kind": "gamma", "mean_rate": 5, "cv": 1, "interval_s": -1}, "gamma.interval_s"),
