@@ -33,6 +33,8 @@ CONTEXT_NAMES = (
     "budget_free",  # workers this model could still add / its max_workers
     "host_cpu",  # host CPU utilisation / 100 (0 when unknown)
     "max_delay_over_slo",  # how much of the SLO the delay limit may take
+    "rate_share",  # this model's arrival rate / all models' arrival rate
+    "others_shortfall",  # requests the other models miss (late or lost) / all arrivals
 )
 OBS_LAYOUT = tuple(FEATURE_NAMES) + CONTEXT_NAMES
 #: Constants of the normalisation; a policy file trained with others is refused.
@@ -52,6 +54,10 @@ ACTION_LAYOUT = {
 }
 
 
+def _finite_or(x: float, default: float) -> float:
+    return x if math.isfinite(x) else default
+
+
 def context(
     observation: Observation, m: ModelObservation, limits: ModelLimits, worker_budget: int
 ) -> np.ndarray:
@@ -59,11 +65,20 @@ def context(
     used = observation.total_workers
     free = max(0, min(worker_budget - used, limits.max_workers - m.settings.workers))
     cpu = observation.host.cpu_utilisation_pct
+    rates = {o.name: _finite_or(o.arrival_rate_rps, 0.0) for o in observation.models}
+    total = sum(rates.values())
+    missed = sum(
+        rates[o.name] * (1.0 - _finite_or(o.slo_attainment, 1.0))
+        for o in observation.models
+        if o.name != m.name
+    )
     values = (
         used / worker_budget,
         free / limits.max_workers,
         0.0 if math.isnan(cpu) else cpu / 100.0,
         limits.max_delay_ms / m.slo_ms,
+        rates[m.name] / total if total > 0 else 0.0,
+        missed / total if total > 0 else 0.0,
     )
     return np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)
 

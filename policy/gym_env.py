@@ -10,14 +10,16 @@ Design (shared policy across models). Each episode draws a scenario (randomised,
 2. all actions pass through :func:`guards.guard` - the same guards as ``tsadapt control``
    and ``tsadapt simulate`` - and are applied to the simulator;
 3. the simulator runs one tick; the reward is Eq. 2 (:mod:`policy.reward`) of the focus
-   model over that tick; the observation is the focus model's
-   :func:`agent_view.agent_features` over the last ``window_s``.
+   model over that tick, whose R_SLO counts the whole host's requests in proportion
+   ``reward.team`` (:func:`reward.r_slo_team`), so that a worker of a shared budget held
+   by the focus model is charged for what its neighbours miss; the observation is the
+   focus model's :func:`agent_view.agent_features` over the last ``window_s``.
 
 Why one focus model per episode rather than a padded joint action: the deployed policy
 decides for each model from (own features + global context) alone, so training exactly
 that mapping keeps the network independent of the number of models, and the reward of
-each step is the reward of the model that acted (clean credit assignment). The price:
-during training the neighbours follow rules, not the learned policy.
+each step is the reward of the model that acted. The price: during training the neighbours
+follow rules, not the learned policy.
 
 Episodes end by truncation after ``episode_ticks`` ticks (there is no terminal state).
 """
@@ -35,7 +37,7 @@ from gymnasium import spaces
 from .agent_view import ACTION_NVEC, NOOP_ACTION, OBS_LAYOUT, agent_features, decode_action
 from .controller_config import ControllerConfig
 from .guards import GuardState, guard
-from .reward import r_bfr, r_gpu, r_slo, r_ssr, reward
+from .reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
 from .rules import make_policy
 from .scenario import Scenario, load_scenario
 from .scenario_gen import random_scenario
@@ -158,11 +160,17 @@ class AdaptEnv(gym.Env):
         changed = sum(
             len(x.changes(focus_m.settings)) for x in res.actions if x.model == self.focus
         )
-        s = self._advance()[self.focus]
-        m = next(x for x in self.scenario.models if x.name == self.focus)
-        good = int(np.count_nonzero(s.latencies_ms <= m.slo_ms))
+        stats = self._advance()
+        good = {
+            x.name: int(np.count_nonzero(stats[x.name].latencies_ms <= x.slo_ms))
+            for x in self.scenario.models
+        }
+        finished = {n: st.completed + st.rejected + st.failed for n, st in stats.items()}
+        s = stats[self.focus]
+        own = r_slo(good[self.focus], finished[self.focus])
+        host = r_slo(sum(good.values()), sum(finished.values()))
         terms = {
-            "r_slo": r_slo(good, s.completed + s.rejected + s.failed),
+            "r_slo": r_slo_team(own, host, self.config.reward.team),
             "r_gpu": r_gpu(s.config.workers, lim.min_workers, lim.max_workers),
             "r_bfr": r_bfr(s.fill_sum, s.batches),
             "r_ssr": r_ssr(min(changed, 3)),

@@ -5,6 +5,8 @@ control interval:
 
 * :func:`r_slo` - SLO satisfaction rate: requests answered within the SLO / requests
   finished (completed, rejected or failed) in the interval.
+* :func:`r_slo_team` - R_SLO blended with the host's SLO rate (``team`` weight; the
+  paper's R_SLO is ``team = 0``).
 * :func:`r_gpu` - resource cost: 1 with the fewest workers allowed, 0 with the most
   (on CPU a worker is the unit; on a GPU host the same function takes GPU counts).
 * :func:`r_bfr` - batch fill rate: mean of batch size / configured batch size.
@@ -37,12 +39,16 @@ class RewardWeights:
     bfr: float = 0.05
     ssr: float = 0.05
     mask: MaskMode = "gate"
+    #: Share of the host's SLO rate in R_SLO (0 = this model only): see :func:`r_slo_team`.
+    team: float = 0.0
 
     def __post_init__(self) -> None:
         for k in ("slo", "gpu", "bfr", "ssr"):
             v = getattr(self, k)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"reward.{k} must be a number >= 0, got {v!r}")
+        if not (isinstance(self.team, int | float) and 0 <= self.team <= 1):
+            raise ValueError(f"reward.team must be a number in [0, 1], got {self.team!r}")
         if self.mask not in MASK_MODES:
             raise ValueError(f"reward.mask must be one of {MASK_MODES}, got {self.mask!r}")
 
@@ -52,6 +58,18 @@ def r_slo(good: int, finished: int) -> float:
     if good < 0 or finished < 0 or good > finished:
         raise ValueError(f"need 0 <= good <= finished, got good={good}, finished={finished}")
     return good / finished if finished else 1.0
+
+
+def r_slo_team(own: float, host: float, team: float) -> float:
+    """R_SLO of a model that shares a host: ``(1 - team) * own + team * host``.
+
+    ``host`` is :func:`r_slo` over every model on the host. With ``team`` > 0 a model that
+    holds a worker of a shared budget is charged for the requests its neighbours miss, so
+    giving the worker to a neighbour with more at stake can pay.
+    """
+    if not 0 <= team <= 1:
+        raise ValueError(f"team must be in [0, 1], got {team}")
+    return (1.0 - team) * own + team * host
 
 
 def r_gpu(workers: int, min_workers: int, max_workers: int) -> float:

@@ -2,6 +2,12 @@
 
 Each draw is an ordinary :class:`~tsadapt.policy.scenario.Scenario` built through
 ``scenario_from_dict`` (so it is validated like a YAML file), from a numpy Generator.
+
+Two families: the general one (:func:`random_scenario`: any mix, any budget), and, with
+probability ``shared_budget_prob``, the multi-tenant one (:func:`shared_budget_scenario`):
+models whose periodic peaks take turns, each peak needing a second worker, on a budget
+with exactly one spare worker. In the general family a binding budget with turn-taking
+demand is rare, so a policy learns little about handing a worker from one model to another.
 """
 
 from __future__ import annotations
@@ -61,41 +67,110 @@ def _workload(
     raise ValueError(f"randomise.kinds: unknown workload kind {kind!r}")
 
 
+def _model(rng: np.random.Generator, cfg: RandomiseConfig, name: str) -> dict[str, Any]:
+    """A model of ``scenario_from_dict``: latency profile, SLO, limits, drawn from ``cfg``."""
+    alpha = _log_uniform(rng, *cfg.alpha_ms_log)
+    beta = _log_uniform(rng, *cfg.beta_ms_log)
+    max_batch = int(rng.choice(cfg.max_batch))
+    ref = int(rng.integers(cfg.slo_ref_batch[0], cfg.slo_ref_batch[1] + 1))
+    slo = max(cfg.min_slo_ms, float(rng.uniform(*cfg.slo_factor)) * (alpha * ref + beta))
+    max_w = int(rng.integers(cfg.max_workers[0], cfg.max_workers[1] + 1))
+    return {
+        "name": name,
+        "slo_ms": round(slo, 1),
+        "profile": {"alpha_ms": alpha, "beta_ms": beta},
+        "min_workers": 1,
+        "max_workers": max_w,
+        "max_batch": max_batch,
+        "load_delay_s": float(rng.uniform(*cfg.load_delay_s)),
+        "exec_cv": float(rng.uniform(*cfg.exec_cv)),
+    }
+
+
+def one_worker_capacity_rps(model: dict[str, Any]) -> float:
+    """Requests/s one worker serves at the largest batch taking at most half the SLO."""
+    alpha, beta = model["profile"]["alpha_ms"], model["profile"]["beta_ms"]
+    fits = int((0.5 * model["slo_ms"] - beta) // alpha) if alpha > 0 else model["max_batch"]
+    b = min(max(fits, 1), model["max_batch"])
+    return b / ((alpha * b + beta) / 1000.0)
+
+
+def shared_budget_scenario(
+    rng: np.random.Generator, cfg: RandomiseConfig, duration_s: float, name: str = "shared"
+) -> Scenario:
+    """2-3 models on one core each plus one spare; their peaks take turns needing it.
+
+    Every model's workload is periodic (bursty or diurnal) with the same period and its
+    peak centred at its own phase, the phases spread evenly over the period; each peak is
+    1.2-1.8x what one worker serves, each trough 0.15-0.5x. The budget is one worker per
+    model plus one.
+    """
+    n = int(rng.integers(2, 4))
+    period = float(rng.uniform(0.35, 0.85)) * duration_s
+    models, workload = [], []
+    for i in range(n):
+        model = _model(rng, cfg, f"m{i}")
+        model["max_workers"] = max(2, model["max_workers"])  # room for the spare worker
+        peak_factor = float(rng.uniform(1.2, 1.8))
+        slower = peak_factor * one_worker_capacity_rps(model) / cfg.max_rate_rps
+        if slower > 1:  # a slower device (latency and SLO x slower) keeps peaks in the rate cap
+            p = model["profile"]
+            model["profile"] = {
+                "alpha_ms": p["alpha_ms"] * slower,
+                "beta_ms": p["beta_ms"] * slower,
+            }
+            model["slo_ms"] = round(model["slo_ms"] * slower, 1)
+        cap = one_worker_capacity_rps(model)
+        peak = peak_factor * cap
+        low = float(rng.uniform(0.15, 0.5)) * cap
+        centre = (i / n + float(rng.uniform(-0.05, 0.05))) * period  # of this model's peak
+        models.append(model)
+        if rng.random() < 0.5:
+            spike = float(rng.uniform(0.5, 1.0)) * period / n
+            w = {"kind": "bursty", "base_rate": low, "spike_rate": peak, "spike_s": spike}
+            offset = centre - 0.5 * spike
+        else:  # the diurnal peak is half a period after its offset
+            w = {"kind": "diurnal", "min_rate": low, "max_rate": peak}
+            offset = centre - 0.5 * period
+        workload.append(
+            {"model": model["name"], **w, "period_s": period, "offset_s": offset % period}
+        )
+    return scenario_from_dict(
+        {
+            "name": name,
+            "duration_s": duration_s,
+            "seed": int(rng.integers(2**31)),
+            "devices": [{"name": "cpu", "cores": n + 1}],
+            "models": models,
+            "workload": workload,
+            "budget": {"workers": n + 1},
+        }
+    )
+
+
 def random_scenario(
     rng: np.random.Generator, cfg: RandomiseConfig, duration_s: float, name: str = "random"
 ) -> Scenario:
     """Draw one scenario (``duration_s`` long) from the ranges of ``cfg``."""
+    if cfg.shared_budget_prob > 0 and rng.random() < cfg.shared_budget_prob:
+        return shared_budget_scenario(rng, cfg, duration_s, f"{name}-shared")
     n = int(rng.integers(cfg.models[0], cfg.models[1] + 1))
     cores = int(rng.integers(cfg.cores[0], cfg.cores[1] + 1))
     models, workload = [], []
     max_ws = []
     for i in range(n):
-        alpha = _log_uniform(rng, *cfg.alpha_ms_log)
-        beta = _log_uniform(rng, *cfg.beta_ms_log)
-        max_batch = int(rng.choice(cfg.max_batch))
-        ref = int(rng.integers(cfg.slo_ref_batch[0], cfg.slo_ref_batch[1] + 1))
-        slo = max(cfg.min_slo_ms, float(rng.uniform(*cfg.slo_factor)) * (alpha * ref + beta))
-        max_w = int(rng.integers(cfg.max_workers[0], cfg.max_workers[1] + 1))
+        model = _model(rng, cfg, f"m{i}")
+        models.append(model)
+        max_w, max_batch = model["max_workers"], model["max_batch"]
+        alpha, beta = model["profile"]["alpha_ms"], model["profile"]["beta_ms"]
         max_ws.append(max_w)
-        name_i = f"m{i}"
-        models.append(
-            {
-                "name": name_i,
-                "slo_ms": round(slo, 1),
-                "profile": {"alpha_ms": alpha, "beta_ms": beta},
-                "min_workers": 1,
-                "max_workers": max_w,
-                "max_batch": max_batch,
-                "load_delay_s": float(rng.uniform(*cfg.load_delay_s)),
-                "exec_cv": float(rng.uniform(*cfg.exec_cv)),
-            }
-        )
         b = max(1, max_batch // 2)
         share = max(1.0, min(max_w, cores / n))
         capacity = share * b / ((alpha * b + beta) / 1000.0)
         rate = min(float(rng.uniform(*cfg.load)) * capacity, cfg.max_rate_rps)
         kind = str(rng.choice(cfg.kinds))
-        workload.append({"model": name_i, **_workload(rng, kind, max(rate, 1.0), cfg, duration_s)})
+        w = _workload(rng, kind, max(rate, 1.0), cfg, duration_s)
+        workload.append({"model": model["name"], **w})
     budget = int(rng.integers(n, sum(max_ws) + 1))
     return scenario_from_dict(
         {

@@ -70,6 +70,15 @@ class RandomiseConfig:
     load_delay_s: tuple[float, float] = (0.5, 2.0)
     exec_cv: tuple[float, float] = (0.0, 0.2)
     kinds: tuple[str, ...] = ("poisson", "bursty", "diurnal", "step", "gamma")
+    #: Probability of a multi-tenant draw instead (peaks take turns for one spare worker;
+    #: see :func:`scenario_gen.shared_budget_scenario`).
+    shared_budget_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shared_budget_prob <= 1:
+            raise ValueError(
+                f"randomise.shared_budget_prob must be in [0, 1], got {self.shared_budget_prob}"
+            )
 
 
 @dataclass(frozen=True)

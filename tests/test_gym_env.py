@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
@@ -9,6 +11,8 @@ from gymnasium.utils.env_checker import check_env
 from tsadapt.policy.agent_view import NOOP_ACTION, OBS_LAYOUT
 from tsadapt.policy.guards import emergency_reason
 from tsadapt.policy.gym_env import AdaptEnv
+from tsadapt.policy.reward import RewardWeights
+from tsadapt.policy.scenario import Scenario, scenario_from_dict
 from tsadapt.policy.train_config import EnvConfig, RandomiseConfig, TrainConfig
 
 SMALL = TrainConfig(
@@ -97,3 +101,41 @@ def test_rejects_bad_action() -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError):
         env.step(np.array([10, 0, 0]))
+
+
+def _calm_and_overloaded() -> Scenario:
+    """Two models on two cores: ``calm`` is light, ``hot`` gets ten times its capacity."""
+    profile = {"alpha_ms": 1.0, "beta_ms": 9.0}
+    model = {"profile": profile, "max_batch": 8, "min_workers": 1, "max_workers": 1}
+    return scenario_from_dict(
+        {
+            "name": "calm-and-hot",
+            "duration_s": 20,
+            "devices": [{"name": "cpu", "cores": 2}],
+            "models": [
+                {"name": "calm", "slo_ms": 100, **model},
+                {"name": "hot", "slo_ms": 100, **model},
+            ],
+            "workload": [
+                {"model": "calm", "kind": "poisson", "rate": 20},
+                {"model": "hot", "kind": "poisson", "rate": 4000},
+            ],
+            "budget": {"workers": 2},
+        }
+    )
+
+
+@pytest.mark.parametrize(("team", "charged"), [(0.0, False), (1.0, True)])
+def test_team_weight_charges_focus_for_neighbours_misses(team: float, charged: bool) -> None:
+    """R_SLO of a calm model: its own (1.0) at team 0, the host's (well below) at team 1."""
+    config = replace(
+        SMALL, env=replace(SMALL.env, episode_ticks=10), reward=RewardWeights(team=team)
+    )
+    env = AdaptEnv(config, scenarios=(_calm_and_overloaded(),))
+    seed = next(s for s in range(50) if env.reset(seed=s)[1]["focus"] == "calm")
+    env.reset(seed=seed)
+    r_slos = [env.step(env.noop())[4]["r_slo"] for _ in range(9)]
+    if charged:
+        assert min(r_slos[3:]) < 0.5
+    else:
+        assert r_slos == [1.0] * 9

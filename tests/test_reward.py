@@ -9,6 +9,7 @@ from tsadapt.policy.reward import (
     r_bfr,
     r_gpu,
     r_slo,
+    r_slo_team,
     r_ssr,
     reward,
     slo_mask,
@@ -20,6 +21,23 @@ def test_r_slo_fraction_and_empty_interval() -> None:
     assert r_slo(0, 0) == 1.0
     with pytest.raises(ValueError):
         r_slo(5, 4)
+
+
+@pytest.mark.parametrize(
+    ("own", "host", "team", "expected"),
+    [(0.9, 0.5, 0.0, 0.9), (0.9, 0.5, 1.0, 0.5), (0.9, 0.5, 0.5, 0.7), (1.0, 1.0, 0.3, 1.0)],
+)
+def test_r_slo_team_blends_own_and_host(
+    own: float, host: float, team: float, expected: float
+) -> None:
+    assert r_slo_team(own, host, team) == pytest.approx(expected)
+
+
+def test_r_slo_team_rejects_weight_outside_unit_interval() -> None:
+    with pytest.raises(ValueError, match="team"):
+        r_slo_team(1.0, 1.0, 1.5)
+    with pytest.raises(ValueError, match="reward.team"):
+        RewardWeights(team=-0.1)
 
 
 def test_r_gpu_prefers_fewer_workers() -> None:
