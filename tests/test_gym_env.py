@@ -104,7 +104,7 @@ def test_rejects_bad_action() -> None:
 
 
 def _calm_and_overloaded() -> Scenario:
-    """Two models on two cores: ``calm`` is light, ``hot`` gets ten times its capacity."""
+    """Two models on two cores: ``calm`` is light, ``hot`` gets about eight times its capacity."""
     profile = {"alpha_ms": 1.0, "beta_ms": 9.0}
     model = {"profile": profile, "max_batch": 8, "min_workers": 1, "max_workers": 1}
     return scenario_from_dict(
