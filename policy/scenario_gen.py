@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from .scenario import Scenario, scenario_from_dict
+from .sim_control import slo_feasible_batch
+from .simulator import LatencyModel
 from .train_config import RandomiseConfig
 
 
@@ -88,11 +90,11 @@ def _model(rng: np.random.Generator, cfg: RandomiseConfig, name: str) -> dict[st
 
 
 def one_worker_capacity_rps(model: dict[str, Any]) -> float:
-    """Requests/s one worker serves at the largest batch taking at most half the SLO."""
-    alpha, beta = model["profile"]["alpha_ms"], model["profile"]["beta_ms"]
-    fits = int((0.5 * model["slo_ms"] - beta) // alpha) if alpha > 0 else model["max_batch"]
-    b = min(max(fits, 1), model["max_batch"])
-    return b / ((alpha * b + beta) / 1000.0)
+    """Requests/s one worker serves at :func:`sim_control.slo_feasible_batch` (the largest
+    batch taking at most half the SLO)."""
+    latency = LatencyModel(model["profile"]["alpha_ms"], model["profile"]["beta_ms"])
+    b = slo_feasible_batch(latency, model["slo_ms"], model["max_batch"])
+    return b / (float(latency.batch_ms(b)) / 1000.0)
 
 
 def shared_budget_scenario(
