@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .defaults import TUNING_SEEDS
 from .ppo_policy import make_ppo_policy
 from .rules import make_policy
 from .scenario import ModelEntry, Scenario, run_static
@@ -42,9 +43,6 @@ METRICS = (
 )
 #: Goodput differences up to this (rps; half the tables' resolution) are ties, not wins.
 GOODPUT_TIE_RPS = 0.05
-#: Tuning seeds of best-static (kept away from the evaluation seeds 0, 1, 2, ...); a
-#: configuration's score is its mean over them, so one seed's luck does not pick it.
-TUNING_SEEDS = (10_007, 10_008, 10_009)
 STATIC_BATCHES = (1, 2, 4, 6, 8, 10, 12, 16, 24, 32, 48, 64)
 STATIC_DELAYS_MS = (0, 2, 5, 10, 20, 30)
 #: Coordinate-search passes over the models at most (a pass that changes nothing ends it).

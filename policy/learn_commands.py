@@ -73,23 +73,54 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from dataclasses import replace
 
-    from .ppo_policy import train
     from .train_config import load_train_config
 
     try:
         cfg = load_train_config(args.config, seed=args.seed, total_timesteps=args.timesteps)
+        if args.candidates is not None:
+            cfg = replace(cfg, select=replace(cfg.select, candidates=args.candidates))
     except (ValueError, OSError) as exc:
         return _err(str(exc))
     cmd = _command_line("train", args.argv)
-    with Progress(
-        TextColumn("training PPO"),
+    try:
+        run = _train_one if cfg.select.candidates == 1 else _train_selected
+        meta = run(cfg, args.out, cmd)
+    except ValueError as exc:
+        return _err(str(exc))
+    size = args.out.stat().st_size
+    print(
+        f"wrote {args.out} ({size / 1024:.0f} KiB): {meta['total_timesteps']} steps in "
+        f"{meta['train_seconds']:.0f} s wall ({meta['train_cpu_seconds']:.0f} s CPU), "
+        f"seed {meta['seed']}"
+    )
+    if "selection" in meta:
+        sel = meta["selection"]
+        print(
+            f"seed {sel['chosen_seed']} chosen from {len(sel['candidates'])} candidates; "
+            f"training and selection took {sel['wall_seconds']:.0f} s wall"
+        )
+    return 0
+
+
+def _train_progress(label: str) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(label),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} steps"),
         TextColumn("mean episode reward {task.fields[r]}"),
         TimeElapsedColumn(),
-    ) as prog:
+    )
+
+
+def _train_one(cfg: Any, out: Path, cmd: str) -> dict[str, Any]:
+    """One PPO seed, progress bar per rollout."""
+    from .ppo_policy import train
+
+    with _train_progress("training PPO") as prog:
         task = prog.add_task("train", total=cfg.total_timesteps, r="-")
 
         def on(done: int, total: int, mean: float) -> None:
@@ -97,14 +128,41 @@ def _train(args: argparse.Namespace) -> int:
             if not prog.console.is_terminal:  # logs: one line per rollout
                 print(f"{done}/{total} steps, mean episode reward {mean:.2f}", flush=True)
 
-        meta = train(cfg, args.out, command=cmd, on_progress=on)
-    size = args.out.stat().st_size
-    print(
-        f"wrote {args.out} ({size / 1024:.0f} KiB): {meta['total_timesteps']} steps in "
-        f"{meta['train_seconds']:.0f} s wall ({meta['train_cpu_seconds']:.0f} s CPU), "
-        f"seed {meta['seed']}"
-    )
-    return 0
+        return train(cfg, out, command=cmd, on_progress=on)
+
+
+def _train_selected(cfg: Any, out: Path, cmd: str) -> dict[str, Any]:
+    """``select.candidates`` seeds, one bar each; a line per validated candidate."""
+    from .selection import Validation, train_selected
+
+    seeds = [cfg.seed + i for i in range(cfg.select.candidates)]
+    with _train_progress("training PPO seed {task.description}") as prog:
+        tasks = {
+            s: prog.add_task(str(s), total=cfg.total_timesteps, r="-", start=False) for s in seeds
+        }
+
+        def on(seed: int, done: int, total: int, mean: float) -> None:
+            prog.start_task(tasks[seed])  # the clock of a queued candidate starts with it
+            prog.update(tasks[seed], completed=min(done, total), r=f"{mean:.2f}")
+            if not prog.console.is_terminal:
+                print(
+                    f"seed {seed}: {done}/{total} steps, mean episode reward {mean:.2f}",
+                    flush=True,
+                )
+
+        def validated(v: Validation) -> None:
+            each = ", ".join(f"{n} {g:.1f}" for n, g in v.goodput_rps.items())
+            line = (
+                f"seed {v.seed}: validation goodput {v.score:.1f} req/s ({each}), "
+                f"{v.total_worker_seconds:.0f} worker-s, "
+                f"{v.total_reconfigurations:.0f} reconfigurations"
+            )
+            if prog.console.is_terminal:
+                prog.console.print(line)
+            else:  # logs: one unwrapped line
+                print(line, flush=True)
+
+        return train_selected(cfg, out, cmd, on_progress=on, on_validated=validated)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -192,6 +250,17 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{meta.get('host', {}).get('cpus')}-CPU host shared with other jobs; "
             f"seed {meta.get('seed')}"
         )
+        sel = meta.get("selection")
+        if sel:
+            scores = ", ".join(
+                f"seed {c['seed']} {c['score_goodput_rps']:.1f}" for c in sel["candidates"]
+            )
+            header["policy selection"] = (
+                f"seed {sel['chosen_seed']} kept of {len(sel['candidates'])} trained "
+                f"({sel['processes']} at a time) by summed validation goodput over "
+                f"{len(sel['scenario_files'])} scenarios x seeds {sel['validation_seeds']} "
+                f"({scores} req/s); training and selection took {sel['wall_seconds']:.0f} s wall"
+            )
         header["regenerate the policy"] = f"`{meta.get('command')}`"
     if len({text for _, text in starts}) == 1:
         start = starts[0][1]
@@ -259,6 +328,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, default=DEFAULT_POLICY_FILE)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--timesteps", type=int, default=None)
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="PPO seeds to train, keeping the best on validation (default: select.candidates "
+        "of the config; 1 = just --seed)",
+    )
     p.set_defaults(func=_with_argv(_train, "train"))
 
     p = subparsers.add_parser(

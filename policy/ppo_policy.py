@@ -90,26 +90,44 @@ def save_policy_file(path: Path, net: Any, metadata: dict[str, Any]) -> Path:
     """Write ``net``'s weights and ``metadata`` (layout fields filled in here) to ``path``."""
     import torch
 
-    meta = dict(metadata)
-    meta.update(
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "observation_layout": list(OBS_LAYOUT),
-            "feature_constants": FEATURE_CONSTANTS,
-            "action_layout": ACTION_LAYOUT,
-            "action_nvec": list(ACTION_NVEC),
-        }
-    )
+    meta = {**metadata, **_layout()}
     buf = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     torch.save(state, buf)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, meta, buf.getvalue())
+    return path
+
+
+def copy_policy_file(src: Path, dst: Path, metadata: dict[str, Any]) -> Path:
+    """Write ``src``'s weights to ``dst`` with ``metadata`` in place of its metadata (layout
+    fields filled in as by :func:`save_policy_file`); ``src`` is checked to be ours first."""
+    read_metadata(src)
+    with zipfile.ZipFile(src) as z:
+        weights = z.read(WEIGHTS_MEMBER)
+    meta = {**metadata, **_layout()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _write(dst, meta, weights)
+    return dst
+
+
+def _layout() -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "observation_layout": list(OBS_LAYOUT),
+        "feature_constants": FEATURE_CONSTANTS,
+        "action_layout": ACTION_LAYOUT,
+        "action_nvec": list(ACTION_NVEC),
+    }
+
+
+def _write(path: Path, meta: dict[str, Any], weights: bytes) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr(META_MEMBER, json.dumps(meta, indent=2, sort_keys=True, default=str))
-        z.writestr(WEIGHTS_MEMBER, buf.getvalue())
-    return path
+        z.writestr(WEIGHTS_MEMBER, weights)
 
 
 def _expect(ok: bool, path: Path, message: str) -> None:

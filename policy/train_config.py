@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .defaults import TUNING_SEEDS
 from .reward import RewardWeights
 
 DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train.yaml"
@@ -98,6 +99,39 @@ class PPOConfig:
 
 
 @dataclass(frozen=True)
+class SelectConfig:
+    """Seed selection (:mod:`policy.selection`): train ``candidates`` PPO seeds (``seed``,
+    ``seed + 1``, ...) and keep the one that does best on validation runs."""
+
+    #: PPO seeds to train; 1 = train ``seed`` alone and skip validation.
+    candidates: int = 1
+    #: Validation scenarios (absolute, or relative to the working directory or the repo).
+    scenario_files: tuple[str, ...] = ()
+    #: Simulation seeds of the validation runs: best-static's tuning seeds by default.
+    seeds: tuple[int, ...] = TUNING_SEEDS
+    #: Candidates trained at once (one process each); 0 = one per CPU.
+    processes: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.candidates, int) and self.candidates >= 1):
+            raise ValueError(f"select.candidates must be an integer >= 1, got {self.candidates!r}")
+        if not (
+            isinstance(self.scenario_files, tuple)
+            and all(isinstance(f, str) for f in self.scenario_files)
+        ):
+            raise ValueError(
+                f"select.scenario_files must be a list of paths, got {self.scenario_files!r}"
+            )
+        if self.candidates > 1 and not self.scenario_files:
+            raise ValueError("select.candidates > 1 needs select.scenario_files to validate on")
+        seeds_ok = isinstance(self.seeds, tuple) and bool(self.seeds)
+        if not seeds_ok or not all(isinstance(s, int) and s >= 0 for s in self.seeds):
+            raise ValueError(f"select.seeds must be integers >= 0, got {self.seeds!r}")
+        if not (isinstance(self.processes, int) and self.processes >= 0):
+            raise ValueError(f"select.processes must be an integer >= 0, got {self.processes!r}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     total_timesteps: int = 200_000
@@ -105,6 +139,7 @@ class TrainConfig:
     reward: RewardWeights = field(default_factory=RewardWeights)
     randomise: RandomiseConfig = field(default_factory=RandomiseConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,6 +160,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         "reward": RewardWeights,
         "randomise": RandomiseConfig,
         "ppo": PPOConfig,
+        "select": SelectConfig,
     }
     kwargs = {}
     for k, v in data.items():
