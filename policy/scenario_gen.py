@@ -159,13 +159,11 @@ def random_scenario(
     n = int(rng.integers(cfg.models[0], cfg.models[1] + 1))
     cores = int(rng.integers(cfg.cores[0], cfg.cores[1] + 1))
     models, workload = [], []
-    max_ws = []
     for i in range(n):
         model = _model(rng, cfg, f"m{i}")
         models.append(model)
         max_w, max_batch = model["max_workers"], model["max_batch"]
         alpha, beta = model["profile"]["alpha_ms"], model["profile"]["beta_ms"]
-        max_ws.append(max_w)
         b = max(1, max_batch // 2)
         share = max(1.0, min(max_w, cores / n))
         capacity = share * b / ((alpha * b + beta) / 1000.0)
@@ -173,7 +171,7 @@ def random_scenario(
         kind = str(rng.choice(cfg.kinds))
         w = _workload(rng, kind, max(rate, 1.0), cfg, duration_s)
         workload.append({"model": model["name"], **w})
-    budget = int(rng.integers(n, sum(max_ws) + 1))
+    budget = int(rng.integers(n, sum(m["max_workers"] for m in models) + 1))
     return scenario_from_dict(
         {
             "name": name,
