@@ -93,6 +93,14 @@ def _check(kind: str, name: str, value: Any, *, positive: bool = False) -> float
     return v
 
 
+def _check_offset(kind: str, value: Any, period_s: float) -> float:
+    """A periodic workload's ``offset_s``: a number in ``[0, period_s)``."""
+    offset = _check(kind, "offset_s", value)
+    if offset >= period_s:
+        raise ValueError(f"{kind}.offset_s must be < period_s ({period_s}), got {offset}")
+    return offset
+
+
 def _set(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
 
@@ -218,10 +226,7 @@ class Bursty(Workload):
                 f"{k}.spike_s must be <= period_s ({self.period_s}), got {self.spike_s}"
             )
         offset = 0.5 * self.period_s if self.offset_s is None else self.offset_s
-        offset = _check(k, "offset_s", offset)
-        if offset >= self.period_s:
-            raise ValueError(f"{k}.offset_s must be < period_s ({self.period_s}), got {offset}")
-        _set(self, "offset_s", offset)
+        _set(self, "offset_s", _check_offset(k, offset, self.period_s))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         phase = np.mod(np.asarray(t, dtype=np.float64) - self.offset_s, self.period_s)
@@ -258,15 +263,11 @@ class Diurnal(Workload):
         _set(self, "min_rate", _check(k, "min_rate", self.min_rate))
         _set(self, "max_rate", _check(k, "max_rate", self.max_rate))
         _set(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
-        _set(self, "offset_s", _check(k, "offset_s", self.offset_s))
         if self.max_rate < self.min_rate:
             raise ValueError(
                 f"{k}.max_rate must be >= min_rate ({self.min_rate}), got {self.max_rate}"
             )
-        if self.offset_s >= self.period_s:
-            raise ValueError(
-                f"{k}.offset_s must be < period_s ({self.period_s}), got {self.offset_s}"
-            )
+        _set(self, "offset_s", _check_offset(k, self.offset_s, self.period_s))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         x = np.asarray(t, dtype=np.float64) - self.offset_s
