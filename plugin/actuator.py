@@ -11,34 +11,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
+from tsadapt.policy.loop import ApplyResult
 from tsadapt.policy.types import Action, ModelSettings
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ApplyResult:
-    """What happened to one model's action."""
-
-    model: str
-    changes: dict[str, int]
-    ok: bool
-    attempts: int
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 class Actuator:
-    """Applies :class:`Action` s; ``retries`` extra attempts with exponential backoff."""
+    """Applies :class:`Action` s; ``retries`` extra attempts with exponential backoff.
+
+    The real server's half of :class:`tsadapt.policy.loop.Backend` (with the observer).
+    """
 
     def __init__(
         self,
@@ -92,7 +80,7 @@ class Actuator:
         return ApplyResult(action.model, changes, False, self.retries + 1, error)
 
     def apply(
-        self, actions: tuple[Action, ...], current: dict[str, ModelSettings]
+        self, actions: tuple[Action, ...], current: Mapping[str, ModelSettings]
     ) -> tuple[ApplyResult, ...]:
         """Apply every action against the observed ``current`` settings."""
         results = []

@@ -1,4 +1,4 @@
-"""The control loop: every tick observe -> decide -> guard -> act -> record.
+"""The sidecar: the one control step (:mod:`tsadapt.policy.loop`) against the real server.
 
 Fail-safe by construction: the sidecar only ever *changes* TorchServe's settings, so if it dies
 the server keeps serving with the last ones. On start it adopts the live settings; when the
@@ -14,24 +14,41 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tsadapt.client import TorchServeClient
-from tsadapt.plugin.actuator import Actuator, ApplyResult, restore_actions
+from tsadapt.plugin.actuator import Actuator, restore_actions
 from tsadapt.plugin.decision_log import DecisionLog
 from tsadapt.plugin.exporter import MetricsExporter
 from tsadapt.plugin.observer import Observer
 from tsadapt.policy.controller_config import ConfigError, ControllerConfig
-from tsadapt.policy.guards import GuardState, guard
-from tsadapt.policy.types import ModelSettings, Observation, Policy, PolicyState, settings_of
+from tsadapt.policy.loop import ApplyResult, LoopState, control_step, settings_after
+from tsadapt.policy.types import Action, ModelSettings, Observation, Policy, settings_of
 
 logger = logging.getLogger(__name__)
 
 #: Returns a client and the Prometheus metrics URL of the server to control (re-called to
 #: reconnect, so a server restarted on new ports is found again).
 Connect = Callable[[], tuple[TorchServeClient, str]]
+
+
+@dataclass(frozen=True)
+class ServerBackend:
+    """The real server as the loop's backend: the observer reads it, the actuator changes it."""
+
+    observer: Observer
+    actuator: Actuator
+
+    def observe(self) -> Observation:
+        return self.observer.observe()
+
+    def apply(
+        self, actions: tuple[Action, ...], current: Mapping[str, ModelSettings]
+    ) -> tuple[ApplyResult, ...]:
+        return self.actuator.apply(actions, current)
 
 
 class Sidecar:
@@ -52,8 +69,7 @@ class Sidecar:
         self.clock = clock
         self.log = DecisionLog(decision_log)
         self.exporter = MetricsExporter(metrics_port)
-        self.policy_state = PolicyState()
-        self.guard_state = GuardState()
+        self.state = LoopState()
         self.desired: dict[str, ModelSettings] = {}
         self.tick_count = 0
         self._stop = threading.Event()
@@ -61,8 +77,6 @@ class Sidecar:
         self._actuator: Actuator | None = None
         self._lost = False
         self._restarts_seen = 0
-        #: ``static`` is the no-control baseline: it must change nothing, emergencies included.
-        self.emergencies = policy.name != "static"
 
     # --- connection -------------------------------------------------------------------
     def _reconnect(self) -> None:
@@ -152,16 +166,12 @@ class Sidecar:
         return record
 
     def _control(self, observation: Observation) -> dict[str, Any]:
-        assert self._actuator is not None
-        current = settings_of(observation)
-        proposed, self.policy_state = self.policy.decide(observation, self.policy_state)
-        guarded = guard(
-            proposed, observation, self.config, self.guard_state, emergencies=self.emergencies
-        )
-        results = self._actuator.apply(guarded.actions, current)
-        self.guard_state = guarded.state
-        self.desired = self._after(current, results)
-        for o in guarded.overrides:
+        assert self._observer is not None and self._actuator is not None
+        backend = ServerBackend(self._observer, self._actuator)
+        step = control_step(backend, self.policy, self.config, self.state, observation)
+        self.state = step.state
+        self.desired = step.settings
+        for o in step.guarded.overrides:
             logger.info(
                 "override %s %s: %s -> %s (%s: %s)",
                 o.model,
@@ -174,11 +184,11 @@ class Sidecar:
         return {
             "event": "tick",
             "observation": observation,
-            "proposed": proposed,
-            "actions": guarded.actions,
-            "overrides": guarded.overrides,
-            "emergencies": guarded.emergencies,
-            "applied": results,
+            "proposed": step.proposed,
+            "actions": step.guarded.actions,
+            "overrides": step.guarded.overrides,
+            "emergencies": step.guarded.emergencies,
+            "applied": step.applied,
             "settings": self.desired,
         }
 
@@ -191,7 +201,7 @@ class Sidecar:
         actions = restore_actions(self.desired, live)
         results = self._actuator.apply(actions, live)
         logger.warning("reconnected to the server; re-applied %d change(s)", len(results))
-        self.desired = self._after(live, results)
+        self.desired = settings_after(live, results)
         return {
             "event": "reapply",
             "observation": observation,
@@ -199,17 +209,6 @@ class Sidecar:
             "applied": results,
             "settings": self.desired,
         }
-
-    @staticmethod
-    def _after(
-        current: dict[str, ModelSettings], results: tuple[ApplyResult, ...]
-    ) -> dict[str, ModelSettings]:
-        """Settings after the successful changes in ``results``."""
-        out = dict(current)
-        for r in results:
-            if r.ok:
-                out[r.model] = ModelSettings(**{**out[r.model].as_dict(), **r.changes})
-        return out
 
     # --- the loop ---------------------------------------------------------------------
     def run(self, max_ticks: int | None = None) -> int:

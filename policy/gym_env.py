@@ -7,8 +7,8 @@ Design (shared policy across models). Each episode draws a scenario (randomised,
    :class:`Action`; the other models get the actions of a *background* rule policy drawn
    per episode (``queue``, ``aimd`` or ``static``), so the focus model shares cores and the
    worker budget with live, changing neighbours;
-2. all actions pass through :func:`guards.guard` - the same guards as ``tsadapt control``
-   and ``tsadapt simulate`` - and are applied to the simulator;
+2. all actions pass through the one control step (:func:`loop.control_step`: the same
+   guards as ``tsadapt control`` and ``tsadapt simulate``) and are applied to the simulator;
 3. the simulator runs one tick; the reward is Eq. 2 (:mod:`policy.reward`) of the focus
    model over that tick, whose R_SLO counts the whole host's requests in proportion
    ``reward.team`` (:func:`reward.r_slo_team`), so that a worker of a shared budget held
@@ -27,6 +27,7 @@ Episodes end by truncation after ``episode_ticks`` ticks (there is no terminal s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +37,32 @@ from gymnasium import spaces
 
 from .agent_view import ACTION_NVEC, NOOP_ACTION, OBS_LAYOUT, agent_features, decode_action
 from .controller_config import ControllerConfig
-from .guards import GuardState, guard
+from .loop import LoopState, control_step
 from .reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
 from .rules import make_policy
 from .scenario import Scenario, load_scenario
 from .scenario_gen import random_scenario
-from .sim_control import (
-    SimControlConfig,
-    WindowObserver,
-    apply_actions,
-    controller_config_for,
-    observer_for,
-)
-from .simulator import ModelConfig, Simulator
+from .sim_control import SimBackend, SimControlConfig, controller_config_for, observer_for
+from .simulator import ModelConfig
 from .train_config import TrainConfig
-from .types import Observation, PolicyState
+from .types import Action, Decision, Observation, Policy, PolicyState
+
+
+@dataclass(frozen=True)
+class FocusPolicy:
+    """The agent's action for the focus model, a background rule's for the others."""
+
+    background: Policy
+    focus: str
+    action: Action | None
+    name: str = "agent"
+
+    def decide(self, observation: Observation, state: PolicyState) -> Decision:
+        actions, state = self.background.decide(observation, state)
+        proposals = [x for x in actions if x.model != self.focus]
+        if self.action is not None:
+            proposals.append(self.action)
+        return tuple(proposals), state
 
 
 class AdaptEnv(gym.Env):
@@ -73,8 +85,7 @@ class AdaptEnv(gym.Env):
         self.scenario: Scenario | None = None
         self.controller: ControllerConfig | None = None
         self.focus = ""
-        self._sim: Simulator | None = None
-        self._obs: WindowObserver | None = None
+        self._backend: SimBackend | None = None
         self._observation: Observation | None = None
         self._tick = 0
 
@@ -113,10 +124,9 @@ class AdaptEnv(gym.Env):
         self.focus = str(sc.model_names[int(rng.integers(len(sc.model_names)))])
         bg = self.config.env.background
         self._background = make_policy(bg[int(rng.integers(len(bg)))], cfg)
-        self._bg_state = PolicyState()
-        self._gstate = GuardState()
-        self._sim = sc.simulator(self._initial(sc, cfg), int(rng.integers(2**31)))
-        self._obs = observer_for(sc, self.sim_config)
+        self._state = LoopState()
+        sim = sc.simulator(self._initial(sc, cfg), int(rng.integers(2**31)))
+        self._backend = SimBackend(sim, observer_for(sc, self.sim_config))
         self._tick = 0
         self._advance()
         return self._features(), self._info(0)
@@ -125,9 +135,8 @@ class AdaptEnv(gym.Env):
 
     def _advance(self) -> dict:
         self._tick += 1
-        stats = self._sim.run_until(self._tick * self.sim_config.tick_s)
-        self._obs.add(stats)
-        self._observation = self._obs.observation(self._tick * self.sim_config.tick_s)
+        stats = self._backend.advance(self._tick * self.sim_config.tick_s)
+        self._observation = self._backend.observe()
         return stats
 
     def _features(self) -> np.ndarray:
@@ -150,16 +159,15 @@ class AdaptEnv(gym.Env):
         obs, cfg = self._observation, self.controller
         lim = cfg.limits(self.focus)
         focus_m = obs.model(self.focus)
-        bg_actions, self._bg_state = self._background.decide(obs, self._bg_state)
-        proposals = [x for x in bg_actions if x.model != self.focus]
-        if tuple(a) != NOOP_ACTION:
-            proposals.append(decode_action(a, focus_m, lim, self.config.env.delay_step_ms))
-        res = guard(tuple(proposals), obs, cfg, self._gstate)
-        self._gstate = res.state
-        apply_actions(self._sim, res.actions)
-        changed = sum(
-            len(x.changes(focus_m.settings)) for x in res.actions if x.model == self.focus
+        own = (
+            None
+            if tuple(a) == NOOP_ACTION
+            else decode_action(a, focus_m, lim, self.config.env.delay_step_ms)
         )
+        policy = FocusPolicy(self._background, self.focus, own)
+        step = control_step(self._backend, policy, cfg, self._state, obs)
+        self._state = step.state
+        changed = sum(len(x.changes) for x in step.applied if x.model == self.focus)
         stats = self._advance()
         good = {
             x.name: int(np.count_nonzero(stats[x.name].latencies_ms <= x.slo_ms))

@@ -2,9 +2,10 @@
 
 Every ``tick_s`` the simulator runs one interval; the per-model :class:`IntervalStats` of
 the last ``window_s`` become the very dataclasses the real sidecar builds
-(:class:`~tsadapt.policy.types.Observation`); the policy decides; :func:`guards.guard`
-clamps and vetoes exactly as in ``tsadapt control``; the surviving actions are applied
-with ``Simulator.set_config`` (effective at once, like the plugin's live setters).
+(:class:`~tsadapt.policy.types.Observation`); then the one control step
+(:func:`tsadapt.policy.loop.control_step`) decides, guards exactly as in ``tsadapt control``
+and applies the surviving actions with ``Simulator.set_config`` (effective at once, like the
+plugin's live setters), through :class:`SimBackend`.
 
 A *reconfiguration* is one applied :class:`Action` (one model changed at one tick,
 whatever number of its settings changed).
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .controller_config import DEFAULT_COOLDOWN_S, ControllerConfig, ModelLimits
-from .guards import GuardState, guard
+from .loop import ApplyResult, LoopState, control_step
 from .metrics import ModelResult, pool, summarize
 from .scenario import Scenario
 from .simulator import IntervalStats, LatencyModel, ModelConfig, Simulator
@@ -31,11 +32,11 @@ from .types import (
     ModelSettings,
     Observation,
     Policy,
-    PolicyState,
 )
 
 __all__ = [
     "ControlResult",
+    "SimBackend",
     "SimControlConfig",
     "WindowObserver",
     "controller_config_for",
@@ -232,6 +233,31 @@ def apply_actions(sim: Simulator, actions: Sequence[Action]) -> None:
         )
 
 
+class SimBackend:
+    """The simulator as the loop's backend; :meth:`advance` runs it up to a tick."""
+
+    def __init__(self, sim: Simulator, observer: WindowObserver) -> None:
+        self.sim = sim
+        self.observer = observer
+        self.time_s = 0.0
+
+    def advance(self, t: float) -> dict[str, IntervalStats]:
+        """Run the simulator to ``t`` and add the interval to the observation window."""
+        stats = self.sim.run_until(t)
+        self.observer.add(stats)
+        self.time_s = t
+        return stats
+
+    def observe(self) -> Observation:
+        return self.observer.observation(self.time_s)
+
+    def apply(
+        self, actions: tuple[Action, ...], current: Mapping[str, ModelSettings]
+    ) -> tuple[ApplyResult, ...]:
+        apply_actions(self.sim, actions)
+        return tuple(ApplyResult(a.model, a.changes(current[a.model])) for a in actions)
+
+
 @dataclass(frozen=True)
 class ControlResult:
     """One closed-loop run: pooled and per-model metrics, reconfigurations, overrides."""
@@ -299,8 +325,7 @@ def run_controlled(
     seed = scenario.seed if seed is None else seed
     init = dict(initial or initial_configs(scenario, config))
     scenario.check_config(init)
-    sim = scenario.simulator(init, seed)
-    obs = observer_for(scenario, sim_config)
+    backend = SimBackend(scenario.simulator(init, seed), observer_for(scenario, sim_config))
     names = scenario.model_names
     lats: dict[str, list[np.ndarray]] = {n: [] for n in names}
     tot = {
@@ -309,7 +334,7 @@ def run_controlled(
     }
     reconf = dict.fromkeys(names, 0)
     overrides = 0
-    pstate, gstate = PolicyState(), GuardState()
+    state = LoopState()
 
     def account(stats: Mapping[str, IntervalStats], main: bool) -> None:
         for n in names:
@@ -328,22 +353,17 @@ def run_controlled(
     n_ticks = int(math.ceil(scenario.duration_s / sim_config.tick_s - 1e-9))
     for k in range(1, n_ticks + 1):
         t = min(k * sim_config.tick_s, scenario.duration_s)
-        stats = sim.run_until(t)
-        account(stats, True)
-        obs.add(stats)
+        account(backend.advance(t), True)
         if t >= scenario.duration_s:
             break
-        observation = obs.observation(t)
-        actions, pstate = policy.decide(observation, pstate)
-        res = guard(actions, observation, config, gstate)
-        gstate = res.state
-        overrides += len(res.overrides)
-        apply_actions(sim, res.actions)
-        for a in res.actions:
+        step = control_step(backend, policy, config, state)
+        state = step.state
+        overrides += len(step.guarded.overrides)
+        for a in step.applied:
             reconf[a.model] += 1
         if on_tick is not None:
             on_tick(t)
-    account(sim.run_until(math.inf), False)
+    account(backend.sim.run_until(math.inf), False)
     per: dict[str, ModelResult] = {}
     all_lats = []
     for m in scenario.models:
