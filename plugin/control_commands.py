@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_control(args: argparse.Namespace) -> int:
     from tsadapt.plugin.sidecar import Sidecar
     from tsadapt.policy.controller_config import load
-    from tsadapt.policy.rules import make_policy
+    from tsadapt.policy.factory import make_policy
     from tsadapt.server import RunningServer
 
     config = load(args.config, policy=args.policy, tick_s=args.tick_s)
@@ -70,12 +70,7 @@ def run_control(args: argparse.Namespace) -> int:
         return server.client(timeout_s=30.0), server.metrics_url
 
     log_path = args.decision_log or workdir / "controller" / "decisions.jsonl"
-    if config.policy == "ppo":
-        from tsadapt.policy.ppo_policy import SHIPPED_POLICY, make_ppo_policy
-
-        policy = make_ppo_policy(args.policy_file or SHIPPED_POLICY, config)
-    else:
-        policy = make_policy(config.policy, config)
+    policy = make_policy(config.policy, config, args.policy_file)
     sidecar = Sidecar(
         config,
         policy,

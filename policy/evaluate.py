@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from .defaults import TUNING_SEEDS
-from .ppo_policy import make_ppo_policy
-from .rules import make_policy
+from .factory import make_policy
 from .scenario import ModelEntry, Scenario, run_static
 from .sim_control import SimControlConfig, controller_config_for, run_controlled
 from .simulator import ModelConfig
@@ -202,7 +201,7 @@ def run_policy(
         cfgs = dict(static_configs) if static_configs is not None else best_static(scenario)
         return _static_result(scenario, cfgs, seed)
     config = controller_config_for(scenario, sim_config)
-    pol = make_ppo_policy(policy_file, config) if policy == "ppo" else make_policy(policy, config)
+    pol = make_policy(policy, config, policy_file)
     return run_controlled(scenario, pol, config, seed, sim_config, initial).as_dict()
 
 

@@ -37,9 +37,9 @@ from gymnasium import spaces
 
 from .agent_view import ACTION_NVEC, NOOP_ACTION, OBS_LAYOUT, agent_features, decode_action
 from .controller_config import ControllerConfig
+from .factory import make_policy
 from .loop import LoopState, control_step
 from .reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
-from .rules import make_policy
 from .scenario import Scenario, load_scenario
 from .scenario_gen import random_scenario
 from .sim_control import SimBackend, SimControlConfig, controller_config_for, observer_for

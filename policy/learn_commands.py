@@ -314,7 +314,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--scenario", type=Path, required=True, help="scenario YAML")
     p.add_argument("--policy", choices=POLICIES, required=True)
-    p.add_argument("--policy-file", type=Path, default=None, help="policy file for --policy ppo")
+    p.add_argument(
+        "--policy-file",
+        type=Path,
+        default=None,
+        help="policy file for --policy ppo (default: the shipped policy)",
+    )
     p.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_with_argv(_simulate, "simulate"))

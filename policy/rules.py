@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from tsadapt.policy.controller_config import (
     AimdParams,
-    ControllerConfig,
     ModelLimits,
     QueueParams,
 )
@@ -167,14 +166,3 @@ class QueuePolicy:
             if action is not None:
                 actions.append(action)
         return tuple(actions), state.next(memory)
-
-
-def make_policy(name: str, config: ControllerConfig) -> StaticPolicy | AimdPolicy | QueuePolicy:
-    """The named policy, parameterised from ``config``."""
-    if name == "static":
-        return StaticPolicy()
-    if name == "aimd":
-        return AimdPolicy(config.models, config.aimd)
-    if name == "queue":
-        return QueuePolicy(config.models, config.queue)
-    raise ValueError(f"policy: unknown {name!r}; known: static, aimd, queue")

@@ -9,8 +9,9 @@ import pytest
 from controller_helpers import IDLE, config, limits, model_obs, observation
 
 from tsadapt.policy.controller_config import AimdParams, QueueParams
+from tsadapt.policy.factory import make_policy
 from tsadapt.policy.features import FEATURE_NAMES, normalise, normalise_all
-from tsadapt.policy.rules import AimdPolicy, QueuePolicy, StaticPolicy, make_policy
+from tsadapt.policy.rules import AimdPolicy, QueuePolicy, StaticPolicy
 from tsadapt.policy.types import Action, ModelSettings, Policy, PolicyState
 
 AIMD = AimdPolicy((limits(),), AimdParams(additive_step=2, decrease_factor=0.5))

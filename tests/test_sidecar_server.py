@@ -31,7 +31,7 @@ from tsadapt.plugin.adapt_client import AdaptClient
 from tsadapt.plugin.decision_log import read_log
 from tsadapt.plugin.sidecar import Sidecar
 from tsadapt.policy.controller_config import ControllerConfig, from_dict
-from tsadapt.policy.rules import make_policy
+from tsadapt.policy.factory import make_policy
 from tsadapt.server import RunningServer, ServerConfig, start, stop
 
 pytestmark = pytest.mark.server

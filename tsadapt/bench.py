@@ -136,14 +136,9 @@ def controller_unavailable(name: str, config: Path) -> str | None:
         return f"controller not available: no controller config {config}"
     try:
         from tsadapt.policy.controller_config import load
-        from tsadapt.policy.rules import make_policy
+        from tsadapt.policy.factory import make_policy
 
-        if name == "ppo":
-            from tsadapt.policy.ppo_policy import SHIPPED_POLICY, make_ppo_policy
-
-            make_ppo_policy(SHIPPED_POLICY, load(config, policy=name))
-        else:
-            make_policy(name, load(config, policy=name))
+        make_policy(name, load(config, policy=name))
     except (ImportError, ValueError, TypeError) as exc:
         return f"controller not available: {exc}"
     return None
