@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .simulator import DeviceSpec, LatencyModel, ModelConfig, ModelSpec, Simulator
+from .simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
+from .types import ModelSettings
 from .workloads import Poisson
 
 #: Bench setup: latency(b) = ALPHA_MS * b + BETA_MS, WORKERS workers at LOAD of capacity.
@@ -50,7 +51,7 @@ def bench(batch_size: int, requests: int = DEFAULT_REQUESTS, seed: int = 0) -> B
         "bench",
         LatencyModel(ALPHA_MS, BETA_MS),
         queue_size=100_000,
-        initial=ModelConfig(batch_size, 50.0, WORKERS),
+        initial=ModelSettings(batch_size, 50.0, WORKERS),
     )
     t0 = time.perf_counter()
     sim = Simulator([spec], {"bench": arr}, [DeviceSpec("cpu", WORKERS)], seed=seed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 JOB_QUEUE_SIZE = 100
 #: TorchServe ``Model`` constructor defaults (``batchSize = 1``, ``maxBatchDelay = 100``).
 BATCH_SIZE = 1
-MAX_BATCH_DELAY_MS = 100.0
+MAX_BATCH_DELAY_MS = 100
 #: Seconds from a scale-up call until a new worker serves (process start + model load).
 #: About 1 s for the small CPU demo models; calibrate per model (``load_delay_s``).
 LOAD_DELAY_S = 1.0

@@ -29,7 +29,7 @@ from .defaults import TUNING_SEEDS
 from .factory import make_policy
 from .scenario import ModelEntry, Scenario, run_static
 from .sim_control import SimControlConfig, controller_config_for, run_controlled
-from .simulator import ModelConfig
+from .types import ModelSettings
 
 POLICIES = ("best-static", "static", "aimd", "queue", "ppo")
 METRICS = (
@@ -51,7 +51,7 @@ MAX_START_ALLOCATIONS = 64
 
 
 def _static_result(
-    scenario: Scenario, configs: Mapping[str, ModelConfig], seed: int, policy: str = "best-static"
+    scenario: Scenario, configs: Mapping[str, ModelSettings], seed: int, policy: str = "best-static"
 ) -> dict[str, Any]:
     r = run_static(scenario, configs, seed)
 
@@ -82,11 +82,11 @@ def _static_result(
     return out
 
 
-def static_candidates(model: ModelEntry) -> list[ModelConfig]:
+def static_candidates(model: ModelEntry) -> list[ModelSettings]:
     """Every fixed (batch, delay, workers) the search tries for one scenario model."""
     batches = sorted({b for b in STATIC_BATCHES if b <= model.max_batch} | {model.max_batch})
     workers = range(max(1, model.min_workers), model.max_workers + 1)
-    return [ModelConfig(b, float(d), w) for b in batches for d in STATIC_DELAYS_MS for w in workers]
+    return [ModelSettings(b, d, w) for b in batches for d in STATIC_DELAYS_MS for w in workers]
 
 
 def worker_allocations(scenario: Scenario) -> list[dict[str, int]]:
@@ -118,7 +118,7 @@ def best_static(
     scenario: Scenario,
     seeds: Sequence[int] = TUNING_SEEDS,
     on_step: Callable[[int], None] | None = None,
-) -> dict[str, ModelConfig]:
+) -> dict[str, ModelSettings]:
     """Coordinate search over (batch, delay, workers), one model at a time, within the budget.
 
     A configuration scores its mean goodput and mean worker-seconds over ``seeds`` and
@@ -131,11 +131,11 @@ def best_static(
     ``on_step(n)`` reports ``n`` more of the :func:`static_search_size` runs done
     (over-budget and cached candidates, and the passes or search an early end skips, count).
     """
-    cache: dict[tuple[tuple[str, ModelConfig], ...], tuple[float, float]] = {}
+    cache: dict[tuple[tuple[str, ModelSettings], ...], tuple[float, float]] = {}
     candidates = {m.name: static_candidates(m) for m in scenario.models}
     per_pass = sum(len(c) for c in candidates.values()) * len(seeds)
 
-    def score(cfgs: Mapping[str, ModelConfig]) -> tuple[float, float]:
+    def score(cfgs: Mapping[str, ModelSettings]) -> tuple[float, float]:
         key = tuple(sorted(cfgs.items()))
         if key not in cache:
             runs = [run_static(scenario, cfgs, s).overall for s in seeds]
@@ -149,12 +149,12 @@ def best_static(
         if on_step is not None and n > 0:
             on_step(n)
 
-    def start(workers: Mapping[str, int]) -> dict[str, ModelConfig]:
+    def start(workers: Mapping[str, int]) -> dict[str, ModelSettings]:
         return {
-            m.name: ModelConfig(min(8, m.max_batch), 10.0, workers[m.name]) for m in scenario.models
+            m.name: ModelSettings(min(8, m.max_batch), 10, workers[m.name]) for m in scenario.models
         }
 
-    def search(cur: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+    def search(cur: dict[str, ModelSettings]) -> dict[str, ModelSettings]:
         best_g, best_w = score(cur)
         for done in range(1, STATIC_PASSES + 1):
             changed = False
@@ -192,8 +192,8 @@ def run_policy(
     seed: int,
     policy_file: Path | None = None,
     sim_config: SimControlConfig | None = None,
-    static_configs: Mapping[str, ModelConfig] | None = None,
-    initial: Mapping[str, ModelConfig] | None = None,
+    static_configs: Mapping[str, ModelSettings] | None = None,
+    initial: Mapping[str, ModelSettings] | None = None,
 ) -> dict[str, Any]:
     """One run as the ``tsadapt simulate --json`` object (adaptive runs start at ``initial``,
     default :func:`sim_control.initial_configs`)."""
@@ -272,7 +272,7 @@ def _fmt(s: Summary, metric: str) -> str:
 START_BATCH1 = "batch 1, 10 ms delay, `min_workers` workers"
 
 
-def describe_start(configs: Mapping[str, ModelConfig] | None) -> str:
+def describe_start(configs: Mapping[str, ModelSettings] | None) -> str:
     """Where the adaptive runs start, in words, for the report."""
     if configs is None:
         return START_BATCH1

@@ -50,7 +50,7 @@ from .scenario import (
     run_static,
     with_batch_overhead,
 )
-from .simulator import ModelConfig
+from .types import ModelSettings
 
 __all__ = [
     "ATTAINMENT_POINTS",
@@ -362,7 +362,7 @@ def wait_for_quiet(
 # --------------------------------------------------------------------------- both sides
 
 
-def static_configs(scenario: Scenario) -> dict[str, ModelConfig]:
+def static_configs(scenario: Scenario) -> dict[str, ModelSettings]:
     """The configuration the real server runs under ``static``: the demo models'
     registration defaults (batch size, delay, ``min_workers`` workers)."""
     from tsadapt.handlers.catalog import DEMO_MODELS
@@ -372,7 +372,7 @@ def static_configs(scenario: Scenario) -> dict[str, ModelConfig]:
         if m.name not in DEMO_MODELS:
             raise ValueError(f"scenario {scenario.name!r}: {m.name!r} is not a demo model")
         d = DEMO_MODELS[m.name]
-        out[m.name] = ModelConfig(d.batch_size, float(d.max_batch_delay_ms), max(1, d.min_workers))
+        out[m.name] = ModelSettings(d.batch_size, d.max_batch_delay_ms, max(1, d.min_workers))
     return out
 
 
@@ -388,7 +388,7 @@ class ScenarioRun:
     path: str
     duration_s: float
     seed: int
-    configs: Mapping[str, ModelConfig]
+    configs: Mapping[str, ModelSettings]
     rows: tuple[Row, ...]
     status: str = "ok"  # or the real run's status ("failed", ...)
     reason: str = ""

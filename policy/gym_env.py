@@ -43,9 +43,8 @@ from .reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
 from .scenario import Scenario, load_scenario
 from .scenario_gen import random_scenario
 from .sim_control import SimBackend, SimControlConfig, controller_config_for, observer_for
-from .simulator import ModelConfig
 from .train_config import TrainConfig
-from .types import Action, Decision, Observation, Policy, PolicyState
+from .types import Action, Decision, ModelSettings, Observation, Policy, PolicyState
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ class AdaptEnv(gym.Env):
             return self._files[int(rng.integers(len(self._files)))]
         return random_scenario(rng, self.config.randomise, duration)
 
-    def _initial(self, sc: Scenario, cfg: ControllerConfig) -> dict[str, ModelConfig]:
+    def _initial(self, sc: Scenario, cfg: ControllerConfig) -> dict[str, ModelSettings]:
         """Random start within the limits and the budget (so the agent sees varied states)."""
         rng = self.np_random
         out, used = {}, sum(lim.min_workers for lim in cfg.models)
@@ -106,9 +105,9 @@ class AdaptEnv(gym.Env):
             extra = int(rng.integers(0, lim.max_workers - lim.min_workers + 1))
             extra = min(extra, cfg.worker_budget - used)
             used += extra
-            out[lim.name] = ModelConfig(
+            out[lim.name] = ModelSettings(
                 int(rng.integers(1, lim.max_batch + 1)),
-                float(rng.integers(0, lim.max_delay_ms + 1)),
+                int(rng.integers(0, lim.max_delay_ms + 1)),
                 lim.min_workers + extra,
             )
         return out

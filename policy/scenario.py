@@ -58,7 +58,8 @@ from .defaults import (
     WORKER_THREADS,
 )
 from .metrics import ModelResult, pool, summarize
-from .simulator import DeviceSpec, LatencyModel, ModelConfig, ModelSpec, Simulator
+from .simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
+from .types import ModelSettings
 from .workloads import Mix, Workload, workload_from_dict
 
 __all__ = [
@@ -94,7 +95,7 @@ class ModelEntry:
     batch_overhead_ms: float = 0.0  # already inside ``latency`` (kept for reports)
     host_cpu_ms: float = 0.0  # CPU per request outside the workers (simulator docs)
 
-    def spec(self, config: ModelConfig) -> ModelSpec:
+    def spec(self, config: ModelSettings) -> ModelSpec:
         """The simulator's :class:`ModelSpec` starting from ``config``."""
         return ModelSpec(
             name=self.name,
@@ -150,12 +151,12 @@ class Scenario:
             return None
         return parts[0] if len(parts) == 1 else Mix(parts)
 
-    def default_config(self, model: str) -> ModelConfig:
+    def default_config(self, model: str) -> ModelSettings:
         """TorchServe's defaults (batch 1, 100 ms) with ``min_workers`` (>= 1) workers."""
         m = self.model(model)
-        return ModelConfig(1, MAX_BATCH_DELAY_MS, max(1, m.min_workers))
+        return ModelSettings(1, MAX_BATCH_DELAY_MS, max(1, m.min_workers))
 
-    def check_config(self, configs: Mapping[str, ModelConfig]) -> None:
+    def check_config(self, configs: Mapping[str, ModelSettings]) -> None:
         """ValueError unless every model has a config within its limits and the budget."""
         missing = [n for n in self.model_names if n not in configs]
         if missing:
@@ -182,7 +183,7 @@ class Scenario:
             )
 
     def simulator(
-        self, configs: Mapping[str, ModelConfig], seed: int | None = None, replication: int = 0
+        self, configs: Mapping[str, ModelSettings], seed: int | None = None, replication: int = 0
     ) -> Simulator:
         """A fresh simulator of this scenario, workers of ``configs`` ready at t = 0
         (``replication``: see :meth:`Simulator.from_workloads`)."""
@@ -201,7 +202,7 @@ class SimResult:
     scenario: str
     seed: int
     duration_s: float
-    configs: Mapping[str, ModelConfig]
+    configs: Mapping[str, ModelSettings]
     per_model: Mapping[str, ModelResult]
     overall: ModelResult
     latencies_ms: Mapping[str, np.ndarray] = field(default_factory=dict)  # answered requests
@@ -484,20 +485,20 @@ def load_scenario(path: str | Path) -> Scenario:
 # --------------------------------------------------------------------------- running
 
 
-def _as_config(name: str, c: ModelConfig | Mapping[str, Any]) -> ModelConfig:
-    if isinstance(c, ModelConfig):
+def _as_config(name: str, c: ModelSettings | Mapping[str, Any]) -> ModelSettings:
+    if isinstance(c, ModelSettings):
         return c
     c = _mapping(f"config[{name}]", c)
     _no_extra(f"config[{name}]", c, {"batch_size", "max_batch_delay_ms", "workers"})
     try:
-        return ModelConfig(**c)
+        return ModelSettings(**c)
     except ValueError as exc:
         raise ValueError(f"config[{name}]: {exc}") from None
 
 
 def run_static(
     scenario: Scenario,
-    config_per_model: Mapping[str, ModelConfig | Mapping[str, Any]],
+    config_per_model: Mapping[str, ModelSettings | Mapping[str, Any]],
     seed: int | None = None,
     replication: int = 0,
 ) -> SimResult:

@@ -24,7 +24,7 @@ from .controller_config import DEFAULT_COOLDOWN_S, ControllerConfig, ModelLimits
 from .loop import ApplyResult, LoopState, control_step
 from .metrics import ModelResult, pool, summarize
 from .scenario import Scenario
-from .simulator import IntervalStats, LatencyModel, ModelConfig, Simulator
+from .simulator import IntervalStats, LatencyModel, Simulator
 from .types import (
     Action,
     HostObservation,
@@ -111,7 +111,7 @@ def controller_config_for(
     )
 
 
-def registration_configs(scenario: Scenario) -> dict[str, ModelConfig] | None:
+def registration_configs(scenario: Scenario) -> dict[str, ModelSettings] | None:
     """The demo models' registration defaults (``handlers/catalog.py``: batch size, delay,
     ``min_workers``), where a real server starts before any controller acts; None when a
     model of the scenario is not a demo model."""
@@ -120,27 +120,23 @@ def registration_configs(scenario: Scenario) -> dict[str, ModelConfig] | None:
     if any(m.name not in DEMO_MODELS for m in scenario.models):
         return None
     return {
-        m.name: ModelConfig(
+        m.name: ModelSettings(
             DEMO_MODELS[m.name].batch_size,
-            float(DEMO_MODELS[m.name].max_batch_delay_ms),
+            DEMO_MODELS[m.name].max_batch_delay_ms,
             max(1, DEMO_MODELS[m.name].min_workers),
         )
         for m in scenario.models
     }
 
 
-def initial_configs(scenario: Scenario, config: ControllerConfig) -> dict[str, ModelConfig]:
+def initial_configs(scenario: Scenario, config: ControllerConfig) -> dict[str, ModelSettings]:
     """Where every adaptive run starts: batch 1, a short delay, the minimum workers."""
     return {
-        lim.name: ModelConfig(
-            INITIAL_BATCH, float(min(INITIAL_DELAY_MS, lim.max_delay_ms)), lim.min_workers
+        lim.name: ModelSettings(
+            INITIAL_BATCH, min(INITIAL_DELAY_MS, lim.max_delay_ms), lim.min_workers
         )
         for lim in config.models
     }
-
-
-def _settings(c: ModelConfig) -> ModelSettings:
-    return ModelSettings(int(c.batch_size), int(round(c.max_batch_delay_ms)), int(c.workers))
 
 
 @dataclass
@@ -180,7 +176,7 @@ class WindowObserver:
         return ModelObservation(
             name=name,
             slo_ms=slo,
-            settings=_settings(last.config),
+            settings=last.config,
             arrival_rate_rps=sum(s.arrivals for s in h) / span,
             completion_rate_rps=sum(s.completed for s in h) / span,
             queue_depth=int(last.queue_depth),
@@ -226,9 +222,7 @@ def apply_actions(sim: Simulator, actions: Sequence[Action]) -> None:
         sim.set_config(
             a.model,
             batch_size=a.batch_size,
-            max_batch_delay_ms=(
-                None if a.max_batch_delay_ms is None else float(a.max_batch_delay_ms)
-            ),
+            max_batch_delay_ms=a.max_batch_delay_ms,
             workers=a.workers,
         )
 
@@ -313,7 +307,7 @@ def run_controlled(
     config: ControllerConfig,
     seed: int | None = None,
     sim_config: SimControlConfig | None = None,
-    initial: Mapping[str, ModelConfig] | None = None,
+    initial: Mapping[str, ModelSettings] | None = None,
     on_tick: Callable[[float], None] | None = None,
 ) -> ControlResult:
     """Run ``scenario`` with ``policy`` behind the guards; every request is accounted for.

@@ -77,22 +77,20 @@ from pathlib import Path
 import numpy as np
 
 from .defaults import (
-    BATCH_SIZE,
     DEFAULT_DEVICE,
     HOST_LOAD_BIN_S,
     JOB_QUEUE_SIZE,
     LOAD_DELAY_S,
-    MAX_BATCH_DELAY_MS,
     MAX_BATCH_LIMIT,
     WORKER_THREADS,
     ZERO_DELAY_BATCH_CAP,
 )
+from .types import ModelSettings
 
 __all__ = [
     "DeviceSpec",
     "IntervalStats",
     "LatencyModel",
-    "ModelConfig",
     "ModelSpec",
     "Simulator",
 ]
@@ -186,23 +184,9 @@ class DeviceSpec:
             raise ValueError(f"device {self.name!r}: capacity must be > 0")
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    """The knobs a policy turns between intervals."""
-
-    batch_size: int = BATCH_SIZE
-    max_batch_delay_ms: float = MAX_BATCH_DELAY_MS
-    workers: int = 1
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.batch_size, int | np.integer) and 1 <= self.batch_size):
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if self.batch_size > MAX_BATCH_LIMIT:
-            raise ValueError(f"batch_size must be <= {MAX_BATCH_LIMIT}, got {self.batch_size}")
-        if not self.max_batch_delay_ms >= 0:
-            raise ValueError(f"max_batch_delay_ms must be >= 0, got {self.max_batch_delay_ms!r}")
-        if not (isinstance(self.workers, int | np.integer) and self.workers >= 0):
-            raise ValueError(f"workers must be an integer >= 0, got {self.workers!r}")
+def _check_batch_limit(batch_size: int) -> None:
+    if batch_size > MAX_BATCH_LIMIT:
+        raise ValueError(f"batch_size must be <= {MAX_BATCH_LIMIT}, got {batch_size}")
 
 
 @dataclass(frozen=True)
@@ -216,7 +200,7 @@ class ModelSpec:
     queue_size: int = JOB_QUEUE_SIZE
     load_delay_s: float = LOAD_DELAY_S
     exec_cv: float = 0.0
-    initial: ModelConfig = field(default_factory=ModelConfig)
+    initial: ModelSettings = field(default_factory=ModelSettings)
     overhead_ms: float = 0.0
     overhead_quantiles_ms: tuple[float, ...] | None = None
     #: CPU time (ms) each arriving request costs the device outside the workers (client,
@@ -224,6 +208,7 @@ class ModelSpec:
     host_cpu_ms: float = 0.0
 
     def __post_init__(self) -> None:
+        _check_batch_limit(self.initial.batch_size)
         if not (self.host_cpu_ms >= 0 and math.isfinite(self.host_cpu_ms)):
             raise ValueError(f"model {self.name!r}: host_cpu_ms must be >= 0 and finite")
         if self.threads < 1:
@@ -278,7 +263,7 @@ class IntervalStats:
     queue_depth: int
     forming: int
     oldest_wait_s: float
-    config: ModelConfig
+    config: ModelSettings
     ready_workers: int
 
     @property
@@ -350,7 +335,7 @@ class _Model:
         "spec", "name", "idx", "dev", "threads", "lat_s", "cap", "load_delay", "overhead_s",
         "ovh_q", "ovh_buf", "ovh_i",
         "arr", "arr_l", "n_arr", "next_idx", "qbuf", "head", "tail", "front",
-        "B", "delay_s", "workers", "idle", "next_wid",
+        "B", "delay_ms", "delay_s", "workers", "idle", "next_wid",
         "holder", "d_snap", "f_front", "f_s", "f_e", "f_i0", "f_i1", "f_t1",
         "f_deadline", "f_t2", "token",
         "rejected", "failed", "completed", "lat_chunks", "done_t", "done_s", "done_e",
@@ -359,6 +344,9 @@ class _Model:
         "prev",
         "jitter", "noise", "noise_i",
     )  # fmt: skip
+
+    def settings(self) -> ModelSettings:
+        return ModelSettings(self.B, self.delay_ms, len(self.workers))
 
 
 def _batch_cap(m: _Model) -> int:
@@ -437,7 +425,8 @@ class Simulator:
         m.head = m.tail = 0
         m.front = []
         m.B = int(spec.initial.batch_size)
-        m.delay_s = spec.initial.max_batch_delay_ms / 1000.0
+        m.delay_ms = spec.initial.max_batch_delay_ms
+        m.delay_s = m.delay_ms / 1000.0
         m.workers, m.idle, m.next_wid = [], deque(), 0
         m.holder = None
         m.d_snap = m.delay_s
@@ -477,9 +466,9 @@ class Simulator:
     def model_names(self) -> list[str]:
         return [m.name for m in self._order]
 
-    def config(self, model: str) -> ModelConfig:
+    def config(self, model: str) -> ModelSettings:
         m = self._model(model)
-        return ModelConfig(m.B, m.delay_s * 1000.0, len(m.workers))
+        return m.settings()
 
     def ready_workers(self, model: str) -> int:
         return sum(1 for w in self._model(model).workers if w.state != _LOADING)
@@ -493,20 +482,22 @@ class Simulator:
         model: str,
         *,
         batch_size: int | None = None,
-        max_batch_delay_ms: float | None = None,
+        max_batch_delay_ms: int | None = None,
         workers: int | None = None,
     ) -> None:
         """Change a model's knobs at the current time (see module docstring)."""
         m = self._model(model)
-        cur = ModelConfig(m.B, m.delay_s * 1000.0, len(m.workers))
-        new = ModelConfig(
+        cur = m.settings()
+        new = ModelSettings(
             cur.batch_size if batch_size is None else batch_size,
             cur.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms,
             cur.workers if workers is None else workers,
         )
+        _check_batch_limit(new.batch_size)
         t = self.now
         self._admit(m, t)
-        m.delay_s = new.max_batch_delay_ms / 1000.0
+        m.delay_ms = new.max_batch_delay_ms
+        m.delay_s = m.delay_ms / 1000.0
         b_changed = new.batch_size != m.B
         m.B = int(new.batch_size)
         requeued = False
@@ -878,7 +869,7 @@ class Simulator:
             queue_depth=len(m.front) + m.tail - m.head,
             forming=forming,
             oldest_wait_s=oldest if math.isfinite(oldest) else 0.0,
-            config=ModelConfig(m.B, m.delay_s * 1000.0, len(m.workers)),
+            config=m.settings(),
             ready_workers=sum(1 for w in m.workers if w.state != _LOADING),
         )
         m.prev = {

@@ -10,19 +10,42 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from numbers import Integral, Real
 from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
+
+from tsadapt.policy.defaults import BATCH_SIZE, MAX_BATCH_DELAY_MS
 
 SETTING_FIELDS = ("batch_size", "max_batch_delay_ms", "workers")
 
 
+def _whole(name: str, value: object, low: int) -> int:
+    """``value`` as an int >= ``low``; a float is accepted only when it is whole (20.0)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(value, Integral) and not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if not value >= low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class ModelSettings:
-    """The configuration a model is served with (what the actuator applies)."""
+    """How a model is served: the one settings type of the controller, the simulator, the
+    sidecar and the real server (the plugin takes whole milliseconds, so the delay is one).
 
-    batch_size: int
-    max_batch_delay_ms: int
-    workers: int
+    Other representations (the plugin's wire format, a simulator's internal seconds) are
+    built from it at the edge that needs them.
+    """
+
+    batch_size: int = BATCH_SIZE
+    max_batch_delay_ms: int = MAX_BATCH_DELAY_MS
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        for name, low in (("batch_size", 1), ("max_batch_delay_ms", 0), ("workers", 0)):
+            object.__setattr__(self, name, _whole(name, getattr(self, name), low))
 
     def as_dict(self) -> dict[str, int]:
         return {f: getattr(self, f) for f in SETTING_FIELDS}

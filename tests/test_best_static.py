@@ -20,7 +20,7 @@ from tsadapt.policy.evaluate import (
     worker_allocations,
 )
 from tsadapt.policy.scenario import Scenario, run_static, scenario_from_dict
-from tsadapt.policy.simulator import ModelConfig
+from tsadapt.policy.types import ModelSettings
 
 
 def models_on_host(rates: dict[str, float], cores: int, budget: int) -> Scenario:
@@ -49,7 +49,7 @@ def two_models(rate_a: float, rate_b: float, budget: int = 3) -> Scenario:
     return models_on_host({"a": rate_a, "b": rate_b}, cores=4, budget=budget)
 
 
-def mean_goodput(scenario: Scenario, configs: dict[str, ModelConfig]) -> float:
+def mean_goodput(scenario: Scenario, configs: dict[str, ModelSettings]) -> float:
     return float(
         np.mean([run_static(scenario, configs, s).overall.goodput_rps for s in TUNING_SEEDS])
     )

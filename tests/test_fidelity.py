@@ -14,7 +14,7 @@ import pytest
 from tsadapt.policy import fidelity as F
 from tsadapt.policy.metrics import summarize
 from tsadapt.policy.scenario import run_static, scenario_from_dict
-from tsadapt.policy.simulator import ModelConfig
+from tsadapt.policy.types import ModelSettings
 
 NAN = math.nan
 
@@ -88,7 +88,7 @@ def test_compare_rows_per_model_then_overall_and_scenario_verdict() -> None:
 def _run(name: str, rows: list[F.Row], status: str = "ok") -> F.ScenarioRun:
     return F.ScenarioRun(
         name, f"loadtests/scenarios/{name}.yaml", 60.0, 3,
-        {"image": ModelConfig(8, 20.0, 1)}, tuple(rows), status,
+        {"image": ModelSettings(8, 20.0, 1)}, tuple(rows), status,
         "" if status == "ok" else "boom", "runs/x", F.CpuLoad(70.0, 2, 1.1, 0.9), 75.0, True, 4.0,
     )  # fmt: skip
 
@@ -311,7 +311,7 @@ def test_static_configs_are_the_registration_defaults() -> None:
     d = json.loads(json.dumps(SMALL))
     cfg = F.static_configs(scenario_from_dict(d))
     t = DEMO_MODELS["text"]
-    assert cfg == {"text": ModelConfig(t.batch_size, float(t.max_batch_delay_ms), 1)}
+    assert cfg == {"text": ModelSettings(t.batch_size, float(t.max_batch_delay_ms), 1)}
     d["models"][0]["name"] = d["workload"][0]["model"] = "nope"
     with pytest.raises(ValueError, match="not a demo model"):
         F.static_configs(scenario_from_dict(d))

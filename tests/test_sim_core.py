@@ -8,10 +8,10 @@ import pytest
 from tsadapt.policy.simulator import (
     DeviceSpec,
     LatencyModel,
-    ModelConfig,
     ModelSpec,
     Simulator,
 )
+from tsadapt.policy.types import ModelSettings
 from tsadapt.policy.workloads import Poisson
 
 PER_REQ_10MS = LatencyModel(alpha_ms=10.0, beta_ms=0.0)
@@ -36,7 +36,7 @@ def make(
         queue_size=queue_size,
         load_delay_s=load_delay_s,
         exec_cv=exec_cv,
-        initial=ModelConfig(batch, delay_ms, workers),
+        initial=ModelSettings(batch, delay_ms, workers),
     )
     return Simulator([spec], {"m": np.asarray(arrivals, dtype=float)}, devices, seed=seed)
 
@@ -132,8 +132,8 @@ def test_parallel_workers_and_device_contention(capacity, expected):
 
 
 def test_contention_is_shared_across_models_on_a_device():
-    a = ModelSpec("a", LatencyModel(0, 100), initial=ModelConfig(1, 0, 1))
-    b = ModelSpec("b", LatencyModel(0, 100), initial=ModelConfig(1, 0, 1))
+    a = ModelSpec("a", LatencyModel(0, 100), initial=ModelSettings(1, 0, 1))
+    b = ModelSpec("b", LatencyModel(0, 100), initial=ModelSettings(1, 0, 1))
     sim = Simulator([a, b], {"a": np.array([0.0]), "b": np.array([0.05])}, [DeviceSpec("cpu", 1)])
     s = sim.run_until(10)
     assert s["a"].latencies_ms[0] == pytest.approx(100)
@@ -287,7 +287,9 @@ def test_latency_table_interpolates(tmp_path):
     ("kwargs", "message"),
     [
         (dict(batch_size=0), "batch_size must be an integer >= 1"),
-        (dict(max_batch_delay_ms=-1), "max_batch_delay_ms must be >= 0"),
+        (dict(max_batch_delay_ms=-1), "max_batch_delay_ms must be an integer >= 0"),
+        (dict(max_batch_delay_ms=2.5), "max_batch_delay_ms must be a whole number"),
+        (dict(batch_size=2000), "batch_size must be <= 1024"),
         (dict(workers=-1), "workers must be an integer >= 0"),
     ],
 )

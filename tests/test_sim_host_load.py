@@ -8,11 +8,11 @@ import pytest
 from tsadapt.policy.simulator import (
     DeviceSpec,
     LatencyModel,
-    ModelConfig,
     ModelSpec,
     Simulator,
     host_load,
 )
+from tsadapt.policy.types import ModelSettings
 
 TEN_MS = LatencyModel(alpha_ms=0.0, beta_ms=10.0)
 #: ten requests in second 0 (every 0.1 s), one in second 2
@@ -28,7 +28,7 @@ def test_host_load_is_cpu_per_second_bin() -> None:
 
 def _latencies(host_cpu_ms: float, cores: float) -> np.ndarray:
     spec = ModelSpec(
-        "m", TEN_MS, device="cpu", initial=ModelConfig(1, 1.0, 1), host_cpu_ms=host_cpu_ms
+        "m", TEN_MS, device="cpu", initial=ModelSettings(1, 1.0, 1), host_cpu_ms=host_cpu_ms
     )
     sim = Simulator([spec], {"m": ARRIVALS}, [DeviceSpec("cpu", cores)], seed=0)
     return sim.run_until(100.0)["m"].latencies_ms

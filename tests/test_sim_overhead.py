@@ -12,14 +12,15 @@ import pytest
 
 from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.policy.scenario import json_profile, load_scenario, scenario_from_dict
-from tsadapt.policy.simulator import LatencyModel, ModelConfig, ModelSpec, Simulator
+from tsadapt.policy.simulator import LatencyModel, ModelSpec, Simulator
+from tsadapt.policy.types import ModelSettings
 
 REPO = Path(__file__).resolve().parents[1]
 PER_REQ_10MS = LatencyModel(alpha_ms=10.0, beta_ms=0.0)
 
 
 def run(arrivals, **spec_kw) -> tuple[np.ndarray, Simulator]:
-    spec = ModelSpec("m", PER_REQ_10MS, initial=ModelConfig(1, 100.0, 1), **spec_kw)
+    spec = ModelSpec("m", PER_REQ_10MS, initial=ModelSettings(1, 100.0, 1), **spec_kw)
     sim = Simulator([spec], {"m": np.asarray(arrivals, dtype=float)}, seed=3)
     return sim.run_until(100.0)["m"].latencies_ms, sim
 
@@ -146,7 +147,7 @@ def test_calibration_file_fills_what_the_model_does_not_set(tmp_path: Path) -> N
     m = scenario_from_dict(d, tmp_path).model("image")
     assert m.overhead_quantiles_ms == (1.0, 2.0, 9.0) and m.exec_cv == 0.4
     assert m.batch_overhead_ms == 2.0 and m.latency.beta_ms == 7.0
-    assert m.spec(ModelConfig()).overhead_quantiles_ms == (1.0, 2.0, 9.0)
+    assert m.spec(ModelSettings()).overhead_quantiles_ms == (1.0, 2.0, 9.0)
     # the model's own overhead replaces the calibrated one (both kinds), the rest stays
     d["models"][0]["overhead_ms"] = 4.0
     m = scenario_from_dict(d, tmp_path).model("image")

@@ -20,7 +20,7 @@ from tsadapt.policy.scenario import (
     run_static,
     scenario_from_dict,
 )
-from tsadapt.policy.simulator import ModelConfig
+from tsadapt.policy.types import ModelSettings
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "configs" / "scenarios"
 
@@ -51,7 +51,7 @@ CFG = {
 def test_example_scenarios_load_and_run(name):
     sc = load_scenario(SCENARIOS / f"{name}.yaml")
     assert sc.model_names == ["image", "text", "tabular"]
-    cfg = {m: ModelConfig(8, 20, 2 if m != "tabular" else 1) for m in sc.model_names}
+    cfg = {m: ModelSettings(8, 20, 2 if m != "tabular" else 1) for m in sc.model_names}
     r = run_static(sc, cfg)
     for res in [*r.per_model.values(), r.overall]:
         assert 0.0 <= res.slo_attainment <= 1.0
