@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-#: Policies the sidecar can run (``ppo`` joins when the learned policy lands).
+#: Policies the sidecar can run (built by :func:`tsadapt.policy.factory.make_policy`).
 POLICY_NAMES = ("static", "aimd", "queue", "ppo")
 DEFAULT_TICK_S = 1.0
 DEFAULT_WINDOW_S = 5.0

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.controller_config import POLICY_NAMES, ControllerConfig
 from tsadapt.policy.rules import AimdPolicy, QueuePolicy, StaticPolicy
 from tsadapt.policy.types import Policy
-
-#: Every policy the controller can run, in the order the reports list them.
-POLICY_NAMES = ("static", "aimd", "queue", "ppo")
-#: The rule policies (pure Python, no learned weights).
-RULE_NAMES = POLICY_NAMES[:3]
 
 
 def make_policy(name: str, config: ControllerConfig, policy_file: Path | None = None) -> Policy:
