@@ -38,11 +38,16 @@ from typing import Any
 
 from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
+from tsadapt.packrat_cpu.placement import (
+    Placement,
+    PlacementError,
+    core_sets,
+    usable_cores,
+    write_placement,
+)
+from tsadapt.packrat_cpu.planner import Plan, PlanError, plan_uniform
+from tsadapt.packrat_cpu.profile_table import ProfileTable
 from tsadapt.plugin.adapt_client import AdaptClient
-
-from .placement import Placement, PlacementError, core_sets, usable_cores, write_placement
-from .planner import Plan, PlanError, plan_uniform
-from .profile_table import ProfileTable
 
 
 class PlanFileError(ValueError):

@@ -31,11 +31,10 @@ import numpy as np
 from tsadapt.client import TorchServeClient
 from tsadapt.handlers.catalog import demo_model
 from tsadapt.loadgen import timed_post
+from tsadapt.packrat_cpu.apply import ServingConfig, apply_config, uniform_config
+from tsadapt.packrat_cpu.profile_table import ProfileTable
+from tsadapt.packrat_cpu.switch import SwitchRun, run_switches
 from tsadapt.plugin.adapt_client import AdaptClient
-
-from .apply import ServingConfig, apply_config, uniform_config
-from .profile_table import ProfileTable
-from .switch import SwitchRun, run_switches
 
 DEFAULT_BATCHES = (2, 4, 8, 16, 32)
 DEFAULT_ROUNDS = 30

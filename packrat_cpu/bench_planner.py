@@ -13,8 +13,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .planner import plan
-from .profile_table import ProfileTable, bundled_profiles, load_profile, resolve_profile
+from tsadapt.packrat_cpu.planner import plan
+from tsadapt.packrat_cpu.profile_table import (
+    ProfileTable,
+    bundled_profiles,
+    load_profile,
+    resolve_profile,
+)
 
 SYNTH_THREADS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 SYNTH_BATCHES: tuple[int, ...] = tuple(2**k for k in range(11))  # 1..1024

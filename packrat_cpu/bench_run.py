@@ -6,11 +6,16 @@ import argparse
 from pathlib import Path
 
 from tsadapt.handlers.catalog import DEMO_MODELS
-
-from .apply import ServingConfig, uniform_config
-from .bench import BenchReport, bench_batches, host_facts, switch_run, write_report
-from .placement import PLACEMENT_SUBDIR, usable_cores
-from .profile_table import ProfileTable, load_profile
+from tsadapt.packrat_cpu.apply import ServingConfig, uniform_config
+from tsadapt.packrat_cpu.bench import (
+    BenchReport,
+    bench_batches,
+    host_facts,
+    switch_run,
+    write_report,
+)
+from tsadapt.packrat_cpu.placement import PLACEMENT_SUBDIR, usable_cores
+from tsadapt.packrat_cpu.profile_table import ProfileTable, load_profile
 
 #: Quick profile when none is given: Packrat's warm-up, fewer timed repetitions.
 QUICK_PROFILE_REPS = 30
@@ -21,7 +26,7 @@ class BenchInputError(ValueError):
 
 
 def _batches(text: str) -> tuple[int, ...]:
-    from .profiler import ProfilerConfigError, parse_ints, positive_ints
+    from tsadapt.packrat_cpu.profiler import ProfilerConfigError, parse_ints, positive_ints
 
     try:
         return positive_ints(parse_ints(text, "batches"), "batches")
@@ -33,7 +38,7 @@ def _profile(args: argparse.Namespace, cores: tuple[int, ...], batches: tuple[in
     """The profile to plan with: ``--profile``, else measured now on these cores."""
     if args.profile:
         return Path(args.profile)
-    from . import profiler as prof
+    from tsadapt.packrat_cpu import profiler as prof
 
     sizes = sorted({1 << k for k in range(max(batches).bit_length())} | set(batches))
     config = prof.ProfilerConfig(

@@ -16,9 +16,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from . import bench_planner
-from .planner import Plan, PlanError, plan, plan_uniform
-from .profile_table import bundled_profiles, load_profile, resolve_profile
+from tsadapt.packrat_cpu import bench_planner
+from tsadapt.packrat_cpu.planner import Plan, PlanError, plan, plan_uniform
+from tsadapt.packrat_cpu.profile_table import bundled_profiles, load_profile, resolve_profile
 
 EXIT_OK = 0
 EXIT_INFEASIBLE = 1
@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
     )
     pr.set_defaults(func=cmd_profile)
 
-    from . import live_commands
+    from tsadapt.packrat_cpu import live_commands
 
     live_commands.register(sub)
 
@@ -163,7 +163,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from . import profiler as prof
+    from tsadapt.packrat_cpu import profiler as prof
 
     try:
         config = prof.ProfilerConfig(

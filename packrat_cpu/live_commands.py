@@ -83,7 +83,7 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _parse_config(text: str) -> Any:
-    from .apply import PlanFileError, ServingConfig
+    from tsadapt.packrat_cpu.apply import PlanFileError, ServingConfig
 
     parts = text.lower().split("x")
     if len(parts) != 3:
@@ -96,7 +96,7 @@ def _parse_config(text: str) -> Any:
 
 
 def _cores(text: str | None) -> tuple[int, ...] | None:
-    from .profiler import ProfilerConfigError, parse_ints
+    from tsadapt.packrat_cpu.profiler import ProfilerConfigError, parse_ints
 
     if text is None:
         return None
@@ -107,10 +107,9 @@ def _cores(text: str | None) -> tuple[int, ...] | None:
 
 
 def _connect(workdir: str) -> tuple[Any, Any, Path]:
+    from tsadapt.packrat_cpu.placement import PLACEMENT_SUBDIR
     from tsadapt.plugin.adapt_client import AdaptClient
     from tsadapt.server import RunningServer
-
-    from .placement import PLACEMENT_SUBDIR
 
     server = RunningServer.load(Path(workdir))
     client = server.client(timeout_s=120)
@@ -120,11 +119,10 @@ def _connect(workdir: str) -> tuple[Any, Any, Path]:
 def cmd_apply(args: argparse.Namespace) -> int:
     """Handle ``packrat apply``."""
     from tsadapt.client import TorchServeError
+    from tsadapt.packrat_cpu.apply import PlanFileError, ServingConfig, apply_config
+    from tsadapt.packrat_cpu.placement import PlacementError
     from tsadapt.plugin.adapt_client import AdaptError
     from tsadapt.server import ServerError
-
-    from .apply import PlanFileError, ServingConfig, apply_config
-    from .placement import PlacementError
 
     flag = "--plan" if args.plan else "--config"
     try:
@@ -178,12 +176,11 @@ def cmd_control(args: argparse.Namespace) -> int:
     """Handle ``packrat control``: run the online loop until SIGINT/SIGTERM or --duration."""
     import logging
 
+    from tsadapt.packrat_cpu.estimator import EstimatorConfig
+    from tsadapt.packrat_cpu.online import OnlineConfig, OnlineReconfigurer
+    from tsadapt.packrat_cpu.placement import usable_cores
+    from tsadapt.packrat_cpu.profile_table import load_profile
     from tsadapt.server import ServerError
-
-    from .estimator import EstimatorConfig
-    from .online import OnlineConfig, OnlineReconfigurer
-    from .placement import usable_cores
-    from .profile_table import load_profile
 
     try:
         profile = load_profile(Path(args.profile))
@@ -225,7 +222,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Handle ``packrat bench``."""
-    from . import bench_run
+    from tsadapt.packrat_cpu import bench_run
 
     try:
         return bench_run.run(args, " ".join(["tsadapt", *map(shlex.quote, sys.argv[1:])]))

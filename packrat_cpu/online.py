@@ -24,12 +24,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from tsadapt.client import TorchServeClient
+from tsadapt.packrat_cpu.apply import ServingConfig, SwitchReport, apply_config, uniform_config
+from tsadapt.packrat_cpu.estimator import EstimatorConfig, EstimatorState, decide, observe
+from tsadapt.packrat_cpu.planner import PlanError
+from tsadapt.packrat_cpu.profile_table import ProfileTable
 from tsadapt.plugin.adapt_client import AdaptClient
-
-from .apply import ServingConfig, SwitchReport, apply_config, uniform_config
-from .estimator import EstimatorConfig, EstimatorState, decide, observe
-from .planner import PlanError
-from .profile_table import ProfileTable
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .profile_table import ProfileTable
+from tsadapt.packrat_cpu.profile_table import ProfileTable
 
 LATENCY_QUANTUM_MS: float = 1e-6
 """Latencies are compared as integer multiples of this (1 ns)."""

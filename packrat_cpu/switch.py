@@ -29,9 +29,8 @@ import numpy as np
 from tsadapt.client import TorchServeClient
 from tsadapt.handlers.catalog import demo_model
 from tsadapt.loadgen import open_loop
+from tsadapt.packrat_cpu.apply import ServingConfig, SwitchReport, apply_config
 from tsadapt.plugin.adapt_client import AdaptClient
-
-from .apply import ServingConfig, SwitchReport, apply_config
 
 WINDOW_S = 0.5
 #: A window is "disturbed" while its mean latency exceeds this multiple of the baseline mean.

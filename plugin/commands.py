@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .build import JAR_NAME, PluginBuildError, build_plugin
+from tsadapt.plugin.build import JAR_NAME, PluginBuildError, build_plugin
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def _publish(report_text: str, out: Path | None) -> int:
 
 
 def _cmd_bench_overhead(args: argparse.Namespace) -> int:
-    from .bench_overhead import OverheadConfig, report, run
+    from tsadapt.plugin.bench_overhead import OverheadConfig, report, run
 
     config = OverheadConfig(args.model, args.rate, args.round_s, args.rounds, args.seed)
     text = report(
@@ -40,7 +40,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_telemetry(args: argparse.Namespace) -> int:
-    from .telemetry_check import report, run
+    from tsadapt.plugin.telemetry_check import report, run
 
     agreement = run(args.duration, args.seed)
     text = report(agreement, ("tsadapt plugin check-telemetry " + " ".join(sys.argv[3:])).strip())

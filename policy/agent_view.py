@@ -23,9 +23,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .controller_config import ControllerConfig, ModelLimits
-from .features import FEATURE_NAMES, LATENCY_CLIP, QUEUE_SCALE, RATE_SCALE_RPS, normalise
-from .types import Action, ModelObservation, Observation
+from tsadapt.policy.controller_config import ControllerConfig, ModelLimits
+from tsadapt.policy.features import (
+    FEATURE_NAMES,
+    LATENCY_CLIP,
+    QUEUE_SCALE,
+    RATE_SCALE_RPS,
+    normalise,
+)
+from tsadapt.policy.types import Action, ModelObservation, Observation
 
 #: Global-context entries appended to each model's features.
 CONTEXT_NAMES = (

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
-from .types import ModelSettings
-from .workloads import Poisson
+from tsadapt.policy.simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
+from tsadapt.policy.types import ModelSettings
+from tsadapt.policy.workloads import Poisson
 
 #: Bench setup: latency(b) = ALPHA_MS * b + BETA_MS, WORKERS workers at LOAD of capacity.
 ALPHA_MS, BETA_MS, WORKERS, LOAD = 0.5, 2.0, 4, 0.85

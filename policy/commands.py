@@ -12,7 +12,7 @@ from tsadapt.bench_commands import positive_float
 
 
 def _sim_bench(args: argparse.Namespace) -> int:
-    from .bench_sim import run
+    from tsadapt.policy.bench_sim import run
 
     run(args.batch_sizes, args.requests)
     return 0
@@ -38,7 +38,7 @@ def _progress(every_s: float = 15.0):  # noqa: ANN202
 
 
 def _fidelity(args: argparse.Namespace) -> int:
-    from . import fidelity as F
+    from tsadapt.policy import fidelity as F
 
     command = _command_line()
     if args.action == "calibrate":
@@ -111,7 +111,7 @@ def _fidelity(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``sim-bench`` and ``fidelity`` to an ``argparse`` subparsers object."""
-    from .bench_sim import add_arguments
+    from tsadapt.policy.bench_sim import add_arguments
 
     p = subparsers.add_parser(
         "sim-bench",
@@ -121,7 +121,7 @@ def register(subparsers: Any) -> None:
     add_arguments(p)
     p.set_defaults(func=_sim_bench)
 
-    from .fidelity import (
+    from tsadapt.policy.fidelity import (
         CALIBRATION_FILE,
         DEFAULT_RUNS,
         DEFAULT_SCENARIOS,

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .defaults import TUNING_SEEDS
-from .factory import make_policy
-from .scenario import ModelEntry, Scenario, run_static
-from .sim_control import SimControlConfig, controller_config_for, run_controlled
-from .types import ModelSettings
+from tsadapt.policy.defaults import TUNING_SEEDS
+from tsadapt.policy.factory import make_policy
+from tsadapt.policy.scenario import ModelEntry, Scenario, run_static
+from tsadapt.policy.sim_control import SimControlConfig, controller_config_for, run_controlled
+from tsadapt.policy.types import ModelSettings
 
 POLICIES = ("best-static", "static", "aimd", "queue", "ppo")
 METRICS = (

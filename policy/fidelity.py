@@ -40,9 +40,8 @@ from typing import Any
 import numpy as np
 
 from tsadapt.markdown import table as markdown_table
-
-from .metrics import ModelResult
-from .scenario import (
+from tsadapt.policy.metrics import ModelResult
+from tsadapt.policy.scenario import (
     Scenario,
     SimResult,
     load_scenario,
@@ -50,7 +49,7 @@ from .scenario import (
     run_static,
     with_batch_overhead,
 )
-from .types import ModelSettings
+from tsadapt.policy.types import ModelSettings
 
 __all__ = [
     "ATTAINMENT_POINTS",

@@ -35,16 +35,27 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .agent_view import ACTION_NVEC, NOOP_ACTION, OBS_LAYOUT, agent_features, decode_action
-from .controller_config import ControllerConfig
-from .factory import make_policy
-from .loop import LoopState, control_step
-from .reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
-from .scenario import Scenario, load_scenario
-from .scenario_gen import random_scenario
-from .sim_control import SimBackend, SimControlConfig, controller_config_for, observer_for
-from .train_config import TrainConfig
-from .types import Action, Decision, ModelSettings, Observation, Policy, PolicyState
+from tsadapt.policy.agent_view import (
+    ACTION_NVEC,
+    NOOP_ACTION,
+    OBS_LAYOUT,
+    agent_features,
+    decode_action,
+)
+from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.factory import make_policy
+from tsadapt.policy.loop import LoopState, control_step
+from tsadapt.policy.reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
+from tsadapt.policy.scenario import Scenario, load_scenario
+from tsadapt.policy.scenario_gen import random_scenario
+from tsadapt.policy.sim_control import (
+    SimBackend,
+    SimControlConfig,
+    controller_config_for,
+    observer_for,
+)
+from tsadapt.policy.train_config import TrainConfig
+from tsadapt.policy.types import Action, Decision, ModelSettings, Observation, Policy, PolicyState
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,9 @@ def _err(msg: str) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .evaluate import run_policy
-    from .ppo_policy import PolicyFileError
-    from .scenario import load_scenario
+    from tsadapt.policy.evaluate import run_policy
+    from tsadapt.policy.ppo_policy import PolicyFileError
+    from tsadapt.policy.scenario import load_scenario
 
     try:
         scenario = load_scenario(args.scenario)
@@ -75,7 +75,7 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from .train_config import load_train_config
+    from tsadapt.policy.train_config import load_train_config
 
     try:
         cfg = load_train_config(args.config, seed=args.seed, total_timesteps=args.timesteps)
@@ -118,7 +118,7 @@ def _train_progress(label: str) -> Any:
 
 def _train_one(cfg: Any, out: Path, cmd: str) -> dict[str, Any]:
     """One PPO seed, progress bar per rollout."""
-    from .ppo_policy import train
+    from tsadapt.policy.ppo_policy import train
 
     with _train_progress("training PPO") as prog:
         task = prog.add_task("train", total=cfg.total_timesteps, r="-")
@@ -133,7 +133,7 @@ def _train_one(cfg: Any, out: Path, cmd: str) -> dict[str, Any]:
 
 def _train_selected(cfg: Any, out: Path, cmd: str) -> dict[str, Any]:
     """``select.candidates`` seeds, one bar each; a line per validated candidate."""
-    from .selection import Validation, train_selected
+    from tsadapt.policy.selection import Validation, train_selected
 
     seeds = [cfg.seed + i for i in range(cfg.select.candidates)]
     with _train_progress("training PPO seed {task.description}") as prog:
@@ -177,7 +177,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
-    from .evaluate import (
+    from tsadapt.policy.evaluate import (
         best_static,
         describe_start,
         dump_rows,
@@ -186,9 +186,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         static_search_size,
         write_markdown,
     )
-    from .ppo_policy import PolicyFileError, read_metadata
-    from .scenario import load_scenario
-    from .sim_control import registration_configs
+    from tsadapt.policy.ppo_policy import PolicyFileError, read_metadata
+    from tsadapt.policy.scenario import load_scenario
+    from tsadapt.policy.sim_control import registration_configs
 
     try:
         scenarios = [load_scenario(p) for p in args.scenarios]
@@ -275,7 +275,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from .profiler import ProfileError, run_profile
+    from tsadapt.policy.profiler import ProfileError, run_profile
 
     try:
         out = run_profile(args)
@@ -304,7 +304,7 @@ def _argv_after(name: str) -> list[str]:
 
 def register(subparsers: Any) -> None:
     """Add ``profile``, ``simulate``, ``train`` and ``evaluate`` (handler in ``func``)."""
-    from .evaluate import POLICIES
+    from tsadapt.policy.evaluate import POLICIES
 
     p = subparsers.add_parser(
         "simulate",

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .agent_view import (
+from tsadapt.policy.agent_view import (
     ACTION_LAYOUT,
     ACTION_NVEC,
     FEATURE_CONSTANTS,
@@ -40,9 +40,9 @@ from .agent_view import (
     all_agent_features,
     decode_action,
 )
-from .controller_config import ControllerConfig
-from .train_config import TrainConfig
-from .types import Decision, Observation, PolicyState
+from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.train_config import TrainConfig
+from tsadapt.policy.types import Decision, Observation, PolicyState
 
 FORMAT = "tsadapt-ppo-policy"
 FORMAT_VERSION = 1
@@ -303,7 +303,7 @@ def train(
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from .gym_env import AdaptEnv
+    from tsadapt.policy.gym_env import AdaptEnv
 
     torch.set_num_threads(1)
     p = config.ppo

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .defaults import (
+from tsadapt.policy.defaults import (
     DEFAULT_DEVICE,
     JOB_QUEUE_SIZE,
     LOAD_DELAY_S,
@@ -57,10 +57,10 @@ from .defaults import (
     MAX_BATCH_LIMIT,
     WORKER_THREADS,
 )
-from .metrics import ModelResult, pool, summarize
-from .simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
-from .types import ModelSettings
-from .workloads import Mix, Workload, workload_from_dict
+from tsadapt.policy.metrics import ModelResult, pool, summarize
+from tsadapt.policy.simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
+from tsadapt.policy.types import ModelSettings
+from tsadapt.policy.workloads import Mix, Workload, workload_from_dict
 
 __all__ = [
     "Budget",

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .scenario import Scenario, scenario_from_dict
-from .sim_control import slo_feasible_batch
-from .simulator import LatencyModel
-from .train_config import RandomiseConfig
+from tsadapt.policy.scenario import Scenario, scenario_from_dict
+from tsadapt.policy.sim_control import slo_feasible_batch
+from tsadapt.policy.simulator import LatencyModel
+from tsadapt.policy.train_config import RandomiseConfig
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:

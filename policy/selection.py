@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .train_config import TrainConfig
+from tsadapt.policy.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 #: Validation goodput differences (req/s, summed over scenarios) up to this are ties.
@@ -116,9 +116,9 @@ def resolve_scenario_file(path: str) -> Path:
 
 def validate(policy_file: Path, scenario_files: Sequence[str], seeds: Sequence[int]) -> dict:
     """Mean goodput, worker-seconds and reconfigurations per scenario of one policy file."""
-    from .evaluate import run_policy
-    from .scenario import load_scenario
-    from .sim_control import registration_configs
+    from tsadapt.policy.evaluate import run_policy
+    from tsadapt.policy.scenario import load_scenario
+    from tsadapt.policy.sim_control import registration_configs
 
     out: dict[str, dict[str, float]] = {"goodput": {}, "worker_s": {}, "reconf": {}}
     for path in scenario_files:
@@ -136,7 +136,7 @@ def _train_and_validate(
     config: TrainConfig, out: Path, command: str, progress: Any
 ) -> tuple[dict[str, Any], Validation]:
     """One candidate (runs in a worker process): train, then validate."""
-    from .ppo_policy import train
+    from tsadapt.policy.ppo_policy import train
 
     def on(done: int, total: int, mean: float) -> None:
         if progress is not None:
@@ -170,7 +170,7 @@ def train_selected(
     """Train ``select.candidates`` seeds, validate each, write the best to ``out``; return
     its metadata (with ``selection``: every candidate's scores, the chosen seed, the wall
     time of the whole selection)."""
-    from .ppo_policy import copy_policy_file
+    from tsadapt.policy.ppo_policy import copy_policy_file
 
     sel = config.select
     for path in sel.scenario_files:

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .controller_config import DEFAULT_COOLDOWN_S, ControllerConfig, ModelLimits
-from .loop import ApplyResult, LoopState, control_step
-from .metrics import ModelResult, pool, summarize
-from .scenario import Scenario
-from .simulator import IntervalStats, LatencyModel, Simulator
-from .types import (
+from tsadapt.policy.controller_config import DEFAULT_COOLDOWN_S, ControllerConfig, ModelLimits
+from tsadapt.policy.loop import ApplyResult, LoopState, control_step
+from tsadapt.policy.metrics import ModelResult, pool, summarize
+from tsadapt.policy.scenario import Scenario
+from tsadapt.policy.simulator import IntervalStats, LatencyModel, Simulator
+from tsadapt.policy.types import (
     Action,
     HostObservation,
     ModelObservation,

@@ -76,7 +76,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .defaults import (
+from tsadapt.policy.defaults import (
     DEFAULT_DEVICE,
     HOST_LOAD_BIN_S,
     JOB_QUEUE_SIZE,
@@ -85,7 +85,7 @@ from .defaults import (
     WORKER_THREADS,
     ZERO_DELAY_BATCH_CAP,
 )
-from .types import ModelSettings
+from tsadapt.policy.types import ModelSettings
 
 __all__ = [
     "DeviceSpec",

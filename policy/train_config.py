@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from .defaults import TUNING_SEEDS
-from .reward import RewardWeights
+from tsadapt.policy.defaults import TUNING_SEEDS
+from tsadapt.policy.reward import RewardWeights
 
 DEFAULT_TRAIN_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "train.yaml"
 BACKGROUND_POLICIES = ("static", "aimd", "queue")

@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .defaults import REPLAY_INTERVAL_S
+from tsadapt.policy.defaults import REPLAY_INTERVAL_S
 
 __all__ = [
     "Bursty",
