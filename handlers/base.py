@@ -9,7 +9,7 @@ size the worker was loaded with goes stale once the plugin changes it live.
 Each batch reports its actual size and handler time as model metrics (declared in
 ``configs/metrics.yaml``) and as a response header, so the controller can compute the
 batch fill rate. At the start of each batch the worker applies its Packrat placement
-(threads and pinned cores, ``packrat_cpu/placement.py``) if the reconfigurer changed it.
+(threads and pinned cores, ``handlers/placement.py``) if the reconfigurer changed it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tsadapt.constants import (  # noqa: F401 - re-exported: the handlers' wire 
     METRIC_BATCHES,
     METRIC_HANDLER_MS,
 )
-from tsadapt.packrat_cpu.placement import PLACEMENT_HEADER, WorkerPlacement
+from tsadapt.handlers.placement import PLACEMENT_HEADER, WorkerPlacement
 
 logger = logging.getLogger(__name__)
 

@@ -44,7 +44,8 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 
 from tsadapt import constants as C
-from tsadapt.bench_schedule import (
+from tsadapt.client import KeyFile
+from tsadapt.experiments.bench_schedule import (
     MAX_IN_FLIGHT,
     PAYLOADS_PER_MODEL,
     RATE_TOLERANCE,
@@ -63,10 +64,9 @@ from tsadapt.bench_schedule import (
     scenario_schedule,
     workload_of,
 )
-from tsadapt.client import KeyFile
 from tsadapt.handlers.catalog import DEMO_MODELS
-from tsadapt.policy.metrics import summarize
-from tsadapt.policy.scenario import load_scenario
+from tsadapt.policy.sim.metrics import summarize
+from tsadapt.policy.sim.scenario import load_scenario
 
 logger = logging.getLogger("openloop")
 

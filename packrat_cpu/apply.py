@@ -38,7 +38,7 @@ from typing import Any
 
 from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
-from tsadapt.packrat_cpu.placement import (
+from tsadapt.handlers.placement import (
     Placement,
     PlacementError,
     core_sets,

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tsadapt.packrat_cpu.placement import pin_process, usable_cores
+from tsadapt.handlers.placement import pin_process, usable_cores
 
 DEFAULT_BATCHES: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
 DEFAULT_WARMUP = 10  # Packrat's warm-up iterations

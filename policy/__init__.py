@@ -1,7 +1,4 @@
-"""Policy side of torchserve-adapt: workloads, the TorchServe simulator, scenarios, metrics.
-
-Modules: ``workloads`` (arrival processes shared with the Locust shapes), ``simulator``
-(discrete-event TorchServe model), ``scenario`` (YAML scenarios, ``run_static``),
-``metrics`` (SLO attainment, goodput, percentiles), ``bench_sim`` / ``commands``
-(``sim-bench``).
-"""
+"""The controller's contract and decision rules (no I/O): observation and settings types,
+the controller config, guards, rule policies, the learned policy's runtime, the policy
+factory and the one control step (:mod:`.loop`). Sub-rooms: :mod:`.sim` (the simulator)
+and :mod:`.learn` (training)."""

@@ -1,10 +1,10 @@
 """One control step, written once: observe -> decide -> guard -> apply -> record.
 
 Every controller runs this step: the sidecar against the real server
-(:class:`tsadapt.plugin.sidecar.Sidecar`, whose backend is the observer and the actuator),
-the simulated sidecar (:func:`tsadapt.policy.sim_control.run_controlled`) and the Gym
-environment (:class:`tsadapt.policy.gym_env.AdaptEnv`), both over
-:class:`tsadapt.policy.sim_control.SimBackend`. Only a backend talks to a server; the
+(:class:`tsadapt.sidecar.runner.Sidecar`, whose backend is the observer and the actuator),
+the simulated sidecar (:func:`tsadapt.policy.sim.control.run_controlled`) and the Gym
+environment (:class:`tsadapt.policy.learn.gym_env.AdaptEnv`), both over
+:class:`tsadapt.policy.sim.control.SimBackend`. Only a backend talks to a server; the
 policy is a pure ``decide(observation, state)`` and the guards are pure functions.
 
 ``static`` is the no-control baseline in every backend: it changes nothing, and the

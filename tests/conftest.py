@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.archive import archive_all
 from tsadapt.client import KeyFile, TorchServeClient
-from tsadapt.server import RunningServer, ServerConfig, start, stop
+from tsadapt.serve.archive import archive_all
+from tsadapt.serve.server import RunningServer, ServerConfig, start, stop
 
 
 @dataclass(frozen=True)

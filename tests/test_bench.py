@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.bench import (
+from tsadapt.cli.bench_commands import register
+from tsadapt.experiments.bench import (
     BenchConfig,
     Sample,
     controller_unavailable,
@@ -20,8 +21,7 @@ from tsadapt.bench import (
     table_rows,
     worker_seconds,
 )
-from tsadapt.bench_commands import register
-from tsadapt.bench_schedule import (
+from tsadapt.experiments.bench_schedule import (
     UNFINISHED,
     mix_schedule,
     rate_checks,
@@ -29,9 +29,9 @@ from tsadapt.bench_schedule import (
     records_from_rows,
 )
 from tsadapt.policy.controller_config import load
-from tsadapt.policy.scenario import load_scenario
-from tsadapt.policy.sim_control import slo_feasible_batch
-from tsadapt.policy.workloads import Poisson
+from tsadapt.policy.sim.control import slo_feasible_batch
+from tsadapt.policy.sim.scenario import load_scenario
+from tsadapt.policy.sim.workloads import Poisson
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsadapt.policy.evaluate import (
+from tsadapt.experiments.evaluate import (
     GOODPUT_TIE_RPS,
     TUNING_SEEDS,
     best_static,
@@ -19,7 +19,7 @@ from tsadapt.policy.evaluate import (
     static_search_size,
     worker_allocations,
 )
-from tsadapt.policy.scenario import Scenario, run_static, scenario_from_dict
+from tsadapt.policy.sim.scenario import Scenario, run_static, scenario_from_dict
 from tsadapt.policy.types import ModelSettings
 
 

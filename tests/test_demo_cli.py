@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tsadapt import constants as C
-from tsadapt.bench_schedule import resolve_scenario
-from tsadapt.cli import main
+from tsadapt.cli.main import main
+from tsadapt.experiments.bench_schedule import resolve_scenario
 
 
 def test_demo_refuses_an_unknown_scenario_before_starting_a_server(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsadapt.policy.evaluate import GOODPUT_TIE_RPS, headroom, verdict
+from tsadapt.experiments.evaluate import GOODPUT_TIE_RPS, headroom, verdict
 
 
 def _rows(policy: str, goodputs: list[float], worker_s: float) -> list[dict]:

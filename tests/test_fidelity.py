@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.policy import fidelity as F
-from tsadapt.policy.metrics import summarize
-from tsadapt.policy.scenario import run_static, scenario_from_dict
+from tsadapt.experiments import fidelity as F
+from tsadapt.policy.sim.metrics import summarize
+from tsadapt.policy.sim.scenario import run_static, scenario_from_dict
 from tsadapt.policy.types import ModelSettings
 
 NAN = math.nan
@@ -348,7 +348,7 @@ def test_cpu_monitor_and_load() -> None:
 
 
 def test_cli_parses_fidelity() -> None:
-    from tsadapt.policy.commands import register
+    from tsadapt.cli.sim_commands import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
@@ -420,7 +420,7 @@ def test_fidelity_real_run_writes_the_report(tmp_path: Path, runs_dir: Path) -> 
 def test_bench_warm_up_sends_bursts_up_to_the_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from tsadapt import bench
+    from tsadapt.experiments import bench
     from tsadapt.handlers.catalog import DEMO_MODELS
 
     calls: dict[str, int] = {}

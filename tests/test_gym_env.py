@@ -10,10 +10,10 @@ from gymnasium.utils.env_checker import check_env
 
 from tsadapt.policy.agent_view import NOOP_ACTION, OBS_LAYOUT
 from tsadapt.policy.guards import emergency_reason
-from tsadapt.policy.gym_env import AdaptEnv
-from tsadapt.policy.reward import RewardWeights
-from tsadapt.policy.scenario import Scenario, scenario_from_dict
-from tsadapt.policy.train_config import EnvConfig, RandomiseConfig, TrainConfig
+from tsadapt.policy.learn.gym_env import AdaptEnv
+from tsadapt.policy.learn.reward import RewardWeights
+from tsadapt.policy.learn.train_config import EnvConfig, RandomiseConfig, TrainConfig
+from tsadapt.policy.sim.scenario import Scenario, scenario_from_dict
 
 SMALL = TrainConfig(
     env=EnvConfig(episode_ticks=12, background=("static",)),

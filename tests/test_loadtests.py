@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.bench_schedule import (
+from tsadapt.constants import REPO_DIR
+from tsadapt.experiments.bench_schedule import (
     LOADTESTS_DIR,
     RECORD_FIELDS,
-    REPO_DIR,
     UNFINISHED,
     check_loopback,
     dispatch,
@@ -29,8 +29,8 @@ from tsadapt.bench_schedule import (
     windows,
     workload_of,
 )
-from tsadapt.policy.scenario import load_scenario
-from tsadapt.policy.workloads import Poisson, Step
+from tsadapt.policy.sim.scenario import load_scenario
+from tsadapt.policy.sim.workloads import Poisson, Step
 
 SHAPES = ("bursty", "diurnal", "step", "trace")
 SCENARIO_FILES = sorted(
@@ -247,8 +247,8 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, model_store: Path):
     (The session ``torchserve`` fixture can fail on a loaded box: ``server._wait_healthy``
     may read ``key_file.json`` while TorchServe is still writing it.)
     """
-    from tsadapt.bench import _start_server
-    from tsadapt.server import ServerConfig, start, stop
+    from tsadapt.experiments.bench import _start_server
+    from tsadapt.serve.server import ServerConfig, start, stop
 
     config = ServerConfig.with_free_ports(
         workdir=tmp_path_factory.mktemp("loadtests-server"), model_store=model_store

@@ -17,17 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.packrat_cpu.apply import PlanFileError, ServingConfig
-from tsadapt.packrat_cpu.bench import (
+from tsadapt.experiments.packrat_bench import (
     BatchRow,
     BenchReport,
     BurstResult,
     render_markdown,
     report_json,
 )
-from tsadapt.packrat_cpu.estimator import EstimatorConfig
-from tsadapt.packrat_cpu.online import OnlineConfig, OnlineState, config_for, online_decide
-from tsadapt.packrat_cpu.placement import (
+from tsadapt.experiments.packrat_switch import spike_of
+from tsadapt.handlers.placement import (
     Placement,
     PlacementError,
     WorkerPlacement,
@@ -35,8 +33,10 @@ from tsadapt.packrat_cpu.placement import (
     read_placement,
     write_placement,
 )
+from tsadapt.packrat_cpu.apply import PlanFileError, ServingConfig
+from tsadapt.packrat_cpu.estimator import EstimatorConfig
+from tsadapt.packrat_cpu.online import OnlineConfig, OnlineState, config_for, online_decide
 from tsadapt.packrat_cpu.profile_table import ProfileTable
-from tsadapt.packrat_cpu.switch import spike_of
 
 # --------------------------------------------------------------------------- placement
 
@@ -89,7 +89,7 @@ WORKER_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time
     import torch
-    from tsadapt.packrat_cpu.placement import WorkerPlacement
+    from tsadapt.handlers.placement import WorkerPlacement
     wp = WorkerPlacement(sys.argv[1], "m")
     seen = None
     deadline = time.time() + 20

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tsadapt.cli.packrat_commands import main as packrat_main
 from tsadapt.constants import BATCH_ID_HEADER
+from tsadapt.experiments.loadgen import open_loop, send_requests
+from tsadapt.experiments.packrat_switch import run_switches
 from tsadapt.handlers.catalog import demo_model
-from tsadapt.loadgen import open_loop, send_requests
+from tsadapt.handlers.placement import PLACEMENT_HEADER, PLACEMENT_SUBDIR
 from tsadapt.packrat_cpu.apply import ServingConfig, apply_config
-from tsadapt.packrat_cpu.commands import main as packrat_main
 from tsadapt.packrat_cpu.online import OnlineConfig, OnlineReconfigurer
-from tsadapt.packrat_cpu.placement import PLACEMENT_HEADER, PLACEMENT_SUBDIR
 from tsadapt.packrat_cpu.profile_table import ProfileTable
-from tsadapt.packrat_cpu.switch import run_switches
 from tsadapt.plugin.adapt_client import AdaptClient
-from tsadapt.server import RunningServer, ServerConfig, start, stop
+from tsadapt.serve.server import RunningServer, ServerConfig, start, stop
 
 pytestmark = [
     pytest.mark.server,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tsadapt.packrat_cpu import bench_planner
-from tsadapt.packrat_cpu.commands import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, main
+from tsadapt.cli.packrat_commands import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, main
+from tsadapt.experiments import packrat_planner_speed as bench_planner
 from tsadapt.packrat_cpu.estimator import (
     DEFAULT_SAMPLE_PERIOD_S,
     EstimatorConfig,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tsadapt.cli.packrat_commands import EXIT_BAD_INPUT, EXIT_OK, main
 from tsadapt.packrat_cpu import profiler as prof
-from tsadapt.packrat_cpu.commands import EXIT_BAD_INPUT, EXIT_OK, main
 from tsadapt.packrat_cpu.planner import plan
 from tsadapt.packrat_cpu.profile_table import load_profile
 

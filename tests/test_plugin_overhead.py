@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tsadapt.plugin.bench_overhead import VARIANTS, OverheadConfig, report, run
+from tsadapt.experiments.plugin_overhead import VARIANTS, OverheadConfig, report, run
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.plugin.telemetry_check import compare, run
+from tsadapt.experiments.telemetry_check import compare, run
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

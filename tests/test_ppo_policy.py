@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from tsadapt.policy.agent_view import OBS_LAYOUT
+from tsadapt.policy.learn.ppo_train import train
+from tsadapt.policy.learn.train_config import EnvConfig, PPOConfig, RandomiseConfig, TrainConfig
 from tsadapt.policy.ppo_policy import (
     META_MEMBER,
     WEIGHTS_MEMBER,
@@ -18,11 +20,9 @@ from tsadapt.policy.ppo_policy import (
     load_policy_file,
     make_ppo_policy,
     read_metadata,
-    train,
 )
-from tsadapt.policy.scenario import load_scenario
-from tsadapt.policy.sim_control import controller_config_for, run_controlled
-from tsadapt.policy.train_config import EnvConfig, PPOConfig, RandomiseConfig, TrainConfig
+from tsadapt.policy.sim.control import controller_config_for, run_controlled
+from tsadapt.policy.sim.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = TrainConfig(
@@ -141,7 +141,7 @@ def test_shipped_policy_loads() -> None:
 
 
 def test_train_config_file_and_errors(tmp_path: Path) -> None:
-    from tsadapt.policy.train_config import load_train_config
+    from tsadapt.policy.learn.train_config import load_train_config
 
     cfg = load_train_config(REPO / "configs" / "train.yaml")
     assert cfg.reward.mask in ("gate", "paper") and cfg.total_timesteps > 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsadapt.policy.profiler import Point, fit, prometheus_sum
+from tsadapt.serve.profiler import Point, fit, prometheus_sum
 
 PAGE = """# HELP AdaptBatches Torchserve prometheus counter metric with unit: Count
 # TYPE AdaptBatches counter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tsadapt.policy.reward import (
+from tsadapt.policy.learn.reward import (
     RewardWeights,
     r_bfr,
     r_gpu,

@@ -7,12 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tsadapt.policy.scenario_gen import (
+from tsadapt.policy.learn.scenario_gen import (
     one_worker_capacity_rps,
     random_scenario,
     shared_budget_scenario,
 )
-from tsadapt.policy.train_config import RandomiseConfig
+from tsadapt.policy.learn.train_config import RandomiseConfig
 
 CFG = RandomiseConfig(max_rate_rps=200.0)
 DURATION_S = 120.0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tsadapt.policy.learn_commands import main
-from tsadapt.policy.ppo_policy import WEIGHTS_MEMBER, load_policy_file, read_metadata, train
-from tsadapt.policy.selection import (
+from tsadapt.cli.learn_commands import main
+from tsadapt.policy.learn.ppo_train import train
+from tsadapt.policy.learn.selection import (
     SCORE_TIE_RPS,
     Validation,
     better,
@@ -19,7 +19,7 @@ from tsadapt.policy.selection import (
     resolve_scenario_file,
     train_selected,
 )
-from tsadapt.policy.train_config import (
+from tsadapt.policy.learn.train_config import (
     EnvConfig,
     PPOConfig,
     RandomiseConfig,
@@ -27,6 +27,7 @@ from tsadapt.policy.train_config import (
     TrainConfig,
     train_config_from_dict,
 )
+from tsadapt.policy.ppo_policy import WEIGHTS_MEMBER, load_policy_file, read_metadata
 
 
 def _v(seed: int, goodput: float, worker_s: float = 100.0, reconf: float = 10.0) -> Validation:

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tsadapt.handlers.catalog import DEMO_MODELS
-from tsadapt.server import ServerConfig, ServerError, start, status, stop
+from tsadapt.serve.server import ServerConfig, ServerError, start, status, stop
 
 pytestmark = pytest.mark.server
 

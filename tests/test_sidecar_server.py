@@ -25,14 +25,14 @@ import pytest
 import requests
 
 from tsadapt.client import TorchServeClient
+from tsadapt.experiments.loadgen import send_requests
 from tsadapt.handlers.catalog import DEMO_MODELS
-from tsadapt.loadgen import send_requests
 from tsadapt.plugin.adapt_client import AdaptClient
-from tsadapt.plugin.decision_log import read_log
-from tsadapt.plugin.sidecar import Sidecar
 from tsadapt.policy.controller_config import ControllerConfig, from_dict
 from tsadapt.policy.factory import make_policy
-from tsadapt.server import RunningServer, ServerConfig, start, stop
+from tsadapt.serve.server import RunningServer, ServerConfig, start, stop
+from tsadapt.sidecar.decision_log import read_log
+from tsadapt.sidecar.runner import Sidecar
 
 pytestmark = pytest.mark.server
 
@@ -360,7 +360,7 @@ def test_kill_9_of_the_sidecar_loses_no_request(
     cmd = [
         sys.executable,
         "-m",
-        "tsadapt.cli",
+        "tsadapt.cli.main",
         "control",
         "--config",
         str(config),
@@ -410,7 +410,7 @@ def test_sigterm_stops_the_sidecar_cleanly(torchserve: Any, tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "tsadapt.cli",
+            "tsadapt.cli.main",
             "control",
             "--config",
             str(config),
@@ -458,7 +458,7 @@ def test_exporter_serves_the_sidecars_metrics(torchserve: Any, tmp_path: Path) -
 
 def start_server(config: ServerConfig) -> RunningServer:
     """``start``, retried once: KeyFile may read key_file.json while TorchServe is still
-    writing it (JSONDecodeError inside tsadapt.server._wait_healthy; reported to its owner)."""
+    writing it (JSONDecodeError inside tsadapt.serve.server._wait_healthy)."""
     try:
         return start(config)
     except ValueError:

@@ -9,11 +9,11 @@ from pathlib import Path
 import requests
 from controller_helpers import model_obs, observation
 
-from tsadapt.plugin.actuator import restore_actions
-from tsadapt.plugin.decision_log import DecisionLog, read_log
-from tsadapt.plugin.exporter import MetricsExporter
-from tsadapt.plugin.observer import parse_handler_counters
 from tsadapt.policy.types import Action, ModelSettings
+from tsadapt.sidecar.actuator import restore_actions
+from tsadapt.sidecar.decision_log import DecisionLog, read_log
+from tsadapt.sidecar.exporter import MetricsExporter
+from tsadapt.sidecar.observer import parse_handler_counters
 
 PAGE = """# TYPE AdaptBatches counter
 AdaptBatches{ModelName="text",Level="Model",Hostname="vm",} 20.0

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsadapt.policy.simulator import (
+from tsadapt.policy.sim.simulator import (
     DeviceSpec,
     LatencyModel,
     ModelSpec,
     Simulator,
 )
+from tsadapt.policy.sim.workloads import Poisson
 from tsadapt.policy.types import ModelSettings
-from tsadapt.policy.workloads import Poisson
 
 PER_REQ_10MS = LatencyModel(alpha_ms=10.0, beta_ms=0.0)
 

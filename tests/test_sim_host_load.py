@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsadapt.policy.simulator import (
+from tsadapt.policy.sim.simulator import (
     DeviceSpec,
     LatencyModel,
     ModelSpec,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tsadapt.handlers.catalog import DEMO_MODELS
-from tsadapt.policy.scenario import json_profile, load_scenario, scenario_from_dict
-from tsadapt.policy.simulator import LatencyModel, ModelSpec, Simulator
+from tsadapt.policy.sim.scenario import json_profile, load_scenario, scenario_from_dict
+from tsadapt.policy.sim.simulator import LatencyModel, ModelSpec, Simulator
 from tsadapt.policy.types import ModelSettings
 
 REPO = Path(__file__).resolve().parents[1]

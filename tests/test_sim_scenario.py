@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.policy import commands
-from tsadapt.policy.bench_sim import bench
-from tsadapt.policy.metrics import goodput_rps, percentile, slo_attainment, summarize
-from tsadapt.policy.scenario import (
+from tsadapt.cli import sim_commands as commands
+from tsadapt.experiments.sim_speed import bench
+from tsadapt.policy.sim.metrics import goodput_rps, percentile, slo_attainment, summarize
+from tsadapt.policy.sim.scenario import (
     load_scenario,
     pool_replications,
     run_static,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsadapt.policy.workloads import (
+from tsadapt.policy.sim.workloads import (
     WORKLOAD_KINDS,
     Bursty,
     Mix,

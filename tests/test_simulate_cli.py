@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tsadapt.policy.learn_commands import register
+from tsadapt.cli.learn_commands import register
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = (

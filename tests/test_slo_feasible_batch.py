@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tsadapt.policy.scenario import load_scenario
-from tsadapt.policy.sim_control import SLO_BATCH_SHARE, controller_config_for, slo_feasible_batch
-from tsadapt.policy.simulator import LatencyModel
+from tsadapt.policy.sim.control import SLO_BATCH_SHARE, controller_config_for, slo_feasible_batch
+from tsadapt.policy.sim.scenario import load_scenario
+from tsadapt.policy.sim.simulator import LatencyModel
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+#: The source checkout (configs/, loadtests/, docs/results/ live here in a development install).
+REPO_DIR = PACKAGE_DIR.parent
 
 #: Loopback only: every server and load test of this project stays on this host.
 LOOPBACK = "127.0.0.1"

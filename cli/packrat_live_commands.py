@@ -1,0 +1,232 @@
+"""``tsadapt packrat apply|control|bench``: Packrat on a live TorchServe.
+
+* ``apply``: switch one model of a running ``tsadapt serve`` server to a plan, live.
+* ``control``: the online loop (queue-depth estimator -> re-plan -> apply) until stopped.
+* ``bench``: planned vs fat on a fresh server over a range of batch sizes, plus a live switch
+  under load; writes ``docs/results/packrat.md``.
+
+Exit codes: 0 ok, 1 the server refused or failed, 2 bad input (flags, plan or profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+DEFAULT_SERVER_WORKDIR = Path("runs/server")
+
+
+def _error(message: str) -> None:
+    print(f"tsadapt packrat: error: {message}", file=sys.stderr)
+
+
+def register(sub: Any) -> None:
+    """Add ``apply``, ``control`` and ``bench`` to the ``packrat`` sub-parsers."""
+    a = sub.add_parser(
+        "apply",
+        help="switch a live model to a plan (workers, threads + cores, batch) with no restart",
+    )
+    a.add_argument("--model", required=True, help="registered model name")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--plan", metavar="PLAN.json", help="`packrat plan --uniform --json` output")
+    src.add_argument("--config", metavar="WxTxB", help="workers x threads x batch, e.g. 2x1x4")
+    _server_flags(a)
+    a.add_argument("--max-batch-delay-ms", type=int, default=None, help="also set the delay")
+    a.add_argument("--json", action="store_true", help="print the switch report as JSON")
+    a.set_defaults(func=cmd_apply)
+
+    c = sub.add_parser(
+        "control", help="online: estimate the batch from the live queue, re-plan, apply"
+    )
+    c.add_argument("--model", required=True, help="registered model name")
+    c.add_argument("--profile", required=True, metavar="FILE.csv", help="`packrat profile` CSV")
+    _server_flags(c)
+    c.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    c.add_argument("--sample-ms", type=float, default=20.0, help="queue-depth sample period")
+    c.add_argument("--confirm", type=int, default=2, help="decisions a new batch must win")
+    c.add_argument("--min-dwell-s", type=float, default=3.0, help="least time between switches")
+    c.add_argument("--max-batch-delay-ms", type=int, default=None, help="delay to set on switch")
+    c.set_defaults(func=cmd_control)
+
+    b = sub.add_parser(
+        "bench", help="planned vs fat instance on a real server; writes docs/results/packrat.md"
+    )
+    b.add_argument("--model", required=True, help="demo model name")
+    b.add_argument("--profile", metavar="FILE.csv", help="default: profile now (quick)")
+    b.add_argument("--batches", default="2,4,8,16,32", help="batch sizes B to compare")
+    b.add_argument("--rounds", type=int, default=30, help="bursts per configuration and B")
+    b.add_argument("--switch-batch", type=int, default=8, help="B of the live-switch run")
+    b.add_argument("--switch-rate", type=float, default=30.0, help="req/s of the switch run")
+    b.add_argument("--switch-period", type=float, default=8.0, help="s between switches")
+    b.add_argument("--no-switch", action="store_true", help="skip the live-switch run")
+    b.add_argument("--out", default="docs/results", help="report folder")
+    b.add_argument("--workdir", default="runs/packrat/bench", help="server work dir")
+    b.set_defaults(func=cmd_bench)
+
+
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workdir",
+        default=str(DEFAULT_SERVER_WORKDIR),
+        help="work dir of the running `tsadapt serve start` server (default: runs/server)",
+    )
+    p.add_argument("--cores", default=None, help="cores to place workers on (default: usable)")
+
+
+def _parse_config(text: str) -> Any:
+    from tsadapt.packrat_cpu.apply import PlanFileError, ServingConfig
+
+    parts = text.lower().split("x")
+    if len(parts) != 3:
+        raise PlanFileError(f"{text!r} is not WORKERSxTHREADSxBATCH (e.g. 2x1x4)")
+    try:
+        workers, threads, batch = (int(p) for p in parts)
+    except ValueError:
+        raise PlanFileError(f"{text!r} is not WORKERSxTHREADSxBATCH (e.g. 2x1x4)") from None
+    return ServingConfig(workers, threads, batch)
+
+
+def _cores(text: str | None) -> tuple[int, ...] | None:
+    from tsadapt.packrat_cpu.profiler import ProfilerConfigError, parse_ints
+
+    if text is None:
+        return None
+    try:
+        return parse_ints(text, "cores")
+    except ProfilerConfigError as exc:
+        raise ValueError(f"--cores: {exc.detail}") from None
+
+
+def _connect(workdir: str) -> tuple[Any, Any, Path]:
+    from tsadapt.handlers.placement import PLACEMENT_SUBDIR
+    from tsadapt.plugin.adapt_client import AdaptClient
+    from tsadapt.serve.server import RunningServer
+
+    server = RunningServer.load(Path(workdir))
+    client = server.client(timeout_s=120)
+    return client, AdaptClient(client), Path(server.workdir) / PLACEMENT_SUBDIR
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """Handle ``packrat apply``."""
+    from tsadapt.client import TorchServeError
+    from tsadapt.handlers.placement import PlacementError
+    from tsadapt.packrat_cpu.apply import PlanFileError, ServingConfig, apply_config
+    from tsadapt.plugin.adapt_client import AdaptError
+    from tsadapt.serve.server import ServerError
+
+    flag = "--plan" if args.plan else "--config"
+    try:
+        if args.plan:
+            target = ServingConfig.from_plan_json(json.loads(Path(args.plan).read_text()))
+        else:
+            target = _parse_config(args.config)
+        cores = _cores(args.cores)
+    except FileNotFoundError:
+        _error(f"--plan: no such file: {args.plan}")
+        return EXIT_BAD_INPUT
+    except json.JSONDecodeError as exc:
+        _error(f"--plan: not JSON: {exc}")
+        return EXIT_BAD_INPUT
+    except (PlanFileError, ValueError) as exc:
+        _error(f"{flag}: {exc}" if not str(exc).startswith("--") else str(exc))
+        return EXIT_BAD_INPUT
+    try:
+        client, adapt, placement_dir = _connect(args.workdir)
+        report = apply_config(
+            client,
+            adapt,
+            placement_dir,
+            args.model,
+            target,
+            cores=cores,
+            max_batch_delay_ms=args.max_batch_delay_ms,
+        )
+    except PlacementError as exc:
+        _error(f"{flag}: {exc}")
+        return EXIT_BAD_INPUT
+    except ServerError as exc:
+        _error(f"--workdir: {exc}")
+        return EXIT_BAD_INPUT
+    except (TorchServeError, AdaptError, OSError) as exc:
+        _error(f"the server refused the switch: {exc}")
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        steps = ", ".join(f"{s.name} {s.seconds:.2f} s" for s in report.steps)
+        print(
+            f"{args.model}: {report.before_workers} workers, batch {report.before_batch} -> "
+            f"{target}, cores {[list(c) for c in report.placement.core_sets]} "
+            f"in {report.total_s:.2f} s ({steps})"
+        )
+    return EXIT_OK
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """Handle ``packrat control``: run the online loop until SIGINT/SIGTERM or --duration."""
+    import logging
+
+    from tsadapt.handlers.placement import usable_cores
+    from tsadapt.packrat_cpu.estimator import EstimatorConfig
+    from tsadapt.packrat_cpu.online import OnlineConfig, OnlineReconfigurer
+    from tsadapt.packrat_cpu.profile_table import load_profile
+    from tsadapt.serve.server import ServerError
+
+    try:
+        profile = load_profile(Path(args.profile))
+    except (OSError, ValueError) as exc:
+        _error(f"--profile: {exc}")
+        return EXIT_BAD_INPUT
+    try:
+        cores = _cores(args.cores) or usable_cores()
+        config = OnlineConfig(
+            cores=len(cores),
+            estimator=EstimatorConfig(confirm=args.confirm),
+            sample_period_s=args.sample_ms / 1000.0,
+            min_dwell_s=args.min_dwell_s,
+            max_batch_delay_ms=args.max_batch_delay_ms,
+        )
+        client, adapt, placement_dir = _connect(args.workdir)
+    except ServerError as exc:
+        _error(f"--workdir: {exc}")
+        return EXIT_BAD_INPUT
+    except ValueError as exc:
+        _error(str(exc) if str(exc).startswith("--") else f"bad setting: {exc}")
+        return EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print(json.dumps({"model": args.model, "profile": args.profile, "config": repr(config)}))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    loop = OnlineReconfigurer(client, adapt, placement_dir, args.model, profile, config)
+    try:
+        switches = loop.run(stop, args.duration)
+    except Exception as exc:  # noqa: BLE001 - report, never a traceback
+        _error(f"online loop stopped: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+    for report in switches:
+        print(json.dumps(report.to_json()))
+    print(f"{loop.samples} samples, {len(switches)} switches")
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Handle ``packrat bench``."""
+
+    try:
+        from tsadapt.experiments import packrat_bench_run as bench_run
+
+        return bench_run.run(args, " ".join(["tsadapt", *map(shlex.quote, sys.argv[1:])]))
+    except bench_run.BenchInputError as exc:
+        _error(str(exc))
+        return EXIT_BAD_INPUT

@@ -1,0 +1,209 @@
+"""``tsadapt profile --model NAME``: batch latency of a *served* model vs batch size and workers.
+
+For each worker count ``w`` (scaled with the management API) and batch size ``b`` (set live
+through the plugin with a long ``max_batch_delay``, so a batch leaves only when full), the
+profiler sends exactly ``w * b`` concurrent requests - one full batch per worker, all
+sharing the device - and records per batch:
+
+* ``handler_ms`` - handler time per batch from the Prometheus counters
+  ``AdaptHandlerMilliseconds`` / ``AdaptBatches`` (difference before/after);
+* ``client_ms`` - wall time from sending the first request to the last answer;
+* ``batch_sizes`` - the actual batch sizes the handler reported (``X-TSAdapt-Batch-Size``).
+
+It fits seed 000's Eq. 1, ``latency(b) = alpha*b + beta`` (per worker count, on the median
+handler time), restores the model's previous batch size, delay and workers, and writes
+``<out>.json`` (raw points + fits) and ``<out>.csv`` (``batch,workers,latency_ms`` medians,
+readable as a scenario profile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from tsadapt.constants import (
+    BATCH_ID_HEADER,
+    BATCH_SIZE_HEADER,
+    METRIC_BATCHES,
+    METRIC_HANDLER_MS,
+)
+
+#: Batch delay while profiling: long enough that only a full batch leaves.
+PROFILE_DELAY_MS = 5000
+#: How long to wait for the handler counters of a round to show on /metrics.
+COUNTER_WAIT_S = 3.0
+
+
+class ProfileError(RuntimeError):
+    """The server, the plugin or the model is not usable for profiling."""
+
+
+@dataclass(frozen=True)
+class Point:
+    workers: int
+    batch: int
+    repeat: int
+    handler_ms: float
+    client_ms: float
+    batch_sizes: list[int]
+
+
+def prometheus_sum(text: str, metric: str, model: str) -> float:
+    """Sum of ``metric`` over the series labelled with ``model`` in a Prometheus text page."""
+    total, found = 0.0, False
+    pat = re.compile(rf"^{re.escape(metric)}(?:\{{(?P<labels>[^}}]*)\}})?\s+(?P<v>\S+)")
+    for line in text.splitlines():
+        m = pat.match(line)
+        if not m:
+            continue
+        labels = m.group("labels") or ""
+        if re.search(rf'(?i)model_?name="{re.escape(model)}"', labels):
+            total += float(m.group("v"))
+            found = True
+    return total if found else 0.0
+
+
+def _counters(metrics_url: str, model: str) -> tuple[float, float]:
+    text = requests.get(f"{metrics_url.rstrip('/')}/metrics", timeout=10).text
+    return (
+        prometheus_sum(text, METRIC_BATCHES, model),
+        prometheus_sum(text, METRIC_HANDLER_MS, model),
+    )
+
+
+def fit(points: list[Point]) -> dict[str, dict[str, float]]:
+    """Per worker count: alpha_ms, beta_ms, r2 of the median handler time vs batch."""
+    from tsadapt.latency_fit import fit_linear
+
+    out = {}
+    for w in sorted({p.workers for p in points}):
+        med = _medians(points, w)
+        if len(med) >= 2:
+            f = fit_linear(np.array(list(med)), np.array(list(med.values())))
+            out[str(w)] = {"alpha_ms": f.alpha_ms, "beta_ms": f.beta_ms, "r2": f.r2}
+    return out
+
+
+def _medians(points: list[Point], workers: int) -> dict[int, float]:
+    by: dict[int, list[float]] = {}
+    for p in points:
+        if p.workers == workers and np.isfinite(p.handler_ms):
+            by.setdefault(p.batch, []).append(p.handler_ms)
+    return {b: statistics.median(v) for b, v in sorted(by.items())}
+
+
+def run_profile(args: argparse.Namespace) -> Path:
+    """Profile ``args.model`` on the server recorded in ``args.workdir``; return the JSON path."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from tsadapt import constants as C
+    from tsadapt.client import TorchServeError
+    from tsadapt.plugin.adapt_client import AdaptClient, AdaptError
+    from tsadapt.serve.server import RunningServer, ServerError
+
+    try:
+        server = RunningServer.load(args.workdir or C.DEFAULT_WORKDIR)
+    except ServerError as exc:
+        raise ProfileError(f"{exc}; start one with `tsadapt serve start`") from None
+    client = server.client()
+    adapt = AdaptClient(client)
+    try:
+        before = adapt.model(args.model)
+    except (AdaptError, TorchServeError, requests.RequestException) as exc:
+        raise ProfileError(f"cannot read model {args.model!r} through the plugin: {exc}") from None
+    payload = _example(args.model)
+    points: list[Point] = []
+    total = len(args.workers) * len(args.batch_sizes) * (args.warmup + args.repeats)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as prog:
+            task = prog.add_task(f"profiling {args.model}", total=total)
+            for w in args.workers:
+                client.scale_workers(args.model, w, synchronous=True)
+                for b in args.batch_sizes:
+                    adapt.set_batching(
+                        args.model, batch_size=b, max_batch_delay_ms=PROFILE_DELAY_MS
+                    )
+                    prog.update(task, description=f"{args.model}: {w} worker(s), batch {b}")
+                    for r in range(args.warmup + args.repeats):
+                        p = _one_round(client, server.metrics_url, args.model, payload, w, b, r)
+                        if r >= args.warmup:
+                            points.append(p)
+                        prog.advance(task)
+    except (AdaptError, TorchServeError, requests.RequestException) as exc:
+        raise ProfileError(f"profiling {args.model} failed: {exc}") from None
+    finally:
+        try:
+            adapt.set_batching(
+                args.model,
+                batch_size=before.batch_size,
+                max_batch_delay_ms=before.max_batch_delay_ms,
+            )
+            client.scale_workers(args.model, before.workers_total or 1, synchronous=True)
+        except Exception:  # noqa: BLE001 - best effort restore; the error above matters more
+            pass
+    out = Path(args.out) if args.out else Path("docs/results/profiles") / f"{args.model}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "model": args.model,
+        "server": server.inference_url,
+        "created_unix": int(time.time()),
+        "method": __doc__.split("\n\n")[1].strip() if __doc__ else "",
+        "delay_ms_while_profiling": PROFILE_DELAY_MS,
+        "points": [asdict(p) for p in points],
+        "fit": fit(points),
+    }
+    out.write_text(json.dumps(doc, indent=1))
+    with out.with_suffix(".csv").open("w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["batch", "workers", "latency_ms"])
+        for w in args.workers:
+            for b, ms in _medians(points, w).items():
+                wr.writerow([b, w, round(ms, 3)])
+    return out
+
+
+def _one_round(
+    client: Any, metrics_url: str, model: str, payload: Any, workers: int, batch: int, repeat: int
+) -> Point:
+    n0, ms0 = _counters(metrics_url, model)
+    n = workers * batch
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        resps = list(pool.map(lambda _: client.predict(model, payload), range(n)))
+    client_ms = (time.perf_counter() - t0) * 1000.0
+    bad = [r.status_code for r in resps if r.status_code != 200]
+    if bad:
+        raise ProfileError(f"{model}: {len(bad)} of {n} requests failed (HTTP {bad[0]})")
+    sizes = sorted(int(r.headers.get(BATCH_SIZE_HEADER, 0)) for r in resps)
+    # the backend's counters reach the frontend's /metrics asynchronously: wait for them
+    deadline = time.monotonic() + COUNTER_WAIT_S
+    n1, ms1 = _counters(metrics_url, model)
+    while n1 - n0 < len(set(_batch_ids(resps))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        n1, ms1 = _counters(metrics_url, model)
+    batches = n1 - n0
+    handler = (ms1 - ms0) / batches if batches > 0 else float("nan")
+    return Point(workers, batch, repeat, handler, client_ms, sizes)
+
+
+def _batch_ids(resps: list[Any]) -> list[str]:
+    return [r.headers.get(BATCH_ID_HEADER, str(i)) for i, r in enumerate(resps)]
+
+
+def _example(model: str) -> Any:
+    from tsadapt.handlers.catalog import DEMO_MODELS
+
+    if model not in DEMO_MODELS:
+        raise ProfileError(f"no example request for {model!r}; known: {', '.join(DEMO_MODELS)}")
+    return DEMO_MODELS[model].example(np.random.default_rng(0))

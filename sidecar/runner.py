@@ -1,0 +1,244 @@
+"""The sidecar: the one control step (:mod:`tsadapt.policy.loop`) against the real server.
+
+Fail-safe by construction: the sidecar only ever *changes* TorchServe's settings, so if it dies
+the server keeps serving with the last ones. On start it adopts the live settings; when the
+server is lost it keeps ticking (recording ``unreachable``), re-reads the server's state file
+to reconnect, and on the first answer re-applies the settings it last had (a restarted server
+comes back with its registration defaults). :meth:`Sidecar.stop` (SIGTERM) ends the loop after
+the current tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tsadapt.client import TorchServeClient
+from tsadapt.policy.controller_config import ConfigError, ControllerConfig
+from tsadapt.policy.loop import ApplyResult, LoopState, control_step, settings_after
+from tsadapt.policy.types import Action, ModelSettings, Observation, Policy, settings_of
+from tsadapt.sidecar.actuator import Actuator, restore_actions
+from tsadapt.sidecar.decision_log import DecisionLog
+from tsadapt.sidecar.exporter import MetricsExporter
+from tsadapt.sidecar.observer import Observer
+
+logger = logging.getLogger(__name__)
+
+#: Returns a client and the Prometheus metrics URL of the server to control (re-called to
+#: reconnect, so a server restarted on new ports is found again).
+Connect = Callable[[], tuple[TorchServeClient, str]]
+
+
+@dataclass(frozen=True)
+class ServerBackend:
+    """The real server as the loop's backend: the observer reads it, the actuator changes it."""
+
+    observer: Observer
+    actuator: Actuator
+
+    def observe(self) -> Observation:
+        return self.observer.observe()
+
+    def apply(
+        self, actions: tuple[Action, ...], current: Mapping[str, ModelSettings]
+    ) -> tuple[ApplyResult, ...]:
+        return self.actuator.apply(actions, current)
+
+
+class Sidecar:
+    """Runs one policy against one server until stopped or ``max_ticks`` ticks."""
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        policy: Policy,
+        connect: Connect,
+        decision_log: Path,
+        metrics_port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.connect = connect
+        self.clock = clock
+        self.log = DecisionLog(decision_log)
+        self.exporter = MetricsExporter(metrics_port)
+        self.state = LoopState()
+        self.desired: dict[str, ModelSettings] = {}
+        self.tick_count = 0
+        self._stop = threading.Event()
+        self._observer: Observer | None = None
+        self._actuator: Actuator | None = None
+        self._lost = False
+        self._restarts_seen = 0
+
+    # --- connection -------------------------------------------------------------------
+    def _reconnect(self) -> None:
+        client, metrics_url = self.connect()
+        self._observer = Observer(client, metrics_url, self.config, clock=self.clock)
+        self._actuator = Actuator(client, self.config.retries, self.config.retry_backoff_s)
+        self._restarts_seen = 0
+
+    def start(self) -> None:
+        """Connect, check that every configured model is served and adopt the live settings.
+
+        An unreachable server is not fatal (the loop waits for it); a model the server does not
+        serve is a :class:`ConfigError`.
+        """
+        logger.info("controller config: %s", self.config)
+        logger.info(
+            "policy %s, decision log %s, metrics %s",
+            self.policy.name,
+            self.log.path,
+            self.exporter.url,
+        )
+        self.log.write(
+            {
+                "event": "start",
+                "time_s": self.clock(),
+                "wall_time": time.time(),
+                "policy": self.policy.name,
+                "config": self.config.as_dict(),
+                "metrics_url": self.exporter.url,
+            }
+        )
+        try:
+            self._reconnect()
+            assert self._observer is not None
+            served = set(self._observer.client.list_models())
+        except Exception as exc:  # noqa: BLE001 - server down at start: wait for it
+            logger.warning("server not reachable at start (%s); waiting for it", exc)
+            self._lost = True
+            return
+        for name in self.config.model_names:
+            if name not in served:
+                raise ConfigError(f"models.{name}", f"not served by the server ({sorted(served)})")
+        self.desired = self._observer.live_settings()
+        self.log.write({"event": "adopted", "time_s": self.clock(), "settings": self.desired})
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current tick (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    # --- one tick ---------------------------------------------------------------------
+    def tick(self) -> dict[str, Any]:
+        """Observe, decide, guard, act and record once; never raises for server trouble."""
+        self.tick_count += 1
+        record: dict[str, Any] = {
+            "tick": self.tick_count,
+            "time_s": self.clock(),
+            "wall_time": time.time(),
+            "policy": self.policy.name,
+        }
+        try:
+            if self._observer is None:
+                self._reconnect()
+            assert self._observer is not None and self._actuator is not None
+            observation = self._observer.observe()
+        except Exception as exc:  # noqa: BLE001 - lost the server: keep ticking
+            self._lost = True
+            self._observer = None
+            record.update(event="unreachable", error=f"{type(exc).__name__}: {exc}")
+            self.log.write(record)
+            self.exporter.update(None, {}, {})
+            return record
+        restarted = self._observer.restarts > self._restarts_seen
+        self._restarts_seen = self._observer.restarts
+        if self._lost or restarted:
+            record.update(self._reapply(observation))
+        else:
+            record.update(self._control(observation))
+        self._lost = False
+        self.log.write(record)
+        overrides = Counter(o.model for o in record.get("overrides", ()))
+        failures = Counter(r.model for r in record.get("applied", ()) if not r.ok)
+        self.exporter.update(observation, dict(overrides), dict(failures))
+        return record
+
+    def _control(self, observation: Observation) -> dict[str, Any]:
+        assert self._observer is not None and self._actuator is not None
+        backend = ServerBackend(self._observer, self._actuator)
+        step = control_step(backend, self.policy, self.config, self.state, observation)
+        self.state = step.state
+        self.desired = step.settings
+        for o in step.guarded.overrides:
+            logger.info(
+                "override %s %s: %s -> %s (%s: %s)",
+                o.model,
+                o.setting,
+                o.proposed,
+                o.applied,
+                o.guard,
+                o.reason,
+            )
+        return {
+            "event": "tick",
+            "observation": observation,
+            "proposed": step.proposed,
+            "actions": step.guarded.actions,
+            "overrides": step.guarded.overrides,
+            "emergencies": step.guarded.emergencies,
+            "applied": step.applied,
+            "settings": self.desired,
+        }
+
+    def _reapply(self, observation: Observation) -> dict[str, Any]:
+        """The server is back (restarted or reachable again): restore the last settings."""
+        assert self._actuator is not None
+        live = settings_of(observation)
+        if not self.desired:
+            self.desired = dict(live)  # first contact: adopt what runs
+        actions = restore_actions(self.desired, live)
+        results = self._actuator.apply(actions, live)
+        logger.warning("reconnected to the server; re-applied %d change(s)", len(results))
+        self.desired = settings_after(live, results)
+        return {
+            "event": "reapply",
+            "observation": observation,
+            "actions": actions,
+            "applied": results,
+            "settings": self.desired,
+        }
+
+    # --- the loop ---------------------------------------------------------------------
+    def run(self, max_ticks: int | None = None) -> int:
+        """Tick every ``tick_s`` until stopped (or ``max_ticks``); return the ticks run."""
+        self.start()
+        next_at = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self.tick()
+                if max_ticks is not None and self.tick_count >= max_ticks:
+                    break
+                next_at += self.config.tick_s
+                delay = next_at - time.monotonic()
+                if delay < 0:  # overran (slow scale call): do not try to catch up
+                    next_at = time.monotonic()
+                    delay = 0.0
+                self._stop.wait(delay)
+        finally:
+            self.close()
+        return self.tick_count
+
+    def close(self) -> None:
+        self.log.write(
+            {
+                "event": "stop",
+                "time_s": self.clock(),
+                "ticks": self.tick_count,
+                "settings": self.desired,
+            }
+        )
+        self.log.close()
+        self.exporter.close()
+        logger.info("sidecar stopped after %d tick(s)", self.tick_count)
