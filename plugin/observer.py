@@ -10,6 +10,12 @@ turns the difference against earlier reads into one frozen :class:`Observation`.
 
 Counters going backwards (or a new plugin start time) mean the server restarted: the history is
 dropped and :attr:`Observer.restarts` counts it, so the sidecar can re-apply its configuration.
+
+Every registered model is observed, configured or not (a model without limits has a NaN SLO
+and SLO attainment); :attr:`Observer.registered` lists them, so models registered or
+unregistered while the controller runs are seen at the next tick. The handler counters are
+optional: a model whose handler does not report them (any handler but ours) has a NaN batch
+fill rate and mean batch size, and a server whose metrics page is off still gets observed.
 """
 
 from __future__ import annotations
@@ -128,24 +134,37 @@ class Observer:
         self.history: deque[Snapshot] = deque()
         self.since_epoch_ms: int | None = None
         self.restarts = 0
+        #: Models registered at the last read, sorted by name.
+        self.registered: tuple[str, ...] = ()
+        self._metrics_warned = False
         psutil.cpu_percent(interval=None)  # prime the non-blocking CPU counter
 
     def _read(self) -> Snapshot:
         try:
             states = {s.name: s for s in self.adapt.models()}
-            page = self.client.session.get(self.metrics_url, timeout=3.0)
-            page.raise_for_status()
         except (requests.RequestException, RuntimeError) as exc:
             raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        missing = [n for n in self.config.model_names if n not in states]
-        if missing:
-            raise ServerUnreachable(f"models not registered (yet): {', '.join(missing)}")
-        return Snapshot(self.clock(), states, parse_handler_counters(page.text))
+        self.registered = tuple(sorted(states))
+        return Snapshot(self.clock(), states, self._handler_counters())
+
+    def _handler_counters(self) -> dict[str, tuple[float, float]]:
+        """The handler batch counters, or none when the metrics page does not answer."""
+        try:
+            page = self.client.session.get(self.metrics_url, timeout=3.0)
+            page.raise_for_status()
+        except requests.RequestException as exc:
+            if not self._metrics_warned:
+                logger.warning(
+                    "no metrics page at %s (%s): batch fill rates unknown", self.metrics_url, exc
+                )
+                self._metrics_warned = True
+            return {}
+        return parse_handler_counters(page.text)
 
     def live_settings(self) -> dict[str, ModelSettings]:
-        """The settings each configured model runs with right now."""
+        """The settings each registered model runs with right now."""
         snap = self._read()
-        return {n: settings_from_state(snap.states[n]) for n in self.config.model_names}
+        return {n: settings_from_state(s) for n, s in snap.states.items()}
 
     def _detect_restart(self, snap: Snapshot) -> bool:
         since = {s.telemetry.since_epoch_ms for s in snap.states.values()}
@@ -164,7 +183,7 @@ class Observer:
         previous = self.history[-1] if self.history else None
         base = self._window_base(snap.time_s)
         models = []
-        for name in self.config.model_names:
+        for name in sorted(snap.states):
             try:
                 models.append(self._model(name, snap, previous, base))
             except CounterResetError:
@@ -185,7 +204,7 @@ class Observer:
     def observe_after_reset(self, snap: Snapshot) -> Observation:
         """Counters went backwards: start a new history at ``snap`` (no windowed values yet)."""
         self.history.append(snap)
-        models = tuple(self._model(n, snap, None, None) for n in self.config.model_names)
+        models = tuple(self._model(n, snap, None, None) for n in sorted(snap.states))
         return Observation(snap.time_s, 0.0, models, self._host())
 
     def _window_base(self, now: float) -> Snapshot | None:
@@ -200,8 +219,8 @@ class Observer:
         self, name: str, snap: Snapshot, previous: Snapshot | None, base: Snapshot | None
     ) -> ModelObservation:
         state = snap.states[name]
-        slo = self.config.limits(name).slo_ms
         nan = math.nan
+        slo = self.config.limits(name).slo_ms if name in self.config.model_names else nan
         completion = arrival = nan
         if previous is not None and name in previous.states and snap.time_s > previous.time_s:
             dt = snap.time_s - previous.time_s
@@ -215,7 +234,7 @@ class Observer:
             window = state.telemetry.minus(base.states[name].telemetry)
             hist = window.latency_2xx_ms
             requests_n = window.requests_total
-            attainment = window.slo_attainment(slo)
+            attainment = window.slo_attainment(slo) if math.isfinite(slo) else nan
             p50, p99, mean = hist.quantile(0.5), hist.quantile(0.99), hist.mean_ms
             errors = window.error_rate
             now_b, now_r = snap.handler.get(name, (0.0, 0.0))
