@@ -2,7 +2,8 @@
 
 Each :meth:`Observer.observe` reads ``GET /adapt/models`` (plugin: batching, workers, queue,
 cumulative latency histograms) and the Prometheus ``/metrics`` page (handler counters
-``AdaptBatches`` / ``AdaptBatchRequests``), plus psutil and (optionally) NVML for the host, and
+``AdaptBatches`` / ``AdaptBatchRequests``; for any other handler the plugin's own per-model
+batch count from the frontend), plus psutil and (optionally) NVML for the host, and
 turns the difference against earlier reads into one frozen :class:`Observation`.
 
 - p50/p99/SLO attainment/batch fill rate: over the last ``window_s``;
@@ -14,8 +15,10 @@ dropped and :attr:`Observer.restarts` counts it, so the sidecar can re-apply its
 Every registered model is observed, configured or not (a model without limits has a NaN SLO
 and SLO attainment); :attr:`Observer.registered` lists them, so models registered or
 unregistered while the controller runs are seen at the next tick. The handler counters are
-optional: a model whose handler does not report them (any handler but ours) has a NaN batch
-fill rate and mean batch size, and a server whose metrics page is off still gets observed.
+optional: for a handler that does not report them (any handler but ours) the mean batch size
+is the plugin's requests per batch counted in the frontend, and NaN (unknown) when the
+frontend's log level hides the batch lines; a server whose metrics page is off still gets
+observed.
 """
 
 from __future__ import annotations
@@ -241,6 +244,10 @@ class Observer:
             old_b, old_r = base.handler.get(name, (0.0, 0.0))
             if now_b - old_b > 0 and now_r >= old_r:
                 mean_batch = (now_r - old_r) / (now_b - old_b)
+            elif window.batch_log_attached and window.batches_total > 0:
+                # any handler: the frontend's own batch count (requests answered per batch)
+                mean_batch = window.requests_total / window.batches_total
+            if not math.isnan(mean_batch):
                 fill = mean_batch / state.batch_size
         return ModelObservation(
             name=name,

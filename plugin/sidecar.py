@@ -9,9 +9,10 @@ the current tick.
 
 The models under control are the registered ones the config names or its ``default:`` entry
 covers (:meth:`ControllerConfig.for_models`), re-read every tick: a model registered later is
-adopted, one unregistered is dropped, a configured one that is missing is warned about and
-watched for. The policy and the guards see only the controlled models; the others are
-observed and logged (``unmanaged``) and never changed.
+adopted, one unregistered is dropped (and gets its last settings back if it returns, as after
+a server restart that registers its models only after it answers), a configured one that is
+missing is warned about and watched for. The policy and the guards see only the controlled
+models; the others are observed and logged (``unmanaged``) and never changed.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ class Sidecar:
         self._restarts_seen = 0
         self._missing: tuple[str, ...] = ()
         self._synced = False
+        #: Last settings of models that left (a server restart re-registers them later).
+        self._remembered: dict[str, ModelSettings] = {}
+        self._restore_pending = False
         self._left_alone: dict[str, str] = {}
         #: ``static`` is the no-control baseline: it must change nothing, emergencies included.
         self.emergencies = policy.name != "static"
@@ -167,7 +171,13 @@ class Sidecar:
         self.policy = self.policy_factory(config)
         if self._observer is not None:
             self._observer.config = config
-        self.desired = {n: self.desired.get(n, live[n]) for n in config.model_names if n in live}
+        for name in removed:  # kept: a model that comes back gets its last settings again
+            if name in self.desired:
+                self._remembered[name] = self.desired[name]
+        returning = [n for n in added if n in self._remembered]
+        self._restore_pending = self._restore_pending or bool(returning)
+        desired = {**{n: self._remembered.pop(n) for n in returning}, **self.desired}
+        self.desired = {n: desired.get(n, live[n]) for n in config.model_names if n in live}
         if added or removed:
             logger.info("controlling %s (added %s, dropped %s)", config.model_names, added, removed)
         self.log.write(
@@ -218,7 +228,8 @@ class Sidecar:
         controlled, unmanaged = split_observation(observation, self.config.model_names)
         if not controlled.models:  # nothing to control (yet): observe and log only
             record.update(event="tick", observation=controlled, actions=(), applied=())
-        elif self._lost or restarted:
+        elif self._lost or restarted or self._restore_pending:
+            self._restore_pending = False
             record.update(self._reapply(controlled))
         else:
             record.update(self._control(controlled))

@@ -204,9 +204,11 @@ def _one_round(
         raise ProfileError(f"{model}: {len(bad)} of {n} requests failed (HTTP {bad[0]})")
     sizes = sorted(int(r.headers.get(BATCH_SIZE_HEADER, 0)) for r in resps)
     # the backend's counters reach the frontend's /metrics asynchronously: wait for them
+    # (a handler that sends no batch ids reports no counters either: nothing to wait for)
     deadline = time.monotonic() + COUNTER_WAIT_S
     n1, ms1 = _counters(metrics_url, model)
-    while n1 - n0 < len(set(_batch_ids(resps))) and time.monotonic() < deadline:
+    expected = len(set(_batch_ids(resps)))
+    while n1 - n0 < expected and time.monotonic() < deadline:
         time.sleep(0.05)
         n1, ms1 = _counters(metrics_url, model)
     batches = n1 - n0
@@ -215,7 +217,7 @@ def _one_round(
 
 
 def _batch_ids(resps: list[Any]) -> list[str]:
-    return [r.headers.get(BATCH_ID_HEADER, str(i)) for i, r in enumerate(resps)]
+    return [r.headers[BATCH_ID_HEADER] for r in resps if BATCH_ID_HEADER in r.headers]
 
 
 @dataclass(frozen=True)

@@ -276,9 +276,11 @@ def test_controller_follows_a_load_step_and_the_model_set(
     assert max(batch_settings(r)["batch_size"] for r in phase_of["low"]) <= 2
     assert peak >= 3, [batch_settings(r) for r in phase_of["high"]]
     assert final["batch_size"] <= 2, final
-    # the plain handler reports no batch metrics: the fill rate is unknown, never guessed
-    observed = [m for r in records for m in r["observation"]["models"] if m["name"] == MODEL]
-    assert all(m["batch_fill_rate"] is None for m in observed)
+    # the plain handler reports no batch metrics: the mean batch size comes from the
+    # frontend's own batch count (requests per batch), so it rose with the batch size
+    observed = [m for r in phase_of["high"] for m in r["observation"]["models"]]
+    means = [m["mean_batch_size"] for m in observed if m["name"] == MODEL]
+    assert all(v is not None for v in means) and max(means) > 1.5, means
     # the adopted model was controlled (its own settings in the log), then dropped
     logged = read_log(log)
     assert any(SECOND in r.get("settings", {}) for r in logged if r.get("event") == "tick")
