@@ -81,7 +81,8 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         "--placement-dir",
         default=None,
         help="the TSADAPT_PLACEMENT_DIR the server's workers were started with "
-        "(default: $TSADAPT_PLACEMENT_DIR, else <workdir>/placement)",
+        "(default: <workdir>/placement for a `tsadapt serve start` server, "
+        "else $TSADAPT_PLACEMENT_DIR)",
     )
     p.add_argument("--cores", default=None, help="cores to place workers on (default: usable)")
 
@@ -113,15 +114,21 @@ def _cores(text: str | None) -> tuple[int, ...] | None:
 def _connect(args: argparse.Namespace) -> tuple[Any, Any, Path]:
     import os
 
-    from tsadapt.attach import connect_checked
+    from tsadapt.attach import AttachError, connect_checked
     from tsadapt.plugin.adapt_client import AdaptClient
 
     from .placement import PLACEMENT_DIR_ENV, PLACEMENT_SUBDIR
 
     client, _, _ = connect_checked(args, timeout_s=120)
-    placement = args.placement_dir or os.environ.get(PLACEMENT_DIR_ENV)
-    if placement is None:
+    placement = args.placement_dir
+    if placement is None and args.ts_config is None:  # `tsadapt serve start` sets it so
         placement = Path(args.workdir) / PLACEMENT_SUBDIR
+    placement = placement or os.environ.get(PLACEMENT_DIR_ENV)
+    if placement is None:
+        raise AttachError(
+            f"--placement-dir: not given and ${PLACEMENT_DIR_ENV} is not set: give the folder "
+            "the server's workers were started with in that variable"
+        )
     return client, AdaptClient(client), Path(placement)
 
 
