@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--decision-log",
         type=Path,
         default=None,
-        help="JSON-lines decision log (default: <workdir>/controller/decisions.jsonl)",
+        help="JSON-lines decision log (default: controller/decisions.jsonl in --workdir, "
+        "or next to --ts-config)",
     )
     p.add_argument(
         "--metrics-port",
