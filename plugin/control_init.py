@@ -17,7 +17,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tsadapt.policy.controller_config import ConfigError, ControllerConfig, ModelLimits
+import yaml
+
+from tsadapt.policy.controller_config import ConfigError, ControllerConfig, ModelLimits, from_dict
 from tsadapt.policy.simulator import LatencyModel
 
 #: SLO written when neither --slo-ms nor a profile gives one: a placeholder to tune.
@@ -156,9 +158,6 @@ def run_init(args: argparse.Namespace) -> int:
     default = _limits("default", args.slo_ms or FALLBACK_SLO_MS, 1, 0, 1)
     budget = max(1, sum(lim.max_workers for lim, _ in entries))
     text = render(entries, default, budget)
-    import yaml
-
-    from tsadapt.policy.controller_config import from_dict
 
     from_dict(yaml.safe_load(text))  # what we print must load
     sys.stdout.write(text)

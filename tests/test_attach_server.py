@@ -146,7 +146,9 @@ def write_user_files(home: Path) -> Path:
     store.mkdir()
     for name in (MODEL, SECOND):
         archive(home, store, name)
-    config = home / "config.properties"
+    # in a folder of its own: key_file.json lands where TorchServe starts, not next to it
+    config = home / "conf" / "config.properties"
+    config.parent.mkdir()
     config.write_text(
         f"inference_address=http://127.0.0.1:{free_port()}\n"
         f"management_address=http://127.0.0.1:{free_port()}\n"
@@ -176,7 +178,8 @@ def user_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserServer
     # TMPDIR: TorchServe's pid file lives there; our own lets it run beside other servers.
     env = {**os.environ, "TMPDIR": str(home / "tmp"), "LOG_LOCATION": str(home / "logs")}
     try:
-        started = _torchserve(env, home, "--start", "--ts-config", str(config), "--ncs")
+        relative = str(config.relative_to(home))  # as a user types it, from their folder
+        started = _torchserve(env, home, "--start", "--ts-config", relative, "--ncs")
         assert started == 0, (home / "torchserve.out").read_text()
         key_file = home / "key_file.json"
         deadline = time.monotonic() + 120

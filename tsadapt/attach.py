@@ -125,16 +125,18 @@ def add_attach_args(parser: argparse.ArgumentParser, workdir_default: Path | Non
 
 def _server_dirs(config_path: Path) -> list[Path]:
     """Working directories of running TorchServe frontends started with ``config_path``."""
-    wanted = str(config_path.resolve())
+    wanted = config_path.resolve()
     dirs = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
             cmd = proc.info["cmdline"] or []
-            if any(wanted == a or a.endswith("=" + wanted) for a in cmd) and any(
-                "org.pytorch.serve.ModelServer" in a for a in cmd
-            ):
-                dirs.append(Path(proc.cwd()))
-        except (psutil.Error, OSError):
+            if not any("org.pytorch.serve.ModelServer" in a for a in cmd):
+                continue
+            cwd = Path(proc.cwd())
+            # the config path as TorchServe got it, possibly relative to where it started
+            if any((cwd / a.split("=", 1)[-1]).resolve() == wanted for a in cmd if a):
+                dirs.append(cwd)
+        except (psutil.Error, OSError, ValueError):
             continue
     return dirs
 
