@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tsadapt import constants as C
@@ -11,6 +12,7 @@ from tsadapt.policy.types import Observation
 
 PREFIX = "tsadapt_controller"
 _HELP = {
+    "controlled": ("gauge", "1 if the controller may change the model, 0 if it only observes"),
     "slo_attainment": ("gauge", "Share of requests within the SLO over the window"),
     "p99_ms": ("gauge", "p99 latency (ms) over the window"),
     "batch_size": ("gauge", "Configured batch size"),
@@ -63,14 +65,21 @@ class MetricsExporter:
         observation: Observation | None,
         overrides: dict[str, int],
         failures: dict[str, int],
+        controlled: Iterable[str] | None = None,
     ) -> None:
-        """Record one tick (``observation`` None when the server was unreachable)."""
+        """Record one tick (``observation`` None when the server was unreachable);
+        ``controlled`` names the models the controller may change (default: all observed)."""
         with self._lock:
             self._ticks += 1
             self._server_up = int(observation is not None)
             if observation is not None:
+                names = {m.name for m in observation.models}
+                mine = names if controlled is None else set(controlled)
+                # a model unregistered since the last tick leaves no stale series
+                self._gauges = {k: v for k, v in self._gauges.items() if k[1] in names}
                 for m in observation.models:
                     values = {
+                        "controlled": float(m.name in mine),
                         "slo_attainment": m.slo_attainment,
                         "p99_ms": m.p99_ms,
                         **{k: float(v) for k, v in m.settings.as_dict().items()},
