@@ -50,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_attach_args(p)
     p.add_argument(
+        "--scenario",
+        default=None,
+        help="scenario (a name under loadtests/scenarios or a YAML path) that states the models' "
+        "SLOs and latency profiles; each max_batch is then capped by the profile rule",
+    )
+    p.add_argument(
         "--decision-log",
         type=Path,
         default=None,
@@ -93,7 +99,15 @@ def run_control(args: argparse.Namespace) -> int:
     from tsadapt.serve.attach import connect, connect_checked
     from tsadapt.sidecar.runner import Sidecar
 
-    config = load(args.config, policy=args.policy, tick_s=args.tick_s)
+    if args.scenario:
+        from tsadapt.experiments.bench_schedule import resolve_scenario
+        from tsadapt.policy.sim.control import scenario_config
+
+        config = scenario_config(
+            args.config, resolve_scenario(args.scenario), policy=args.policy, tick_s=args.tick_s
+        )
+    else:
+        config = load(args.config, policy=args.policy, tick_s=args.tick_s)
     if args.profile:
         config = apply_profiles(config, args.profile)
     _, _, registered = connect_checked(args)  # names what is wrong before the loop starts

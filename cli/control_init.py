@@ -14,12 +14,12 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 from tsadapt.policy.controller_config import ConfigError, ControllerConfig, ModelLimits, from_dict
+from tsadapt.policy.sim.control import apply_latencies, feasible
 from tsadapt.policy.sim.simulator import LatencyModel
 
 #: SLO written when neither --slo-ms nor a profile gives one: a placeholder to tune.
@@ -53,29 +53,9 @@ def load_profile(path: Path) -> tuple[str, LatencyModel]:
     return model, LatencyModel(table=tuple(medians.items()))
 
 
-def feasible(limits: ModelLimits, latency: LatencyModel) -> ModelLimits:
-    """``limits`` with ``max_batch`` lowered to the SLO-feasible batch of ``latency``."""
-    from tsadapt.policy.sim.control import slo_feasible_batch
-
-    cap = slo_feasible_batch(latency, limits.slo_ms, limits.max_batch)
-    return replace(limits, max_batch=max(cap, limits.min_batch))
-
-
 def apply_profiles(config: ControllerConfig, paths: list[Path]) -> ControllerConfig:
-    """``config`` with each profiled model's ``max_batch`` lowered by the profile rule (a
-    profiled model only ``default:`` covers gets its own entry)."""
-    models = {m.name: m for m in config.models}
-    for path in paths:
-        name, latency = load_profile(path)
-        base = models.get(name)
-        if base is None and config.default is not None:
-            base = replace(config.default, name=name)
-        if base is None:
-            raise ConfigError(
-                f"--profile {path}", f"model {name!r} is not in the config (and no default:)"
-            )
-        models[name] = feasible(base, latency)
-    return replace(config, models=tuple(models.values()))
+    """:func:`apply_latencies` with the latency of each ``tsadapt profile`` JSON."""
+    return apply_latencies(config, [(*load_profile(p), f"--profile {p}") for p in paths])
 
 
 def _slo(args: argparse.Namespace, latency: LatencyModel | None, batch: int) -> float:

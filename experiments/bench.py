@@ -124,8 +124,9 @@ class RunResult:
 # --------------------------------------------------------------------------- controllers
 
 
-def controller_unavailable(name: str, config: Path) -> str | None:
-    """Why ``name`` cannot run here, or None when it can."""
+def controller_unavailable(name: str, config: Path, scenario: Path) -> str | None:
+    """Why ``name`` cannot run here on ``scenario`` (whose SLOs the controller takes), or None
+    when it can."""
     if name == "static":
         return None
     if name not in CONTROLLERS:
@@ -135,22 +136,26 @@ def controller_unavailable(name: str, config: Path) -> str | None:
     if not config.is_file():
         return f"controller not available: no controller config {config}"
     try:
-        from tsadapt.policy.controller_config import load
         from tsadapt.policy.factory import make_policy
+        from tsadapt.policy.sim.control import scenario_config
 
-        make_policy(name, load(config, policy=name))
+        make_policy(name, scenario_config(config, scenario, policy=name))
     except (ImportError, ValueError, TypeError) as exc:
         return f"controller not available: {exc}"
     return None
 
 
-def expand_controllers(names: Sequence[str], config: Path) -> tuple[str, ...]:
+def expand_controllers(names: Sequence[str], config: Path, scenario: Path) -> tuple[str, ...]:
     """Validate names; ``best`` becomes the best adaptive controller available (or stays)."""
     out: list[str] = []
     for n in names:
         if n == "best":
             n = next(
-                (c for c in ADAPTIVE_PREFERENCE if controller_unavailable(c, config) is None),
+                (
+                    c
+                    for c in ADAPTIVE_PREFERENCE
+                    if controller_unavailable(c, config, scenario) is None
+                ),
                 "best",
             )
         elif n not in CONTROLLERS:
@@ -160,33 +165,14 @@ def expand_controllers(names: Sequence[str], config: Path) -> tuple[str, ...]:
     return tuple(out)
 
 
-def scenario_controller_config(base: Path, scenario: Scenario, out: Path) -> Path:
-    """Write ``base`` with each scenario model's SLO, the one the bench scores it on, and
-    ``max_batch`` lowered to the model's SLO-feasible batch (``slo_feasible_batch`` of its
-    profile), as the simulated sidecar gets them; everything else stays ``base``'s."""
-    import yaml
-
-    from tsadapt.policy.sim.control import slo_feasible_batch
-
-    data = dict(yaml.safe_load(base.read_text()) or {})
-    models = dict(data.get("models") or {})
-    for m in scenario.models:
-        entry = dict(models.get(m.name) or {})
-        entry["slo_ms"] = m.slo_ms
-        cap = int(entry.get("max_batch", m.max_batch))
-        entry["max_batch"] = slo_feasible_batch(m.latency, m.slo_ms, cap)
-        models[m.name] = entry
-    data["models"] = models
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
-    return out
-
-
 def _start_controller(
-    name: str, config: Path, workdir: Path, log: Path, decisions: Path
+    name: str, config: Path, scenario: Path, workdir: Path, log: Path, decisions: Path
 ) -> subprocess.Popen:
+    """``tsadapt control`` on the bench's server; the SLOs and the profile rule's batch caps
+    come from the scenario file, the one place that states them."""
     cmd = [
-        sys.executable, "-m", "tsadapt.cli.main", "control",
-        "--config", str(config), "--policy", name,
+        sys.executable, "-m", "tsadapt.cli", "control",
+        "--config", str(config), "--scenario", str(scenario), "--policy", name,
         "--workdir", str(workdir), "--decision-log", str(decisions), "--metrics-port", "0",
     ]  # fmt: skip
     with log.open("ab") as out:
@@ -343,7 +329,7 @@ def run_one(
     """Run one controller on a fresh server; never leaves a process behind."""
     from tsadapt.serve.server import ServerConfig, start, stop
 
-    reason = controller_unavailable(controller, cfg.controller_config)
+    reason = controller_unavailable(controller, cfg.controller_config, scenario_path)
     if reason:
         return RunResult(controller, "skipped", reason)
     rundir.mkdir(parents=True, exist_ok=True)
@@ -363,11 +349,8 @@ def run_one(
             warm_up(server, scenario.model_names, cfg.warmup_rounds)
         if controller != "static":
             on_tick(0.0, f"starting controller {controller}")
-            config = scenario_controller_config(
-                cfg.controller_config, scenario, rundir / "controller.yaml"
-            )
             ctrl = _start_controller(
-                controller, config, server_cfg.workdir,
+                controller, cfg.controller_config, scenario_path, server_cfg.workdir,
                 rundir / "controller.log", decisions,
             )  # fmt: skip
         poller = Poller(server_reader(server))
@@ -561,10 +544,10 @@ def write_markdown(
         "and unanswered ones are violations); goodput = requests answered within the SLO per "
         "second; worker-seconds = running workers integrated over the run (polled every "
         f"{POLL_S:.0f} s); reconfigurations = changes of batch size, delay or worker target "
-        "between polls; failed = requests not answered 2xx. Every controller runs with "
-        f"`{_rel(cfg.controller_config)}` given the scenario's SLOs and, per model, the largest "
-        "batch whose profiled execution takes at most half the SLO as `max_batch` (the run "
-        "directory keeps the `controller.yaml` it got).",
+        "between polls; failed = requests not answered 2xx. Every controller runs "
+        f"`tsadapt control --config {_rel(cfg.controller_config)} --scenario "
+        f"{_rel(Path(scenario.path or ''))}`: the SLOs are the scenario's, and each model's "
+        "`max_batch` is the largest batch whose profiled execution takes at most half the SLO.",
         "",
         *markdown_table(TABLE_HEADER, table_rows(results)),
     ]
@@ -623,7 +606,7 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
     scenario_path = resolve_scenario(cfg.scenario)
     scenario = load_scenario(scenario_path)
     schedule = scenario_schedule(scenario, cfg.seed, cfg.duration_s, cfg.max_requests)
-    controllers = expand_controllers(cfg.controllers, cfg.controller_config)
+    controllers = expand_controllers(cfg.controllers, cfg.controller_config, scenario_path)
     console = Console(stderr=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     started_text = time.strftime("%Y-%m-%d %H:%M")

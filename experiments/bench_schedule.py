@@ -41,8 +41,6 @@ PAYLOADS_PER_MODEL = 8
 WINDOW_S = 5.0
 #: Achieved rate must be within this fraction of the intended one.
 RATE_TOLERANCE = 0.05
-#: SLOs (ms) for the Locust shapes when no scenario file gives them.
-DEFAULT_SLO_MS = {"image": 200.0, "text": 150.0, "tabular": 50.0}
 #: Columns of the per-request CSV written by the Locust ``request`` event hook.
 RECORD_FIELDS = (
     "sent_epoch",  # wall clock when the request was sent (s since the epoch)
@@ -218,7 +216,8 @@ def mix_schedule(
     max_requests: int | None = None,
     slo_ms: Mapping[str, float] | None = None,
 ) -> Schedule:
-    """One workload's arrivals, each sent to a model drawn by ``weights``.
+    """One workload's arrivals, each sent to a model drawn by ``weights``; ``slo_ms`` are the
+    SLOs the caller states (a model without one has none: every answer counts as within).
 
     Labelling a point process's arrivals independently with probabilities ``w_i`` splits it
     into per-model processes of intensity ``w_i * rate(t)`` (Poisson thinning).
@@ -234,7 +233,7 @@ def mix_schedule(
     times = workload.arrivals(float(duration_s), np.random.default_rng(arr_ss))
     idx = np.random.default_rng(label_ss).choice(len(names), size=times.size, p=w)
     intens = [Intensity(n, workload, float(s)) for n, s in zip(names, w, strict=True) if s > 0]
-    slo = {n: (slo_ms or DEFAULT_SLO_MS).get(n, DEFAULT_SLO_MS.get(n, math.inf)) for n in names}
+    slo = {n: float((slo_ms or {}).get(n, math.inf)) for n in names}
     return _finish(times, idx, names, duration_s, seed, intens, slo, max_requests)
 
 

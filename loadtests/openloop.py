@@ -87,6 +87,9 @@ class OpenLoopShape(LoadTestShape):
     workload: ClassVar[dict[str, Any] | list[dict[str, Any]]] = {"kind": "poisson", "rate": 20}
     #: Share of the arrivals per model (normalised); ``--weights`` overrides it.
     weights: ClassVar[dict[str, float]] = {"tabular": 0.7, "text": 0.2, "image": 0.1}
+    #: SLO (ms) per model that the shapes' summaries score against (a scenario file, given
+    #: with ``--scenario``, states its own instead).
+    slo_ms: ClassVar[dict[str, float]] = {"image": 200.0, "text": 150.0, "tabular": 50.0}
     #: Seed of the arrival draws (``--seed`` / ``TSADAPT_SEED`` overrides it).
     seed: ClassVar[int] = 0
     #: Upper bound on the requests of the run (``--max-requests`` lowers it).
@@ -179,6 +182,7 @@ def build_schedule(shape: type[OpenLoopShape] | OpenLoopShape, options: Any) -> 
         duration if duration is not None else shape.duration_s,
         seed if seed is not None else shape.seed,
         cap,
+        slo_ms=shape.slo_ms,
     )
 
 

@@ -267,7 +267,11 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 
 def _limits(name: str, spec: Any, path: str) -> ModelLimits:
-    _check(isinstance(spec, Mapping) and "slo_ms" in spec, f"{path}.slo_ms", "is required")
+    _check(
+        isinstance(spec, Mapping) and "slo_ms" in spec,
+        f"{path}.slo_ms",
+        "is required (state it here, or pass the scenario that states it)",
+    )
     if "name" in spec:
         raise ConfigError(f"{path}.name", "give the name as the key only")
     return _build(ModelLimits, {"name": name, **spec}, path)
@@ -309,8 +313,37 @@ def from_dict(
     return _build(ControllerConfig, {"models": tuple(models), **body}, "")
 
 
-def load(path: Path, policy: str | None = None, **overrides: Any) -> ControllerConfig:
-    """Read ``path``; ``policy`` and ``overrides`` (non-None values) replace file values."""
+def with_slos(data: Mapping[str, Any], slos: Mapping[str, float], source: str) -> dict[str, Any]:
+    """``data`` with each model entry's ``slo_ms`` taken from ``slos`` (stated in ``source``,
+    e.g. a scenario file): the one place that states them. An entry that states its own SLO
+    for such a model is an error, so no SLO is ever written twice or overridden."""
+    out = dict(data)
+    models = out.get("models")
+    if not isinstance(models, Mapping):
+        return out
+    merged = {}
+    for name, spec in models.items():
+        if name in slos and isinstance(spec, Mapping):
+            _check(
+                "slo_ms" not in spec,
+                f"models.{name}.slo_ms",
+                f"also stated in {source}; state each SLO once (remove it here)",
+            )
+            spec = {**spec, "slo_ms": float(slos[name])}
+        merged[name] = spec
+    out["models"] = merged
+    return out
+
+
+def load(
+    path: Path,
+    policy: str | None = None,
+    slos: Mapping[str, float] | None = None,
+    slo_source: str = "the scenario",
+    **overrides: Any,
+) -> ControllerConfig:
+    """Read ``path``; ``policy`` and ``overrides`` (non-None values) replace file values;
+    ``slos`` are the models' SLOs as ``slo_source`` states them (:func:`with_slos`)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(str(path), "no such file")
@@ -324,4 +357,6 @@ def load(path: Path, policy: str | None = None, **overrides: Any) -> ControllerC
     if policy is not None:
         data["policy"] = policy
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if slos:
+        data = with_slos(data, slos, slo_source)
     return from_dict(data)

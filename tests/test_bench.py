@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tsadapt.cli.bench_commands import register
 from tsadapt.experiments.bench import (
@@ -16,7 +17,6 @@ from tsadapt.experiments.bench import (
     expand_controllers,
     reconfigurations,
     run_bench,
-    scenario_controller_config,
     summarize_run,
     table_rows,
     worker_seconds,
@@ -28,8 +28,8 @@ from tsadapt.experiments.bench_schedule import (
     record_row,
     records_from_rows,
 )
-from tsadapt.policy.controller_config import load
-from tsadapt.policy.sim.control import slo_feasible_batch
+from tsadapt.policy.controller_config import ConfigError, load
+from tsadapt.policy.sim.control import scenario_config, slo_feasible_batch
 from tsadapt.policy.sim.scenario import load_scenario
 from tsadapt.policy.sim.workloads import Poisson
 
@@ -55,18 +55,19 @@ def test_reconfigurations_count_changes_of_batch_delay_or_workers() -> None:
 
 def test_controllers_static_always_unknown_rejected() -> None:
     cfg = Path("configs/controller.yaml")
-    assert controller_unavailable("static", cfg) is None
-    assert "unknown" in (controller_unavailable("nope", cfg) or "")
+    sc = REPO / "loadtests" / "scenarios" / "bursty.yaml"
+    assert controller_unavailable("static", cfg, sc) is None
+    assert "unknown" in (controller_unavailable("nope", cfg, sc) or "")
     with pytest.raises(ValueError, match="unknown controller"):
-        expand_controllers(["static", "nope"], cfg)
-    best = expand_controllers(["static", "best", "static"], cfg)
+        expand_controllers(["static", "nope"], cfg, sc)
+    best = expand_controllers(["static", "best", "static"], cfg, sc)
     assert best[0] == "static" and len(best) == 2
     if best[1] != "best":
-        assert controller_unavailable(best[1], cfg) is None
+        assert controller_unavailable(best[1], cfg, sc) is None
 
 
 def test_summarize_run_counts_failures_and_unsent_as_violations(tmp_path: Path) -> None:
-    s = mix_schedule(Poisson(20.0), {"tabular": 1.0}, 10.0, seed=1)
+    s = mix_schedule(Poisson(20.0), {"tabular": 1.0}, 10.0, seed=1, slo_ms={"tabular": 50.0})
     rows = []
     for i, t in enumerate(s.times[:-5]):  # the last 5 were never sent
         if i % 10 == 0:
@@ -91,18 +92,33 @@ def test_summarize_run_counts_failures_and_unsent_as_violations(tmp_path: Path) 
     assert rate_checks(s, rec)[-1].sent == len(s) - 5
 
 
-def test_controller_gets_the_scenarios_slos_and_feasible_batches(tmp_path: Path) -> None:
+def test_controller_gets_the_scenarios_slos_and_feasible_batches() -> None:
+    """The SLOs come from the scenario file alone: the shipped controller config states none,
+    and each max_batch is the config's cap lowered by the profile rule."""
     base = REPO / "configs" / "controller.yaml"
-    sc = load_scenario(REPO / "configs" / "scenarios" / "bursty.yaml")
-    out = scenario_controller_config(base, sc, tmp_path / "controller.yaml")
-    given, stock = load(out), load(base)
+    path = REPO / "configs" / "scenarios" / "bursty.yaml"
+    sc = load_scenario(path)
+    given = scenario_config(base, path)
+    raw = yaml.safe_load(base.read_text())["models"]
     for m in sc.models:
-        lim, was = given.limits(m.name), stock.limits(m.name)
-        assert lim.slo_ms == m.slo_ms
-        assert lim.max_batch == slo_feasible_batch(m.latency, m.slo_ms, was.max_batch)
-        assert (lim.max_workers, lim.max_delay_ms) == (was.max_workers, was.max_delay_ms)
-    assert given.worker_budget == stock.worker_budget
-    assert given.limits("image").slo_ms == 200 != stock.limits("image").slo_ms
+        lim, entry = given.limits(m.name), raw[m.name]
+        assert "slo_ms" not in entry and lim.slo_ms == m.slo_ms
+        assert lim.max_batch == slo_feasible_batch(m.latency, m.slo_ms, entry["max_batch"])
+        assert (lim.max_workers, lim.max_delay_ms) == (entry["max_workers"], entry["max_delay_ms"])
+
+
+def test_an_slo_stated_twice_is_refused(tmp_path: Path) -> None:
+    data = yaml.safe_load((REPO / "configs" / "controller.yaml").read_text())
+    data["models"]["text"]["slo_ms"] = 150
+    doubled = tmp_path / "controller.yaml"
+    doubled.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"models\.text\.slo_ms: also stated in scenario"):
+        scenario_config(doubled, REPO / "loadtests" / "scenarios" / "bursty.yaml")
+
+
+def test_without_a_scenario_the_slo_is_required() -> None:
+    with pytest.raises(ConfigError, match=r"models\.image\.slo_ms: is required"):
+        load(REPO / "configs" / "controller.yaml")
 
 
 def test_register_adds_bench() -> None:

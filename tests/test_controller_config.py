@@ -20,14 +20,17 @@ def base() -> dict[str, Any]:
     }
 
 
-def test_shipped_config_loads() -> None:
-    config = load(SHIPPED)
+BURSTY_SLOS = {"image": 200.0, "text": 150.0, "tabular": 50.0}
+
+
+def test_shipped_config_loads_with_a_scenarios_slos() -> None:
+    config = load(SHIPPED, slos=BURSTY_SLOS)
     assert set(config.model_names) == {"image", "text", "tabular"}
-    assert config.limits("tabular").slo_ms > 0
+    assert {m.name: m.slo_ms for m in config.models} == BURSTY_SLOS
 
 
 def test_policy_and_overrides_replace_file_values(tmp_path: Path) -> None:
-    config = load(SHIPPED, policy="queue", tick_s=0.5, window_s=None)
+    config = load(SHIPPED, policy="queue", tick_s=0.5, window_s=None, slos=BURSTY_SLOS)
     assert config.policy == "queue" and config.tick_s == 0.5
 
 

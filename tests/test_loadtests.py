@@ -198,7 +198,7 @@ def test_rate_checks_detect_a_slow_dispatcher() -> None:
 
 
 def test_windows_attainment_per_model() -> None:
-    s = mix_schedule(Poisson(50.0), {"tabular": 1.0}, 20.0, seed=4)
+    s = mix_schedule(Poisson(50.0), {"tabular": 1.0}, 20.0, seed=4, slo_ms={"tabular": 50.0})
     rec = _records_for(s, latency_ms=10.0)
     rec.latency_ms[s.times >= 10.0] = 80.0  # second half misses the 50 ms SLO
     w = windows(s, rec, "tabular", window_s=5.0)

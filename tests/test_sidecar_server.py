@@ -420,6 +420,8 @@ def test_sigterm_stops_the_sidecar_cleanly(torchserve: Any, tmp_path: Path) -> N
             "control",
             "--config",
             str(config),
+            "--scenario",
+            "bursty",
             "--policy",
             "static",
             "--workdir",

@@ -16,14 +16,21 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from tsadapt.policy.controller_config import DEFAULT_COOLDOWN_S, ControllerConfig, ModelLimits
+from tsadapt.policy.controller_config import (
+    DEFAULT_COOLDOWN_S,
+    ConfigError,
+    ControllerConfig,
+    ModelLimits,
+    load,
+)
 from tsadapt.policy.loop import ApplyResult, LoopState, control_step
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
-from tsadapt.policy.sim.scenario import Scenario
+from tsadapt.policy.sim.scenario import Scenario, load_scenario
 from tsadapt.policy.sim.simulator import IntervalStats, LatencyModel, Simulator
 from tsadapt.policy.types import (
     Action,
@@ -36,6 +43,8 @@ from tsadapt.policy.types import (
 
 __all__ = [
     "ControlResult",
+    "apply_latencies",
+    "scenario_config",
     "SimBackend",
     "SimControlConfig",
     "WindowObserver",
@@ -387,4 +396,51 @@ def run_controlled(
         sum(reconf.values()),
         reconf,
         overrides,
+    )
+
+
+# --------------------------------------------------------------------------- real-server limits
+
+
+def feasible(limits: ModelLimits, latency: LatencyModel) -> ModelLimits:
+    """``limits`` with ``max_batch`` lowered to the SLO-feasible batch of ``latency``."""
+    cap = slo_feasible_batch(latency, limits.slo_ms, limits.max_batch)
+    return replace(limits, max_batch=max(cap, limits.min_batch))
+
+
+def apply_latencies(
+    config: ControllerConfig, latencies: list[tuple[str, LatencyModel, str]]
+) -> ControllerConfig:
+    """``config`` with each ``(model, latency, source)``'s ``max_batch`` lowered by the profile
+    rule (a model only ``default:`` covers gets its own entry)."""
+    models = {m.name: m for m in config.models}
+    for name, latency, source in latencies:
+        base = models.get(name)
+        if base is None and config.default is not None:
+            base = replace(config.default, name=name)
+        if base is None:
+            raise ConfigError(source, f"model {name!r} is not in the config (and no default:)")
+        models[name] = feasible(base, latency)
+    return replace(config, models=tuple(models.values()))
+
+
+def scenario_config(path: Path, scenario_file: Path, **overrides: object) -> ControllerConfig:
+    """The controller config ``path`` for the models of a scenario file: their SLOs as the
+    scenario states them (never also in ``path``), and each ``max_batch`` lowered by the
+    profile rule with the scenario's latency profile, as the simulated sidecar gets them."""
+    scenario = load_scenario(scenario_file)
+    config = load(
+        path,
+        slos={m.name: m.slo_ms for m in scenario.models},
+        slo_source=f"scenario {scenario_file}",
+        **overrides,
+    )
+    named = set(config.model_names)
+    return apply_latencies(
+        config,
+        [
+            (m.name, m.latency, f"scenario {scenario_file}")
+            for m in scenario.models
+            if m.name in named
+        ],
     )
