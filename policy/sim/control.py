@@ -24,7 +24,8 @@ from tsadapt.policy.controller_config import DEFAULT_COOLDOWN_S, ControllerConfi
 from tsadapt.policy.loop import ApplyResult, LoopState, control_step
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
 from tsadapt.policy.sim.scenario import Scenario
-from tsadapt.policy.sim.simulator import IntervalStats, LatencyModel, Simulator
+from tsadapt.policy.sim.simulator import Simulator
+from tsadapt.policy.sim.specs import IntervalStats, LatencyModel
 from tsadapt.policy.types import (
     Action,
     HostObservation,

@@ -58,7 +58,8 @@ from tsadapt.policy.defaults import (
     WORKER_THREADS,
 )
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
-from tsadapt.policy.sim.simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
+from tsadapt.policy.sim.simulator import Simulator
+from tsadapt.policy.sim.specs import DeviceSpec, LatencyModel, ModelSpec
 from tsadapt.policy.sim.workloads import Mix, Workload, workload_from_dict
 from tsadapt.policy.types import ModelSettings
 
