@@ -14,7 +14,8 @@ import pytest
 from tsadapt.experiments import fidelity as F
 from tsadapt.experiments import hostcpu
 from tsadapt.policy.sim.metrics import summarize
-from tsadapt.policy.sim.scenario import run_static, scenario_from_dict
+from tsadapt.policy.sim.scenario import scenario_from_dict
+from tsadapt.policy.sim.static_run import run_static
 from tsadapt.policy.types import ModelSettings
 
 NAN = math.nan

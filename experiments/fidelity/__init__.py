@@ -7,7 +7,7 @@ seed and duration on both sides:
   (``handlers/catalog.py``: the ``static`` controller, nothing changes during the run),
   warmed up, then Locust replays the scenario's exact arrivals -- all through
   :func:`tsadapt.experiments.bench.run_one`, the machinery of ``tsadapt bench``;
-* **sim**: :func:`policy.scenario.run_static` with the same fixed configuration, the
+* **sim**: :func:`policy.sim.static_run.run_static` with the same fixed configuration, the
   scenario's calibrated profiles (``profile``, ``threads``, ``exec_cv``, ``overhead_ms``,
   ``devices``) and the same arrivals (both sides draw them from the same seed streams).
 

@@ -15,13 +15,8 @@ from typing import Any
 from tsadapt.experiments.fidelity.common import SIM_REPLICATIONS, WARMUP_ROUNDS, _rel
 from tsadapt.experiments.fidelity.comparison import Row, compare, scenario_agrees
 from tsadapt.experiments.hostcpu import CpuLoad, CpuMonitor, Quiet, wait_for_quiet
-from tsadapt.policy.sim.scenario import (
-    Scenario,
-    SimResult,
-    load_scenario,
-    pool_replications,
-    run_static,
-)
+from tsadapt.policy.sim.scenario import Scenario, load_scenario
+from tsadapt.policy.sim.static_run import SimResult, pool_replications, run_static
 from tsadapt.policy.types import ModelSettings
 
 
@@ -83,7 +78,7 @@ def simulate(
 ) -> SimResult:
     """The simulator's prediction under the static configuration: ``replications`` runs of
     the same arrivals (the real run's), each with its own draws of service-time jitter and
-    outside overhead, pooled (:func:`~policy.scenario.pool_replications`).
+    outside overhead, pooled (:func:`~policy.sim.static_run.pool_replications`).
 
     One draw is one sample of the simulator's tail (the p99 of a model's 1,000 requests is
     their 10th slowest); the pooled figure is what the model predicts for these arrivals."""

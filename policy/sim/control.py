@@ -314,7 +314,7 @@ def run_controlled(
     """Run ``scenario`` with ``policy`` behind the guards; every request is accounted for.
 
     Arrivals stop at ``duration_s``; the simulator then runs on (no more decisions) until
-    every admitted request is answered, as in :func:`scenario.run_static`.
+    every admitted request is answered, as in :func:`static_run.run_static`.
     """
     sim_config = sim_config or SimControlConfig()
     seed = scenario.seed if seed is None else seed
