@@ -59,7 +59,8 @@ from tsadapt.policy.defaults import (
 )
 from tsadapt.policy.sim.simulator import Simulator
 from tsadapt.policy.sim.specs import DeviceSpec, LatencyModel, ModelSpec
-from tsadapt.policy.sim.workloads import Mix, Workload, workload_from_dict
+from tsadapt.policy.sim.workload_files import workload_from_dict
+from tsadapt.policy.sim.workloads import Mix, Workload
 from tsadapt.policy.types import ModelSettings
 
 __all__ = [
