@@ -164,26 +164,34 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tsadapt.packrat_cpu import profiler as prof
+    from tsadapt.packrat_cpu.profiler_config import (
+        ProfilerConfig,
+        ProfilerConfigError,
+        default_out,
+        parse_int,
+        parse_ints,
+    )
+    from tsadapt.packrat_cpu.profiler_output import prepare_out, print_summary, write_csv
 
     try:
-        config = prof.ProfilerConfig(
+        config = ProfilerConfig(
             model=args.model,
-            max_threads=prof.parse_int(args.max_threads, "max_threads"),
-            batches=prof.parse_ints(args.batches, "batches"),
-            threads=None if args.threads is None else prof.parse_ints(args.threads, "threads"),
-            cores=None if args.cores is None else prof.parse_ints(args.cores, "cores"),
-            warmup=prof.parse_int(args.warmup, "warmup"),
-            reps=prof.parse_int(args.reps, "reps"),
+            max_threads=parse_int(args.max_threads, "max_threads"),
+            batches=parse_ints(args.batches, "batches"),
+            threads=None if args.threads is None else parse_ints(args.threads, "threads"),
+            cores=None if args.cores is None else parse_ints(args.cores, "cores"),
+            warmup=parse_int(args.warmup, "warmup"),
+            reps=parse_int(args.reps, "reps"),
             out=Path(args.out) if args.out else None,
         )
-        out = prof.prepare_out(config.out or prof.default_out(config.model))
-    except prof.ProfilerConfigError as exc:
+        out = prepare_out(config.out or default_out(config.model))
+    except ProfilerConfigError as exc:
         _error(f"--{exc.field.replace('_', '-')}: {exc.detail}")
         return EXIT_BAD_INPUT
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     try:
         results = prof.run_with_progress(config)
-        prof.write_csv(results, out)
+        write_csv(results, out)
     except prof.ProfilerError as exc:
         _error(f"profile failed: {exc}")
         return prof.EXIT_FAILED
@@ -193,7 +201,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _error("interrupted; no profile written")
         return 130
-    prof.print_summary(results, config, out, time.perf_counter() - started, load_before)
+    print_summary(results, config, out, time.perf_counter() - started, load_before)
     return EXIT_OK
 
 

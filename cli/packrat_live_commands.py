@@ -101,7 +101,7 @@ def _parse_config(text: str) -> Any:
 
 
 def _cores(text: str | None) -> tuple[int, ...] | None:
-    from tsadapt.packrat_cpu.profiler import ProfilerConfigError, parse_ints
+    from tsadapt.packrat_cpu.profiler_config import ProfilerConfigError, parse_ints
 
     if text is None:
         return None

@@ -22,7 +22,8 @@ import numpy as np
 from tsadapt import constants as C
 from tsadapt.policy.sim.metrics import percentile
 from tsadapt.policy.sim.scenario import Scenario
-from tsadapt.policy.sim.workloads import Mix, Workload, realized_rates, workload_from_dict
+from tsadapt.policy.sim.workload_files import workload_from_dict
+from tsadapt.policy.sim.workloads import Mix, Workload, realized_rates
 
 # --------------------------------------------------------------------------- constants
 

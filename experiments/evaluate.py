@@ -28,7 +28,8 @@ import numpy as np
 from tsadapt.policy.defaults import TUNING_SEEDS
 from tsadapt.policy.factory import make_policy
 from tsadapt.policy.sim.control import SimControlConfig, controller_config_for, run_controlled
-from tsadapt.policy.sim.scenario import ModelEntry, Scenario, run_static
+from tsadapt.policy.sim.scenario import ModelEntry, Scenario
+from tsadapt.policy.sim.static_run import run_static
 from tsadapt.policy.types import ModelSettings
 
 POLICIES = ("best-static", "static", "aimd", "queue", "ppo")

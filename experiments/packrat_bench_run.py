@@ -26,7 +26,7 @@ class BenchInputError(ValueError):
 
 
 def _batches(text: str) -> tuple[int, ...]:
-    from tsadapt.packrat_cpu.profiler import ProfilerConfigError, parse_ints, positive_ints
+    from tsadapt.packrat_cpu.profiler_config import ProfilerConfigError, parse_ints, positive_ints
 
     try:
         return positive_ints(parse_ints(text, "batches"), "batches")
@@ -38,10 +38,12 @@ def _profile(args: argparse.Namespace, cores: tuple[int, ...], batches: tuple[in
     """The profile to plan with: ``--profile``, else measured now on these cores."""
     if args.profile:
         return Path(args.profile)
-    from tsadapt.packrat_cpu import profiler as prof
+    from tsadapt.packrat_cpu.profiler import run_with_progress
+    from tsadapt.packrat_cpu.profiler_config import ProfilerConfig
+    from tsadapt.packrat_cpu.profiler_output import prepare_out, write_csv
 
     sizes = sorted({1 << k for k in range(max(batches).bit_length())} | set(batches))
-    config = prof.ProfilerConfig(
+    config = ProfilerConfig(
         model=args.model,
         max_threads=len(cores),
         batches=tuple(sizes),
@@ -49,8 +51,8 @@ def _profile(args: argparse.Namespace, cores: tuple[int, ...], batches: tuple[in
         reps=QUICK_PROFILE_REPS,
         out=Path(args.out) / f"packrat-{args.model}.profile.csv",  # kept beside the report
     )
-    out = prof.prepare_out(config.out)
-    prof.write_csv(prof.run_with_progress(config), out)
+    out = prepare_out(config.out)
+    write_csv(run_with_progress(config), out)
     return out
 
 

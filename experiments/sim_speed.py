@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tsadapt.policy.sim.simulator import DeviceSpec, LatencyModel, ModelSpec, Simulator
+from tsadapt.policy.sim.simulator import Simulator
+from tsadapt.policy.sim.specs import DeviceSpec, LatencyModel, ModelSpec
 from tsadapt.policy.sim.workloads import Poisson
 from tsadapt.policy.types import ModelSettings
 

@@ -17,216 +17,34 @@ libraries print goes to stderr); the parent advances a progress bar per point an
 ``threads,batch,latency_ms,min_ms,max_ms,std_ms`` (``latency_ms`` is the mean), which
 :func:`tsadapt.packrat_cpu.profile_table.load_profile` reads and ``packrat plan`` uses.
 
+The settings and the point record are in :mod:`tsadapt.packrat_cpu.profiler_config`, the
+CSV and the summary in :mod:`tsadapt.packrat_cpu.profiler_output`.
+
 Nothing here imports torch at module level: the worker must pin itself first.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tsadapt.handlers.placement import pin_process, usable_cores
+from tsadapt.handlers.placement import pin_process
+from tsadapt.packrat_cpu.profiler_config import PointResult, ProfilerConfig, _fmt
 
-DEFAULT_BATCHES: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
-DEFAULT_WARMUP = 10  # Packrat's warm-up iterations
-DEFAULT_REPS = 100  # Packrat's timed iterations
-DEFAULT_OUT_DIR = Path("runs/packrat")
-CSV_COLUMNS: tuple[str, ...] = ("threads", "batch", "latency_ms", "min_ms", "max_ms", "std_ms")
 EXIT_FAILED = 1  # a worker failed (the CLI's exit code)
 
 
 class ProfilerError(RuntimeError):
     """A worker failed or reported something unexpected."""
-
-
-class ProfilerConfigError(ValueError):
-    """Invalid profiler setting: ``str()`` is ``"<field>: <detail>"``.
-
-    ``field`` names the :class:`ProfilerConfig` field (``max_threads``, ``batches``, ...);
-    the CLI prints ``detail`` after the matching flag (``--max-threads``, ``--batches``).
-    """
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field
-        self.detail = detail
-
-
-def default_out(model: str) -> Path:
-    return DEFAULT_OUT_DIR / f"{model}.profile.csv"
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _positive_int(value: object, name: str) -> int:
-    if not _is_int(value) or value < 1:
-        raise ProfilerConfigError(name, f"must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def positive_ints(values: object, name: str) -> tuple[int, ...]:
-    """Sorted distinct positive integers of ``values``; ProfilerConfigError(name) else."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ProfilerConfigError(name, f"must be a list of positive integers, got {values!r}")
-    items = tuple(values)
-    if not items:
-        raise ProfilerConfigError(name, "must not be empty")
-    for v in items:
-        if not _is_int(v) or v < 1:
-            raise ProfilerConfigError(name, f"must hold positive integers only, got {v!r}")
-    return tuple(sorted(set(items)))
-
-
-def parse_ints(text: str, field: str) -> tuple[int, ...]:
-    """``"1,2,4"`` -> ``(1, 2, 4)``; ProfilerConfigError(field) for anything else."""
-    items = [item.strip() for item in text.split(",")] if text.strip() else []
-    if not items:
-        raise ProfilerConfigError(field, "must not be empty (a comma-separated list like 1,2,4)")
-    values = []
-    for item in items:
-        try:
-            values.append(int(item))
-        except ValueError:
-            raise ProfilerConfigError(
-                field, f"{item!r} is not an integer (expected a comma-separated list like 1,2,4)"
-            ) from None
-    return tuple(values)
-
-
-def parse_int(text: str, field: str) -> int:
-    """``"8"`` -> ``8``; ProfilerConfigError(field) if it is not an integer."""
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ProfilerConfigError(field, f"{text!r} is not an integer") from None
-
-
-@dataclass(frozen=True)
-class ProfilerConfig:
-    """What to profile. ``threads`` defaults to 1..max_threads, ``cores`` to the first
-    ``max_threads`` usable cores (sorted), ``out`` to ``runs/packrat/<model>.profile.csv``.
-    ``threads`` and ``batches`` are stored sorted and without repeats.
-
-    Raises :class:`ProfilerConfigError` (a ValueError) naming the bad field.
-    """
-
-    model: str
-    max_threads: int
-    batches: tuple[int, ...] = DEFAULT_BATCHES
-    threads: tuple[int, ...] | None = None
-    warmup: int = DEFAULT_WARMUP
-    reps: int = DEFAULT_REPS
-    cores: tuple[int, ...] | None = None
-    out: Path | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from tsadapt.handlers.catalog import DEMO_MODELS
-
-        if self.model not in DEMO_MODELS:
-            raise ProfilerConfigError(
-                "model", f"unknown model {self.model!r}; known: {', '.join(DEMO_MODELS)}"
-            )
-        usable = usable_cores()
-        max_threads = _positive_int(self.max_threads, "max_threads")
-        if max_threads > len(usable):
-            raise ProfilerConfigError(
-                "max_threads",
-                f"{max_threads} exceeds the {len(usable)} core(s) this process may use "
-                f"({_fmt(usable)}); Packrat profiles t = 1..T on a T-core machine",
-            )
-        threads = (
-            tuple(range(1, max_threads + 1))
-            if self.threads is None
-            else positive_ints(self.threads, "threads")
-        )
-        if threads[-1] > max_threads:
-            raise ProfilerConfigError("threads", f"{threads[-1]} exceeds max_threads={max_threads}")
-        batches = positive_ints(self.batches, "batches")
-        if not _is_int(self.warmup) or self.warmup < 0:
-            raise ProfilerConfigError("warmup", f"must be an integer >= 0, got {self.warmup!r}")
-        _positive_int(self.reps, "reps")
-        if self.cores is None:
-            cores = usable[:max_threads]
-        else:
-            if isinstance(self.cores, (str, bytes)) or not isinstance(self.cores, Iterable):
-                raise ProfilerConfigError("cores", f"must be a list of CPU ids, got {self.cores!r}")
-            cores = tuple(self.cores)
-            bad = [c for c in cores if not _is_int(c)]
-            if bad:
-                raise ProfilerConfigError("cores", f"must hold CPU ids, got {bad[0]!r}")
-            if len(set(cores)) != len(cores):
-                raise ProfilerConfigError("cores", f"{_fmt(cores)} repeats a CPU id")
-            outside = [c for c in cores if c not in usable]
-            if outside:
-                raise ProfilerConfigError(
-                    "cores",
-                    f"CPU(s) {_fmt(outside)} not usable by this process (usable: {_fmt(usable)})",
-                )
-            if len(cores) < max_threads:
-                raise ProfilerConfigError(
-                    "cores",
-                    f"{len(cores)} CPU id(s) given; max_threads={max_threads} needs that many",
-                )
-        object.__setattr__(self, "max_threads", max_threads)
-        object.__setattr__(self, "threads", threads)
-        object.__setattr__(self, "batches", batches)
-        object.__setattr__(self, "cores", tuple(cores))
-        object.__setattr__(self, "out", Path(self.out) if self.out else default_out(self.model))
-
-    @property
-    def points(self) -> tuple[tuple[int, int], ...]:
-        """Every (threads, batch) point, in measurement order."""
-        return tuple((t, b) for t in self.threads or () for b in self.batches)
-
-
-def _fmt(values: Iterable[int]) -> str:
-    return ",".join(map(str, values))
-
-
-@dataclass(frozen=True)
-class PointResult:
-    """One measured point; ``latency_ms`` is the mean of the timed repetitions."""
-
-    threads: int
-    batch: int
-    latency_ms: float
-    min_ms: float
-    max_ms: float
-    std_ms: float
-    reps: int
-
-    @classmethod
-    def from_times(cls, threads: int, batch: int, times_ms: Sequence[float]) -> PointResult:
-        return cls(
-            threads,
-            batch,
-            statistics.fmean(times_ms),
-            min(times_ms),
-            max(times_ms),
-            statistics.stdev(times_ms) if len(times_ms) > 1 else 0.0,
-            len(times_ms),
-        )
-
-    def row(self) -> tuple[str, ...]:
-        return (
-            str(self.threads),
-            str(self.batch),
-            *(f"{v:.4f}" for v in (self.latency_ms, self.min_ms, self.max_ms, self.std_ms)),
-        )
 
 
 # ----------------------------------------------------------------------------- worker
@@ -428,20 +246,6 @@ def profile(
     return sorted(results, key=lambda p: (p.threads, p.batch))
 
 
-def write_csv(results: Iterable[PointResult], path: Path) -> Path:
-    """Write ``threads,batch,latency_ms,min_ms,max_ms,std_ms`` (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for p in sorted(results, key=lambda p: (p.threads, p.batch)):
-            writer.writerow(p.row())
-    tmp.replace(path)
-    return path
-
-
 def _cost(batch: int) -> int:
     """Rough relative cost of one point, for the time-left estimate (latency ~ a*b + c)."""
     return batch + 1
@@ -494,82 +298,6 @@ def run_with_progress(config: ProfilerConfig, console: Any = None) -> list[Point
 
         results = profile(config, on_point=on_point, on_ready=on_ready)
     return results
-
-
-def summary_table(results: Sequence[PointResult], title: str) -> Any:
-    """A rich table: one row per batch, one column per thread count (mean ms)."""
-    from rich.table import Table
-
-    threads = sorted({p.threads for p in results})
-    batches = sorted({p.batch for p in results})
-    at = {(p.threads, p.batch): p for p in results}
-    table = Table(title=title)
-    table.add_column("batch", justify="right")
-    for t in threads:
-        table.add_column(f"t={t} ms", justify="right")
-    for b in batches:
-        cells = []
-        for t in threads:
-            p = at.get((t, b))
-            cells.append("-" if p is None else f"{p.latency_ms:.2f} ±{p.std_ms:.2f}")
-        table.add_row(str(b), *cells)
-    return table
-
-
-def prepare_out(path: Path) -> Path:
-    """Create ``path``'s folder and check it can be written, before a long measurement."""
-    path = Path(path)
-    if path.is_dir():
-        raise ProfilerConfigError("out", f"{path} is a directory; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(path.name + ".tmp")
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ProfilerConfigError("out", f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
-
-
-def print_summary(
-    results: Sequence[PointResult],
-    config: ProfilerConfig,
-    path: Path,
-    wall_s: float,
-    load_before: float | None = None,
-) -> None:
-    """The per-point table, where the CSV went and how busy the machine was, on stdout."""
-    from rich.console import Console
-
-    console = Console()
-    threads = config.threads or ()
-    console.print(summary_table(results, f"{config.model}: mean ms per batch (± std)"))
-    console.print(
-        f"wrote {path}: {len(results)} points (threads {_fmt(threads)} x batches "
-        f"{_fmt(config.batches)}), {config.warmup} warm-up + {config.reps} timed reps each, "
-        f"cores {_fmt(config.cores or ())}, wall {wall_s:.1f} s",
-        highlight=False,
-        markup=False,
-    )
-    load_after = os.getloadavg()[0]
-    ncores = len(usable_cores())
-    loads = (
-        f"{load_before:.2f} -> {load_after:.2f}" if load_before is not None else f"{load_after:.2f}"
-    )
-    console.print(f"load average (1 min): {loads} on {ncores} usable core(s)", highlight=False)
-    if max(load_after, load_before or 0.0) > ncores:
-        console.print(
-            "[yellow]warning: the machine was busier than its cores; other processes competed "
-            "with the pinned workers (multi-thread points suffer most), so re-run when idle "
-            "for a clean profile[/yellow]"
-        )
-    console.print(
-        f"plan with it: tsadapt packrat plan --profile {path} --cores {max(threads)} "
-        f"--batch {max(config.batches)}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
 
 
 if __name__ == "__main__":

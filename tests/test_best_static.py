@@ -19,7 +19,8 @@ from tsadapt.experiments.evaluate import (
     static_search_size,
     worker_allocations,
 )
-from tsadapt.policy.sim.scenario import Scenario, run_static, scenario_from_dict
+from tsadapt.policy.sim.scenario import Scenario, scenario_from_dict
+from tsadapt.policy.sim.static_run import run_static
 from tsadapt.policy.types import ModelSettings
 
 

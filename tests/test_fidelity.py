@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from tsadapt.experiments import fidelity as F
+from tsadapt.experiments import hostcpu
 from tsadapt.policy.sim.metrics import summarize
-from tsadapt.policy.sim.scenario import run_static, scenario_from_dict
+from tsadapt.policy.sim.scenario import scenario_from_dict
+from tsadapt.policy.sim.static_run import run_static
 from tsadapt.policy.types import ModelSettings
 
 NAN = math.nan
@@ -327,14 +329,14 @@ def test_simulate_honours_duration_and_seed() -> None:
 
 def test_wait_for_quiet_with_a_fake_probe() -> None:
     readings = iter([1.5, 0.8, 0.1])
-    ok, waited = F.wait_for_quiet(0.25, 60.0, probe=lambda w: next(readings))
+    ok, waited = hostcpu.wait_for_quiet(0.25, 60.0, probe=lambda w: next(readings))
     assert ok and waited >= 0
-    ok, _ = F.wait_for_quiet(0.25, 0.0, probe=lambda w: 2.0)
+    ok, _ = hostcpu.wait_for_quiet(0.25, 0.0, probe=lambda w: 2.0)
     assert not ok
 
 
 def test_cpu_monitor_and_load() -> None:
-    mon = F.CpuMonitor(period_s=0.05)
+    mon = hostcpu.CpuMonitor(period_s=0.05)
     mon.start()
     cpu0 = time.process_time()
     while time.process_time() - cpu0 < 0.1:  # 0.1 s of our own CPU: 10 clock ticks, not ~1
@@ -451,11 +453,11 @@ def test_cpu_monitor_splits_worker_cpu_from_the_rest_between_marks() -> None:
     import sys
 
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
-    mon = F.CpuMonitor(period_s=0.05)
+    mon = hostcpu.CpuMonitor(period_s=0.05)
     mon.start()
     mon.mark("load")
     # a child whose command line names it a TorchServe worker, and one that does not
-    worker = subprocess.Popen([sys.executable, "-c", burn, F.WORKER_PROCESS])
+    worker = subprocess.Popen([sys.executable, "-c", burn, hostcpu.WORKER_PROCESS])
     other = subprocess.Popen([sys.executable, "-c", burn.replace("0.4", "0.2")])
     worker.wait()
     other.wait()

@@ -83,7 +83,8 @@ def violations(path: Path) -> list[str]:
 
 
 def room_files() -> list[Path]:
-    return sorted(p for _, folder in ROOMS for p in (REPO / folder).glob("*.py"))
+    """Every module of every room, in subpackages too (``experiments/fidelity/``)."""
+    return sorted({p for _, folder in ROOMS for p in (REPO / folder).rglob("*.py")})
 
 
 def test_every_room_module_is_checked() -> None:

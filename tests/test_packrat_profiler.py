@@ -11,10 +11,12 @@ import pytest
 
 from tsadapt.cli.packrat_commands import EXIT_BAD_INPUT, EXIT_OK, main
 from tsadapt.packrat_cpu import profiler as prof
+from tsadapt.packrat_cpu import profiler_config as pconf
 from tsadapt.packrat_cpu.planner import plan
 from tsadapt.packrat_cpu.profile_table import load_profile
+from tsadapt.packrat_cpu.profiler_output import CSV_COLUMNS
 
-USABLE = prof.usable_cores()
+USABLE = pconf.usable_cores()
 REAL_THREADS = 2 if len(USABLE) >= 2 else 1
 REAL_BATCHES = (1, 4)
 
@@ -91,25 +93,25 @@ def test_missing_required_flag_is_an_argparse_error(capsys: pytest.CaptureFixtur
 def test_config_errors_name_the_field(kwargs: dict[str, object], field: str) -> None:
     settings: dict[str, object] = {"model": "tabular", "max_threads": 1, **kwargs}
     with pytest.raises(ValueError, match=rf"^{field}: ") as info:
-        prof.ProfilerConfig(**settings)  # type: ignore[arg-type]
-    assert isinstance(info.value, prof.ProfilerConfigError)
+        pconf.ProfilerConfig(**settings)  # type: ignore[arg-type]
+    assert isinstance(info.value, pconf.ProfilerConfigError)
     assert info.value.field == field
 
 
 def test_config_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prof, "usable_cores", lambda: (3, 5, 7, 9))
-    config = prof.ProfilerConfig("text", 3)
+    monkeypatch.setattr(pconf, "usable_cores", lambda: (3, 5, 7, 9))
+    config = pconf.ProfilerConfig("text", 3)
     assert config.threads == (1, 2, 3)
     assert config.cores == (3, 5, 7)
-    assert config.batches == prof.DEFAULT_BATCHES
+    assert config.batches == pconf.DEFAULT_BATCHES
     assert (config.warmup, config.reps) == (10, 100)
     assert config.out == Path("runs/packrat/text.profile.csv")
     assert config.points[:2] == ((1, 1), (1, 2))
-    assert len(config.points) == 3 * len(prof.DEFAULT_BATCHES)
-    explicit = prof.ProfilerConfig("text", 3, threads=(3, 1, 3), batches=(8, 2), warmup=0)
+    assert len(config.points) == 3 * len(pconf.DEFAULT_BATCHES)
+    explicit = pconf.ProfilerConfig("text", 3, threads=(3, 1, 3), batches=(8, 2), warmup=0)
     assert (explicit.threads, explicit.batches, explicit.warmup) == ((1, 3), (2, 8), 0)
     with pytest.raises(ValueError, match="max_threads: 5 exceeds the 4 core"):
-        prof.ProfilerConfig("text", 5)
+        pconf.ProfilerConfig("text", 5)
 
 
 def test_worker_failure_is_reported_without_traceback(
@@ -172,7 +174,7 @@ def test_real_profile_writes_every_point(real_run: dict[str, object]) -> None:
         reader = csv.reader(fh)
         header = next(reader)
         rows = list(reader)
-    assert tuple(header) == prof.CSV_COLUMNS
+    assert tuple(header) == CSV_COLUMNS
     expected = [(t, b) for t in range(1, REAL_THREADS + 1) for b in REAL_BATCHES]
     assert [(int(r[0]), int(r[1])) for r in rows] == expected  # sorted by threads, batch
     for row in rows:

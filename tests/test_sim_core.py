@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsadapt.policy.sim.simulator import (
-    DeviceSpec,
-    LatencyModel,
-    ModelSpec,
-    Simulator,
-)
+from tsadapt.policy.sim.simulator import Simulator
+from tsadapt.policy.sim.specs import DeviceSpec, LatencyModel, ModelSpec
 from tsadapt.policy.sim.workloads import Poisson
 from tsadapt.policy.types import ModelSettings
 

@@ -5,13 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsadapt.policy.sim.simulator import (
-    DeviceSpec,
-    LatencyModel,
-    ModelSpec,
-    Simulator,
-    host_load,
-)
+from tsadapt.policy.sim.batching import host_load
+from tsadapt.policy.sim.simulator import Simulator
+from tsadapt.policy.sim.specs import DeviceSpec, LatencyModel, ModelSpec
 from tsadapt.policy.types import ModelSettings
 
 TEN_MS = LatencyModel(alpha_ms=0.0, beta_ms=10.0)

@@ -12,7 +12,8 @@ import pytest
 
 from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.policy.sim.scenario import json_profile, load_scenario, scenario_from_dict
-from tsadapt.policy.sim.simulator import LatencyModel, ModelSpec, Simulator
+from tsadapt.policy.sim.simulator import Simulator
+from tsadapt.policy.sim.specs import LatencyModel, ModelSpec
 from tsadapt.policy.types import ModelSettings
 
 REPO = Path(__file__).resolve().parents[1]

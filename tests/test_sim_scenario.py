@@ -14,12 +14,8 @@ import pytest
 from tsadapt.cli import sim_commands as commands
 from tsadapt.experiments.sim_speed import bench
 from tsadapt.policy.sim.metrics import goodput_rps, percentile, slo_attainment, summarize
-from tsadapt.policy.sim.scenario import (
-    load_scenario,
-    pool_replications,
-    run_static,
-    scenario_from_dict,
-)
+from tsadapt.policy.sim.scenario import load_scenario, scenario_from_dict
+from tsadapt.policy.sim.static_run import pool_replications, run_static
 from tsadapt.policy.types import ModelSettings
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "configs" / "scenarios"

@@ -5,15 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tsadapt.policy.sim.workloads import (
-    WORKLOAD_KINDS,
-    Bursty,
-    Mix,
-    Poisson,
-    Trace,
-    realized_rates,
-    workload_from_dict,
-)
+from tsadapt.policy.sim.workload_files import WORKLOAD_KINDS, Trace, workload_from_dict
+from tsadapt.policy.sim.workloads import Bursty, Mix, Poisson, realized_rates
 
 HORIZON_S = 2000.0
 

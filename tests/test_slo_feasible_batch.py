@@ -8,7 +8,7 @@ import pytest
 
 from tsadapt.policy.sim.control import SLO_BATCH_SHARE, controller_config_for, slo_feasible_batch
 from tsadapt.policy.sim.scenario import load_scenario
-from tsadapt.policy.sim.simulator import LatencyModel
+from tsadapt.policy.sim.specs import LatencyModel
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ import numpy as np
 from tsadapt.policy.learn.train_config import RandomiseConfig
 from tsadapt.policy.sim.control import slo_feasible_batch
 from tsadapt.policy.sim.scenario import Scenario, scenario_from_dict
-from tsadapt.policy.sim.simulator import LatencyModel
+from tsadapt.policy.sim.specs import LatencyModel
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:

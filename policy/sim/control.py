@@ -31,7 +31,8 @@ from tsadapt.policy.controller_config import (
 from tsadapt.policy.loop import ApplyResult, LoopState, control_step
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
-from tsadapt.policy.sim.simulator import IntervalStats, LatencyModel, Simulator
+from tsadapt.policy.sim.simulator import Simulator
+from tsadapt.policy.sim.specs import IntervalStats, LatencyModel
 from tsadapt.policy.types import (
     Action,
     HostObservation,
@@ -322,7 +323,7 @@ def run_controlled(
     """Run ``scenario`` with ``policy`` behind the guards; every request is accounted for.
 
     Arrivals stop at ``duration_s``; the simulator then runs on (no more decisions) until
-    every admitted request is answered, as in :func:`scenario.run_static`.
+    every admitted request is answered, as in :func:`static_run.run_static`.
     """
     sim_config = sim_config or SimControlConfig()
     seed = scenario.seed if seed is None else seed

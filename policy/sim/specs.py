@@ -1,0 +1,206 @@
+"""What the simulator is given and what it reports: a model's batch latency
+(:class:`LatencyModel`), the devices workers share (:class:`DeviceSpec`), a served model's
+profile, limits and initial configuration (:class:`ModelSpec`), and one model's figures
+over an interval (:class:`IntervalStats`). The semantics are in
+:mod:`tsadapt.policy.sim.simulator`."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tsadapt.policy.defaults import (
+    DEFAULT_DEVICE,
+    JOB_QUEUE_SIZE,
+    LOAD_DELAY_S,
+    MAX_BATCH_LIMIT,
+    WORKER_THREADS,
+)
+from tsadapt.policy.types import ModelSettings
+
+__all__ = [
+    "DeviceSpec",
+    "IntervalStats",
+    "LatencyModel",
+    "ModelSpec",
+]
+
+
+@dataclass(frozen=True)
+class LatencyModel:
+    """Batch execution time in ms: ``alpha_ms * b + beta_ms``, or a measured table.
+
+    ``table`` holds ``(batch, ms)`` points; between points the time is interpolated
+    linearly, beyond the last point extrapolated along the last segment, below the
+    first point the first point's time is used.
+    """
+
+    alpha_ms: float = 0.0
+    beta_ms: float = 0.0
+    table: tuple[tuple[int, float], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.table is None:
+            if self.alpha_ms < 0 or self.beta_ms < 0 or self.alpha_ms + self.beta_ms <= 0:
+                raise ValueError(
+                    f"latency: alpha_ms and beta_ms must be >= 0 and not both 0, got "
+                    f"alpha_ms={self.alpha_ms}, beta_ms={self.beta_ms}"
+                )
+            return
+        pts = tuple(sorted((int(b), float(ms)) for b, ms in self.table))
+        if not pts:
+            raise ValueError("latency: table must not be empty")
+        bs = [b for b, _ in pts]
+        if bs[0] < 1 or len(set(bs)) != len(bs):
+            raise ValueError("latency: table batch sizes must be >= 1 and unique")
+        if any(ms <= 0 for _, ms in pts):
+            raise ValueError("latency: table times must be > 0")
+        object.__setattr__(self, "table", pts)
+
+    def batch_ms(self, b: int | np.ndarray) -> float | np.ndarray:
+        """Execution time (ms) of a batch of ``b`` requests without contention."""
+        if self.table is None:
+            return self.alpha_ms * np.asarray(b, dtype=np.float64) + self.beta_ms
+        bs = np.array([p[0] for p in self.table], dtype=np.float64)
+        ms = np.array([p[1] for p in self.table], dtype=np.float64)
+        x = np.asarray(b, dtype=np.float64)
+        y = np.interp(x, bs, ms)
+        if len(bs) >= 2:
+            slope = (ms[-1] - ms[-2]) / (bs[-1] - bs[-2])
+            y = np.where(x > bs[-1], ms[-1] + slope * (x - bs[-1]), y)
+        return np.maximum(y, 1e-6)
+
+    @classmethod
+    def from_csv(cls, path: str | Path, threads: int | None = None) -> LatencyModel:
+        """Read ``batch,latency_ms`` rows (optionally a ``threads`` column, filtered)."""
+        p = Path(path)
+        with p.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or not {"batch", "latency_ms"} <= set(rows[0]):
+            raise ValueError(f"profile {p}: need a header with 'batch' and 'latency_ms'")
+        if "threads" in rows[0]:
+            want = threads if threads is not None else min(int(r["threads"]) for r in rows)
+            rows = [r for r in rows if int(r["threads"]) == want]
+            if not rows:
+                raise ValueError(f"profile {p}: no rows with threads={want}")
+        agg: dict[int, list[float]] = {}
+        for r in rows:
+            agg.setdefault(int(r["batch"]), []).append(float(r["latency_ms"]))
+        return cls(table=tuple((b, float(np.mean(v))) for b, v in agg.items()))
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A device shared by workers; ``capacity`` threads run at full speed (CPU cores)."""
+
+    name: str = DEFAULT_DEVICE
+    capacity: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.capacity > 0:
+            raise ValueError(f"device {self.name!r}: capacity must be > 0")
+
+
+def _check_batch_limit(batch_size: int) -> None:
+    if batch_size > MAX_BATCH_LIMIT:
+        raise ValueError(f"batch_size must be <= {MAX_BATCH_LIMIT}, got {batch_size}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A served model: its latency profile, placement, queue and initial configuration."""
+
+    name: str
+    latency: LatencyModel
+    device: str = DEFAULT_DEVICE
+    threads: int = WORKER_THREADS
+    queue_size: int = JOB_QUEUE_SIZE
+    load_delay_s: float = LOAD_DELAY_S
+    exec_cv: float = 0.0
+    initial: ModelSettings = field(default_factory=ModelSettings)
+    overhead_ms: float = 0.0
+    overhead_quantiles_ms: tuple[float, ...] | None = None
+    #: CPU time (ms) each arriving request costs the device outside the workers (client,
+    #: HTTP, frontend): load that competes with the workers' threads (see the simulator's docs).
+    host_cpu_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_batch_limit(self.initial.batch_size)
+        if not (self.host_cpu_ms >= 0 and math.isfinite(self.host_cpu_ms)):
+            raise ValueError(f"model {self.name!r}: host_cpu_ms must be >= 0 and finite")
+        if self.threads < 1:
+            raise ValueError(f"model {self.name!r}: threads must be >= 1")
+        if self.queue_size < 0:
+            raise ValueError(f"model {self.name!r}: queue_size must be >= 0")
+        if self.load_delay_s < 0:
+            raise ValueError(f"model {self.name!r}: load_delay_s must be >= 0")
+        if self.exec_cv < 0:
+            raise ValueError(f"model {self.name!r}: exec_cv must be >= 0")
+        if not (self.overhead_ms >= 0 and math.isfinite(self.overhead_ms)):
+            raise ValueError(f"model {self.name!r}: overhead_ms must be >= 0 and finite")
+        q = self.overhead_quantiles_ms
+        if q is not None:
+            q = tuple(float(x) for x in q)
+            if len(q) < 2 or any(not (x >= 0 and math.isfinite(x)) for x in q):
+                raise ValueError(
+                    f"model {self.name!r}: overhead_quantiles_ms needs >= 2 finite values >= 0"
+                )
+            if any(b < a for a, b in zip(q, q[1:], strict=False)):
+                raise ValueError(f"model {self.name!r}: overhead_quantiles_ms must not decrease")
+            if self.overhead_ms:
+                raise ValueError(
+                    f"model {self.name!r}: give overhead_ms or overhead_quantiles_ms, not both"
+                )
+            object.__setattr__(self, "overhead_quantiles_ms", q)
+
+
+@dataclass(frozen=True)
+class IntervalStats:
+    """What happened to one model in ``(t_start, t_end]``.
+
+    ``latencies_ms`` holds the end-to-end latency of every request completed in the
+    interval. ``queue_depth`` is the TorchServe queue (``pendingRequests``);
+    ``forming`` the jobs held by the worker aggregating a batch; ``oldest_wait_s`` the
+    age of the oldest request in either (0 when both are empty).
+    """
+
+    model: str
+    t_start: float
+    t_end: float
+    arrivals: int
+    rejected: int
+    failed: int
+    completed: int
+    latencies_ms: np.ndarray
+    batches: int
+    batch_size_sum: int
+    fill_sum: float
+    busy_worker_s: float
+    worker_s: float
+    queue_depth: int
+    forming: int
+    oldest_wait_s: float
+    config: ModelSettings
+    ready_workers: int
+
+    @property
+    def duration_s(self) -> float:
+        return self.t_end - self.t_start
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.batch_size_sum / self.batches if self.batches else 0.0
+
+    @property
+    def batch_fill_rate(self) -> float:
+        """Mean of (batch size / configured batch size) over the interval's batches."""
+        return self.fill_sum / self.batches if self.batches else 0.0
+
+    @property
+    def throughput_rps(self) -> float:
+        d = self.duration_s
+        return self.completed / d if d > 0 else 0.0
