@@ -43,11 +43,11 @@ def _bench(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add ``bench`` to an ``argparse`` subparsers object (handler in ``func``)."""
     from tsadapt.experiments.bench import (
-        CONTROLLERS,
         DEFAULT_CONTROLLER_CONFIG,
         DEFAULT_OUT,
         DEFAULT_RUNS,
     )
+    from tsadapt.experiments.bench_controllers import CONTROLLERS
 
     p = subparsers.add_parser(
         "bench",

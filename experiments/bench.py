@@ -9,31 +9,45 @@ the per-request records give the table (SLO attainment, goodput, p50/p99 per mod
 run shows offered load, latency against the SLO, and batch size and workers over time.
 Everything is bounded: the scenario's (or ``--duration``) length, a request cap, Locust's
 ``--run-time`` and a kill deadline.
+
+This module holds the configuration, one run and the entry; the controllers are in
+``bench_controllers``, the poller and timeline accounting in ``bench_timeline``, the table and
+markdown report in ``bench_report``, the arrivals and records in ``bench_schedule``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import os
-import platform
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tsadapt.experiments.bench_controllers import (
+    ControllerUnavailable,
+    controller_unavailable,
+    end_process,
+    expand_controllers,
+    log_tail,
+    start_controller,
+)
+from tsadapt.experiments.bench_report import (
+    TABLE_HEADER,
+    RunResult,
+    fmt,
+    table_rows,
+    write_markdown,
+)
 from tsadapt.experiments.bench_schedule import (
     LOADTESTS_DIR,
     MAX_REQUESTS,
     REQUEST_TIMEOUT_S,
-    RateCheck,
     Records,
     Schedule,
     rate_checks,
@@ -41,38 +55,30 @@ from tsadapt.experiments.bench_schedule import (
     resolve_scenario,
     scenario_schedule,
 )
-from tsadapt.markdown import table as markdown_table
+from tsadapt.experiments.bench_timeline import (
+    Poller,
+    Sample,
+    reconfigurations,
+    server_reader,
+    timeline,
+    worker_seconds,
+)
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
 
 # --------------------------------------------------------------------------- constants
 
-CONTROLLERS = ("static", "aimd", "queue", "ppo")
-# "best" = the first available in this order: on the real server queue led both bench runs
-# (docs/results/bench-bursty.md, bench-diurnal.md of 2026-11-23 18:48/18:56, one seed each);
-# ppo trailed static there (it learned near-zero delays in simulation, which this CPU box's
-# per-batch overhead punishes), aimd was level with static on bursty and below it on diurnal.
-ADAPTIVE_PREFERENCE = ("queue", "ppo", "aimd")
-CONTROL_MODULE = "tsadapt.cli.control_commands"
 DEFAULT_CONTROLLER_CONFIG = Path("configs/controller.yaml")
 DEFAULT_OUT = Path("docs/results")
 DEFAULT_RUNS = Path("runs/bench")
-#: Poll period of the batch size / workers timeline (s).
-POLL_S = 1.0
 #: Extra seconds Locust may run after the scenario (start-up lag, in-flight drain).
 LOCUST_GRACE_S = 10.0
 #: Seconds after Locust's own bound before the bench kills it.
 KILL_GRACE_S = REQUEST_TIMEOUT_S + 30.0
-#: Seconds a freshly started controller must stay up to count as started.
-CONTROLLER_START_S = 3.0
 #: Tries at starting a server (see ``_start_server``).
 SERVER_START_ATTEMPTS = 5
 #: Seconds of quiet between the warm-up and the load.
 WARMUP_SETTLE_S = 1.0
-
-
-class ControllerUnavailable(RuntimeError):
-    """The controller cannot run here; the message says why (the run is skipped)."""
 
 
 @dataclass(frozen=True)
@@ -90,201 +96,6 @@ class BenchConfig:
     locustfile: Path | None = None  # default: loadtests/<scenario>.py, else bursty.py
     command: str = ""  # as typed, for the report
     warmup_rounds: int = 0  # rounds of warm-up bursts per model before the load (see warm_up)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One poll of one model."""
-
-    t_epoch: float
-    model: str
-    batch_size: int
-    max_batch_delay_ms: int
-    workers: int  # running workers
-    target_workers: int  # min_workers (what the controller asked for)
-    queue_depth: int
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Outcome of one controller's run (``status`` is ``ok``, ``skipped`` or ``failed``)."""
-
-    controller: str
-    status: str
-    reason: str = ""
-    per_model: dict[str, ModelResult] = field(default_factory=dict)
-    overall: ModelResult | None = None
-    rates: tuple[RateCheck, ...] = ()
-    reconfigurations: dict[str, int] = field(default_factory=dict)
-    png: Path | None = None
-    rundir: Path | None = None
-    decision_log: Path | None = None
-
-
-# --------------------------------------------------------------------------- controllers
-
-
-def controller_unavailable(name: str, config: Path, scenario: Path) -> str | None:
-    """Why ``name`` cannot run here on ``scenario`` (whose SLOs the controller takes), or None
-    when it can."""
-    if name == "static":
-        return None
-    if name not in CONTROLLERS:
-        return f"unknown controller {name!r} (known: {', '.join(CONTROLLERS)})"
-    if importlib.util.find_spec(CONTROL_MODULE) is None:
-        return "controller not available: the sidecar ('tsadapt control') is not installed"
-    if not config.is_file():
-        return f"controller not available: no controller config {config}"
-    try:
-        from tsadapt.policy.factory import make_policy
-        from tsadapt.policy.sim.control import scenario_config
-
-        make_policy(name, scenario_config(config, scenario, policy=name))
-    except (ImportError, ValueError, TypeError) as exc:
-        return f"controller not available: {exc}"
-    return None
-
-
-def expand_controllers(names: Sequence[str], config: Path, scenario: Path) -> tuple[str, ...]:
-    """Validate names; ``best`` becomes the best adaptive controller available (or stays)."""
-    out: list[str] = []
-    for n in names:
-        if n == "best":
-            n = next(
-                (
-                    c
-                    for c in ADAPTIVE_PREFERENCE
-                    if controller_unavailable(c, config, scenario) is None
-                ),
-                "best",
-            )
-        elif n not in CONTROLLERS:
-            raise ValueError(f"unknown controller {n!r}; known: {', '.join(CONTROLLERS)}, best")
-        if n not in out:
-            out.append(n)
-    return tuple(out)
-
-
-def _start_controller(
-    name: str, config: Path, scenario: Path, workdir: Path, log: Path, decisions: Path
-) -> subprocess.Popen:
-    """``tsadapt control`` on the bench's server; the SLOs and the profile rule's batch caps
-    come from the scenario file, the one place that states them."""
-    cmd = [
-        sys.executable, "-m", "tsadapt.cli", "control",
-        "--config", str(config), "--scenario", str(scenario), "--policy", name,
-        "--workdir", str(workdir), "--decision-log", str(decisions), "--metrics-port", "0",
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + CONTROLLER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ControllerUnavailable(
-                f"controller {name!r} exited with code {proc.returncode} at start: {_tail(log)}"
-            )
-        time.sleep(0.2)
-    return proc
-
-
-def _end(proc: subprocess.Popen | None, timeout_s: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def _tail(path: Path, n: int = 400) -> str:
-    try:
-        return " ".join(path.read_text(errors="replace")[-n:].split())
-    except OSError:
-        return ""
-
-
-# --------------------------------------------------------------------------- poller
-
-
-class Poller(threading.Thread):
-    """Samples every model's batch size, delay, workers and queue every ``period_s``."""
-
-    def __init__(self, read: Callable[[], list[Sample]], period_s: float = POLL_S) -> None:
-        super().__init__(daemon=True, name="bench-poller")
-        self.read = read
-        self.period_s = period_s
-        self.samples: list[Sample] = []
-        self.errors = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            try:
-                self.samples.extend(self.read())
-            except Exception:  # noqa: BLE001 - a missed poll is not fatal; counted
-                self.errors += 1
-            self._halt.wait(self.period_s)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-
-
-def server_reader(server) -> Callable[[], list[Sample]]:  # noqa: ANN001 - RunningServer
-    """A poll function for ``server``: the plugin's ``/adapt/models``, else describe."""
-    from tsadapt.plugin.adapt_client import AdaptClient, AdaptError
-
-    client = server.client(timeout_s=5)
-    adapt = AdaptClient(client, timeout_s=5, retries=0)
-    use_plugin = [server.plugins_path is not None]
-
-    def read() -> list[Sample]:
-        now = time.time()
-        if use_plugin[0]:
-            try:
-                return [
-                    Sample(now, s.name, s.batch_size, s.max_batch_delay_ms, s.running_workers,
-                           s.min_workers, s.queue_depth)
-                    for s in adapt.models()
-                ]  # fmt: skip
-            except AdaptError:
-                use_plugin[0] = False
-        out = []
-        for name in server.models:
-            d = client.describe(name)
-            running = sum(w.get("status") == "READY" for w in d.get("workers", []))
-            out.append(
-                Sample(now, name, int(d.get("batchSize", 0)), int(d.get("maxBatchDelay", 0)),
-                       running, int(d.get("minWorkers", 0)),
-                       int(d.get("jobQueueStatus", {}).get("pendingRequests", 0)))
-            )  # fmt: skip
-        return out
-
-    return read
-
-
-def timeline(samples: Sequence[Sample], t0_epoch: float, model: str) -> list[Sample]:
-    return sorted((s for s in samples if s.model == model), key=lambda s: s.t_epoch)
-
-
-def worker_seconds(samples: Sequence[Sample], t0: float, duration_s: float) -> float:
-    """Integral of running workers over ``[t0, t0 + duration_s]`` (step, sample-and-hold)."""
-    if not samples:
-        return math.nan
-    t = np.asarray([s.t_epoch - t0 for s in samples])
-    w = np.asarray([s.workers for s in samples], dtype=float)
-    edges = np.clip(np.append(t, duration_s), 0.0, duration_s)
-    dt = np.diff(edges)
-    # before the first sample, hold the first value
-    return float(np.sum(w * dt) + w[0] * max(0.0, min(t[0], duration_s)))
-
-
-def reconfigurations(samples: Sequence[Sample]) -> int:
-    """Changes of batch size, batch delay or worker target between consecutive polls."""
-    keys = [(s.batch_size, s.max_batch_delay_ms, s.target_workers) for s in samples]
-    return sum(a != b for a, b in zip(keys, keys[1:], strict=False))
 
 
 # --------------------------------------------------------------------------- one run
@@ -349,7 +160,7 @@ def run_one(
             warm_up(server, scenario.model_names, cfg.warmup_rounds)
         if controller != "static":
             on_tick(0.0, f"starting controller {controller}")
-            ctrl = _start_controller(
+            ctrl = start_controller(
                 controller, cfg.controller_config, scenario_path, server_cfg.workdir,
                 rundir / "controller.log", decisions,
             )  # fmt: skip
@@ -367,26 +178,26 @@ def run_one(
             while proc.poll() is None:
                 elapsed = time.monotonic() - started
                 if elapsed > bound:
-                    _end(proc)
+                    end_process(proc)
                     break
                 if ctrl is not None and ctrl.poll() is not None:
-                    _end(proc)
+                    end_process(proc)
                     why = f"controller exited ({ctrl.returncode}): "
-                    why += _tail(rundir / "controller.log")
+                    why += log_tail(rundir / "controller.log")
                     return RunResult(controller, "failed", why, rundir=rundir)
                 on_tick(elapsed, "load running" if elapsed < schedule.duration_s else "draining")
                 time.sleep(0.5)
         if proc.returncode not in (0, 1) or not records_path.is_file():
             return RunResult(
                 controller, "failed",
-                f"locust exited with code {proc.returncode}: {_tail(rundir / 'locust.log')}",
+                f"locust exited with code {proc.returncode}: {log_tail(rundir / 'locust.log')}",
                 rundir=rundir,
             )  # fmt: skip
     finally:
         try:
             if poller is not None:
                 poller.stop()
-            _end(ctrl)
+            end_process(ctrl)
         finally:
             on_tick(schedule.duration_s, "stopping TorchServe")
             stop(server_cfg.workdir)
@@ -490,110 +301,6 @@ def summarize_run(
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- report
-
-
-def _f(x: float | None, spec: str = ".1f") -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
-
-
-def table_rows(results: Sequence[RunResult]) -> list[list[str]]:
-    """Rows of the main table (controller, model, SLO, ...), overall row per controller."""
-    rows = []
-    for res in results:
-        if res.status != "ok":
-            rows.append([res.controller, "–", "–", "–", f"{res.status}: {res.reason}",
-                         "–", "–", "–", "–", "–", "–"])  # fmt: skip
-            continue
-        for name, r in [*res.per_model.items(), ("overall", res.overall)]:
-            assert r is not None
-            nre = sum(res.reconfigurations.values()) if name == "overall" else (
-                res.reconfigurations.get(name, 0))  # fmt: skip
-            rows.append([
-                res.controller, name, _f(r.slo_ms, ".0f"), str(r.requests),
-                f"{100 * r.slo_attainment:.1f}%", _f(r.goodput_rps, ".2f"), _f(r.p50_ms),
-                _f(r.p99_ms), _f(r.worker_seconds, ".0f"), str(nre),
-                str(r.requests - r.completed),
-            ])  # fmt: skip
-    return rows
-
-
-TABLE_HEADER = [
-    "controller", "model", "SLO ms", "requests", "SLO attainment", "goodput req/s",
-    "p50 ms", "p99 ms", "worker-s", "reconfigs", "failed",
-]  # fmt: skip
-
-
-def write_markdown(
-    path: Path, cfg: BenchConfig, scenario: Scenario, schedule: Schedule,
-    results: Sequence[RunResult], started: str, elapsed_s: float,
-) -> Path:  # fmt: skip
-    """``docs/results/bench-<scenario>.md`` with the table, rates and a PNG per run."""
-    lines = [
-        f"# Benchmark: scenario `{scenario.name}` on a real TorchServe",
-        "",
-        f"Generated by `{cfg.command or 'tsadapt bench'}` on {started} "
-        f"({elapsed_s:.0f} s wall). Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"Python {platform.python_version()}; Locust shares the cores with TorchServe.",
-        "",
-        f"Scenario file `{_rel(Path(scenario.path or ''))}`: {schedule.duration_s:.0f} s, "
-        f"seed {schedule.seed}, {len(schedule)} requests "
-        f"({', '.join(f'{m} {schedule.intended_mean_rate(m):.1f} req/s' for m in schedule.models)}"
-        "), the same arrivals for every controller and for the simulator. Each controller ran "
-        "on a fresh server. SLO attainment counts every scheduled request (failed, rejected "
-        "and unanswered ones are violations); goodput = requests answered within the SLO per "
-        "second; worker-seconds = running workers integrated over the run (polled every "
-        f"{POLL_S:.0f} s); reconfigurations = changes of batch size, delay or worker target "
-        "between polls; failed = requests not answered 2xx. Every controller runs "
-        f"`tsadapt control --config {_rel(cfg.controller_config)} --scenario "
-        f"{_rel(Path(scenario.path or ''))}`: the SLOs are the scenario's, and each model's "
-        "`max_batch` is the largest batch whose profiled execution takes at most half the SLO.",
-        "",
-        *markdown_table(TABLE_HEADER, table_rows(results)),
-    ]
-    lines += [
-        "",
-        "## Offered load: intended against achieved",
-        "",
-        "intended = mean of the workload's rate over the run; scheduled = the drawn arrivals "
-        "(one sample of it); achieved = requests sent / run time; lateness = actual minus "
-        "scheduled send time of each request (the dispatcher's).",
-        "",
-        "| controller | model | intended req/s | scheduled req/s | achieved req/s | "
-        "achieved vs scheduled | lateness p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for res in results:
-        for rc in res.rates:
-            lines.append(
-                f"| {res.controller} | {rc.model} | {rc.intended_rps:.2f} | "
-                f"{rc.scheduled_rps:.2f} | {rc.achieved_rps:.2f} | "
-                f"{100 * rc.error_vs_scheduled:+.2f}% | {_f(rc.lateness_p50_ms, '.2f')} | "
-                f"{_f(rc.lateness_p99_ms, '.2f')} | {_f(rc.lateness_max_ms, '.1f')} |"
-            )
-    lines += ["", "## Timelines", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for res in results:
-        if res.status != "ok" or res.png is None:
-            lines.append(f"- `{res.controller}`: {res.status} – {res.reason}")
-            continue
-        dest = path.parent / f"bench-{scenario.name}-{res.controller}.png"
-        dest.write_bytes(res.png.read_bytes())
-        lines += [f"### {res.controller}", "", f"![{res.controller}]({dest.name})", ""]
-        if res.decision_log is not None:
-            lines += [f"Decision log: `{_rel(res.decision_log)}`", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
-
-
 # --------------------------------------------------------------------------- entry
 
 
@@ -656,7 +363,7 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
                     f"{res.controller}: intended {rc.intended_rps:.1f} req/s, scheduled "
                     f"{rc.scheduled_rps:.1f}, achieved {rc.achieved_rps:.1f} "
                     f"({100 * rc.error_vs_scheduled:+.1f}%), lateness p99 "
-                    f"{_f(rc.lateness_p99_ms, '.1f')} ms"
+                    f"{fmt(rc.lateness_p99_ms, '.1f')} ms"
                 )
     out.print(f"wrote {md}")
     (cfg.runs_dir / scenario.name / f"{stamp}-summary.json").write_text(

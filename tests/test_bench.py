@@ -10,17 +10,9 @@ import pytest
 import yaml
 
 from tsadapt.cli.bench_commands import register
-from tsadapt.experiments.bench import (
-    BenchConfig,
-    Sample,
-    controller_unavailable,
-    expand_controllers,
-    reconfigurations,
-    run_bench,
-    summarize_run,
-    table_rows,
-    worker_seconds,
-)
+from tsadapt.experiments.bench import BenchConfig, run_bench, summarize_run
+from tsadapt.experiments.bench_controllers import controller_unavailable, expand_controllers
+from tsadapt.experiments.bench_report import table_rows
 from tsadapt.experiments.bench_schedule import (
     UNFINISHED,
     mix_schedule,
@@ -28,6 +20,7 @@ from tsadapt.experiments.bench_schedule import (
     record_row,
     records_from_rows,
 )
+from tsadapt.experiments.bench_timeline import Sample, reconfigurations, worker_seconds
 from tsadapt.policy.controller_config import ConfigError, load
 from tsadapt.policy.sim.control import scenario_config, slo_feasible_batch
 from tsadapt.policy.sim.scenario import load_scenario
