@@ -1,0 +1,109 @@
+"""Part 4: what a 2-core box cannot show, on the GPU machine's 16 cores (CPU workers).
+
+``tsadapt packrat bench`` (planned ⟨instances, threads, batch⟩ against the fat instance, then
+live switches) and ``tsadapt bench`` on the shared-budget scenario, each run as the command
+itself in a subprocess with a deadline. ``CUDA_VISIBLE_DEVICES`` is empty there, so the
+workers TorchServe starts see no GPU and run on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run_step(name: str, args: list[str], timeout_s: float, log: Path) -> dict[str, Any]:
+    """Run ``tsadapt ARGS`` on the CPU only; its output goes to ``log``, its tail to the part."""
+    command = "tsadapt " + " ".join(args)
+    if timeout_s < 20:
+        return {"name": name, "command": command, "status": "skipped: no time left"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    started = time.monotonic()
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tsadapt.cli", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout_s)
+            status = "ok" if code == 0 else f"exit code {code}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 15)
+            proc.wait(30)
+            status = f"stopped at its {timeout_s:.0f} s deadline"
+    tail = log.read_text(errors="replace").splitlines()
+    summary = [line for line in tail if line.startswith("|") or line.startswith("wrote")][-30:]
+    return {
+        "name": name,
+        "command": command,
+        "status": status,
+        "elapsed_s": time.monotonic() - started,
+        "summary": summary or ["```", *tail[-15:], "```"],
+    }
+
+
+def run_cpu16(
+    extras: Path,
+    work: Path,
+    seconds_left: Any,
+    packrat_args: list[str],
+    shared_s: float,
+    on_step: Any,
+) -> dict[str, Any]:
+    """Both steps; each gets at most the time left (``seconds_left()``) less a margin."""
+    part: dict[str, Any] = {
+        "status": "running",
+        "partial": True,
+        "cores": os.cpu_count(),
+        "steps": [],
+    }
+    packrat = [
+        "packrat",
+        "bench",
+        "--model",
+        "text",
+        *packrat_args,
+        "--out",
+        str(extras / "packrat"),
+        "--workdir",
+        str(work / "packrat"),
+    ]
+    part["steps"].append(
+        run_step(
+            "Packrat: planned vs fat instance, live switches",
+            packrat,
+            0.5 * seconds_left() - 10,
+            extras / "packrat.log",
+        )
+    )
+    on_step(part)
+    shared = [
+        "bench",
+        "--scenario",
+        "bursty-shared",
+        "--controllers",
+        "static,ppo",
+        "--duration",
+        f"{shared_s:g}",
+        "--out",
+        str(extras / "shared"),
+        "--runs-dir",
+        str(work / "shared"),
+    ]
+    part["steps"].append(
+        run_step(
+            "Shared worker budget on the real server",
+            shared,
+            seconds_left() - 10,
+            extras / "shared.log",
+        )
+    )
+    part.update(status="ok", partial=False)
+    return part
