@@ -178,7 +178,11 @@ def java_version() -> str:
 
 
 def repo_bytes(repo: Path) -> int:
-    """Bytes of the files that travel as the working tree: tracked and untracked, not ignored."""
+    """Bytes of the files that travel as the working tree: tracked and untracked, not ignored
+    (outside a git checkout, e.g. a copy of just those files: every file but ``build/``)."""
+    if not (repo / ".git").exists():
+        files = (p for p in repo.rglob("*") if p.is_file() and p.parts[len(repo.parts)] != "build")
+        return sum(p.stat().st_size for p in files)
     proc = subprocess.run(
         ["git", "-C", str(repo), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         capture_output=True,
@@ -206,6 +210,8 @@ def build_kit(
 
     repo = repo or Path.cwd()
     target = target or Target()
+    if kit.resolve().parent.parent != repo.resolve():
+        raise ValueError(f"put the kit two levels under the repository (build/NAME), not {kit}")
     packages = needed_packages(target)
     site = _cached(
         f"site-{target.tag}",

@@ -111,7 +111,7 @@ def rehearse(repo: Path, time_limit_s: float = 420.0, keep: Path | None = None) 
         copy_travelling_tree(repo, tree)
         started = time.monotonic()
         info = build_kit(
-            tree / "build" / "gpu-kit", target, cache=repo / "build" / "gpu-kit-cache", repo=repo
+            tree / "build" / "gpu-kit", target, cache=repo / "build" / "gpu-kit-cache", repo=tree
         )
         result.build_s = time.monotonic() - started
         result.kit_bytes, result.travel_bytes = info.total_bytes, info.travel_bytes

@@ -50,6 +50,14 @@ class Report:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def resume(self) -> None:
+        """Take the parts an earlier command on this machine recorded (its copy in the
+        scratch folder), so a second command's ``gpu.md`` holds all of them."""
+        earlier = self.scratch / "gpu.json"
+        if earlier.is_file():
+            for name, part in json.loads(earlier.read_text()).get("parts", {}).items():
+                self.parts.setdefault(name, {**part, "earlier_command": True})
+
     def record(self, part: str, result: dict[str, Any]) -> None:
         self.parts[part] = result
         self.save()
@@ -64,7 +72,10 @@ class Report:
             "machine": self.machine,
             "parts": self.parts,
         }
-        (self.out / "gpu.json").write_text(json.dumps(data, indent=1, default=str))
+        text = json.dumps(data, indent=1, default=str)
+        (self.out / "gpu.json").write_text(text)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        (self.scratch / "gpu.json").write_text(text)
         (self.out / "gpu.md").write_text(render(self) + "\n")
         extras = self.scratch / EXTRAS
         if extras.is_dir():
@@ -90,6 +101,12 @@ def render(report: Report) -> str:
     for key, title, renderer in SECTIONS:
         lines += [f"## {title}", ""]
         part = report.parts.get(key)
+        if part is not None and part.get("earlier_command"):
+            lines += [
+                "(Measured by an earlier command on the same machine; its figures are "
+                "repeated here.)",
+                "",
+            ]
         if part is None:
             lines += ["Not run.", ""]
         elif part.get("status") != "ok":

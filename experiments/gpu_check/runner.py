@@ -45,24 +45,16 @@ FULL = Budget(
     cpu_batch_sizes=(1, 2, 4, 8, 16, 32, 64),
     repeats=5,
     warmup=2,
-    bench_s=45.0,
+    bench_s=30.0,
     controllers=("static", "aimd", "queue", "ppo"),
     coloc_workers=(1, 2, 4),
-    coloc_s=10.0,
+    coloc_s=8.0,
     coloc_concurrency=32,
-    packrat_args=(
-        "--batches",
-        "8,32,64",
-        "--rounds",
-        "3",
-        "--switch-rate",
-        "60",
-        "--switch-period",
-        "6",
-    ),
-    shared_s=40.0,
+    packrat_args=("--batches", "8,32", "--rounds", "3", "--switch-rate", "60",
+                  "--switch-period", "6"),
+    shared_s=30.0,
     need_s={"profiles": 60, "bench": 200, "colocation": 60, "cpu16": 60},
-)
+)  # fmt: skip
 TINY = Budget(
     "tiny",
     gpu_batch_sizes=(1, 2, 4),
@@ -138,6 +130,7 @@ def run_check(
     work.mkdir(parents=True, exist_ok=True)
     _seed_model_store(work)
     report = Report(out, work, command, budget.name, machine_facts())
+    report.resume()
     report.save()
 
     def left() -> float:
