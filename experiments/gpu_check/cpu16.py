@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tsadapt.bench_schedule import REPO_DIR
+
 
 def run_step(name: str, args: list[str], timeout_s: float, log: Path) -> dict[str, Any]:
     """Run ``tsadapt ARGS`` on the CPU only; its output goes to ``log``, its tail to the part."""
@@ -64,46 +66,21 @@ def run_cpu16(
         "cores": os.cpu_count(),
         "steps": [],
     }
-    packrat = [
-        "packrat",
-        "bench",
-        "--model",
-        "text",
-        *packrat_args,
-        "--out",
-        str(extras / "packrat"),
-        "--workdir",
-        str(work / "packrat"),
-    ]
-    part["steps"].append(
-        run_step(
-            "Packrat: planned vs fat instance, live switches",
-            packrat,
-            0.5 * seconds_left() - 10,
-            extras / "packrat.log",
-        )
-    )
+    packrat = ["packrat", "bench", "--model", "text", *packrat_args,
+               "--out", str(extras / "packrat"), "--workdir", str(work / "packrat")]  # fmt: skip
+    step = run_step("Packrat: planned vs fat instance, live switches", packrat,
+                    0.5 * seconds_left() - 10, extras / "packrat.log")  # fmt: skip
+    part["steps"].append(step)
     on_step(part)
-    shared = [
-        "bench",
-        "--scenario",
-        "bursty-shared",
-        "--controllers",
-        "static,ppo",
-        "--duration",
-        f"{shared_s:g}",
-        "--out",
-        str(extras / "shared"),
-        "--runs-dir",
-        str(work / "shared"),
-    ]
-    part["steps"].append(
-        run_step(
-            "Shared worker budget on the real server",
-            shared,
-            seconds_left() - 10,
-            extras / "shared.log",
-        )
-    )
-    part.update(status="ok", partial=False)
+    shared = ["bench", "--scenario", "bursty-shared", "--controllers", "static,ppo",
+              "--controller-config", str(REPO_DIR / "configs" / "controller.yaml"),
+              "--duration", f"{shared_s:g}", "--out", str(extras / "shared"),
+              "--runs-dir", str(work / "shared")]  # fmt: skip
+    step = run_step("Shared worker budget on the real server", shared, seconds_left() - 10,
+                    extras / "shared.log")  # fmt: skip
+    part["steps"].append(step)
+    bad = [s["name"] for s in part["steps"] if s["status"] != "ok"]
+    part.update(status="failed" if bad else "ok", partial=bool(bad))
+    if bad:
+        part["reason"] = "not ok: " + ", ".join(bad)
     return part

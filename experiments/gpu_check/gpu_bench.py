@@ -23,7 +23,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from tsadapt.bench_schedule import REPO_DIR
 from tsadapt.plugin.observer import GpuProbe
+
+#: The controller config every bench run starts from (the scenario's SLOs go into a copy).
+CONTROLLER_CONFIG = REPO_DIR / "configs" / "controller.yaml"
 
 
 def nvidia_smi() -> tuple[float, float] | None:
@@ -133,7 +137,7 @@ def run_gpu_bench(
             out_dir=bench_out / ctl,
             runs_dir=work / "bench",
             command=command,
-            controller_config=Path("configs/controller.yaml"),
+            controller_config=CONTROLLER_CONFIG,
             warmup_rounds=1,
         )
         sampler = GpuSampler(probe)
@@ -174,7 +178,10 @@ def run_gpu_bench(
             if res.png and res.png.is_file():
                 shutil.copy(res.png, bench_out / f"timeline-{ctl}.png")
         on_run(part)
-    part.update(status="ok", partial=False)
+    ok = [r for r in part["runs"] if r["status"] == "ok"]
+    part.update(status="ok" if ok else "failed", partial=False)
+    if not ok:
+        part["reason"] = "no controller's run succeeded"
     plot_bench(part, out / "gpu-bench.png")
     return part
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tsadapt.bench_schedule import REPO_DIR
 from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.model_profiles import ModelProfile, profile_model
 
@@ -105,7 +106,7 @@ def latency_at(profile: dict[str, Any], b: int) -> float:
 def scenario_from_profiles(
     profiles_path: Path,
     duration_s: float,
-    controller_config: Path = Path("configs/controller.yaml"),
+    controller_config: Path = REPO_DIR / "configs" / "controller.yaml",
     seed: int = 21,
     max_rate: float = 400.0,
 ) -> tuple[dict[str, Any], str]:

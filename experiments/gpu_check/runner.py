@@ -66,7 +66,7 @@ TINY = Budget(
     coloc_workers=(1, 2),
     coloc_s=2.0,
     coloc_concurrency=4,
-    packrat_args=("--batches", "2", "--rounds", "1", "--no-switch"),
+    packrat_args=("--batches", "2", "--rounds", "1", "--no-switch", "--switch-batch", "2"),
     shared_s=5.0,
     need_s={"profiles": 10, "bench": 30, "colocation": 20, "cpu16": 20},
 )
