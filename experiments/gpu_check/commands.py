@@ -51,15 +51,10 @@ def _gpu_check(args: argparse.Namespace) -> int:
         raise ValueError("give OUT_DIR (or --build-kit DIR, or --rehearse)")
     from tsadapt.experiments.gpu_check.runner import BUDGETS, run_check
 
+    typed = "tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["gpu-check"] else ""
+    command = os.environ.get("TSADAPT_GPU_CHECK_COMMAND") or typed or "tsadapt gpu-check"
     report = run_check(
-        args.out_dir,
-        args.parts,
-        BUDGETS[args.budget],
-        args.time_limit,
-        "tsadapt " + " ".join(sys.argv[1:])
-        if sys.argv[1:2] == ["gpu-check"]
-        else "tsadapt gpu-check",
-        args.work,
+        args.out_dir, args.parts, BUDGETS[args.budget], args.time_limit, command, args.work
     )
     print(
         f"wrote {args.out_dir / 'gpu.md'}: "

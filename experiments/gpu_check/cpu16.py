@@ -18,8 +18,11 @@ from typing import Any
 from tsadapt.bench_schedule import REPO_DIR
 
 
-def run_step(name: str, args: list[str], timeout_s: float, log: Path) -> dict[str, Any]:
-    """Run ``tsadapt ARGS`` on the CPU only; its output goes to ``log``, its tail to the part."""
+def run_step(
+    name: str, args: list[str], timeout_s: float, log: Path, report: Path
+) -> dict[str, Any]:
+    """Run ``tsadapt ARGS`` on the CPU only; its output goes to ``log``; the tables of the
+    Markdown ``report`` it writes (else the log's tail) go to the part."""
     command = "tsadapt " + " ".join(args)
     if timeout_s < 20:
         return {"name": name, "command": command, "status": "skipped: no time left"}
@@ -41,7 +44,8 @@ def run_step(name: str, args: list[str], timeout_s: float, log: Path) -> dict[st
             proc.wait(30)
             status = f"stopped at its {timeout_s:.0f} s deadline"
     tail = log.read_text(errors="replace").splitlines()
-    summary = [line for line in tail if line.startswith("|") or line.startswith("wrote")][-30:]
+    tables = report.read_text().splitlines() if report.is_file() else []
+    summary = [line for line in tables if line.startswith("|")][:40]
     return {
         "name": name,
         "command": command,
@@ -69,15 +73,17 @@ def run_cpu16(
     packrat = ["packrat", "bench", "--model", "text", *packrat_args,
                "--out", str(extras / "packrat"), "--workdir", str(work / "packrat")]  # fmt: skip
     step = run_step("Packrat: planned vs fat instance, live switches", packrat,
-                    0.5 * seconds_left() - 10, extras / "packrat.log")  # fmt: skip
+                    0.5 * seconds_left() - 10, extras / "packrat.log",
+                    extras / "packrat" / "packrat.md")  # fmt: skip
     part["steps"].append(step)
     on_step(part)
     shared = ["bench", "--scenario", "bursty-shared", "--controllers", "static,ppo",
               "--controller-config", str(REPO_DIR / "configs" / "controller.yaml"),
               "--duration", f"{shared_s:g}", "--out", str(extras / "shared"),
               "--runs-dir", str(work / "shared")]  # fmt: skip
+    shared_md = extras / "shared" / "bench-bursty-shared.md"
     step = run_step("Shared worker budget on the real server", shared, seconds_left() - 10,
-                    extras / "shared.log")  # fmt: skip
+                    extras / "shared.log", shared_md)  # fmt: skip
     part["steps"].append(step)
     bad = [s["name"] for s in part["steps"] if s["status"] != "ok"]
     part.update(status="failed" if bad else "ok", partial=bool(bad))
