@@ -12,11 +12,17 @@ import pytest
 
 from tsadapt.experiments.gpu_check import prepare
 from tsadapt.experiments.gpu_check.commands import _parts
+from tsadapt.experiments.gpu_check.gpu_bench import (
+    GPU_MB_PER_WORKER,
+    GPU_RESERVE_MB,
+    gpu_controller_config,
+)
 from tsadapt.experiments.gpu_check.profiles import scenario_from_profiles
 from tsadapt.experiments.gpu_check.rehearse import rehearse
 from tsadapt.experiments.gpu_check.report import Report, check_output
 from tsadapt.experiments.gpu_check.target import GPU_MACHINE_PACKAGES, Target, needed_packages
 from tsadapt.handlers.catalog import DEMO_MODELS
+from tsadapt.policy.controller_config import load as load_controller_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,3 +119,13 @@ def test_rehearsal_runs_the_kit_on_this_cpu(tmp_path: Path) -> None:
     assert result.problems == [], result.summary()
     assert result.travel_bytes < 64 * 2**20
     assert set(result.statuses) == {"profiles", "bench", "colocation", "cpu16"}
+
+
+def test_gpu_controller_config_turns_the_gpu_guard_on(tmp_path: Path) -> None:
+    models = [{"name": n, "max_batch": 256, "max_workers": 2} for n in DEMO_MODELS]
+    config = load_controller_config(gpu_controller_config({"models": models}, tmp_path / "c.yaml"))
+    assert config.worker_budget == 6 and config.gpu_memory_reserve_mb == GPU_RESERVE_MB
+    for name, model in DEMO_MODELS.items():
+        limits = config.limits(name)
+        assert limits.max_batch == model.job_queue_size  # 256 is beyond the plugin's bound
+        assert limits.max_workers == 2 and limits.gpu_memory_mb_per_worker == GPU_MB_PER_WORKER

@@ -61,6 +61,7 @@ def run_cpu16(
     seconds_left: Any,
     packrat_args: list[str],
     shared_s: float,
+    shared_controllers: str,
     on_step: Any,
 ) -> dict[str, Any]:
     """Both steps; each gets at most the time left (``seconds_left()``) less a margin."""
@@ -77,7 +78,7 @@ def run_cpu16(
                     extras / "packrat" / "packrat.md")  # fmt: skip
     part["steps"].append(step)
     on_step(part)
-    shared = ["bench", "--scenario", "bursty-shared", "--controllers", "static,ppo",
+    shared = ["bench", "--scenario", "bursty-shared", "--controllers", shared_controllers,
               "--controller-config", str(REPO_DIR / "configs" / "controller.yaml"),
               "--duration", f"{shared_s:g}", "--out", str(extras / "shared"),
               "--runs-dir", str(work / "shared")]  # fmt: skip

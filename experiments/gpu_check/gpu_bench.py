@@ -24,10 +24,15 @@ import numpy as np
 import yaml
 
 from tsadapt.bench_schedule import REPO_DIR
+from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.plugin.observer import GpuProbe
 
 #: The controller config every bench run starts from (the scenario's SLOs go into a copy).
 CONTROLLER_CONFIG = REPO_DIR / "configs" / "controller.yaml"
+#: GPU memory guard settings of the bench's sidecars: a CUDA context and a demo model take
+#: well under this per worker; the reserve keeps room for the allocator's growth.
+GPU_MB_PER_WORKER = 1024.0
+GPU_RESERVE_MB = 4096.0
 
 
 def nvidia_smi() -> tuple[float, float] | None:
@@ -100,6 +105,24 @@ def sidecar_vs_smi(decision_log: Path | None, samples: list[tuple]) -> dict[str,
     }
 
 
+def gpu_controller_config(scenario: dict[str, Any], out: Path) -> Path:
+    """:data:`CONTROLLER_CONFIG` for the GPU: each model's ``max_batch`` (within its queue
+    size, the plugin's bound) and ``max_workers`` from the scenario, a worker budget that
+    lets every model have them, and the GPU memory guard on (:data:`GPU_RESERVE_MB` kept
+    free, :data:`GPU_MB_PER_WORKER` per worker); the bench then gives every model its SLO
+    and caps its batch at half the SLO."""
+    data = yaml.safe_load(CONTROLLER_CONFIG.read_text())
+    for m in scenario["models"]:
+        entry = data["models"][m["name"]]
+        queue = DEMO_MODELS[m["name"]].job_queue_size  # the plugin's batch-size bound
+        entry.update(max_batch=min(m["max_batch"], queue), max_workers=m["max_workers"],
+                     gpu_memory_mb_per_worker=GPU_MB_PER_WORKER)  # fmt: skip
+    data["worker_budget"] = sum(m["max_workers"] for m in scenario["models"])
+    data["gpu_memory_reserve_mb"] = GPU_RESERVE_MB
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
 def _model_row(r: Any, reconfigs: int | str) -> dict[str, Any]:
     return {**asdict(r), "reconfigurations": reconfigs}
 
@@ -129,6 +152,7 @@ def run_gpu_bench(
         "runs": [],
     }
     bench_out = extras / "bench"
+    controller_config = gpu_controller_config(scenario, extras / "controller-gpu.yaml")
     for ctl in controllers:
         cfg = BenchConfig(
             scenario=str(scenario_path),
@@ -137,7 +161,7 @@ def run_gpu_bench(
             out_dir=bench_out / ctl,
             runs_dir=work / "bench",
             command=command,
-            controller_config=CONTROLLER_CONFIG,
+            controller_config=controller_config,
             warmup_rounds=1,
         )
         sampler = GpuSampler(probe)

@@ -236,8 +236,10 @@ def _bench(part: dict[str, Any]) -> list[str]:
         f"Scenario `{sc.get('name')}` (written from the GPU profiles above: "
         f"{sc.get('description', '')}), {part.get('duration_s')} s, seed {sc.get('seed')}; "
         "every controller on a fresh TorchServe whose workers run on the GPU, with the same "
-        "arrivals (`tsadapt bench` machinery, one run per controller). busy GPU-s = mean "
-        "NVML utilisation x run time.",
+        "arrivals (`tsadapt bench` machinery, one run per controller). The sidecars run "
+        "`configs/controller.yaml` with each model's batch and worker bounds from the "
+        "scenario and the GPU memory guard on (`controller-gpu.yaml` in `extras.tar.gz`). "
+        "busy GPU-s = mean NVML utilisation x run time.",
         "",
         *markdown_table(head, rows),
         "",

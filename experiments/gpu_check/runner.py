@@ -36,6 +36,7 @@ class Budget:
     coloc_concurrency: int
     packrat_args: tuple[str, ...]
     shared_s: float
+    shared_controllers: str
     need_s: dict[str, float]
 
 
@@ -53,6 +54,7 @@ FULL = Budget(
     packrat_args=("--batches", "8,32", "--rounds", "3", "--switch-rate", "60",
                   "--switch-period", "6"),
     shared_s=30.0,
+    shared_controllers="static,ppo",
     need_s={"profiles": 60, "bench": 200, "colocation": 60, "cpu16": 60},
 )  # fmt: skip
 TINY = Budget(
@@ -68,6 +70,7 @@ TINY = Budget(
     coloc_concurrency=4,
     packrat_args=("--batches", "2", "--rounds", "1", "--no-switch", "--switch-batch", "2"),
     shared_s=5.0,
+    shared_controllers="ppo",
     need_s={"profiles": 10, "bench": 30, "colocation": 20, "cpu16": 20},
 )
 BUDGETS = {b.name: b for b in (FULL, TINY)}
@@ -190,6 +193,7 @@ def run_check(
                     left,
                     list(budget.packrat_args),
                     budget.shared_s,
+                    budget.shared_controllers,
                     lambda p: report.record("cpu16", p),
                 )
         except Exception as exc:  # noqa: BLE001 - a failed part must not lose the others
