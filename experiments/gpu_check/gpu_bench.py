@@ -32,6 +32,8 @@ CONTROLLER_CONFIG = REPO_DIR / "configs" / "controller.yaml"
 #: GPU memory guard settings of the bench's sidecars: a CUDA context and a demo model take
 #: well under this per worker; the reserve keeps room for the allocator's growth.
 GPU_MB_PER_WORKER = 1024.0
+#: Seconds a bench run takes beyond its load: server start, warm-up, drain, stop.
+RUN_OVERHEAD_S = 40.0
 GPU_RESERVE_MB = 4096.0
 
 
@@ -137,8 +139,10 @@ def run_gpu_bench(
     duration_s: float,
     command: str,
     on_run: Callable[[dict[str, Any]], None],
+    seconds_left: Callable[[], float] = lambda: float("inf"),
 ) -> dict[str, Any]:
-    """Each controller in turn on ``scenario``; ``on_run`` gets the part after every run."""
+    """Each controller in turn on ``scenario``; ``on_run`` gets the part after every run. A
+    controller is skipped when less than its run plus :data:`RUN_OVERHEAD_S` is left."""
     from tsadapt.bench import BenchConfig, run_bench
 
     scenario_path = extras / f"{scenario['name']}.yaml"
@@ -154,6 +158,11 @@ def run_gpu_bench(
     bench_out = extras / "bench"
     controller_config = gpu_controller_config(scenario, extras / "controller-gpu.yaml")
     for ctl in controllers:
+        if seconds_left() < duration_s + RUN_OVERHEAD_S:
+            why = f"{seconds_left():.0f} s left, a run needs {duration_s + RUN_OVERHEAD_S:.0f}"
+            part["runs"].append({"controller": ctl, "status": "skipped", "reason": why})
+            on_run(part)
+            continue
         cfg = BenchConfig(
             scenario=str(scenario_path),
             controllers=(ctl,),

@@ -46,16 +46,16 @@ FULL = Budget(
     cpu_batch_sizes=(1, 2, 4, 8, 16, 32, 64),
     repeats=5,
     warmup=2,
-    bench_s=30.0,
+    bench_s=25.0,
     controllers=("static", "aimd", "queue", "ppo"),
     coloc_workers=(1, 2, 4),
     coloc_s=8.0,
     coloc_concurrency=32,
-    packrat_args=("--batches", "8,32", "--rounds", "3", "--switch-rate", "60",
-                  "--switch-period", "6"),
-    shared_s=30.0,
+    packrat_args=("--batches", "32", "--rounds", "2", "--switch-rate", "60",
+                  "--switch-period", "5"),
+    shared_s=20.0,
     shared_controllers="static,ppo",
-    need_s={"profiles": 60, "bench": 200, "colocation": 60, "cpu16": 60},
+    need_s={"profiles": 60, "bench": 70, "colocation": 60, "cpu16": 60},
 )  # fmt: skip
 TINY = Budget(
     "tiny",
@@ -175,6 +175,7 @@ def run_check(
                     budget.bench_s,
                     command,
                     lambda p: report.record("bench", p),
+                    left,
                 )
             elif name == "colocation":
                 result = run_colocation(
