@@ -19,6 +19,9 @@ import numpy as np
 from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.plugin.observer import GpuProbe
 
+#: Seconds a co-location setting takes beyond its load: scaling, warm-up.
+SETTING_OVERHEAD_S = 20.0
+
 
 def closed_loop(client: Any, models: list[str], concurrency: int, load_s: float) -> dict:
     """``concurrency`` senders per model for ``load_s`` s; latencies of the 2xx answers."""
@@ -77,8 +80,10 @@ def run_colocation(
     load_s: float,
     concurrency: int,
     on_case: Any,
+    seconds_left: Any = lambda: float("inf"),
 ) -> dict[str, Any]:
-    """The part's figures; ``on_case`` gets the part after every setting."""
+    """The part's figures; ``on_case`` gets the part after every setting. A setting is
+    skipped when less than its load plus :data:`SETTING_OVERHEAD_S` is left."""
     from tsadapt.bench import warm_up
     from tsadapt.server import ServerConfig, start, stop
 
@@ -100,6 +105,9 @@ def run_colocation(
         try:
             client = server.client(timeout_s=120)
             for w in counts:
+                if seconds_left() < load_s + SETTING_OVERHEAD_S:
+                    part["skipped"] = part.get("skipped", []) + [f"{'+'.join(models)} x{w}"]
+                    continue
                 for m in models:
                     client.scale_workers(m, w, synchronous=True)
                 warm_up(server, models, 1)

@@ -286,6 +286,7 @@ def _coloc(part: dict[str, Any]) -> list[str]:
         "",
         *markdown_table(head, rows),
         "",
+        *([f"Skipped for time: {', '.join(part['skipped'])}.", ""] if part.get("skipped") else []),
         "![co-location](gpu-coloc.png)",
         "",
     ]

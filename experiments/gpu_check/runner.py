@@ -185,6 +185,7 @@ def run_check(
                     budget.coloc_s,
                     budget.coloc_concurrency,
                     lambda p: report.record("colocation", p),
+                    left,
                 )
                 plot_colocation(result, out / "gpu-coloc.png")
             else:
