@@ -129,3 +129,16 @@ def test_gpu_controller_config_turns_the_gpu_guard_on(tmp_path: Path) -> None:
         limits = config.limits(name)
         assert limits.max_batch == model.job_queue_size  # 256 is beyond the plugin's bound
         assert limits.max_workers == 2 and limits.gpu_memory_mb_per_worker == GPU_MB_PER_WORKER
+
+
+def test_a_prebuilt_plugin_is_used_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU machine has no javac: the kit's jar is taken from $TSADAPT_PLUGIN_DIR."""
+    from tsadapt.plugin.build import JAR_NAME, PREBUILT_ENV, PluginBuildError, build_plugin
+
+    monkeypatch.setenv(PREBUILT_ENV, str(tmp_path))
+    with pytest.raises(PluginBuildError, match=JAR_NAME):
+        build_plugin()
+    (tmp_path / JAR_NAME).write_bytes(b"PK")
+    assert build_plugin() == tmp_path
