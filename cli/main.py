@@ -244,6 +244,7 @@ def _component_commands() -> list:
         "tsadapt.cli.learn_commands",
         "tsadapt.cli.packrat_commands",
         "tsadapt.cli.bench_commands",
+        "tsadapt.experiments.gpu_check.commands",
     ):
         try:
             registers.append(importlib.import_module(module).register)

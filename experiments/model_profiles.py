@@ -38,12 +38,20 @@ class ModelProfile:
 
 
 def profile_model(
-    model: DemoModel, max_batch: int, repeats: int, warmup: int, progress: Progress | None = None
+    model: DemoModel,
+    max_batch: int,
+    repeats: int,
+    warmup: int,
+    progress: Progress | None = None,
+    batch_sizes: list[int] | None = None,
+    gpu_id: int | None = None,
 ) -> ModelProfile:
+    """Time ``model``'s handler at b = 1..max_batch (or ``batch_sizes``), on GPU ``gpu_id``
+    when given and CUDA is available (the handler moves its inputs there), else on the CPU."""
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix=f"profile-{model.name}-") as tmp:
-        local = load_local(model, Path(tmp))
-        batches = list(range(1, max_batch + 1))
+        local = load_local(model, Path(tmp), gpu_id=gpu_id)
+        batches = sorted(set(batch_sizes)) if batch_sizes else list(range(1, max_batch + 1))
         medians, p90s = [], []
         task = progress.add_task(model.name, total=len(batches)) if progress else None
         for b in batches:

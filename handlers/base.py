@@ -146,7 +146,9 @@ class AdaptiveHandler(BaseHandler):
 
         A fresh worker's first forward pass allocates and selects kernels (about 300 ms for
         the text model on 2 cores against 8 ms warm); without this, every scale-up made the
-        requests of the new worker's first batch wait for it.
+        requests of the new worker's first batch wait for it. It runs on the worker's device:
+        the GPU TorchServe assigned (``gpu_id`` in the context; ``BaseHandler`` put the model
+        there), else the CPU.
         """
         example = self.warmup_input()
         if example is None or rounds <= 0:
@@ -158,7 +160,16 @@ class AdaptiveHandler(BaseHandler):
                 inputs = self.collate([example] * size).to(self.device)
                 for _ in range(rounds):
                     self.model(inputs)
-        logger.info("warm-up: %.1f ms", (time.perf_counter() - started) * 1000.0)
+        on_gpu = self.device is not None and self.device.type == "cuda"
+        if on_gpu:  # kernels run asynchronously: the warm-up ends when the GPU is done
+            torch.cuda.synchronize(self.device)
+        logger.info(
+            "warm-up: %.1f ms%s",
+            (time.perf_counter() - started) * 1000.0,
+            f", {torch.cuda.memory_reserved(self.device) / 2**20:.0f} MiB reserved on {self.device}"
+            if on_gpu
+            else "",
+        )
 
     # --- to implement ---------------------------------------------------------------
     def parse_request(self, body: dict[str, Any]) -> torch.Tensor:

@@ -27,6 +27,8 @@ STAMP_NAME = "tsadapt-plugin.sha256"
 PREBUILT_DIR = "prebuilt"
 #: The TorchServe the prebuilt jar is compiled against (setup.cfg pins it).
 PINNED_TORCHSERVE = "0.12.0"
+#: A folder holding a jar built elsewhere (a machine with no JDK): used as is, never rebuilt.
+PREBUILT_ENV = "TSADAPT_PLUGIN_DIR"
 
 
 class PluginBuildError(RuntimeError):
@@ -134,8 +136,14 @@ def build_plugin(out_dir: Path | None = None, force: bool = False) -> Path:
     """Build (if needed) the plugin jar; return the directory to use as ``plugins_path``.
 
     The directory holds only ``tsadapt-plugin.jar`` and a hash stamp, because TorchServe puts
-    every jar in ``plugins_path`` on its classpath.
+    every jar in ``plugins_path`` on its classpath. With ``$TSADAPT_PLUGIN_DIR`` set (and no
+    ``out_dir``), that folder's jar is used as it is.
     """
+    prebuilt = os.environ.get(PREBUILT_ENV)
+    if prebuilt and out_dir is None and not force:
+        if not (Path(prebuilt) / JAR_NAME).is_file():
+            raise PluginBuildError(f"${PREBUILT_ENV}={prebuilt} holds no {JAR_NAME}")
+        return Path(prebuilt)
     out = Path(out_dir) if out_dir is not None else _default_out_dir()
     if not _writable_dir(out):
         raise PluginBuildError(f"cannot write the plugin to {out}")

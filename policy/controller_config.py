@@ -52,6 +52,7 @@ class ModelLimits:
     max_batch: int = 32
     max_delay_ms: int = 50
     memory_mb_per_worker: float = 0.0
+    gpu_memory_mb_per_worker: float = 0.0  # what one more worker takes on its GPU
 
     @property
     def slo_s(self) -> float:
@@ -89,6 +90,9 @@ class ControllerConfig:
     tick_s: float = DEFAULT_TICK_S
     window_s: float = DEFAULT_WINDOW_S
     memory_budget_mb: float | None = None
+    #: GPU memory (MiB) every GPU keeps free: a worker is added only while the fullest GPU,
+    #: as NVML reads it, has room for it beyond this (None: no GPU memory guard).
+    gpu_memory_reserve_mb: float | None = None
     cooldown_s: float = DEFAULT_COOLDOWN_S
     max_batch_step: int = 8
     max_delay_step_ms: int = 20
@@ -188,6 +192,7 @@ def _validate_limits(m: ModelLimits, p: str) -> None:
         f"must be below slo_ms ({m.slo_ms}): a request could wait its whole SLO",
     )
     _check(m.memory_mb_per_worker >= 0, f"{p}.memory_mb_per_worker", "must be >= 0")
+    _check(m.gpu_memory_mb_per_worker >= 0, f"{p}.gpu_memory_mb_per_worker", "must be >= 0")
 
 
 def validate(config: ControllerConfig) -> None:
@@ -214,6 +219,8 @@ def validate(config: ControllerConfig) -> None:
     _check(config.emergency_delay_ms >= 0, "emergency_delay_ms", "must be >= 0")
     if config.memory_budget_mb is not None:
         _positive(config.memory_budget_mb, "memory_budget_mb")
+    if config.gpu_memory_reserve_mb is not None:
+        _check(config.gpu_memory_reserve_mb >= 0, "gpu_memory_reserve_mb", "must be >= 0")
     seen: set[str] = set()
     for m in config.models:
         p = f"models.{m.name}"

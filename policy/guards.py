@@ -10,8 +10,9 @@ Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)
                            (TorchServe caps batches at 2 when the delay is 0).
 3. :func:`limit_step`     - at most ``max_*_step`` change per setting per tick.
 4. :func:`cooldown`       - no change to a model within ``cooldown_s`` of its last change.
-5. :func:`worker_budget` / :func:`memory_budget` - global caps; increases are granted to the
-                           neediest models first (emergencies, then lowest SLO attainment).
+5. :func:`worker_budget` / :func:`memory_budget` / :func:`gpu_memory_budget` - global caps;
+                           increases are granted to the neediest models first (emergencies,
+                           then lowest SLO attainment); the GPU cap reads NVML's free memory.
 6. :func:`drop_noops`     - only real changes reach the actuator.
 
 Every change a guard makes to a proposal is an :class:`Override` with its reason.
@@ -29,6 +30,7 @@ from tsadapt.policy.defaults import ZERO_DELAY_BATCH_CAP
 from tsadapt.policy.types import (
     SETTING_FIELDS,
     Action,
+    GpuObservation,
     ModelObservation,
     ModelSettings,
     Observation,
@@ -333,6 +335,37 @@ def memory_budget(
     )
 
 
+def gpu_headroom_mb(gpus: tuple[GpuObservation, ...], reserve_mb: float) -> float | None:
+    """MiB a new worker may take: the fullest GPU's free memory minus ``reserve_mb`` (never
+    below 0); None when no GPU was read. TorchServe spreads a model's workers over the GPUs
+    round-robin, so a new worker may land on the fullest one."""
+    if not gpus:
+        return None
+    return max(0.0, min(g.memory_free_mb for g in gpus) - reserve_mb)
+
+
+def gpu_memory_budget(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    exempt: tuple[str, ...] = (),
+) -> tuple[Proposals, list[Override]]:
+    """Workers are added only while they fit in the free GPU memory NVML reports (beyond
+    ``gpu_memory_reserve_mb``), at ``gpu_memory_mb_per_worker`` each, emergencies included:
+    a worker that cannot load its model helps no one. No GPU read: no cap."""
+    if config.gpu_memory_reserve_mb is None:
+        return dict(proposals), []
+    headroom = gpu_headroom_mb(observation.host.gpus, config.gpu_memory_reserve_mb)
+    if headroom is None:
+        return dict(proposals), []
+    cost = {lim.name: lim.gpu_memory_mb_per_worker for lim in config.models}
+    in_use = sum(m.settings.workers * cost.get(m.name, 0.0) for m in observation.models)
+    return _cap_increases(
+        proposals, observation, config, exempt, cost, in_use + headroom,
+        "gpu_memory_budget", "GPU memory (MiB)",
+    )  # fmt: skip
+
+
 def drop_noops(proposals: Proposals, observation: Observation) -> Proposals:
     """Keep only settings that really change; drop empty actions."""
     out = {}
@@ -384,7 +417,7 @@ def guard(
     overrides += found
     proposals, found = cooldown(proposals, observation, config, state, exempt)
     overrides += found
-    for budget in (worker_budget, memory_budget):
+    for budget in (worker_budget, memory_budget, gpu_memory_budget):
         proposals, found = budget(proposals, observation, config, exempt)
         overrides += found
     final = drop_noops(proposals, observation)

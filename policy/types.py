@@ -84,6 +84,10 @@ class GpuObservation:
     memory_used_mb: float
     memory_total_mb: float
 
+    @property
+    def memory_free_mb(self) -> float:
+        return self.memory_total_mb - self.memory_used_mb
+
 
 @dataclass(frozen=True)
 class HostObservation:

@@ -116,6 +116,22 @@ class GpuProbe:
             gpus.append(GpuObservation(index, float(util.gpu), mem.used / 2**20, mem.total / 2**20))
         return tuple(gpus)
 
+    def process_memory_mb(self) -> dict[int, float]:
+        """GPU memory (MiB) of each process with a CUDA context, by pid, summed over GPUs;
+        empty without NVML or where the driver does not report processes (containers)."""
+        if self._nvml is None:
+            return {}
+        used: dict[int, float] = {}
+        for handle in self._handles:
+            try:
+                procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            except Exception:  # noqa: BLE001 - not supported here: no per-process figures
+                continue
+            for proc in procs:
+                if proc.usedGpuMemory is not None:
+                    used[proc.pid] = used.get(proc.pid, 0.0) + proc.usedGpuMemory / 2**20
+        return used
+
 
 class Observer:
     """Reads the server every tick and keeps the history needed for windowed statistics."""
