@@ -49,7 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--metrics-port",
         type=int,
         default=DEFAULT_METRICS_PORT,
-        help="sidecar /metrics port on loopback (0: any free; default %(default)s)",
+        help="sidecar /metrics port (0: any free; default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=C.LOOPBACK,
+        help="address the sidecar /metrics binds to (default %(default)s; 0.0.0.0 in a "
+        "Kubernetes pod, so Prometheus can scrape it)",
     )
     p.add_argument("--tick-s", type=float, default=None, help="override the config's tick_s")
     p.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
@@ -71,9 +77,10 @@ def run_control(args: argparse.Namespace) -> int:
 
     log_path = args.decision_log or workdir / "controller" / "decisions.jsonl"
     if config.policy == "ppo":
-        from tsadapt.policy.ppo_policy import SHIPPED_POLICY, make_ppo_policy
+        from tsadapt.policy.ppo_policy import SHIPPED_POLICY
+        from tsadapt.policy.ppo_runtime import load_runtime_policy
 
-        policy = make_ppo_policy(args.policy_file or SHIPPED_POLICY, config)
+        policy = load_runtime_policy(args.policy_file or SHIPPED_POLICY, config)
     else:
         policy = make_policy(config.policy, config)
     sidecar = Sidecar(
@@ -82,6 +89,7 @@ def run_control(args: argparse.Namespace) -> int:
         connect,
         log_path,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     previous = signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
     print(

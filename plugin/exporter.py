@@ -1,13 +1,22 @@
-"""The sidecar's own Prometheus metrics, served as text on a loopback port (``/metrics``)."""
+"""The sidecar's own Prometheus metrics, served as text on ``/metrics`` (loopback by default).
+
+Besides per-model gauges it exports the pod's *capacity demand*
+(:func:`capacity_demand`): the workers its models want, against the workers the pod may run.
+A pod autoscaler that targets a demand ratio of 1 adds pods only once adaptation inside the
+pod has run out of room (:data:`DEMAND_RATIO` above 1, :data:`SHORTFALL` above 0).
+"""
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tsadapt import constants as C
-from tsadapt.policy.types import Observation
+from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.types import Action, Observation
 
 PREFIX = "tsadapt_controller"
 _HELP = {
@@ -18,14 +27,73 @@ _HELP = {
     "workers": ("gauge", "Configured workers"),
     "overrides_total": ("counter", "Policy proposals changed by a guard"),
     "apply_failures_total": ("counter", "Changes that failed after all retries"),
+    "wanted_workers": ("gauge", "Workers the model wants (see capacity_demand)"),
 }
+#: Pod-level series (no labels) that the Kubernetes autoscalers query.
+DEMAND_RATIO = f"{PREFIX}_capacity_demand_ratio"
+SHORTFALL = f"{PREFIX}_capacity_shortfall_workers"
+_POD_HELP = {
+    DEMAND_RATIO: "Workers the pod's models want / workers the pod may run (above 1: short)",
+    SHORTFALL: "Workers wanted beyond what the pod may run (its budget and per-model limits)",
+}
+
+
+@dataclass(frozen=True)
+class CapacityDemand:
+    """One tick's demand: per-model wanted workers, and the pod's room for them."""
+
+    wanted: dict[str, int]
+    capacity: int
+    shortfall: int
+
+    @property
+    def ratio(self) -> float:
+        return sum(self.wanted.values()) / self.capacity
+
+
+def capacity_demand(
+    observation: Observation,
+    config: ControllerConfig,
+    proposed: Iterable[Action] = (),
+    emergencies: Iterable[str] = (),
+) -> CapacityDemand:
+    """How many workers each model wants, and how many of them the pod cannot give.
+
+    A model wants the most of: its current workers; what the policy proposed (before the
+    guards cut it to the bounds and budgets); one more in an emergency; and, when it is
+    saturated (a queue, and arrivals above completions), ``workers x arrivals / completions``,
+    the workers that would serve its arrival rate at the current per-worker throughput.
+    The pod can run ``min(worker_budget, sum of max_workers)``; the shortfall is what is
+    wanted beyond each model's ``max_workers`` plus what the rest exceeds the budget by.
+    """
+    asked = {a.model: a.workers for a in proposed if a.workers is not None}
+    urgent = set(emergencies)
+    wanted: dict[str, int] = {}
+    inside = beyond = 0
+    for lim in config.models:
+        m = observation.model(lim.name)
+        w = m.settings.workers
+        want = max(w, asked.get(lim.name, w), w + 1 if lim.name in urgent else w)
+        arr, done = m.arrival_rate_rps, m.completion_rate_rps
+        if m.queue_depth > 0 and done > 0 and arr > done and math.isfinite(arr):
+            want = max(want, math.ceil(w * arr / done - 1e-9))
+        wanted[lim.name] = want
+        inside += min(want, lim.max_workers)
+        beyond += max(0, want - lim.max_workers)
+    capacity = min(config.worker_budget, sum(lim.max_workers for lim in config.models))
+    return CapacityDemand(wanted, capacity, beyond + max(0, inside - config.worker_budget))
 
 
 class MetricsExporter:
     """Holds the latest values and serves them; ``port=0`` picks a free port."""
 
-    def __init__(self, port: int = 0, host: str = C.LOOPBACK) -> None:
+    def __init__(
+        self, port: int = 0, host: str = C.LOOPBACK, config: ControllerConfig | None = None
+    ) -> None:
         self._lock = threading.Lock()
+        self.host = host
+        self.config = config
+        self._pod: dict[str, float] = {}
         self._gauges: dict[tuple[str, str], float] = {}
         self._counters: dict[tuple[str, str], float] = {}
         self._ticks = 0
@@ -56,16 +124,30 @@ class MetricsExporter:
 
     @property
     def url(self) -> str:
-        return f"http://{C.LOOPBACK}:{self.port}/metrics"
+        shown = C.LOOPBACK if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{shown}:{self.port}/metrics"
 
     def update(
         self,
         observation: Observation | None,
         overrides: dict[str, int],
         failures: dict[str, int],
+        proposed: Iterable[Action] = (),
+        emergencies: Iterable[str] = (),
     ) -> None:
-        """Record one tick (``observation`` None when the server was unreachable)."""
+        """Record one tick (``observation`` None when the server was unreachable).
+
+        With a ``config``, also the pod's :func:`capacity_demand` from the observation and the
+        policy's ``proposed`` actions and the guards' ``emergencies`` of this tick.
+        """
+        demand = None
+        if observation is not None and self.config is not None:
+            demand = capacity_demand(observation, self.config, proposed, emergencies)
         with self._lock:
+            if demand is not None:
+                self._pod = {DEMAND_RATIO: demand.ratio, SHORTFALL: float(demand.shortfall)}
+                for name, n in demand.wanted.items():
+                    self._gauges[("wanted_workers", name)] = float(n)
             self._ticks += 1
             self._server_up = int(observation is not None)
             if observation is not None:
@@ -93,6 +175,12 @@ class MetricsExporter:
                 f"# TYPE {PREFIX}_server_up gauge",
                 f"{PREFIX}_server_up {self._server_up}",
             ]
+            for name, value in sorted(self._pod.items()):
+                lines += [
+                    f"# HELP {name} {_POD_HELP[name]}",
+                    f"# TYPE {name} gauge",
+                    f"{name} {float(value)!r}",
+                ]
         for metric, (kind, text) in _HELP.items():
             rows = sorted((m, v) for (k, m), v in series.items() if k == metric)
             if not rows:

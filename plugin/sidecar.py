@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
 from tsadapt.plugin.actuator import Actuator, ApplyResult, restore_actions
 from tsadapt.plugin.decision_log import DecisionLog
@@ -45,13 +46,14 @@ class Sidecar:
         decision_log: Path,
         metrics_port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        metrics_host: str = C.LOOPBACK,
     ) -> None:
         self.config = config
         self.policy = policy
         self.connect = connect
         self.clock = clock
         self.log = DecisionLog(decision_log)
-        self.exporter = MetricsExporter(metrics_port)
+        self.exporter = MetricsExporter(metrics_port, metrics_host, config)
         self.policy_state = PolicyState()
         self.guard_state = GuardState()
         self.desired: dict[str, ModelSettings] = {}
@@ -148,7 +150,13 @@ class Sidecar:
         self.log.write(record)
         overrides = Counter(o.model for o in record.get("overrides", ()))
         failures = Counter(r.model for r in record.get("applied", ()) if not r.ok)
-        self.exporter.update(observation, dict(overrides), dict(failures))
+        self.exporter.update(
+            observation,
+            dict(overrides),
+            dict(failures),
+            record.get("proposed", ()),
+            record.get("emergencies", ()),
+        )
         return record
 
     def _control(self, observation: Observation) -> dict[str, Any]:
