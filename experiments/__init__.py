@@ -1,0 +1,1 @@
+"""Experiments: benches, fidelity, evaluation and checks; product code never imports this package."""
