@@ -70,7 +70,10 @@ def capacity_demand(
     urgent = set(emergencies)
     wanted: dict[str, int] = {}
     inside = beyond = 0
+    observed = {m.name for m in observation.models}
     for lim in config.models:
+        if lim.name not in observed:  # configured but not registered (now): wants nothing
+            continue
         m = observation.model(lim.name)
         w = m.settings.workers
         want = max(w, asked.get(lim.name, w), w + 1 if lim.name in urgent else w)

@@ -154,8 +154,8 @@ class Sidecar:
             observation,
             dict(overrides),
             dict(failures),
-            record.get("proposed", ()),
-            record.get("emergencies", ()),
+            proposed=record.get("proposed", ()),
+            emergencies=record.get("emergencies", ()),
         )
         return record
 

@@ -102,3 +102,9 @@ def test_exporter_binds_the_given_host() -> None:
         assert requests.get(exporter.url, timeout=5).status_code == 200
     finally:
         exporter.close()
+
+
+def test_a_configured_model_not_served_wants_nothing() -> None:
+    cfg = config(*TWO, worker_budget=4)
+    d = capacity_demand(observation(model_obs("a", workers=2)), cfg)
+    assert d.wanted == {"a": 2} and d.ratio == 0.5
