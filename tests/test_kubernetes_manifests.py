@@ -196,8 +196,9 @@ def test_the_pod_fits_together() -> None:
 
     props = dict(
         line.split("=", 1)
-        for line in one(docs, "ConfigMap", "torchserve-config")["data"]["config.properties"]
-        .splitlines()
+        for line in one(docs, "ConfigMap", "torchserve-config")["data"][
+            "config.properties"
+        ].splitlines()
         if line and not line.startswith("#")
     )
     # the plugin jar: copied by the init container into the volume plugins_path points at

@@ -230,6 +230,7 @@ def _component_commands() -> list:
         "tsadapt.policy.learn_commands",
         "tsadapt.packrat_cpu.commands",
         "tsadapt.bench_commands",
+        "tsadapt.experiments.scaleout.commands",
     ):
         try:
             registers.append(importlib.import_module(module).register)

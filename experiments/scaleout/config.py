@@ -71,9 +71,7 @@ class ScaleOutConfig:
             scale_down=down,
         )
         if setup.metric == "queue_latency":
-            return HPASpec(
-                target=self.queue_latency_target_ms, target_type="Value", **common
-            )  # type: ignore[arg-type]
+            return HPASpec(target=self.queue_latency_target_ms, target_type="Value", **common)  # type: ignore[arg-type]
         return HPASpec(target=self.demand_target, target_type="AverageValue", **common)  # type: ignore[arg-type]
 
     def initial_replicas(self, scale: int) -> int:

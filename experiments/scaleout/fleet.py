@@ -100,9 +100,7 @@ class Fleet:
         self.hpa = HPA(cfg.hpa_spec(setup, scale))
         self.cohorts: list[Cohort] = []
         self.totals = Totals()
-        self.static = (
-            None if setup.sidecar else static_configs(scenario, dict(cfg.static_workers))
-        )
+        self.static = None if setup.sidecar else static_configs(scenario, dict(cfg.static_workers))
         self._made = 0
         self.add_pods(cfg.initial_replicas(scale), -cfg.pod_startup_s)  # ready at t = 0
         self.scraped: float | None = None  # the HPA's metric value as last seen

@@ -88,8 +88,8 @@ class Cohort:
         self.rng = np.random.default_rng(np.random.SeedSequence([self.seed, 7]))
         self.observer = observer_for(sc, ctl)
         self.slo = {m.name: m.slo_ms for m in sc.models}
-        self.policy = None if self.sidecar is None else make_sidecar_policy(
-            self.sidecar, self.config
+        self.policy = (
+            None if self.sidecar is None else make_sidecar_policy(self.sidecar, self.config)
         )
         self.pstate, self.gstate = PolicyState(), GuardState()
         # per tick: (demand ratio, queued requests summed over models, arrivals)
