@@ -271,3 +271,18 @@ def test_sidecar_options_exist() -> None:
              for a in action.option_strings}  # fmt: skip
     mine = {"--metrics-port", "--metrics-host", "--config", "--decision-log"}
     assert mine <= {a for a in args if a.startswith("--")} and mine <= known
+
+
+def test_dockerfile_builds_what_the_pod_uses() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    repo = ROOT.parent.parent
+    for src in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.M):
+        for part in src.split():
+            assert (repo / part).exists(), part
+    deploy = one(rendered("base"), "Deployment")
+    init = deploy["spec"]["template"]["spec"]["initContainers"][0]
+    jar_dir = re.search(r"tsadapt\.plugin\.build --out-dir (\S+)", text)
+    assert jar_dir and f"{jar_dir.group(1)}/tsadapt-plugin.jar" in " ".join(init["command"])
+    uid = deploy["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    assert f"USER {uid}:{uid}" in text
+    assert "download.pytorch.org/whl/cpu" in text and "torch==2.13.0" in text

@@ -41,6 +41,12 @@ class FleetResult:
     max_pods: int
     reconfigurations: int
     series: dict[str, list[float]] = field(repr=False)
+    #: the metric value the HPA saw at each sync (ms for queue latency, pods for demand)
+    seen: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def mean_seen(self) -> float:
+        return float(np.mean(self.seen)) if self.seen else math.nan
 
     @property
     def slo_attainment(self) -> float:
@@ -64,6 +70,7 @@ class FleetResult:
             "scaling_events": self.scaling_events,
             "max_pods": self.max_pods,
             "sidecar_reconfigurations": self.reconfigurations,
+            "mean_metric": self.mean_seen,
         }
 
 
@@ -102,7 +109,11 @@ class Fleet:
         self.totals = Totals()
         self.static = None if setup.sidecar else static_configs(scenario, dict(cfg.static_workers))
         self._made = 0
+        self.reconfigurations = 0  # of cohorts already deleted
         self.add_pods(cfg.initial_replicas(scale), -cfg.pod_startup_s)  # ready at t = 0
+        # the fleet has been running at this size: the HPA recommended it last (a fresh HPA
+        # with no history would scale down at its first sync, whatever the window)
+        self.hpa.recommendations.append((0.0, self.replicas))
         self.scraped: float | None = None  # the HPA's metric value as last seen
         self.polled: float | None = None
 
@@ -137,6 +148,7 @@ class Fleet:
             gone = last.split(take)
             if gone is last:
                 self.cohorts.pop()
+                self.reconfigurations += gone.reconfigurations
             gone.drain(self.totals)
             n -= take
 
@@ -159,6 +171,7 @@ class Fleet:
         duration = self.sc.duration_s
         n_ticks = int(math.ceil(duration / tick - 1e-9))
         pod_s, events, max_pods = 0.0, 0, self.replicas
+        seen_log: list[float] = []
         series: dict[str, list[float]] = {k: [] for k in ("t", "pods", "ready", "rate", "good")}
         every = {k: max(1, round(v / tick)) for k, v in (
             ("scrape", cfg.scrape_s), ("poll", cfg.keda_polling_s),
@@ -182,6 +195,8 @@ class Fleet:
             if k and k % every["sync"] == 0 and t < duration:
                 current = self.replicas
                 desired = self.hpa.sync(t, current, self.ready_pods(t), seen)
+                if seen is not None:
+                    seen_log.append(seen)
                 if desired > current:
                     self.add_pods(desired - current, t)
                 elif desired < current:
@@ -219,8 +234,9 @@ class Fleet:
             self.totals,
             events,
             max_pods,
-            sum(c.reconfigurations for c in self.cohorts),
+            self.reconfigurations + sum(c.reconfigurations for c in self.cohorts),
             series,
+            seen_log,
         )
 
 

@@ -125,7 +125,7 @@ class Cohort:
             self.gstate = res.state
             emergencies = res.emergencies
             apply_actions(self.sim, res.actions)
-            self.reconfigurations += len(res.actions)
+            self.reconfigurations += len(res.actions) * self.pods  # every pod of the cohort
         demand = capacity_demand(observation, self.config, proposed, emergencies)
         queued = sum(s.queue_depth for s in stats.values())
         arrivals = sum(s.arrivals for s in stats.values())

@@ -46,8 +46,16 @@ def verdict(results: dict[str, FleetResult], setups: Sequence[Setup], cfg: Scale
     text = (
         f"{setups[-1].name}: {100 * att:.2f} % within SLO at {ours.pod_seconds:,.0f} pod-s; "
         f"{setups[0].name}: {100 * base.slo_attainment:.2f} % at {base.pod_seconds:,.0f} pod-s "
-        f"({100 * (1 - ours.pod_seconds / base.pod_seconds):+.0f} % pod-s saved)."
+        f"({100 * (ours.pod_seconds / base.pod_seconds - 1):+.0f} % pod-s against "
+        f"{setups[0].name})."
     )
+    queue = [st for st in setups if st.metric == "queue_latency"]
+    if queue:
+        text += (
+            " The queue-latency HPA saw a mean of "
+            + ", ".join(f"{results[st.name].mean_seen:.1f} ms ({st.name})" for st in queue)
+            + f" against its {cfg.queue_latency_target_ms:g} ms target."
+        )
     if att >= 0.99 and fewer:
         return "**Met**: " + text
     missed = ours.totals.arrivals - ours.totals.good
@@ -96,6 +104,11 @@ def plot(results: dict[str, FleetResult], setups: Sequence[Setup], path: Path) -
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _seen(r: FleetResult, s: Setup) -> str:
+    unit = " ms queue latency" if s.metric == "queue_latency" else " (sum of demand ratios)"
+    return _fmt(r.mean_seen, 1) + unit
 
 
 def _fmt(x: float, nd: int = 0) -> str:
@@ -172,7 +185,8 @@ def write_report(
                     str(r.scaling_events),
                     str(r.max_pods),
                     _fmt(r.totals.errors),
-                    str(r.reconfigurations),
+                    _fmt(r.reconfigurations),
+                    _seen(r, s),
                 ]
             )
             dump.append(r.as_dict())
@@ -185,7 +199,8 @@ def write_report(
                 "scaling events",
                 "max pods",
                 "rejected requests",
-                "sidecar changes",
+                "sidecar changes (all pods)",
+                "HPA's metric, mean",
             ],
             rows,
         )
