@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -101,15 +102,24 @@ class MetricsExporter:
         self._counters: dict[tuple[str, str], float] = {}
         self._ticks = 0
         self._server_up = 0
+        self._last_tick = time.monotonic()
+        #: the loop counts as stuck after this long without a tick
+        self.stall_s = max(30.0, 10 * config.tick_s) if config is not None else 30.0
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server API
-                if self.path.split("?")[0] != "/metrics":
+                path = self.path.split("?")[0]
+                if path in ("/ready", "/live"):
+                    ok, why = exporter.ready() if path == "/ready" else exporter.live()
+                    body = (why + "\n").encode()
+                    self.send_response(200 if ok else 503)
+                elif path == "/metrics":
+                    body = exporter.render().encode()
+                    self.send_response(200)
+                else:
                     self.send_error(404)
                     return
-                body = exporter.render().encode()
-                self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -124,6 +134,26 @@ class MetricsExporter:
             target=self._http.serve_forever, daemon=True, name="tsadapt-exporter"
         )
         self._thread.start()
+
+    def ready(self) -> tuple[bool, str]:
+        """Probe ``/ready``: the last tick reached TorchServe and every model it serves has
+        a worker (a Kubernetes readiness probe keeps the pod out of the Service until then)."""
+        with self._lock:
+            if not self._server_up:
+                return False, "TorchServe not reached at the last tick"
+            idle = sorted(m for (k, m), v in self._gauges.items() if k == "workers" and v < 1)
+        if idle:
+            return False, f"no worker for {', '.join(idle)}"
+        return True, "ready"
+
+    def live(self) -> tuple[bool, str]:
+        """Probe ``/live``: the control loop ticked within :attr:`stall_s` (a stuck loop is
+        restarted by the liveness probe; a lost TorchServe is not a stuck loop)."""
+        with self._lock:
+            age = time.monotonic() - self._last_tick
+        if age > self.stall_s:
+            return False, f"no tick for {age:.0f} s"
+        return True, "live"
 
     @property
     def url(self) -> str:
@@ -147,6 +177,7 @@ class MetricsExporter:
         if observation is not None and self.config is not None:
             demand = capacity_demand(observation, self.config, proposed, emergencies)
         with self._lock:
+            self._last_tick = time.monotonic()
             if demand is not None:
                 self._pod = {DEMAND_RATIO: demand.ratio, SHORTFALL: float(demand.shortfall)}
                 for name, n in demand.wanted.items():

@@ -108,3 +108,23 @@ def test_a_configured_model_not_served_wants_nothing() -> None:
     cfg = config(*TWO, worker_budget=4)
     d = capacity_demand(observation(model_obs("a", workers=2)), cfg)
     assert d.wanted == {"a": 2} and d.ratio == 0.5
+
+
+def test_ready_and_live_probes() -> None:
+    exporter = MetricsExporter(port=0, config=config(*TWO, worker_budget=4))
+    base = exporter.url.rsplit("/", 1)[0]
+    try:
+        assert requests.get(f"{base}/ready", timeout=5).status_code == 503  # no tick yet
+        assert requests.get(f"{base}/live", timeout=5).status_code == 200
+        exporter.update(observation(model_obs("a", workers=0), model_obs("b")), {}, {})
+        r = requests.get(f"{base}/ready", timeout=5)
+        assert r.status_code == 503 and "no worker for a" in r.text
+        exporter.update(observation(model_obs("a"), model_obs("b")), {}, {})
+        assert requests.get(f"{base}/ready", timeout=5).status_code == 200
+        exporter.update(None, {}, {})  # TorchServe lost: not ready, still live
+        assert requests.get(f"{base}/ready", timeout=5).status_code == 503
+        assert requests.get(f"{base}/live", timeout=5).status_code == 200
+        exporter.stall_s = 0.0
+        assert requests.get(f"{base}/live", timeout=5).status_code == 503
+    finally:
+        exporter.close()

@@ -239,6 +239,12 @@ def test_the_pod_fits_together() -> None:
         assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     for c in pod["containers"]:
         assert c["readinessProbe"] and c["livenessProbe"]
+    # no probe on a token-protected TorchServe endpoint (see test_ping_needs_the_token)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = ts[probe].get("httpGet")
+        assert get is None or get["port"] == "ts-metrics", probe
+    assert side["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert side["livenessProbe"]["httpGet"]["path"] == "/live"
 
 
 def test_gpu_overlay_requests_a_gpu() -> None:
@@ -286,3 +292,12 @@ def test_dockerfile_builds_what_the_pod_uses() -> None:
     uid = deploy["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
     assert f"USER {uid}:{uid}" in text
     assert "download.pytorch.org/whl/cpu" in text and "torch==2.13.0" in text
+
+
+@pytest.mark.server
+def test_ping_needs_the_token_metrics_do_not(torchserve) -> None:
+    """Why the probes avoid /ping: TorchServe 0.12 with token authorization refuses it."""
+    import requests
+
+    assert requests.get(f"{torchserve.inference_url}/ping", timeout=10).status_code == 400
+    assert requests.get(torchserve.metrics_url, timeout=10).status_code == 200
