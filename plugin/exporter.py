@@ -167,15 +167,18 @@ class MetricsExporter:
         failures: dict[str, int],
         proposed: Iterable[Action] = (),
         emergencies: Iterable[str] = (),
+        config: ControllerConfig | None = None,
     ) -> None:
         """Record one tick (``observation`` None when the server was unreachable).
 
-        With a ``config``, also the pod's :func:`capacity_demand` from the observation and the
-        policy's ``proposed`` actions and the guards' ``emergencies`` of this tick.
+        With a config (``config``, the one in force this tick, else the exporter's), also
+        the pod's :func:`capacity_demand` from the observation and the policy's ``proposed``
+        actions and the guards' ``emergencies`` of this tick.
         """
         demand = None
-        if observation is not None and self.config is not None:
-            demand = capacity_demand(observation, self.config, proposed, emergencies)
+        cfg = config if config is not None else self.config
+        if observation is not None and cfg is not None:
+            demand = capacity_demand(observation, cfg, proposed, emergencies)
         with self._lock:
             self._last_tick = time.monotonic()
             if demand is not None:

@@ -156,6 +156,7 @@ class Sidecar:
             dict(failures),
             proposed=record.get("proposed", ()),
             emergencies=record.get("emergencies", ()),
+            config=self.config,
         )
         return record
 

@@ -128,3 +128,13 @@ def test_ready_and_live_probes() -> None:
         assert requests.get(f"{base}/live", timeout=5).status_code == 503
     finally:
         exporter.close()
+
+
+def test_exporter_uses_the_config_in_force_this_tick() -> None:
+    exporter = MetricsExporter(port=0, config=config(*TWO, worker_budget=4))
+    try:
+        obs = observation(model_obs("a", workers=2), model_obs("b", workers=2))
+        exporter.update(obs, {}, {}, config=config(*TWO, worker_budget=6))
+        assert f"{DEMAND_RATIO} {4 / 6!r}" in exporter.render().splitlines()
+    finally:
+        exporter.close()
