@@ -74,10 +74,15 @@ def register(sub: Any) -> None:
 
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
+    from tsadapt.attach import add_attach_args
+
+    add_attach_args(p, workdir_default=DEFAULT_SERVER_WORKDIR)
     p.add_argument(
-        "--workdir",
-        default=str(DEFAULT_SERVER_WORKDIR),
-        help="work dir of the running `tsadapt serve start` server (default: runs/server)",
+        "--placement-dir",
+        default=None,
+        help="the TSADAPT_PLACEMENT_DIR the server's workers were started with "
+        "(default: <workdir>/placement for a `tsadapt serve start` server, "
+        "else $TSADAPT_PLACEMENT_DIR)",
     )
     p.add_argument("--cores", default=None, help="cores to place workers on (default: usable)")
 
@@ -106,19 +111,30 @@ def _cores(text: str | None) -> tuple[int, ...] | None:
         raise ValueError(f"--cores: {exc.detail}") from None
 
 
-def _connect(workdir: str) -> tuple[Any, Any, Path]:
+def _connect(args: argparse.Namespace) -> tuple[Any, Any, Path]:
+    import os
+
+    from tsadapt.attach import AttachError, connect_checked
     from tsadapt.plugin.adapt_client import AdaptClient
-    from tsadapt.server import RunningServer
 
-    from .placement import PLACEMENT_SUBDIR
+    from .placement import PLACEMENT_DIR_ENV, PLACEMENT_SUBDIR
 
-    server = RunningServer.load(Path(workdir))
-    client = server.client(timeout_s=120)
-    return client, AdaptClient(client), Path(server.workdir) / PLACEMENT_SUBDIR
+    client, _, _ = connect_checked(args, timeout_s=120)
+    placement = args.placement_dir
+    if placement is None and args.ts_config is None:  # `tsadapt serve start` sets it so
+        placement = Path(args.workdir) / PLACEMENT_SUBDIR
+    placement = placement or os.environ.get(PLACEMENT_DIR_ENV)
+    if placement is None:
+        raise AttachError(
+            f"--placement-dir: not given and ${PLACEMENT_DIR_ENV} is not set: give the folder "
+            "the server's workers were started with in that variable"
+        )
+    return client, AdaptClient(client), Path(placement)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
     """Handle ``packrat apply``."""
+    from tsadapt.attach import AttachError
     from tsadapt.client import TorchServeError
     from tsadapt.plugin.adapt_client import AdaptError
     from tsadapt.server import ServerError
@@ -143,7 +159,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         _error(f"{flag}: {exc}" if not str(exc).startswith("--") else str(exc))
         return EXIT_BAD_INPUT
     try:
-        client, adapt, placement_dir = _connect(args.workdir)
+        client, adapt, placement_dir = _connect(args)
         report = apply_config(
             client,
             adapt,
@@ -156,8 +172,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     except PlacementError as exc:
         _error(f"{flag}: {exc}")
         return EXIT_BAD_INPUT
-    except ServerError as exc:
-        _error(f"--workdir: {exc}")
+    except (ServerError, AttachError) as exc:
+        _error(f"--workdir: {exc}" if isinstance(exc, ServerError) else str(exc))
         return EXIT_BAD_INPUT
     except (TorchServeError, AdaptError, OSError) as exc:
         _error(f"the server refused the switch: {exc}")
@@ -178,6 +194,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     """Handle ``packrat control``: run the online loop until SIGINT/SIGTERM or --duration."""
     import logging
 
+    from tsadapt.attach import AttachError
     from tsadapt.server import ServerError
 
     from .estimator import EstimatorConfig
@@ -199,9 +216,9 @@ def cmd_control(args: argparse.Namespace) -> int:
             min_dwell_s=args.min_dwell_s,
             max_batch_delay_ms=args.max_batch_delay_ms,
         )
-        client, adapt, placement_dir = _connect(args.workdir)
-    except ServerError as exc:
-        _error(f"--workdir: {exc}")
+        client, adapt, placement_dir = _connect(args)
+    except (ServerError, AttachError) as exc:
+        _error(f"--workdir: {exc}" if isinstance(exc, ServerError) else str(exc))
         return EXIT_BAD_INPUT
     except ValueError as exc:
         _error(str(exc) if str(exc).startswith("--") else f"bad setting: {exc}")

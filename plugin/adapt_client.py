@@ -144,6 +144,9 @@ class Telemetry:
     responses_5xx: int
     responses_other: int
     latency_2xx_ms: LatencyHistogram
+    #: Batches the frontend got back from the workers (plugin's batch tap; 0 when absent).
+    batches_total: int = 0
+    batch_log_attached: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Telemetry:
@@ -156,6 +159,8 @@ class Telemetry:
             responses_5xx=int(data["responses_5xx"]),
             responses_other=int(data["responses_other"]),
             latency_2xx_ms=LatencyHistogram.from_json(data["latency_2xx_ms"]),
+            batches_total=int(data.get("batches_total", 0)),
+            batch_log_attached=bool(data.get("batch_log_attached", False)),
         )
 
     def minus(self, older: Telemetry) -> Telemetry:
@@ -168,6 +173,7 @@ class Telemetry:
             "responses_4xx",
             "responses_5xx",
             "responses_other",
+            "batches_total",
         )
         deltas = {f: getattr(self, f) - getattr(older, f) for f in fields}
         if any(v < 0 for v in deltas.values()):
@@ -176,6 +182,7 @@ class Telemetry:
             access_log_attached=self.access_log_attached,
             since_epoch_ms=self.since_epoch_ms,
             latency_2xx_ms=self.latency_2xx_ms.minus(older.latency_2xx_ms),
+            batch_log_attached=self.batch_log_attached,
             **deltas,
         )
 

@@ -23,6 +23,10 @@ RESOURCES_DIR = JAVA_DIR / "resources"
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "build"
 JAR_NAME = "tsadapt-plugin.jar"
 STAMP_NAME = "tsadapt-plugin.sha256"
+#: Folder (inside this package) of the jar a wheel ships, built at packaging time.
+PREBUILT_DIR = "prebuilt"
+#: The TorchServe the prebuilt jar is compiled against (setup.cfg pins it).
+PINNED_TORCHSERVE = "0.12.0"
 
 
 class PluginBuildError(RuntimeError):
@@ -149,6 +153,26 @@ def build_plugin(out_dir: Path | None = None, force: bool = False) -> Path:
         tmp_jar.unlink(missing_ok=True)
     stamp.write_text(wanted + "\n")
     return out
+
+
+def prebuilt_dir() -> Path | None:
+    """The wheel's prebuilt plugin folder, if there is one and TorchServe is the pinned one."""
+    folder = Path(__file__).resolve().parent / PREBUILT_DIR
+    if not (folder / JAR_NAME).is_file():
+        return None
+    try:
+        from importlib.metadata import version
+
+        installed = version("torchserve")
+    except Exception:  # noqa: BLE001 - no TorchServe metadata: cannot vouch for the jar
+        return None
+    return folder if installed == PINNED_TORCHSERVE else None
+
+
+def plugins_path() -> Path:
+    """The folder to give TorchServe as ``plugins_path``: the prebuilt jar's (needs only a
+    Java runtime), else one built here from the sources (needs a JDK)."""
+    return prebuilt_dir() or build_plugin()
 
 
 def main(argv: list[str] | None = None) -> int:

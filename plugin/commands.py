@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .build import JAR_NAME, PluginBuildError, build_plugin
+from .build import JAR_NAME, PluginBuildError, build_plugin, plugins_path
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -16,6 +16,16 @@ def _cmd_build(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(out / JAR_NAME)
+    return 0
+
+
+def _cmd_path(args: argparse.Namespace) -> int:
+    try:
+        folder = plugins_path()
+    except PluginBuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(folder)
     return 0
 
 
@@ -57,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     build.set_defaults(func=_cmd_build)
+    path = actions.add_parser(
+        "path",
+        help="print the folder to put in config.properties as plugins_path=",
+        description="The folder holding the plugin jar: the prebuilt one a wheel ships "
+        "(only a Java runtime needed), else built here from plugin/java (needs a JDK).",
+    )
+    path.set_defaults(func=_cmd_path)
     bench = actions.add_parser(
         "bench-overhead", help="p50/p99 of stock TorchServe vs TorchServe + plugin, one run"
     )

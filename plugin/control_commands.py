@@ -1,4 +1,9 @@
-"""``tsadapt control``: run the adaptive controller sidecar beside a running TorchServe."""
+"""``tsadapt control``: run the adaptive controller sidecar beside a running TorchServe.
+
+``tsadapt control [run] --config FILE ...`` runs the controller; ``tsadapt control init``
+prints a starting config for the models the server has registered (:mod:`.control_init`).
+Either attaches to the server the attach options name (:mod:`tsadapt.attach`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import signal
 from pathlib import Path
 
 from tsadapt import constants as C
+from tsadapt.attach import add_attach_args
 
 DEFAULT_CONFIG = Path("configs/controller.yaml")
 DEFAULT_METRICS_PORT = 9091
@@ -18,8 +24,17 @@ logger = logging.getLogger(__name__)
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "control",
-        help="run the adaptive batching/worker controller beside a running TorchServe",
-        description="Observe every tick, decide with a policy, guard, apply, and log decisions.",
+        help="run the adaptive batching/worker controller beside a running TorchServe "
+        "(`control init`: write a starting config)",
+        description="Observe every tick, decide with a policy, guard, apply, and log decisions. "
+        "`tsadapt control init` prints a controller config for the models the server serves.",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "init"),
+        default="run",
+        help="run the controller (default) or print a starting config (init)",
     )
     p.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="controller YAML (default: %(default)s)"
@@ -33,17 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="trained PPO policy for --policy ppo (default: the shipped policy/trained/ppo.zip)",
     )
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        default=C.DEFAULT_WORKDIR,
-        help="work dir of the server to control (default: %(default)s)",
-    )
+    add_attach_args(p)
     p.add_argument(
         "--decision-log",
         type=Path,
         default=None,
-        help="JSON-lines decision log (default: <workdir>/controller/decisions.jsonl)",
+        help="JSON-lines decision log (default: controller/decisions.jsonl in --workdir, "
+        "or next to --ts-config)",
     )
     p.add_argument(
         "--metrics-port",
@@ -59,37 +70,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tick-s", type=float, default=None, help="override the config's tick_s")
     p.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        action="append",
+        default=[],
+        help="a `tsadapt profile` JSON (repeatable): lowers that model's max_batch to the "
+        "largest batch whose profiled latency is at most half its SLO; with init, also "
+        "sets SLOs when --slo-ms is not given",
+    )
+    p.add_argument(
+        "--slo-ms",
+        type=float,
+        default=None,
+        help="init: the SLO (ms) to write for every model (default: from --profile, else 100)",
+    )
     p.set_defaults(func=run_control)
 
 
-def run_control(args: argparse.Namespace) -> int:
-    from tsadapt.plugin.sidecar import Sidecar
-    from tsadapt.policy.controller_config import load
-    from tsadapt.policy.rules import make_policy
-    from tsadapt.server import RunningServer
-
-    config = load(args.config, policy=args.policy, tick_s=args.tick_s)
-    workdir = Path(args.workdir)
-
-    def connect():
-        server = RunningServer.load(workdir)  # re-read: a restarted server may have new ports
-        return server.client(timeout_s=30.0), server.metrics_url
-
-    log_path = args.decision_log or workdir / "controller" / "decisions.jsonl"
+def _policy(config, policy_file: Path | None):  # noqa: ANN001, ANN202 - lazily typed
     if config.policy == "ppo":
         from tsadapt.policy.ppo_policy import SHIPPED_POLICY
         from tsadapt.policy.ppo_runtime import load_runtime_policy
 
-        policy = load_runtime_policy(args.policy_file or SHIPPED_POLICY, config)
-    else:
-        policy = make_policy(config.policy, config)
+        return load_runtime_policy(policy_file or SHIPPED_POLICY, config)
+    from tsadapt.policy.rules import make_policy
+
+    return make_policy(config.policy, config)
+
+
+def run_control(args: argparse.Namespace) -> int:
+    if args.action == "init":
+        from .control_init import run_init
+
+        return run_init(args)
+    from tsadapt.attach import connect, connect_checked
+    from tsadapt.plugin.sidecar import Sidecar
+    from tsadapt.policy.controller_config import load
+
+    from .control_init import apply_profiles
+
+    config = load(args.config, policy=args.policy, tick_s=args.tick_s)
+    if args.profile:
+        config = apply_profiles(config, args.profile)
+    _, _, registered = connect_checked(args)  # names what is wrong before the loop starts
+    logger.info("attached: registered models %s", ", ".join(registered) or "none")
+
+    def connect_again():
+        return connect(args)  # re-resolved: a restarted server may have new keys or ports
+
+    workdir = Path(args.workdir or C.DEFAULT_WORKDIR)
+    base = workdir if args.ts_config is None else Path(args.ts_config).resolve().parent
+    log_path = args.decision_log or base / "controller" / "decisions.jsonl"
     sidecar = Sidecar(
         config,
-        policy,
-        connect,
+        _policy(config, args.policy_file),
+        connect_again,
         log_path,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        policy_factory=lambda cfg: _policy(cfg, args.policy_file),
     )
     previous = signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
     print(

@@ -21,6 +21,7 @@ from tsadapt.policy.types import Action, Observation
 
 PREFIX = "tsadapt_controller"
 _HELP = {
+    "controlled": ("gauge", "1 if the controller may change the model, 0 if it only observes"),
     "slo_attainment": ("gauge", "Share of requests within the SLO over the window"),
     "p99_ms": ("gauge", "p99 latency (ms) over the window"),
     "batch_size": ("gauge", "Configured batch size"),
@@ -165,11 +166,13 @@ class MetricsExporter:
         observation: Observation | None,
         overrides: dict[str, int],
         failures: dict[str, int],
+        controlled: Iterable[str] | None = None,
         proposed: Iterable[Action] = (),
         emergencies: Iterable[str] = (),
         config: ControllerConfig | None = None,
     ) -> None:
-        """Record one tick (``observation`` None when the server was unreachable).
+        """Record one tick (``observation`` None when the server was unreachable);
+        ``controlled`` names the models the controller may change (default: all observed).
 
         With a config (``config``, the one in force this tick, else the exporter's), also
         the pod's :func:`capacity_demand` from the observation and the policy's ``proposed``
@@ -188,8 +191,13 @@ class MetricsExporter:
             self._ticks += 1
             self._server_up = int(observation is not None)
             if observation is not None:
+                names = {m.name for m in observation.models}
+                mine = names if controlled is None else set(controlled)
+                # a model unregistered since the last tick leaves no stale series
+                self._gauges = {k: v for k, v in self._gauges.items() if k[1] in names}
                 for m in observation.models:
                     values = {
+                        "controlled": float(m.name in mine),
                         "slo_attainment": m.slo_attainment,
                         "p99_ms": m.p99_ms,
                         **{k: float(v) for k, v in m.settings.as_dict().items()},

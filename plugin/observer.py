@@ -2,7 +2,8 @@
 
 Each :meth:`Observer.observe` reads ``GET /adapt/models`` (plugin: batching, workers, queue,
 cumulative latency histograms) and the Prometheus ``/metrics`` page (handler counters
-``AdaptBatches`` / ``AdaptBatchRequests``), plus psutil and (optionally) NVML for the host, and
+``AdaptBatches`` / ``AdaptBatchRequests``; for any other handler the plugin's own per-model
+batch count from the frontend), plus psutil and (optionally) NVML for the host, and
 turns the difference against earlier reads into one frozen :class:`Observation`.
 
 - p50/p99/SLO attainment/batch fill rate: over the last ``window_s``;
@@ -10,6 +11,14 @@ turns the difference against earlier reads into one frozen :class:`Observation`.
 
 Counters going backwards (or a new plugin start time) mean the server restarted: the history is
 dropped and :attr:`Observer.restarts` counts it, so the sidecar can re-apply its configuration.
+
+Every registered model is observed, configured or not (a model without limits has a NaN SLO
+and SLO attainment); :attr:`Observer.registered` lists them, so models registered or
+unregistered while the controller runs are seen at the next tick. The handler counters are
+optional: for a handler that does not report them (any handler but ours) the mean batch size
+is the plugin's requests per batch counted in the frontend, and NaN (unknown) when the
+frontend's log level hides the batch lines; a server whose metrics page is off still gets
+observed.
 """
 
 from __future__ import annotations
@@ -128,24 +137,37 @@ class Observer:
         self.history: deque[Snapshot] = deque()
         self.since_epoch_ms: int | None = None
         self.restarts = 0
+        #: Models registered at the last read, sorted by name.
+        self.registered: tuple[str, ...] = ()
+        self._metrics_warned = False
         psutil.cpu_percent(interval=None)  # prime the non-blocking CPU counter
 
     def _read(self) -> Snapshot:
         try:
             states = {s.name: s for s in self.adapt.models()}
-            page = self.client.session.get(self.metrics_url, timeout=3.0)
-            page.raise_for_status()
         except (requests.RequestException, RuntimeError) as exc:
             raise ServerUnreachable(f"{type(exc).__name__}: {exc}") from exc
-        missing = [n for n in self.config.model_names if n not in states]
-        if missing:
-            raise ServerUnreachable(f"models not registered (yet): {', '.join(missing)}")
-        return Snapshot(self.clock(), states, parse_handler_counters(page.text))
+        self.registered = tuple(sorted(states))
+        return Snapshot(self.clock(), states, self._handler_counters())
+
+    def _handler_counters(self) -> dict[str, tuple[float, float]]:
+        """The handler batch counters, or none when the metrics page does not answer."""
+        try:
+            page = self.client.session.get(self.metrics_url, timeout=3.0)
+            page.raise_for_status()
+        except requests.RequestException as exc:
+            if not self._metrics_warned:
+                logger.warning(
+                    "no metrics page at %s (%s): batch fill rates unknown", self.metrics_url, exc
+                )
+                self._metrics_warned = True
+            return {}
+        return parse_handler_counters(page.text)
 
     def live_settings(self) -> dict[str, ModelSettings]:
-        """The settings each configured model runs with right now."""
+        """The settings each registered model runs with right now."""
         snap = self._read()
-        return {n: settings_from_state(snap.states[n]) for n in self.config.model_names}
+        return {n: settings_from_state(s) for n, s in snap.states.items()}
 
     def _detect_restart(self, snap: Snapshot) -> bool:
         since = {s.telemetry.since_epoch_ms for s in snap.states.values()}
@@ -164,7 +186,7 @@ class Observer:
         previous = self.history[-1] if self.history else None
         base = self._window_base(snap.time_s)
         models = []
-        for name in self.config.model_names:
+        for name in sorted(snap.states):
             try:
                 models.append(self._model(name, snap, previous, base))
             except CounterResetError:
@@ -185,7 +207,7 @@ class Observer:
     def observe_after_reset(self, snap: Snapshot) -> Observation:
         """Counters went backwards: start a new history at ``snap`` (no windowed values yet)."""
         self.history.append(snap)
-        models = tuple(self._model(n, snap, None, None) for n in self.config.model_names)
+        models = tuple(self._model(n, snap, None, None) for n in sorted(snap.states))
         return Observation(snap.time_s, 0.0, models, self._host())
 
     def _window_base(self, now: float) -> Snapshot | None:
@@ -200,8 +222,8 @@ class Observer:
         self, name: str, snap: Snapshot, previous: Snapshot | None, base: Snapshot | None
     ) -> ModelObservation:
         state = snap.states[name]
-        slo = self.config.limits(name).slo_ms
         nan = math.nan
+        slo = self.config.limits(name).slo_ms if name in self.config.model_names else nan
         completion = arrival = nan
         if previous is not None and name in previous.states and snap.time_s > previous.time_s:
             dt = snap.time_s - previous.time_s
@@ -215,13 +237,17 @@ class Observer:
             window = state.telemetry.minus(base.states[name].telemetry)
             hist = window.latency_2xx_ms
             requests_n = window.requests_total
-            attainment = window.slo_attainment(slo)
+            attainment = window.slo_attainment(slo) if math.isfinite(slo) else nan
             p50, p99, mean = hist.quantile(0.5), hist.quantile(0.99), hist.mean_ms
             errors = window.error_rate
             now_b, now_r = snap.handler.get(name, (0.0, 0.0))
             old_b, old_r = base.handler.get(name, (0.0, 0.0))
             if now_b - old_b > 0 and now_r >= old_r:
                 mean_batch = (now_r - old_r) / (now_b - old_b)
+            elif window.batch_log_attached and window.batches_total > 0:
+                # any handler: the frontend's own batch count (requests answered per batch)
+                mean_batch = window.requests_total / window.batches_total
+            if not math.isnan(mean_batch):
                 fill = mean_batch / state.batch_size
         return ModelObservation(
             name=name,

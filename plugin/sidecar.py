@@ -6,15 +6,23 @@ server is lost it keeps ticking (recording ``unreachable``), re-reads the server
 to reconnect, and on the first answer re-applies the settings it last had (a restarted server
 comes back with its registration defaults). :meth:`Sidecar.stop` (SIGTERM) ends the loop after
 the current tick.
+
+The models under control are the registered ones the config names or its ``default:`` entry
+covers (:meth:`ControllerConfig.for_models`), re-read every tick: a model registered later is
+adopted, one unregistered is dropped (and gets its last settings back if it returns, as after
+a server restart that registers its models only after it answers), a configured one that is
+missing is warned about and watched for. The policy and the guards see only the controlled
+models; the others are observed and logged (``unmanaged``) and never changed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +32,36 @@ from tsadapt.plugin.actuator import Actuator, ApplyResult, restore_actions
 from tsadapt.plugin.decision_log import DecisionLog
 from tsadapt.plugin.exporter import MetricsExporter
 from tsadapt.plugin.observer import Observer
-from tsadapt.policy.controller_config import ConfigError, ControllerConfig
+from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.guards import GuardState, guard
-from tsadapt.policy.types import ModelSettings, Observation, Policy, PolicyState, settings_of
+from tsadapt.policy.types import (
+    ModelObservation,
+    ModelSettings,
+    Observation,
+    Policy,
+    PolicyState,
+    settings_of,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Returns a client and the Prometheus metrics URL of the server to control (re-called to
 #: reconnect, so a server restarted on new ports is found again).
 Connect = Callable[[], tuple[TorchServeClient, str]]
+#: Builds the policy for a config (re-called when the set of controlled models changes).
+PolicyFactory = Callable[[ControllerConfig], Policy]
+
+
+def rebuild_policy(policy: Policy, config: ControllerConfig) -> Policy:
+    """``policy`` for ``config``'s models: a policy dataclass holding the config (PPO) or the
+    per-model limits (rules) gets them replaced; any other policy is kept as it is."""
+    if dataclasses.is_dataclass(policy) and not isinstance(policy, type):
+        names = {f.name for f in dataclasses.fields(policy)}
+        if "config" in names:
+            return dataclasses.replace(policy, config=config)
+        if "limits" in names:
+            return dataclasses.replace(policy, limits=config.models)
+    return policy
 
 
 class Sidecar:
@@ -47,9 +76,13 @@ class Sidecar:
         metrics_port: int = 0,
         clock: Callable[[], float] = time.monotonic,
         metrics_host: str = C.LOOPBACK,
+        policy_factory: PolicyFactory | None = None,
     ) -> None:
+        #: The config as loaded; :attr:`config` is its version for the models served now.
+        self.base_config = config
         self.config = config
         self.policy = policy
+        self.policy_factory = policy_factory or (lambda cfg: rebuild_policy(policy, cfg))
         self.connect = connect
         self.clock = clock
         self.log = DecisionLog(decision_log)
@@ -63,6 +96,12 @@ class Sidecar:
         self._actuator: Actuator | None = None
         self._lost = False
         self._restarts_seen = 0
+        self._missing: tuple[str, ...] = ()
+        self._synced = False
+        #: Last settings of models that left (a server restart re-registers them later).
+        self._remembered: dict[str, ModelSettings] = {}
+        self._restore_pending = False
+        self._left_alone: dict[str, str] = {}
         #: ``static`` is the no-control baseline: it must change nothing, emergencies included.
         self.emergencies = policy.name != "static"
 
@@ -74,10 +113,10 @@ class Sidecar:
         self._restarts_seen = 0
 
     def start(self) -> None:
-        """Connect, check that every configured model is served and adopt the live settings.
+        """Connect, match the config to the registered models and adopt the live settings.
 
-        An unreachable server is not fatal (the loop waits for it); a model the server does not
-        serve is a :class:`ConfigError`.
+        Neither an unreachable server (the loop waits for it) nor a configured model the
+        server does not serve (a warning; it is adopted once registered) is fatal.
         """
         logger.info("controller config: %s", self.config)
         logger.info(
@@ -99,16 +138,61 @@ class Sidecar:
         try:
             self._reconnect()
             assert self._observer is not None
-            served = set(self._observer.client.list_models())
+            live = self._observer.live_settings()
         except Exception as exc:  # noqa: BLE001 - server down at start: wait for it
             logger.warning("server not reachable at start (%s); waiting for it", exc)
             self._lost = True
             return
-        for name in self.config.model_names:
-            if name not in served:
-                raise ConfigError(f"models.{name}", f"not served by the server ({sorted(served)})")
-        self.desired = self._observer.live_settings()
+        self._sync_models(live)
+        self.desired = {n: live[n] for n in self.config.model_names}
         self.log.write({"event": "adopted", "time_s": self.clock(), "settings": self.desired})
+
+    # --- the set of controlled models ------------------------------------------------------
+    def _sync_models(self, live: dict[str, ModelSettings]) -> None:
+        """Follow the registered models: adopt new ones, drop gone ones, warn about missing."""
+        config, left = self.base_config.for_models(live)
+        missing = tuple(n for n in self.base_config.model_names if n not in live)
+        if missing != self._missing:
+            for name in missing:
+                logger.warning(
+                    "models.%s: not registered on the server (registered: %s); watching for it",
+                    name,
+                    ", ".join(sorted(live)) or "none",
+                )
+            self._missing = missing
+        if left != self._left_alone:
+            for name, why in left.items():
+                logger.warning("model %s is observed only, never changed: %s", name, why)
+            self._left_alone = left
+        if self._synced and config.model_names == self.config.model_names:
+            return
+        self._synced = True
+        added = [n for n in config.model_names if n not in self.config.model_names]
+        removed = [n for n in self.config.model_names if n not in config.model_names]
+        self.config = config
+        self.policy = self.policy_factory(config)
+        if self._observer is not None:
+            self._observer.config = config
+        for name in removed:  # kept: a model that comes back gets its last settings again
+            if name in self.desired:
+                self._remembered[name] = self.desired[name]
+        returning = [n for n in added if n in self._remembered]
+        self._restore_pending = self._restore_pending or bool(returning)
+        desired = {**{n: self._remembered.pop(n) for n in returning}, **self.desired}
+        self.desired = {n: desired.get(n, live[n]) for n in config.model_names if n in live}
+        if added or removed:
+            logger.info("controlling %s (added %s, dropped %s)", config.model_names, added, removed)
+        self.log.write(
+            {
+                "event": "models",
+                "time_s": self.clock(),
+                "controlled": config.model_names,
+                "added": added,
+                "removed": removed,
+                "missing": missing,
+                "left_alone": left,
+            }
+        )
 
     def stop(self) -> None:
         """Ask the loop to end after the current tick (safe from a signal handler)."""
@@ -142,10 +226,17 @@ class Sidecar:
             return record
         restarted = self._observer.restarts > self._restarts_seen
         self._restarts_seen = self._observer.restarts
-        if self._lost or restarted:
-            record.update(self._reapply(observation))
+        self._sync_models(settings_of(observation))
+        controlled, unmanaged = split_observation(observation, self.config.model_names)
+        if not controlled.models:  # nothing to control (yet): observe and log only
+            record.update(event="tick", observation=controlled, actions=(), applied=())
+        elif self._lost or restarted or self._restore_pending:
+            self._restore_pending = False
+            record.update(self._reapply(controlled))
         else:
-            record.update(self._control(observation))
+            record.update(self._control(controlled))
+        if unmanaged:
+            record["unmanaged"] = unmanaged
         self._lost = False
         self.log.write(record)
         overrides = Counter(o.model for o in record.get("overrides", ()))
@@ -154,6 +245,7 @@ class Sidecar:
             observation,
             dict(overrides),
             dict(failures),
+            controlled=self.config.model_names,
             proposed=record.get("proposed", ()),
             emergencies=record.get("emergencies", ()),
             config=self.config,
@@ -252,3 +344,13 @@ class Sidecar:
         self.log.close()
         self.exporter.close()
         logger.info("sidecar stopped after %d tick(s)", self.tick_count)
+
+
+def split_observation(
+    observation: Observation, names: Iterable[str]
+) -> tuple[Observation, tuple[ModelObservation, ...]]:
+    """The observation of the ``names`` models only, and the other models' observations."""
+    wanted = set(names)
+    mine = tuple(m for m in observation.models if m.name in wanted)
+    others = tuple(m for m in observation.models if m.name not in wanted)
+    return dataclasses.replace(observation, models=mine), others

@@ -2,13 +2,18 @@
 
 Every error names the offending field (``models.tabular.max_workers: ...``) so a bad file is
 rejected at start, before the sidecar touches the server.
+
+``models:`` names the models to control (any name: they are checked against the live server,
+not a catalog); an optional ``default:`` entry (same fields) gives limits and an SLO to every
+registered model the file does not name. :meth:`ControllerConfig.for_models` turns the file's
+config into the one for the models registered right now.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,8 @@ DEFAULT_COOLDOWN_S = 3.0
 BATCH_SIZE_LIMIT = 1024
 #: Largest max batch delay (ms) a config may allow.
 DELAY_LIMIT_MS = 10_000
+#: The ``name`` of a ``default:`` entry's limits (never a model's name).
+DEFAULT_ENTRY = "default"
 
 
 class ConfigError(ValueError):
@@ -93,9 +100,34 @@ class ControllerConfig:
     retry_backoff_s: float = 0.2
     aimd: AimdParams = field(default_factory=AimdParams)
     queue: QueueParams = field(default_factory=QueueParams)
+    #: Limits for registered models ``models`` does not name (None: leave them alone).
+    default: ModelLimits | None = None
 
     def __post_init__(self) -> None:
         validate(self)
+
+    def for_models(self, registered: Iterable[str]) -> tuple[ControllerConfig, dict[str, str]]:
+        """The config for the models registered now, and why each other model is left alone.
+
+        Configured models that are registered keep their limits; the others get ``default``
+        (in name order, while the worker budget still covers their ``min_workers``).
+        Configured models that are not registered are simply absent.
+        """
+        live = sorted(set(registered))
+        models = [m for m in self.models if m.name in live]
+        used = sum(m.min_workers for m in models)
+        left: dict[str, str] = {}
+        for name in live:
+            if name in self.model_names:
+                continue
+            if self.default is None:
+                left[name] = "not in the controller config (no default: entry)"
+            elif used + self.default.min_workers > self.worker_budget:
+                left[name] = f"worker_budget {self.worker_budget} has no room for its min_workers"
+            else:
+                models.append(replace(self.default, name=name))
+                used += self.default.min_workers
+        return replace(self, models=tuple(models)), left
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -130,9 +162,40 @@ def _fraction(value: float, path: str) -> None:
     )
 
 
+def _validate_limits(m: ModelLimits, p: str) -> None:
+    _positive(m.slo_ms, f"{p}.slo_ms")
+    _check(m.min_workers >= 1, f"{p}.min_workers", f"must be >= 1, got {m.min_workers}")
+    _check(
+        m.max_workers >= m.min_workers,
+        f"{p}.max_workers",
+        f"must be >= min_workers ({m.min_workers}), got {m.max_workers}",
+    )
+    _check(m.min_batch >= 1, f"{p}.min_batch", f"must be >= 1, got {m.min_batch}")
+    _check(
+        m.max_batch >= m.min_batch,
+        f"{p}.max_batch",
+        f"must be >= min_batch ({m.min_batch}), got {m.max_batch}",
+    )
+    _check(m.max_batch <= BATCH_SIZE_LIMIT, f"{p}.max_batch", f"must be <= {BATCH_SIZE_LIMIT}")
+    _check(
+        0 <= m.max_delay_ms <= DELAY_LIMIT_MS,
+        f"{p}.max_delay_ms",
+        f"must be in [0, {DELAY_LIMIT_MS}], got {m.max_delay_ms}",
+    )
+    _check(
+        m.max_delay_ms < m.slo_ms,
+        f"{p}.max_delay_ms",
+        f"must be below slo_ms ({m.slo_ms}): a request could wait its whole SLO",
+    )
+    _check(m.memory_mb_per_worker >= 0, f"{p}.memory_mb_per_worker", "must be >= 0")
+
+
 def validate(config: ControllerConfig) -> None:
-    """Raise :class:`ConfigError` naming the first bad field."""
-    _check(bool(config.models), "models", "at least one model is required")
+    """Raise :class:`ConfigError` naming the first bad field.
+
+    A config with no models is valid only with a ``default:`` entry, or as the live config of
+    a server none of whose models is controlled (:meth:`ControllerConfig.for_models`).
+    """
     _check(
         config.policy in POLICY_NAMES,
         "policy",
@@ -156,31 +219,9 @@ def validate(config: ControllerConfig) -> None:
         p = f"models.{m.name}"
         _check(m.name not in seen, p, "listed twice")
         seen.add(m.name)
-        _positive(m.slo_ms, f"{p}.slo_ms")
-        _check(m.min_workers >= 1, f"{p}.min_workers", f"must be >= 1, got {m.min_workers}")
-        _check(
-            m.max_workers >= m.min_workers,
-            f"{p}.max_workers",
-            f"must be >= min_workers ({m.min_workers}), got {m.max_workers}",
-        )
-        _check(m.min_batch >= 1, f"{p}.min_batch", f"must be >= 1, got {m.min_batch}")
-        _check(
-            m.max_batch >= m.min_batch,
-            f"{p}.max_batch",
-            f"must be >= min_batch ({m.min_batch}), got {m.max_batch}",
-        )
-        _check(m.max_batch <= BATCH_SIZE_LIMIT, f"{p}.max_batch", f"must be <= {BATCH_SIZE_LIMIT}")
-        _check(
-            0 <= m.max_delay_ms <= DELAY_LIMIT_MS,
-            f"{p}.max_delay_ms",
-            f"must be in [0, {DELAY_LIMIT_MS}], got {m.max_delay_ms}",
-        )
-        _check(
-            m.max_delay_ms < m.slo_ms,
-            f"{p}.max_delay_ms",
-            f"must be below slo_ms ({m.slo_ms}): a request could wait its whole SLO",
-        )
-        _check(m.memory_mb_per_worker >= 0, f"{p}.memory_mb_per_worker", "must be >= 0")
+        _validate_limits(m, p)
+    if config.default is not None:
+        _validate_limits(config.default, DEFAULT_ENTRY)
     minimum = sum(m.min_workers for m in config.models)
     _check(
         minimum <= config.worker_budget,
@@ -225,30 +266,42 @@ def _build(cls: type, data: Any, path: str) -> Any:
         raise ConfigError(path or "<root>", str(exc)) from None
 
 
+def _limits(name: str, spec: Any, path: str) -> ModelLimits:
+    _check(isinstance(spec, Mapping) and "slo_ms" in spec, f"{path}.slo_ms", "is required")
+    if "name" in spec:
+        raise ConfigError(f"{path}.name", "give the name as the key only")
+    return _build(ModelLimits, {"name": name, **spec}, path)
+
+
 def from_dict(
     data: Mapping[str, Any], known_models: Iterable[str] | None = None
 ) -> ControllerConfig:
-    """Build and validate a config; ``known_models`` (default: the demo catalog) are the only
-    model names accepted."""
+    """Build and validate a config; with ``known_models`` (e.g. the models a server has
+    registered) only those names are accepted, otherwise any name is."""
     if not isinstance(data, Mapping):
         raise ConfigError("<root>", "the config must be a YAML mapping")
     body = dict(data)
     raw_models = body.pop("models", None)
-    if not isinstance(raw_models, Mapping) or not raw_models:
-        raise ConfigError("models", "must map model name -> {slo_ms: ..., ...}")
-    if known_models is None:
-        from tsadapt.handlers.catalog import DEMO_MODELS
-
-        known_models = DEMO_MODELS
-    known = set(known_models)
+    raw_default = body.pop(DEFAULT_ENTRY, None)
+    if raw_models is None and raw_default is not None:
+        raw_models = {}
+    if not isinstance(raw_models, Mapping) or not (raw_models or raw_default is not None):
+        raise ConfigError(
+            "models", "must map model name -> {slo_ms: ..., ...} (or give a default: entry)"
+        )
+    known = set(known_models) if known_models is not None else None
     models = []
     for name, spec in raw_models.items():
         path = f"models.{name}"
-        _check(name in known, path, f"unknown model; known: {', '.join(sorted(known))}")
-        _check(isinstance(spec, Mapping) and "slo_ms" in spec, f"{path}.slo_ms", "is required")
-        if "name" in spec:
-            raise ConfigError(f"{path}.name", "give the name as the key only")
-        models.append(_build(ModelLimits, {"name": name, **spec}, path))
+        _check(
+            known is None or name in known,
+            path,
+            f"unknown model; known: {', '.join(sorted(known or ()))}",
+        )
+        _check(name != DEFAULT_ENTRY, path, "'default' is reserved: use a top-level default:")
+        models.append(_limits(str(name), spec, path))
+    if raw_default is not None:
+        body[DEFAULT_ENTRY] = _limits(DEFAULT_ENTRY, raw_default, DEFAULT_ENTRY)
     for key, cls in (("aimd", AimdParams), ("queue", QueueParams)):
         if key in body:
             body[key] = _build(cls, body[key] or {}, key)

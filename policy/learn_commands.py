@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tsadapt.attach import add_attach_args
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_POLICY_FILE = REPO / "policy" / "trained" / "ppo.zip"
 DEFAULT_SCENARIOS = tuple(
@@ -365,8 +367,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--model", required=True)
     p.add_argument(
-        "--workdir", type=Path, default=None, help="server work dir (default: tsadapt's default)"
+        "--payload", type=Path, default=None, help="request body file (default: demo example)"
     )
+    add_attach_args(p)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=int, default=5, help="timed batches per point")

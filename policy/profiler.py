@@ -6,14 +6,17 @@ profiler sends exactly ``w * b`` concurrent requests - one full batch per worker
 sharing the device - and records per batch:
 
 * ``handler_ms`` - handler time per batch from the Prometheus counters
-  ``AdaptHandlerMilliseconds`` / ``AdaptBatches`` (difference before/after);
+  ``AdaptHandlerMilliseconds`` / ``AdaptBatches`` (difference before/after; NaN when the
+  handler does not report them, i.e. any handler but ours);
 * ``client_ms`` - wall time from sending the first request to the last answer;
 * ``batch_sizes`` - the actual batch sizes the handler reported (``X-TSAdapt-Batch-Size``).
 
 It fits seed 000's Eq. 1, ``latency(b) = alpha*b + beta`` (per worker count, on the median
-handler time), restores the model's previous batch size, delay and workers, and writes
-``<out>.json`` (raw points + fits) and ``<out>.csv`` (``batch,workers,latency_ms`` medians,
-readable as a scenario profile).
+handler time, or on the median client time where the handler reports none), restores the
+model's previous batch size, delay and workers, and writes ``<out>.json`` (raw points + fits)
+and ``<out>.csv`` (``batch,workers,latency_ms`` medians, readable as a scenario profile).
+Any served model can be profiled: ``--payload FILE`` is the request body to send (the demo
+models have a built-in one).
 """
 
 from __future__ import annotations
@@ -58,6 +61,11 @@ class Point:
     client_ms: float
     batch_sizes: list[int]
 
+    @property
+    def latency_ms(self) -> float:
+        """The handler's time per batch where it reports one, else the client's."""
+        return self.handler_ms if np.isfinite(self.handler_ms) else self.client_ms
+
 
 def prometheus_sum(text: str, metric: str, model: str) -> float:
     """Sum of ``metric`` over the series labelled with ``model`` in a Prometheus text page."""
@@ -75,7 +83,11 @@ def prometheus_sum(text: str, metric: str, model: str) -> float:
 
 
 def _counters(metrics_url: str, model: str) -> tuple[float, float]:
-    text = requests.get(f"{metrics_url.rstrip('/')}/metrics", timeout=10).text
+    """The handler's batch counters (0, 0 when the metrics page is off or lacks them)."""
+    try:
+        text = requests.get(metrics_url, timeout=10).text
+    except requests.RequestException:
+        return 0.0, 0.0
     return (
         prometheus_sum(text, METRIC_BATCHES, model),
         prometheus_sum(text, METRIC_HANDLER_MS, model),
@@ -98,31 +110,36 @@ def fit(points: list[Point]) -> dict[str, dict[str, float]]:
 def _medians(points: list[Point], workers: int) -> dict[int, float]:
     by: dict[int, list[float]] = {}
     for p in points:
-        if p.workers == workers and np.isfinite(p.handler_ms):
-            by.setdefault(p.batch, []).append(p.handler_ms)
+        if p.workers == workers and np.isfinite(p.latency_ms):
+            by.setdefault(p.batch, []).append(p.latency_ms)
     return {b: statistics.median(v) for b, v in sorted(by.items())}
 
 
 def run_profile(args: argparse.Namespace) -> Path:
-    """Profile ``args.model`` on the server recorded in ``args.workdir``; return the JSON path."""
+    """Profile ``args.model`` on the server the attach options name; return the JSON path."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from tsadapt import constants as C
+    from tsadapt.attach import AttachError, connect_checked
     from tsadapt.client import TorchServeError
     from tsadapt.plugin.adapt_client import AdaptClient, AdaptError
-    from tsadapt.server import RunningServer, ServerError
+    from tsadapt.server import ServerError
 
     try:
-        server = RunningServer.load(args.workdir or C.DEFAULT_WORKDIR)
-    except ServerError as exc:
-        raise ProfileError(f"{exc}; start one with `tsadapt serve start`") from None
-    client = server.client()
+        client, metrics_url, registered = connect_checked(args, timeout_s=60.0)
+    except (AttachError, ServerError) as exc:
+        raise ProfileError(str(exc)) from None
+    if args.model not in registered:
+        raise ProfileError(
+            f"--model: {args.model!r} is not registered on the server; "
+            f"registered: {', '.join(registered) or 'none'}"
+        )
     adapt = AdaptClient(client)
     try:
         before = adapt.model(args.model)
     except (AdaptError, TorchServeError, requests.RequestException) as exc:
         raise ProfileError(f"cannot read model {args.model!r} through the plugin: {exc}") from None
-    payload = _example(args.model)
+    payload = load_payload(getattr(args, "payload", None), args.model)
+    check_payload(client, args.model, payload, getattr(args, "payload", None))
     points: list[Point] = []
     total = len(args.workers) * len(args.batch_sizes) * (args.warmup + args.repeats)
     try:
@@ -136,7 +153,7 @@ def run_profile(args: argparse.Namespace) -> Path:
                     )
                     prog.update(task, description=f"{args.model}: {w} worker(s), batch {b}")
                     for r in range(args.warmup + args.repeats):
-                        p = _one_round(client, server.metrics_url, args.model, payload, w, b, r)
+                        p = _one_round(client, metrics_url, args.model, payload, w, b, r)
                         if r >= args.warmup:
                             points.append(p)
                         prog.advance(task)
@@ -156,7 +173,7 @@ def run_profile(args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "model": args.model,
-        "server": server.inference_url,
+        "server": client.inference_url,
         "created_unix": int(time.time()),
         "method": __doc__.split("\n\n")[1].strip() if __doc__ else "",
         "delay_ms_while_profiling": PROFILE_DELAY_MS,
@@ -180,16 +197,18 @@ def _one_round(
     n = workers * batch
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=n) as pool:
-        resps = list(pool.map(lambda _: client.predict(model, payload), range(n)))
+        resps = list(pool.map(lambda _: send(client, model, payload), range(n)))
     client_ms = (time.perf_counter() - t0) * 1000.0
     bad = [r.status_code for r in resps if r.status_code != 200]
     if bad:
         raise ProfileError(f"{model}: {len(bad)} of {n} requests failed (HTTP {bad[0]})")
     sizes = sorted(int(r.headers.get(BATCH_SIZE_HEADER, 0)) for r in resps)
     # the backend's counters reach the frontend's /metrics asynchronously: wait for them
+    # (a handler that sends no batch ids reports no counters either: nothing to wait for)
     deadline = time.monotonic() + COUNTER_WAIT_S
     n1, ms1 = _counters(metrics_url, model)
-    while n1 - n0 < len(set(_batch_ids(resps))) and time.monotonic() < deadline:
+    expected = len(set(_batch_ids(resps)))
+    while n1 - n0 < expected and time.monotonic() < deadline:
         time.sleep(0.05)
         n1, ms1 = _counters(metrics_url, model)
     batches = n1 - n0
@@ -198,12 +217,59 @@ def _one_round(
 
 
 def _batch_ids(resps: list[Any]) -> list[str]:
-    return [r.headers.get(BATCH_ID_HEADER, str(i)) for i, r in enumerate(resps)]
+    return [r.headers[BATCH_ID_HEADER] for r in resps if BATCH_ID_HEADER in r.headers]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One request body, sent as it is."""
+
+    body: bytes
+    content_type: str
+
+
+def load_payload(path: Path | None, model: str) -> Payload:
+    """The body in ``path`` (JSON if it parses, else bytes), or the demo model's example."""
+    if path is None:
+        return Payload(json.dumps(_example(model)).encode(), "application/json")
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"--payload: no such file: {path}")
+    body = path.read_bytes()
+    try:
+        json.loads(body)
+        kind = "application/json"
+    except ValueError:
+        kind = "application/octet-stream"
+    return Payload(body, kind)
+
+
+def send(client: Any, model: str, payload: Payload) -> requests.Response:
+    return client.request(
+        "inference",
+        "POST",
+        f"predictions/{model}",
+        data=payload.body,
+        headers={"Content-Type": payload.content_type},
+    )
+
+
+def check_payload(client: Any, model: str, payload: Payload, path: Path | None) -> None:
+    """One request first: a payload the model refuses is named before any profiling."""
+    resp = send(client, model, payload)
+    if not resp.ok:
+        where = f"the payload in {path}" if path else "the built-in example payload"
+        raise ProfileError(
+            f"--payload: {model} answered HTTP {resp.status_code} to {where}: {resp.text[:300]}"
+        )
 
 
 def _example(model: str) -> Any:
     from tsadapt.handlers.catalog import DEMO_MODELS
 
     if model not in DEMO_MODELS:
-        raise ProfileError(f"no example request for {model!r}; known: {', '.join(DEMO_MODELS)}")
+        raise ProfileError(
+            f"--payload: no example request for {model!r} (the demo models have one: "
+            f"{', '.join(DEMO_MODELS)}); give a request body with --payload FILE"
+        )
     return DEMO_MODELS[model].example(np.random.default_rng(0))

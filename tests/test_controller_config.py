@@ -49,7 +49,11 @@ def deep_set(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("models.tabular.min_batch", 64, "models.tabular.max_batch"),
         ("models.tabular.max_delay_ms", 60, "models.tabular.max_delay_ms"),
         ("models.tabular.colour", "red", "models.tabular.colour"),
-        ("models.resnet", {"slo_ms": 10}, "models.resnet"),
+        ("models.resnet", {"slo_ms": 10}, "models.resnet.max_delay_ms"),
+        ("models.default", {"slo_ms": 100}, "models.default"),
+        ("default", {"max_workers": 2}, "default.slo_ms"),
+        ("default", {"slo_ms": 100, "max_batch": 0}, "default.max_batch"),
+        ("default", {"slo_ms": 100, "colour": 1}, "default.colour"),
         ("models.text", {"max_workers": 2}, "models.text.slo_ms"),
         ("worker_budget", 0, "worker_budget"),
         ("policy", "magic", "policy"),
@@ -91,5 +95,50 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_known_models_can_come_from_the_server() -> None:
+    assert from_dict(base(), known_models=["tabular"]).model_names == ("tabular",)
     with pytest.raises(ConfigError, match="^models.tabular: unknown model"):
         from_dict(base(), known_models=["image"])
+
+
+def test_any_model_name_is_accepted_without_a_catalog() -> None:
+    data = base()
+    data["models"]["mymlp"] = {"slo_ms": 80, "max_delay_ms": 10}
+    assert from_dict(data).limits("mymlp").slo_ms == 80
+
+
+def test_a_default_entry_alone_is_a_config() -> None:
+    config = from_dict({"worker_budget": 2, "default": {"slo_ms": 100, "max_delay_ms": 10}})
+    assert config.models == () and config.default is not None
+    with pytest.raises(ConfigError, match="^models: must map"):
+        from_dict({"worker_budget": 2})
+
+
+def with_default(**default: Any) -> dict[str, Any]:
+    return {**base(), "default": {"slo_ms": 200, "max_delay_ms": 20, **default}}
+
+
+@pytest.mark.parametrize(
+    ("data", "registered", "controlled", "left"),
+    [
+        # a configured model that is not registered is simply absent
+        (base(), ["other"], (), {"other": "not in the controller config (no default: entry)"}),
+        (base(), ["tabular"], ("tabular",), {}),
+        # default: adopts every other registered model, in name order
+        (with_default(), ["b", "tabular", "a"], ("tabular", "a", "b"), {}),
+        # ... while the worker budget (3) covers their min_workers
+        (
+            with_default(min_workers=1, max_workers=1),
+            ["tabular", "a", "b", "c"],
+            ("tabular", "a", "b"),
+            {"c": "worker_budget 3 has no room for its min_workers"},
+        ),
+    ],
+)
+def test_for_models_follows_the_registered_models(
+    data: dict[str, Any], registered: list[str], controlled: tuple[str, ...], left: dict[str, str]
+) -> None:
+    config, left_alone = from_dict(data).for_models(registered)
+    assert config.model_names == controlled
+    assert left_alone == left
+    if "a" in controlled:
+        assert config.limits("a").slo_ms == 200 and config.limits("a").name == "a"

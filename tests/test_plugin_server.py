@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tsadapt.client import TorchServeClient
+from tsadapt.constants import BATCH_ID_HEADER
 from tsadapt.plugin.adapt_client import AdaptClient, AdaptError, ModelNotFoundError, ModelState
 
 pytestmark = pytest.mark.server
@@ -271,3 +272,26 @@ def test_zero_delay_caps_batches_at_two(
 
     assert max(batch_sizes(0)) <= 2
     assert max(batch_sizes(1)) > 2
+
+
+def test_the_frontend_counts_batches_as_the_handler_does(
+    torchserve: Any, adapt: AdaptClient, restore_batching: ModelState
+) -> None:
+    """The batch tap (any handler) against our handler's batch ids: one batch each."""
+    adapt.set_batching(MODEL, batch_size=8, max_batch_delay_ms=50)
+    before = adapt.model(MODEL)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        resps = list(
+            pool.map(lambda _: torchserve.client.predict(MODEL, tabular_payload()), range(64))
+        )
+    assert all(r.status_code == 200 for r in resps)
+    batches = len({r.headers[BATCH_ID_HEADER] for r in resps})
+    deadline = time.monotonic() + 5
+    now = wait_for_count(adapt, before, 64)
+    while now.telemetry.batches_total - before.telemetry.batches_total < batches:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+        now = adapt.model(MODEL)
+    assert now.telemetry.batch_log_attached
+    assert now.telemetry.batches_total - before.telemetry.batches_total == batches

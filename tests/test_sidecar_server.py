@@ -99,9 +99,15 @@ def example_payloads() -> list[Any]:
     return [DEMO_MODELS[MODEL].example(np.random.default_rng(i)) for i in range(64)]
 
 
-def open_loop(client: TorchServeClient, phases: tuple[tuple[float, float], ...]) -> list[Sent]:
-    """Send at the phases' rates on schedule, whatever the answers take; wait for all."""
-    payloads = example_payloads()
+def open_loop(
+    client: TorchServeClient,
+    phases: tuple[tuple[float, float], ...],
+    model: str = MODEL,
+    payloads: list[Any] | None = None,
+) -> list[Sent]:
+    """Send at the phases' rates on schedule, whatever the answers take; wait for all
+    (``model`` and its request bodies default to MODEL's)."""
+    payloads = payloads or example_payloads()
     schedule: list[float] = []
     t = 0.0
     for duration, rate in phases:
@@ -113,7 +119,7 @@ def open_loop(client: TorchServeClient, phases: tuple[tuple[float, float], ...])
 
     def one(i: int, at: float) -> None:
         try:
-            status = client.predict(MODEL, payloads[i % len(payloads)], timeout_s=30).status_code
+            status = client.predict(model, payloads[i % len(payloads)], timeout_s=30).status_code
         except requests.RequestException:
             status = 0
         with lock:

@@ -6,14 +6,18 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import requests
-from controller_helpers import model_obs, observation
+from controller_helpers import config, limits, model_obs, observation
 
 from tsadapt.plugin.actuator import restore_actions
 from tsadapt.plugin.decision_log import DecisionLog, read_log
 from tsadapt.plugin.exporter import MetricsExporter
 from tsadapt.plugin.observer import parse_handler_counters
-from tsadapt.policy.types import Action, ModelSettings
+from tsadapt.plugin.sidecar import rebuild_policy, split_observation
+from tsadapt.policy.ppo_policy import SHIPPED_POLICY, make_ppo_policy
+from tsadapt.policy.rules import make_policy
+from tsadapt.policy.types import Action, ModelSettings, PolicyState
 
 PAGE = """# TYPE AdaptBatches counter
 AdaptBatches{ModelName="text",Level="Model",Hostname="vm",} 20.0
@@ -62,3 +66,24 @@ def test_exporter_text_exposition() -> None:
     assert 'tsadapt_controller_batch_size{model="tabular"} 8.0' in text
     assert 'tsadapt_controller_overrides_total{model="tabular"} 3' in text
     assert 'tsadapt_controller_apply_failures_total{model="tabular"} 1' in text
+
+
+def test_split_observation_keeps_the_controlled_models_only() -> None:
+    obs = observation(model_obs("a"), model_obs("b"), model_obs("c"))
+    mine, others = split_observation(obs, ["c", "a"])
+    assert [m.name for m in mine.models] == ["a", "c"]
+    assert [m.name for m in others] == ["b"]
+    assert mine.time_s == obs.time_s and mine.host == obs.host
+
+
+@pytest.mark.parametrize("name", ["static", "aimd", "queue", "ppo"])
+def test_rebuild_policy_follows_the_models(name: str) -> None:
+    one, two = config(limits("a")), config(limits("a"), limits("b"))
+    policy = make_ppo_policy(SHIPPED_POLICY, one) if name == "ppo" else make_policy(name, one)
+    rebuilt = rebuild_policy(policy, two)
+    assert rebuilt.name == name
+    obs = observation(model_obs("a"), model_obs("b", queue=50, p99=500.0))
+    actions, _ = rebuilt.decide(obs, PolicyState())
+    assert {a.model for a in actions} <= {"a", "b"}
+    if name == "queue":  # b's backlog is now the policy's business
+        assert "b" in {a.model for a in actions}

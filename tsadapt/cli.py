@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tsadapt import constants as C
+from tsadapt.attach import add_attach_args
 
 
 def _add_server_args(p: argparse.ArgumentParser) -> None:
@@ -67,9 +68,22 @@ def _serve_stop(args: argparse.Namespace) -> int:
 
 
 def _serve_status(args: argparse.Namespace) -> int:
-    from tsadapt.server import status
+    from tsadapt.attach import connect_checked
+    from tsadapt.server import models_status, status
 
-    info = status(args.workdir)
+    if args.ts_config or args.inference_url or args.management_url:
+        client, metrics_url, _ = connect_checked(args, timeout_s=10)
+        info = {
+            "server": {
+                "pid": "?",
+                "inference_url": client.inference_url,
+                "management_url": client.management_url,
+                "metrics_url": metrics_url,
+            },
+            "models": models_status(client),
+        }
+    else:
+        info = status(args.workdir)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -180,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_args(p)
     p.set_defaults(func=_serve_stop)
     p = serve_sub.add_parser("status", help="models, workers, batch settings, queue depth")
-    _add_server_args(p)
+    add_attach_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_serve_status)
 

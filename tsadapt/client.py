@@ -131,6 +131,7 @@ class TorchServeClient:
         # Enough pooled connections for load generators with many requests in flight.
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
 
     def request(
         self, api: Api, method: str, path: str, *, timeout_s: float | None = None, **kwargs: Any

@@ -162,9 +162,9 @@ def _torchserve_command() -> list[str]:
 
 
 def _plugin_dir() -> Path:
-    from tsadapt.plugin.build import build_plugin
+    from tsadapt.plugin.build import plugins_path
 
-    return build_plugin()
+    return plugins_path()
 
 
 def _is_running(pid: int) -> bool:
@@ -353,7 +353,11 @@ def status(workdir: Path) -> dict[str, Any]:
     server = RunningServer.load(workdir)
     if not _is_running(server.pid):
         raise ServerError(f"the server recorded in {workdir} (pid {server.pid}) is not running")
-    client = server.client(timeout_s=10)
+    return {"server": asdict(server), "models": models_status(server.client(timeout_s=10))}
+
+
+def models_status(client: TorchServeClient) -> list[dict[str, Any]]:
+    """Per registered model: batching, workers (with pids) and queue depth."""
     models = []
     for name in client.list_models():
         info = client.describe(name)
@@ -372,4 +376,4 @@ def status(workdir: Path) -> dict[str, Any]:
                 "queue_depth": info.get("jobQueueStatus", {}).get("pendingRequests"),
             }
         )
-    return {"server": asdict(server), "models": models}
+    return models

@@ -84,6 +84,18 @@ final class AccessLogTap extends AbstractAppender {
         return STARTED_EPOCH_MS;
     }
 
+    /** Count one batch of {@code model} (a registered model only). */
+    static void recordBatch(String model) {
+        ModelTelemetry t = TELEMETRY.get(model);
+        if (t == null) {
+            if (TELEMETRY.size() >= MAX_MODELS || !ModelStates.isRegistered(model)) {
+                return;
+            }
+            t = TELEMETRY.computeIfAbsent(model, k -> new ModelTelemetry());
+        }
+        t.batches.increment();
+    }
+
     /** Telemetry for {@code model}, or {@code null} when no request for it was seen yet. */
     static ModelTelemetry telemetry(String model) {
         return TELEMETRY.get(model);

@@ -46,8 +46,9 @@ public class AdaptEndpoint extends ModelServerEndpoint {
      */
     public AdaptEndpoint() {
         if (AccessLogTap.install()) {
-            LOG.info("tsadapt plugin {}: access-log tap {}", PLUGIN_VERSION,
-                    AccessLogTap.installNote());
+            BatchTap.install();
+            LOG.info("tsadapt plugin {}: access-log tap {}; batch tap {}", PLUGIN_VERSION,
+                    AccessLogTap.installNote(), BatchTap.installNote());
         }
     }
 
@@ -268,6 +269,7 @@ public class AdaptEndpoint extends ModelServerEndpoint {
         o.addProperty("plugin", "tsadapt");
         o.addProperty("version", PLUGIN_VERSION);
         o.addProperty("access_log_tap", AccessLogTap.installNote());
+        o.addProperty("batch_tap", BatchTap.installNote());
         o.addProperty("since_epoch_ms", AccessLogTap.startedEpochMs());
         JsonArray bounds = new JsonArray();
         for (long b : LatencyHistogram.BOUNDS_MS) {

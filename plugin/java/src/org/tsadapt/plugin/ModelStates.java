@@ -135,6 +135,8 @@ final class ModelStates {
         o.addProperty("responses_4xx", t == null ? 0 : t.status4xx.sum());
         o.addProperty("responses_5xx", t == null ? 0 : t.status5xx.sum());
         o.addProperty("responses_other", t == null ? 0 : t.statusOther.sum());
+        o.addProperty("batch_log_attached", BatchTap.isInstalled());
+        o.addProperty("batches_total", t == null ? 0 : t.batches.sum());
         JsonObject h = new JsonObject();
         JsonArray bounds = new JsonArray();
         for (long b : LatencyHistogram.BOUNDS_MS) {

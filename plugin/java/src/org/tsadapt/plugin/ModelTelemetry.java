@@ -9,6 +9,8 @@ final class ModelTelemetry {
     final LongAdder status4xx = new LongAdder();
     final LongAdder status5xx = new LongAdder();
     final LongAdder statusOther = new LongAdder();
+    /** Batches the model's workers got back from their backends (see {@link BatchTap}). */
+    final LongAdder batches = new LongAdder();
     /** Latency of 2xx responses only: fast 4xx/5xx rejections would flatter the percentiles. */
     final LatencyHistogram latency2xx = new LatencyHistogram();
 

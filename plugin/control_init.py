@@ -1,0 +1,164 @@
+"""``tsadapt control init``: a starting controller config from a live server, and the profile
+rule that bounds ``max_batch``.
+
+Every registered model gets an entry with its current batch size, delay and workers inside
+its limits; its SLO is ``--slo-ms``, else twice the profiled latency of its current batch
+(from ``--profile``), else :data:`FALLBACK_SLO_MS`. ``--profile`` files also lower
+``max_batch`` by Nexus's rule (``slo_feasible_batch``: the largest batch whose profiled
+latency is at most half the SLO), as :func:`apply_profiles` does for ``tsadapt control``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from tsadapt.policy.controller_config import ConfigError, ControllerConfig, ModelLimits, from_dict
+from tsadapt.policy.simulator import LatencyModel
+
+#: SLO written when neither --slo-ms nor a profile gives one: a placeholder to tune.
+FALLBACK_SLO_MS = 100.0
+#: Upper bound on max_batch in a generated config (unless the model already runs larger).
+INIT_MAX_BATCH = 32
+#: Largest max_delay_ms a generated config allows (and at most a quarter of the SLO).
+INIT_MAX_DELAY_MS = 50
+
+
+def load_profile(path: Path) -> tuple[str, LatencyModel]:
+    """The model and its batch latency (medians at the fewest workers) from a profile JSON."""
+    from tsadapt.policy.profiler import Point, _medians
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        points = [Point(**p) for p in doc["points"]]
+        model = str(doc["model"])
+    except FileNotFoundError:
+        raise ConfigError(f"--profile {path}", "no such file") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"--profile {path}", f"not a `tsadapt profile` JSON ({type(exc).__name__}: {exc})"
+        ) from None
+    if not points:
+        raise ConfigError(f"--profile {path}", "holds no measured points")
+    medians = _medians(points, min(p.workers for p in points))
+    if not medians:
+        raise ConfigError(f"--profile {path}", "holds no finite latency")
+    return model, LatencyModel(table=tuple(medians.items()))
+
+
+def feasible(limits: ModelLimits, latency: LatencyModel) -> ModelLimits:
+    """``limits`` with ``max_batch`` lowered to the SLO-feasible batch of ``latency``."""
+    from tsadapt.policy.sim_control import slo_feasible_batch
+
+    cap = slo_feasible_batch(latency, limits.slo_ms, limits.max_batch)
+    return replace(limits, max_batch=max(cap, limits.min_batch))
+
+
+def apply_profiles(config: ControllerConfig, paths: list[Path]) -> ControllerConfig:
+    """``config`` with each profiled model's ``max_batch`` lowered by the profile rule (a
+    profiled model only ``default:`` covers gets its own entry)."""
+    models = {m.name: m for m in config.models}
+    for path in paths:
+        name, latency = load_profile(path)
+        base = models.get(name)
+        if base is None and config.default is not None:
+            base = replace(config.default, name=name)
+        if base is None:
+            raise ConfigError(
+                f"--profile {path}", f"model {name!r} is not in the config (and no default:)"
+            )
+        models[name] = feasible(base, latency)
+    return replace(config, models=tuple(models.values()))
+
+
+def _slo(args: argparse.Namespace, latency: LatencyModel | None, batch: int) -> float:
+    if args.slo_ms is not None:
+        return float(args.slo_ms)
+    if latency is not None:
+        return float(max(10, math.ceil(2 * float(latency.batch_ms(batch)) / 10) * 10))
+    return FALLBACK_SLO_MS
+
+
+def render(entries: list[tuple[ModelLimits, str]], default: ModelLimits, budget: int) -> str:
+    """The YAML text, commented for a person to tune."""
+    lines = [
+        "# Controller config written by `tsadapt control init` from the live server.",
+        "# Tune: each model's slo_ms (what the policy aims for), min/max_workers (what this",
+        "# host can afford), max_batch (profile with `tsadapt profile`, then pass --profile to",
+        "# `tsadapt control` to cap it by the SLO), and worker_budget (all models together).",
+        "policy: queue            # static | aimd | queue | ppo (--policy overrides)",
+        "tick_s: 1.0",
+        "window_s: 5.0",
+        f"worker_budget: {budget}        # all controlled models' workers together",
+        "cooldown_s: 3.0          # no change to a model within this long of its last change",
+        "models:",
+    ]
+    for lim, note in entries:
+        lines.append(f"  # {lim.name}: {note}")
+        lines.append(f"  {lim.name}: {_flow(lim)}")
+    lines += [
+        "# Models registered later (or not listed above) get these limits; delete this entry",
+        "# to leave such models alone (observed and logged, never changed).",
+        f"default: {_flow(default)}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _flow(lim: ModelLimits) -> str:
+    slo = int(lim.slo_ms) if float(lim.slo_ms).is_integer() else lim.slo_ms
+    return (
+        f"{{slo_ms: {slo}, min_workers: {lim.min_workers}, max_workers: {lim.max_workers}, "
+        f"min_batch: {lim.min_batch}, max_batch: {lim.max_batch}, "
+        f"max_delay_ms: {lim.max_delay_ms}}}"
+    )
+
+
+def _limits(name: str, slo: float, batch: int, delay: int, workers: int) -> ModelLimits:
+    return ModelLimits(
+        name=name,
+        slo_ms=slo,
+        min_workers=1,
+        max_workers=max(workers, 2),
+        max_batch=max(batch, INIT_MAX_BATCH),
+        max_delay_ms=min(max(delay, INIT_MAX_DELAY_MS), max(0, math.ceil(slo / 4) - 1)),
+    )
+
+
+def run_init(args: argparse.Namespace) -> int:
+    """Print a controller config for every model the attached server serves."""
+    from tsadapt.attach import connect_checked
+    from tsadapt.plugin.adapt_client import AdaptClient
+
+    client, _, registered = connect_checked(args)
+    profiles = dict(load_profile(p) for p in args.profile)
+    states = {s.name: s for s in AdaptClient(client).models()}
+    entries = []
+    for name in registered:
+        s = states[name]
+        latency = profiles.get(name)
+        slo = _slo(args, latency, s.batch_size)
+        lim = _limits(name, slo, s.batch_size, s.max_batch_delay_ms, s.min_workers)
+        note = (
+            f"now batch {s.batch_size}, delay {s.max_batch_delay_ms} ms, "
+            f"{s.min_workers} worker(s); "
+        )
+        if latency is not None:
+            lim = feasible(lim, latency)
+            note += f"max_batch from its profile ({float(latency.batch_ms(1)):.1f} ms at b=1)"
+        else:
+            note += "slo_ms " + ("from --slo-ms" if args.slo_ms else "is a placeholder: set it")
+        entries.append((lim, note))
+    default = _limits("default", args.slo_ms or FALLBACK_SLO_MS, 1, 0, 1)
+    budget = max(1, sum(lim.max_workers for lim, _ in entries))
+    text = render(entries, default, budget)
+
+    from_dict(yaml.safe_load(text))  # what we print must load
+    sys.stdout.write(text)
+    return 0

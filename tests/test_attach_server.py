@@ -1,0 +1,383 @@
+"""torchserve-adapt on a user's own TorchServe: their model, their plain ``BaseHandler``, their
+``config.properties`` (token auth on) and ``torchserve --start``; the controller attaches with
+``--ts-config``/``--key-file``.
+
+One server for the module, started the way a user starts it and stopped with
+``torchserve --stop``. Load is open-loop to 127.0.0.1, bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from test_sidecar_server import open_loop, p99
+
+from tsadapt.attach import find_key_file
+from tsadapt.client import KeyFile, TorchServeClient
+from tsadapt.plugin.build import plugins_path
+from tsadapt.plugin.decision_log import read_log
+from tsadapt.server import free_port
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+MODEL, SECOND = "mymlp", "othermlp"
+FEATURES = 32
+MODEL_PY = f"""import torch
+
+
+class MyMLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear({FEATURES}, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+"""
+# A user's handler: plain BaseHandler, no tsadapt import, no batch metrics.
+HANDLER_PY = """import json
+
+import torch
+from ts.torch_handler.base_handler import BaseHandler
+
+
+class MyHandler(BaseHandler):
+    def preprocess(self, data):
+        rows = []
+        for request in data:
+            body = request.get("body") or request.get("data")
+            if isinstance(body, (bytes, bytearray)):
+                body = json.loads(body)
+            rows.append(torch.tensor(body["x"], dtype=torch.float32))
+        return torch.stack(rows)
+
+    def postprocess(self, data):
+        return data.argmax(dim=1).tolist()
+"""
+#: Registration defaults of the user's model: batch 1, no wait, one worker.
+MODEL_CONFIG = "batchSize: 1\nmaxBatchDelay: 0\nminWorkers: 1\nmaxWorkers: 1\n"
+SLO_MS = 100
+CONTROLLER = {
+    "policy": "queue",
+    "tick_s": 1.0,
+    "window_s": 3.0,
+    "worker_budget": 2,
+    "cooldown_s": 2.0,
+    "models": {
+        MODEL: {"slo_ms": SLO_MS, "min_workers": 1, "max_workers": 1, "max_delay_ms": 20},
+    },
+    "default": {"slo_ms": SLO_MS, "min_workers": 1, "max_workers": 1, "max_delay_ms": 20},
+}
+#: Low -> high -> low (s, req/s). The queue policy sizes the batch to what arrives in a
+#: quarter of the SLO: 1 at the low rate, ceil(200 x 0.025) = 5 at the high one.
+PHASES = ((8.0, 20.0), (14.0, 200.0), (14.0, 20.0))
+
+
+@dataclass(frozen=True)
+class UserServer:
+    """What a user has: a folder, their config.properties, the key file TorchServe wrote."""
+
+    home: Path
+    config: Path
+    key_file: Path
+    env: dict[str, str]
+    client: TorchServeClient
+
+    def attach(self) -> list[str]:
+        return ["--ts-config", str(self.config), "--key-file", str(self.key_file)]
+
+
+def tsadapt(
+    *args: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tsadapt.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def archive(home: Path, store: Path, name: str) -> None:
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "torch-model-archiver"),
+            "--model-name", name, "--version", "1.0",
+            "--model-file", str(home / "model.py"),
+            "--serialized-file", str(home / "mymlp.pt"),
+            "--handler", str(home / "handler.py"),
+            "--config-file", str(home / "model-config.yaml"),
+            "--export-path", str(store), "--force",
+        ],
+        check=True,
+    )  # fmt: skip
+
+
+def write_user_files(home: Path) -> Path:
+    """The model, handler, weights, archives and config.properties a user would write."""
+    (home / "model.py").write_text(MODEL_PY)
+    (home / "handler.py").write_text(HANDLER_PY)
+    (home / "model-config.yaml").write_text(MODEL_CONFIG)
+    sys.path.insert(0, str(home))
+    try:
+        from model import MyMLP  # the user's module, just written
+
+        torch.manual_seed(0)
+        torch.save(MyMLP().state_dict(), home / "mymlp.pt")
+    finally:
+        sys.path.remove(str(home))
+        sys.modules.pop("model", None)
+    store = home / "model-store"
+    store.mkdir()
+    for name in (MODEL, SECOND):
+        archive(home, store, name)
+    # in a folder of its own: key_file.json lands where TorchServe starts, not next to it
+    config = home / "conf" / "config.properties"
+    config.parent.mkdir()
+    config.write_text(
+        f"inference_address=http://127.0.0.1:{free_port()}\n"
+        f"management_address=http://127.0.0.1:{free_port()}\n"
+        f"metrics_address=http://127.0.0.1:{free_port()}\n"
+        "grpc_inference_address=127.0.0.1\ngrpc_management_address=127.0.0.1\n"
+        f"grpc_inference_port={free_port()}\ngrpc_management_port={free_port()}\n"
+        f"model_store={store}\nload_models={MODEL}.mar\n"
+        f"enable_model_api=true\nplugins_path={plugins_path()}\n"
+    )
+    return config
+
+
+def _torchserve(env: dict[str, str], home: Path, *args: str) -> int:
+    """``torchserve ARGS`` from the user's folder; output to a file (the JVM keeps it open)."""
+    cmd = [str(Path(sys.executable).parent / "torchserve"), *args]
+    with (home / "torchserve.out").open("a") as out:
+        return subprocess.run(
+            cmd, cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=60
+        ).returncode
+
+
+@pytest.fixture(scope="module")
+def user_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserServer]:
+    home = tmp_path_factory.mktemp("user")
+    config = write_user_files(home)
+    (home / "tmp").mkdir()
+    # TMPDIR: TorchServe's pid file lives there; our own lets it run beside other servers.
+    env = {**os.environ, "TMPDIR": str(home / "tmp"), "LOG_LOCATION": str(home / "logs")}
+    try:
+        relative = str(config.relative_to(home))  # as a user types it, from their folder
+        started = _torchserve(env, home, "--start", "--ts-config", relative, "--ncs")
+        assert started == 0, (home / "torchserve.out").read_text()
+        key_file = home / "key_file.json"
+        deadline = time.monotonic() + 120
+        client = None
+        while time.monotonic() < deadline:
+            if key_file.is_file():
+                from tsadapt.attach import read_properties
+
+                props = read_properties(config)
+                client = TorchServeClient(
+                    props["inference_address"], props["management_address"], KeyFile(key_file)
+                )
+                try:
+                    if MODEL in client.list_models() and client.describe(MODEL)["workers"]:
+                        if client.describe(MODEL)["workers"][0]["status"] == "READY":
+                            break
+                except Exception:  # noqa: BLE001 - still starting
+                    pass
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"TorchServe did not start: {(home / 'torchserve.out').read_text()}")
+        assert client is not None
+        yield UserServer(home, config, key_file, env, client)
+    finally:
+        _torchserve(env, home, "--stop")
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {"x": [((i * 7 + j) % 13) / 13.0 for j in range(FEATURES)]}
+
+
+def batch_settings(record: dict[str, Any]) -> dict[str, int]:
+    return record["settings"][MODEL]
+
+
+def test_controller_follows_a_load_step_and_the_model_set(
+    user_server: UserServer, tmp_path: Path
+) -> None:
+    ctl = tmp_path / "ctl.yaml"
+    ctl.write_text(yaml.safe_dump(CONTROLLER))
+    log = tmp_path / "decisions.jsonl"
+    cmd = [
+        sys.executable, "-m", "tsadapt.cli", "control", "--config", str(ctl),
+        *user_server.attach(), "--decision-log", str(log), "--metrics-port", "0",
+        "--max-ticks", "120",
+    ]  # fmt: skip
+    out_file = tmp_path / "control.out"
+    with out_file.open("w") as out:  # a file, not a pipe nobody reads while it runs
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _ticks(log):
+            assert proc.poll() is None, out_file.read_text()
+            time.sleep(0.2)
+        payloads = [payload(i) for i in range(64)]
+        sent = open_loop(user_server.client, PHASES, model=MODEL, payloads=payloads)
+        records = _ticks(log)
+        # a second model registered through the management API is adopted via default:
+        user_server.client.checked(
+            "management", "POST", "models",
+            params={"url": f"{SECOND}.mar", "initial_workers": 1, "synchronous": "true"},
+        )  # fmt: skip
+        added = _wait_for(log, lambda r: r.get("event") == "models" and SECOND in r["added"])
+        for i in range(20):
+            assert user_server.client.predict(SECOND, payload(i)).status_code == 200
+        user_server.client.checked("management", "DELETE", f"models/{SECOND}")
+        removed = _wait_for(log, lambda r: r.get("event") == "models" and SECOND in r["removed"])
+        ticks_after = len(_ticks(log))
+        _wait_for(log, lambda r: len(_ticks(log)) >= ticks_after + 2)
+        assert proc.poll() is None, "the controller died"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    out = out_file.read_text()
+    assert proc.returncode == 0, out
+    assert f"models.{MODEL}" not in out  # configured and registered: no warning
+    assert added and removed
+    assert [s for s in sent if s.status != 200] == []
+    start = records[0]["time_s"]
+    low_end, high_end = PHASES[0][0], PHASES[0][0] + PHASES[1][0]
+    phase_of = {"low": [], "high": [], "after": []}
+    for r in records:
+        t = r["time_s"] - start
+        phase_of["low" if t < low_end else "high" if t < high_end + 2 else "after"].append(r)
+    peak = max(batch_settings(r)["batch_size"] for r in phase_of["high"])
+    final = batch_settings(phase_of["after"][-1])
+    print(
+        json.dumps(
+            {
+                "requests": len(sent),
+                "peak_batch": peak,
+                "final": final,
+                "p99_high_ms": p99(sent, low_end, high_end),
+            }
+        )
+    )
+    assert max(batch_settings(r)["batch_size"] for r in phase_of["low"]) <= 2
+    assert peak >= 3, [batch_settings(r) for r in phase_of["high"]]
+    assert final["batch_size"] <= 2, final
+    # the plain handler reports no batch metrics: the mean batch size comes from the
+    # frontend's own batch count (requests per batch), so it rose with the batch size
+    observed = [m for r in phase_of["high"] for m in r["observation"]["models"]]
+    means = [m["mean_batch_size"] for m in observed if m["name"] == MODEL]
+    assert all(v is not None for v in means) and max(means) > 1.5, means
+    # the adopted model was controlled (its own settings in the log), then dropped
+    logged = read_log(log)
+    assert any(SECOND in r.get("settings", {}) for r in logged if r.get("event") == "tick")
+    assert SECOND not in logged[-1]["settings"]
+
+
+def _ticks(log: Path) -> list[dict[str, Any]]:
+    return [r for r in read_log(log) if r.get("event") == "tick"] if log.exists() else []
+
+
+def _wait_for(log: Path, match: Any, timeout_s: float = 30.0) -> dict[str, Any] | None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for r in read_log(log):
+            if match(r):
+                return r
+        time.sleep(0.3)
+    return None
+
+
+def test_profile_init_and_ppo_on_the_users_server(user_server: UserServer, tmp_path: Path) -> None:
+    body = tmp_path / "request.json"
+    body.write_text(json.dumps(payload(1)))
+    profile = tmp_path / f"{MODEL}.json"
+    done = tsadapt(
+        "profile", *user_server.attach(), "--model", MODEL, "--payload", str(body),
+        "--workers", "1", "--batch-sizes", "1", "2", "4", "8", "--repeats", "2",
+        "--warmup", "1", "--out", str(profile),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads(profile.read_text())
+    # a tiny MLP's batch time is flat (alpha ~ 0, either sign): check the fit exists
+    assert all(math.isfinite(v) for v in doc["fit"]["1"].values()), doc["fit"]
+    # a plain handler reports no handler time: the client's time per batch is used
+    assert all(math.isnan(p["handler_ms"]) and p["client_ms"] > 0 for p in doc["points"])
+    assert sorted({p["batch"] for p in doc["points"]}) == [1, 2, 4, 8]
+    # the profiler put the model back as it found it
+    assert user_server.client.describe(MODEL)["batchSize"] == 1
+
+    init = tsadapt("control", "init", *user_server.attach(), "--profile", str(profile))
+    assert init.returncode == 0, init.stderr
+    config = yaml.safe_load(init.stdout)
+    entry = config["models"][MODEL]
+    assert entry["slo_ms"] >= 10 and 1 <= entry["max_batch"] <= 32
+    assert "default" in config and "# Tune:" in init.stdout
+    ctl = tmp_path / "ctl.yaml"
+    ctl.write_text(init.stdout)
+
+    log = tmp_path / "ppo.jsonl"
+    ppo = tsadapt(
+        "control", "--config", str(ctl), "--policy", "ppo", *user_server.attach(),
+        "--decision-log", str(log), "--metrics-port", "0", "--max-ticks", "4",
+        "--profile", str(profile),
+    )  # fmt: skip
+    assert ppo.returncode == 0, ppo.stdout + ppo.stderr
+    ticks = _ticks(log)
+    assert len(ticks) == 4 and all(MODEL in r["settings"] for r in ticks)
+    assert all(a["ok"] for r in ticks for a in r["applied"])
+
+
+def test_key_file_is_found_in_the_servers_working_directory(user_server: UserServer) -> None:
+    assert find_key_file(user_server.config) == user_server.key_file
+    status = tsadapt("serve", "status", "--ts-config", str(user_server.config), "--json")
+    assert status.returncode == 0, status.stderr
+    assert [m["model"] for m in json.loads(status.stdout)["models"]] == [MODEL]
+
+
+def test_every_error_names_the_problem(user_server: UserServer, tmp_path: Path) -> None:
+    ctl = tmp_path / "ctl.yaml"
+    ctl.write_text(yaml.safe_dump(CONTROLLER))
+    common = ("--config", str(ctl), "--metrics-port", "0", "--max-ticks", "2")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    down = tsadapt("control", *common, *user_server.attach(), "--management-url", nobody)
+    assert down.returncode == 1 and f"no TorchServe answers at {nobody}" in down.stderr
+    wrong = tmp_path / "key_file.json"
+    wrong.write_text(json.dumps({"management": {"key": "nope"}, "inference": {"key": "nope"}}))
+    refused = tsadapt("control", *common, "--ts-config", str(user_server.config), "--key-file",
+                      str(wrong))  # fmt: skip
+    assert refused.returncode == 1 and f"refused the key in {wrong}" in refused.stderr
+    # a configured model the server does not have: a warning naming it; the rest runs
+    ghost = tmp_path / "ghost.yaml"
+    ghost.write_text(yaml.safe_dump({**CONTROLLER, "models": {"ghost": {"slo_ms": 50,
+                                     "max_delay_ms": 10}}}))  # fmt: skip
+    log = tmp_path / "ghost.jsonl"
+    watched = tsadapt("control", "--config", str(ghost), *user_server.attach(), "--metrics-port",
+                      "0", "--max-ticks", "2", "--decision-log", str(log))  # fmt: skip
+    assert watched.returncode == 0, watched.stderr
+    assert "models.ghost: not registered on the server (registered: mymlp)" in watched.stderr
+    # a payload the model cannot serve
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"y": 1}))
+    refused_payload = tsadapt("profile", *user_server.attach(), "--model", MODEL, "--payload",
+                              str(bad), "--workers", "1")  # fmt: skip
+    assert refused_payload.returncode != 0
+    assert "answered HTTP" in refused_payload.stderr and str(bad) in refused_payload.stderr
+    unknown = tsadapt("profile", *user_server.attach(), "--model", "nosuch")
+    assert "--model: 'nosuch' is not registered" in unknown.stderr
