@@ -66,7 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--metrics-port",
         type=int,
         default=DEFAULT_METRICS_PORT,
-        help="sidecar /metrics port on loopback (0: any free; default %(default)s)",
+        help="sidecar /metrics port (0: any free; default %(default)s)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default=C.LOOPBACK,
+        help="address the sidecar /metrics binds to (default %(default)s; 0.0.0.0 in a "
+        "Kubernetes pod, so Prometheus can scrape it)",
     )
     p.add_argument("--tick-s", type=float, default=None, help="override the config's tick_s")
     p.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
@@ -125,6 +131,7 @@ def run_control(args: argparse.Namespace) -> int:
         connect_again,
         log_path,
         metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         policy_factory=lambda cfg: make_policy(cfg.policy, cfg, args.policy_file),
     )
     previous = signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())

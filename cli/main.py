@@ -245,6 +245,7 @@ def _component_commands() -> list:
         "tsadapt.cli.packrat_commands",
         "tsadapt.cli.bench_commands",
         "tsadapt.experiments.gpu_check.commands",
+        "tsadapt.experiments.scaleout.commands",
     ):
         try:
             registers.append(importlib.import_module(module).register)

@@ -10,10 +10,12 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
+
+if TYPE_CHECKING:
+    from torch import nn
 
 HANDLERS_DIR = Path(__file__).resolve().parent
 MODELS_DIR = HANDLERS_DIR / "models"

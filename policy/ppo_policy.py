@@ -24,7 +24,7 @@ import platform
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -236,25 +236,52 @@ def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
 # ----------------------------------------------------------------------------- policy
 
 
+class Actor(Protocol):
+    """The trained actor: feature rows in, deterministic incremental actions out."""
+
+    def act(self, x: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class TorchActor:
+    """The Stable-Baselines3 network as an :class:`Actor` (needs torch; training, checks)."""
+
+    net: Any = field(repr=False)
+
+    def act(self, x: np.ndarray) -> np.ndarray:
+        actions, _ = self.net.predict(x, deterministic=True)
+        return np.asarray(actions, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class PPOPolicy:
-    """A trained network deciding each configured model's incremental action."""
+    """A trained actor deciding each configured model's incremental action.
+
+    :meth:`from_file` reads the actor with numpy alone (:mod:`tsadapt.policy.ppo_runtime`),
+    so the sidecar never imports torch; ``torch=True`` runs the Stable-Baselines3 network
+    instead (the two give the same actions: ``tests/test_ppo_runtime.py``).
+    """
 
     config: ControllerConfig
-    net: Any = field(repr=False)
+    actor: Actor = field(repr=False)
     delay_step_ms: int
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     name: str = "ppo"
 
     @classmethod
-    def from_file(cls, path: Path, config: ControllerConfig) -> PPOPolicy:
-        net, meta = load_policy_file(path)
-        return cls(config, net, int(meta["delay_step_ms"]), meta)
+    def from_file(cls, path: Path, config: ControllerConfig, torch: bool = False) -> PPOPolicy:
+        if torch:
+            net, meta = load_policy_file(path)
+            return cls(config, TorchActor(net), int(meta["delay_step_ms"]), meta)
+        from tsadapt.policy.ppo_runtime import load_actor
+
+        actor, meta = load_actor(path)
+        return cls(config, actor, int(meta["delay_step_ms"]), meta)
 
     def act(self, observation: Observation) -> np.ndarray:
         """``(models, 3)`` deterministic incremental actions, rows in config order."""
         x = all_agent_features(observation, self.config)
-        actions, _ = self.net.predict(x, deterministic=True)
+        actions = self.actor.act(x)
         return np.asarray(actions, dtype=np.int64).reshape(len(x), len(ACTION_NVEC))
 
     def decide(self, observation: Observation, state: PolicyState) -> Decision:

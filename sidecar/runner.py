@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.loop import ApplyResult, LoopState, control_step, settings_after
@@ -91,6 +92,7 @@ class Sidecar:
         decision_log: Path,
         metrics_port: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        metrics_host: str = C.LOOPBACK,
         policy_factory: PolicyFactory | None = None,
     ) -> None:
         #: The config as loaded; :attr:`config` is its version for the models served now.
@@ -101,7 +103,7 @@ class Sidecar:
         self.connect = connect
         self.clock = clock
         self.log = DecisionLog(decision_log)
-        self.exporter = MetricsExporter(metrics_port)
+        self.exporter = MetricsExporter(metrics_port, metrics_host, config)
         self.state = LoopState()
         self.desired: dict[str, ModelSettings] = {}
         self.tick_count = 0
@@ -254,7 +256,13 @@ class Sidecar:
         overrides = Counter(o.model for o in record.get("overrides", ()))
         failures = Counter(r.model for r in record.get("applied", ()) if not r.ok)
         self.exporter.update(
-            observation, dict(overrides), dict(failures), controlled=self.config.model_names
+            observation,
+            dict(overrides),
+            dict(failures),
+            controlled=self.config.model_names,
+            proposed=record.get("proposed", ()),
+            emergencies=record.get("emergencies", ()),
+            config=self.config,
         )
         return record
 

@@ -82,7 +82,7 @@ class _Model:
         "batches", "size_sum", "fill_sum",
         "busy_done", "worker_s_acc", "wcount_since",
         "prev",
-        "jitter", "noise", "noise_i",
+        "jitter", "noise", "noise_i", "arr_buf",
     )  # fmt: skip
 
     def settings(self) -> ModelSettings:

@@ -72,7 +72,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tsadapt.policy.defaults import MAX_BATCH_LIMIT
+from tsadapt.policy.defaults import HOST_LOAD_BIN_S, MAX_BATCH_LIMIT
 from tsadapt.policy.sim.batching import (
     _BUSY,
     _COMPLETE,
@@ -160,6 +160,7 @@ class Simulator(Batching):
         m.ovh_q = None if q is None else np.asarray(q, dtype=np.float64) / 1000.0
         m.ovh_buf, m.ovh_i = np.empty(0), 0
         m.arr, m.n_arr, m.next_idx = arr, len(arr), 0
+        m.arr_buf = None
         m.arr_l = arr.tolist()  # scalar reads of Python floats are much cheaper
         m.qbuf = np.empty(len(arr) + 1, dtype=np.float64)
         m.head = m.tail = 0
@@ -255,6 +256,44 @@ class Simulator(Batching):
             self._form(m, t, k, blocked=True)
         if m.holder is None and m.idle:
             self._acquire(m, t)
+
+    def extend_arrivals(self, model: str, times: np.ndarray) -> None:
+        """Append sorted arrival times after every arrival so far and after ``now``.
+
+        For arrivals that depend on the run (a load balancer splitting traffic over a
+        changing number of servers). The batch being formed is re-planned, as after a batch
+        size change, so the new arrivals join it as if they had been known from the start.
+        """
+        m = self._model(model)
+        new = np.ascontiguousarray(times, dtype=np.float64)
+        if new.size == 0:
+            return
+        last = float(m.arr[-1]) if m.n_arr else -math.inf
+        if new.ndim != 1 or np.any(np.diff(new) < 0) or new[0] < max(last, self.now):
+            raise ValueError("extend_arrivals needs sorted times after the last arrival and now")
+        n = m.n_arr + new.size
+        buf = m.arr_buf
+        if buf is None or buf.size < n:
+            grown = np.empty(max(2 * n, 1024), dtype=np.float64)
+            grown[: m.n_arr] = m.arr
+            m.arr_buf = buf = grown
+        buf[m.n_arr : n] = new
+        m.arr, m.n_arr = buf[:n], n
+        m.arr_l.extend(new.tolist())
+        if m.qbuf.size < n + 1:
+            q = np.empty(max(2 * (n + 1), 1024), dtype=np.float64)
+            q[: m.qbuf.size] = m.qbuf
+            m.qbuf = q
+        dev = m.dev
+        if m.spec.host_cpu_ms > 0:
+            load = host_load([new], [m.spec.host_cpu_ms])
+            if len(dev.host_load) < len(load):
+                dev.host_load.extend([0.0] * (len(load) - len(dev.host_load)))
+            for k in range(int(new[0] // HOST_LOAD_BIN_S), len(load)):
+                dev.host_load[k] += load[k]
+        if m.holder is not None:
+            k = self._unwind(m, self.now)
+            self._form(m, self.now, k, blocked=True)
 
     def run_until(self, t_end: float) -> dict[str, IntervalStats]:
         """Advance to ``t_end`` (s); return each model's stats since the last call."""
