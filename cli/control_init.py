@@ -20,7 +20,7 @@ import yaml
 
 from tsadapt.policy.controller_config import ConfigError, ControllerConfig, ModelLimits, from_dict
 from tsadapt.policy.sim.control import apply_latencies, feasible
-from tsadapt.policy.sim.simulator import LatencyModel
+from tsadapt.policy.sim.specs import LatencyModel
 
 #: SLO written when neither --slo-ms nor a profile gives one: a placeholder to tune.
 FALLBACK_SLO_MS = 100.0

@@ -120,3 +120,20 @@ def test_the_rule_itself(tmp_path: Path, source: str, target: str, allowed: bool
         assert (not violations(probe)) == allowed
     finally:
         probe.unlink()
+
+
+def test_every_module_imports() -> None:
+    """A moved name breaks an import that only runs in a subprocess or a late branch: import
+    every module of every room once, so it shows here."""
+    import importlib
+
+    failed = []
+    for path in room_files():
+        name = module_name(path)
+        if name.endswith("__main__"):
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - collected and reported together
+            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    assert not failed, "\n".join(failed)
