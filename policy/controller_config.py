@@ -321,16 +321,19 @@ def from_dict(
 
 
 def with_slos(data: Mapping[str, Any], slos: Mapping[str, float], source: str) -> dict[str, Any]:
-    """``data`` with each model entry's ``slo_ms`` taken from ``slos`` (stated in ``source``,
-    e.g. a scenario file): the one place that states them. An entry that states its own SLO
-    for such a model is an error, so no SLO is ever written twice or overridden."""
+    """``data`` for the models of ``slos`` (stated in ``source``, e.g. a scenario file, the one
+    place that states them), each entry's ``slo_ms`` taken from there; entries for other
+    models are left out. An entry that states its own SLO for such a model is an error, so
+    no SLO is ever written twice or overridden."""
     out = dict(data)
     models = out.get("models")
     if not isinstance(models, Mapping):
         return out
     merged = {}
     for name, spec in models.items():
-        if name in slos and isinstance(spec, Mapping):
+        if name not in slos:
+            continue
+        if isinstance(spec, Mapping):
             _check(
                 "slo_ms" not in spec,
                 f"models.{name}.slo_ms",

@@ -171,3 +171,10 @@ def test_bench_static_real_run(tmp_path: Path, runs_dir: Path) -> None:
     assert "| static | tabular |" in text and "achieved vs scheduled" in text
     assert md.name == "bench-small.md"
     assert (md.parent / "bench-small-static.png").stat().st_size > 10_000
+
+
+def test_a_scenario_with_fewer_models_gets_a_config_for_its_models() -> None:
+    """bursty-shared serves image and text: the controller config keeps just those two."""
+    path = REPO / "configs" / "scenarios" / "bursty-shared.yaml"
+    config = scenario_config(REPO / "configs" / "controller.yaml", path)
+    assert config.model_names == tuple(load_scenario(path).model_names)
