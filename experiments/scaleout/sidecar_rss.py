@@ -100,7 +100,10 @@ def measure(duration_s: float, rate: float, out_dir: Path) -> Path:
         stop_load, sent = threading.Event(), [0]
         loader = threading.Thread(target=_load, args=(server, rate, stop_load, sent), daemon=True)
         loader.start()
-        common = ["--workdir", str(config.workdir), "--config", str(CONTROLLER_YAML)]
+        common = [
+            "--workdir", str(config.workdir), "--config", str(CONTROLLER_YAML),
+            "--scenario", "bursty",
+        ]  # fmt: skip
         variants = {
             "numpy (tsadapt control --policy ppo)": [
                 sys.executable, "-m", "tsadapt.cli", "control", "--policy", "ppo",
@@ -141,7 +144,8 @@ def measure(duration_s: float, rate: float, out_dir: Path) -> Path:
         f"({time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {wall:.0f} s wall, "
         f"{os.cpu_count()} CPUs). A real TorchServe 0.12 with the demo models and the plugin "
         f"receives {rate:g} requests/s (open loop; {mix}; "
-        f"{sent[0]} sent); each sidecar runs `configs/controller.yaml` with the shipped PPO "
+        f"{sent[0]} sent); each sidecar runs `configs/controller.yaml` (the SLOs of the "
+        "`bursty` scenario) with the shipped PPO "
         f"policy against it for {WARMUP_S:.0f} s of warm-up plus {duration_s:g} s, while its "
         "resident set size is sampled every 0.5 s (psutil). `torch mapped` says whether "
         "libtorch was in the process's memory map.",

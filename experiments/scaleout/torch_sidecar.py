@@ -9,17 +9,19 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tsadapt.policy.controller_config import load
+    from tsadapt.experiments.bench_schedule import resolve_scenario
     from tsadapt.policy.ppo_policy import SHIPPED_POLICY, PPOPolicy
+    from tsadapt.policy.sim.control import scenario_config
     from tsadapt.serve.server import RunningServer
     from tsadapt.sidecar.runner import Sidecar
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--scenario", default="bursty", help="states the models' SLOs")
     p.add_argument("--decision-log", type=Path, required=True)
     args = p.parse_args(argv)
-    config = load(args.config, policy="ppo")
+    config = scenario_config(args.config, resolve_scenario(args.scenario), policy="ppo")
 
     def connect():
         server = RunningServer.load(args.workdir)
