@@ -50,7 +50,12 @@ class CapacityDemand:
 
     @property
     def ratio(self) -> float:
-        return sum(self.wanted.values()) / self.capacity
+        """Wanted / capacity; 0 when nothing is controlled (e.g. a restarted server that has
+        not registered its models yet), where the pod neither wants nor has room."""
+        total = sum(self.wanted.values())
+        if self.capacity <= 0:
+            return math.inf if total else 0.0
+        return total / self.capacity
 
 
 def capacity_demand(

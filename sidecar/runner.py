@@ -255,15 +255,18 @@ class Sidecar:
         self.log.write(record)
         overrides = Counter(o.model for o in record.get("overrides", ()))
         failures = Counter(r.model for r in record.get("applied", ()) if not r.ok)
-        self.exporter.update(
-            observation,
-            dict(overrides),
-            dict(failures),
-            controlled=self.config.model_names,
-            proposed=record.get("proposed", ()),
-            emergencies=record.get("emergencies", ()),
-            config=self.config,
-        )
+        try:
+            self.exporter.update(
+                observation,
+                dict(overrides),
+                dict(failures),
+                controlled=self.config.model_names,
+                proposed=record.get("proposed", ()),
+                emergencies=record.get("emergencies", ()),
+                config=self.config,
+            )
+        except Exception:  # noqa: BLE001 - the metrics must never stop the control loop
+            logger.exception("exporter update failed at tick %d", self.tick_count)
         return record
 
     def _control(self, observation: Observation) -> dict[str, Any]:

@@ -110,6 +110,14 @@ def test_a_configured_model_not_served_wants_nothing() -> None:
     assert d.wanted == {"a": 2} and d.ratio == 0.5
 
 
+def test_no_controlled_model_wants_nothing_and_divides_by_nothing() -> None:
+    """A restarted server answers before it registers its models: the config in force then
+    controls none, and the demand is 0, not a division by zero that stops the loop."""
+    empty = dataclasses.replace(config(), models=())
+    d = capacity_demand(observation(), empty)
+    assert d.wanted == {} and d.capacity == 0 and d.ratio == 0.0 and d.shortfall == 0
+
+
 def test_ready_and_live_probes() -> None:
     exporter = MetricsExporter(port=0, config=config(*TWO, worker_budget=4))
     base = exporter.url.rsplit("/", 1)[0]
