@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 
 from tsadapt.policy.defaults import TUNING_SEEDS
-from tsadapt.policy.factory import make_policy
-from tsadapt.policy.sim.control import SimControlConfig, controller_config_for, run_controlled
+from tsadapt.policy.sim.control import SimControlConfig, run_named
 from tsadapt.policy.sim.scenario import ModelEntry, Scenario
 from tsadapt.policy.sim.static_run import run_static
 from tsadapt.policy.types import ModelSettings
@@ -201,9 +200,7 @@ def run_policy(
     if policy == "best-static":
         cfgs = dict(static_configs) if static_configs is not None else best_static(scenario)
         return _static_result(scenario, cfgs, seed)
-    config = controller_config_for(scenario, sim_config)
-    pol = make_policy(policy, config, policy_file)
-    return run_controlled(scenario, pol, config, seed, sim_config, initial).as_dict()
+    return run_named(scenario, policy, seed, policy_file, sim_config, initial).as_dict()
 
 
 @dataclass(frozen=True)

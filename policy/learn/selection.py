@@ -117,21 +117,14 @@ def resolve_scenario_file(path: str) -> Path:
 
 def validate(policy_file: Path, scenario_files: Sequence[str], seeds: Sequence[int]) -> dict:
     """Mean goodput, worker-seconds and reconfigurations per scenario of one policy file."""
-    from tsadapt.policy.factory import make_policy
-    from tsadapt.policy.sim.control import (
-        controller_config_for,
-        registration_configs,
-        run_controlled,
-    )
+    from tsadapt.policy.sim.control import registration_configs, run_named
     from tsadapt.policy.sim.scenario import load_scenario
 
     out: dict[str, dict[str, float]] = {"goodput": {}, "worker_s": {}, "reconf": {}}
     for path in scenario_files:
         sc = load_scenario(resolve_scenario_file(path))
-        config = controller_config_for(sc)
-        policy = make_policy("ppo", config, policy_file)
         runs = [
-            run_controlled(sc, policy, config, s, initial=registration_configs(sc)).as_dict()
+            run_named(sc, "ppo", s, policy_file, initial=registration_configs(sc)).as_dict()
             for s in seeds
         ]
         out["goodput"][sc.name] = float(np.mean([r["goodput_rps"] for r in runs]))

@@ -53,6 +53,7 @@ __all__ = [
     "initial_configs",
     "registration_configs",
     "run_controlled",
+    "run_named",
 ]
 
 #: Largest max batch delay (ms) a simulated controller may set, unless the SLO is tighter.
@@ -398,6 +399,24 @@ def run_controlled(
         reconf,
         overrides,
     )
+
+
+def run_named(
+    scenario: Scenario,
+    policy: str,
+    seed: int,
+    policy_file: Path | None = None,
+    sim_config: SimControlConfig | None = None,
+    initial: Mapping[str, ModelSettings] | None = None,
+) -> ControlResult:
+    """:func:`run_controlled` with the policy named ``policy`` (the one factory) and the guard
+    limits a sidecar would get for ``scenario``: what ``tsadapt simulate``/``evaluate`` and
+    seed selection run."""
+    from tsadapt.policy.factory import make_policy
+
+    config = controller_config_for(scenario, sim_config)
+    pol = make_policy(policy, config, policy_file)
+    return run_controlled(scenario, pol, config, seed, sim_config, initial)
 
 
 # --------------------------------------------------------------------------- real-server limits
