@@ -167,11 +167,13 @@ def build_schedule(shape: type[OpenLoopShape] | OpenLoopShape, options: Any) -> 
     """The run's schedule from the shape's attributes and the options."""
     duration = float(options.duration) if options.duration else None
     seed = int(options.seed) if options.seed else None
-    cap = int(options.max_requests) if options.max_requests else shape.max_requests
-    cap = min(cap, shape.max_requests)
+    requested = int(options.max_requests) if options.max_requests else None
     if options.scenario:
+        # A scenario replays its own arrivals whole (the bench counts every one of them):
+        # the shape's cap is for the shape's own mix, so only --max-requests bounds it here.
         scenario = load_scenario(resolve_scenario(options.scenario))
-        return scenario_schedule(scenario, seed, duration, cap)
+        return scenario_schedule(scenario, seed, duration, requested)
+    cap = min(requested, shape.max_requests) if requested else shape.max_requests
     weights = parse_weights(options.weights) if options.weights else dict(shape.weights)
     unknown = sorted(set(weights) - set(DEMO_MODELS))
     if unknown:

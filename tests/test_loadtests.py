@@ -235,6 +235,36 @@ print(json.dumps(out))
         assert 20 <= rate <= 60
 
 
+def test_a_scenario_replays_whole_past_the_shapes_own_cap(tmp_path: Path) -> None:
+    """A scenario of more requests than the shape's ``max_requests`` is replayed whole (the
+    bench counts all of its arrivals); only ``--max-requests`` cuts it."""
+    scenario = tmp_path / "big.yaml"
+    scenario.write_text(
+        "duration_s: 20\nseed: 3\nmodels:\n"
+        "  - {name: tabular, slo_ms: 50, profile: {alpha_ms: 0.1, beta_ms: 1}, "
+        "min_workers: 1, max_workers: 1, max_batch: 8}\n"
+        "workload:\n  - {model: tabular, kind: poisson, rate: 800}\nbudget: {workers: 1}\n"
+    )
+    code = f"""
+import json, types
+from locust.util.load_locustfile import load_locustfile
+users, shapes = load_locustfile("{LOADTESTS_DIR}/bursty.py")
+import openloop
+out = []
+for cap in ("", "5000"):
+    opts = types.SimpleNamespace(scenario="{scenario}", duration="", seed="",
+                                 max_requests=cap, weights="")
+    out.append(len(openloop.build_schedule(shapes[0], opts)))
+print(json.dumps([shapes[0].max_requests, *out]))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    shape_cap, whole, cut = json.loads(res.stdout.strip().splitlines()[-1])
+    expected = len(scenario_schedule(load_scenario(scenario), None, None, None))
+    assert whole == expected > shape_cap
+    assert cut == 5000
+
+
 # --------------------------------------------------------------------------- real server
 
 RUN_S = 20

@@ -41,6 +41,25 @@ def _gpu_check(args: argparse.Namespace) -> int:
         )
         print(f"run there: bash {args.build_kit}/run.sh OUT_DIR")
         return 0 if info.travel_bytes <= TRAVEL_LIMIT_BYTES else 1
+    if args.render:
+        from tsadapt.experiments.gpu_check.report import merge_runs
+
+        out = args.out_dir or Path("docs/results")
+        typed = "tsadapt " + " ".join(sys.argv[1:])
+        report = merge_runs(args.render, out, typed)
+        print(
+            f"wrote {out / 'gpu.md'} and gpu.json: "
+            + ", ".join(f"{k} {v.get('status')}" for k, v in report.parts.items())
+        )
+        return 0
+    if args.compare:
+        from tsadapt.experiments.gpu_check.sim_compare import REPORT_FILE, run_compare
+
+        out = args.out_dir or args.compare.parent
+        rows = run_compare(args.compare, out, "tsadapt " + " ".join(sys.argv[1:]))
+        agree = sum(r["agrees"] for r in rows)
+        print(f"wrote {out / REPORT_FILE}: {agree} of {len(rows)} rows agree")
+        return 0
     if args.rehearse:
         from tsadapt.experiments.gpu_check.rehearse import rehearse
 
@@ -96,4 +115,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--python-version", default="3.12", help="the kit's Python (with --build-kit)")
     p.add_argument("--rehearse", action="store_true", help="run the kit here, tiny budgets")
     p.add_argument("--keep", type=Path, help="with --rehearse: work in (and keep) this folder")
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="GPU_JSON",
+        help="simulate the GPU bench of GPU_JSON with a GPU latency model fitted from its "
+        "profiles and co-location; write gpu-fidelity.md and gpu-surge.yaml into OUT_DIR "
+        "(default: GPU_JSON's folder)",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        nargs="+",
+        metavar="GPU_JSON",
+        help="merge the gpu.json of the check's commands (files or folders, in order) into "
+        "OUT_DIR's gpu.json and gpu.md (default OUT_DIR: docs/results), its paths generic",
+    )
     p.set_defaults(func=_gpu_check)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsadapt.constants import REPO_DIR
 from tsadapt.experiments.gpu_check.report import Report
 
 PARTS = ("profiles", "bench", "colocation", "cpu16")
@@ -53,9 +54,11 @@ FULL = Budget(
     coloc_concurrency=32,
     packrat_args=("--batches", "32", "--rounds", "2", "--switch-rate", "60",
                   "--switch-period", "5"),
-    shared_s=20.0,
+    shared_s=15.0,
     shared_controllers="static,ppo",
-    need_s={"profiles": 60, "bench": 70, "colocation": 60, "cpu16": 60},
+    # cpu16: two fresh servers per shared-budget run and Packrat's 16-core profiling; on the
+    # H200 machine 191 s were not enough for --batches 32 and 20 s runs (2026-11-29).
+    need_s={"profiles": 60, "bench": 70, "colocation": 60, "cpu16": 240},
 )  # fmt: skip
 TINY = Budget(
     "tiny",
@@ -84,6 +87,9 @@ def machine_facts() -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "host": platform.node(),
+        "arch": platform.machine(),
+        "python": platform.python_version(),
+        "checkout": str(REPO_DIR),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
