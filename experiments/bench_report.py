@@ -97,7 +97,7 @@ def write_markdown(
         f"Python {platform.python_version()}; Locust shares the cores with TorchServe.",
         "",
         f"Scenario file `{_rel(Path(scenario.path or ''))}`: {first.duration_s:.0f} s, "
-        + (f"seeds {', '.join(map(str, seeds))} (one arrival draw each), " if multi else
+        + (f"seeds {', '.join(map(str, seeds))}, one arrival draw each " if multi else
            f"seed {first.seed}, {len(first)} requests ")
         + f"({', '.join(f'{m} {first.intended_mean_rate(m):.1f} req/s' for m in first.models)}"
         "), the same arrivals for every controller and for the simulator. Each controller ran "
