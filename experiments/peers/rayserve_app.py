@@ -21,7 +21,12 @@ Settings (:func:`peer_settings`), Ray Serve's documented defaults except ONE tun
 
 Ray on a small box: ``num_cpus`` = the host's cores, each replica asks for an equal share so
 that every model's ``max_replicas`` fit, a small object store, no dashboard, no usage
-stats, HTTP on 127.0.0.1 only. ``python -m tsadapt.experiments.peers.rayserve_app --port P
+stats, HTTP on 127.0.0.1 only; in single-node mode Ray's own servers (GCS, raylet, agents,
+proxy, controller) listen on 127.0.0.1 too. One exception is Ray's, not ours: each replica
+of Ray 2.60 opens an inter-deployment gRPC port on all interfaces (hard-coded in
+``ray/serve/_private/replica.py``); nothing is sent to it here (no deployment calls another).
+
+``python -m tsadapt.experiments.peers.rayserve_app --port P
 --scenario S --status FILE`` serves until SIGTERM/SIGINT, writes ``FILE`` (JSON: running
 replicas per model, once a second) and shuts Serve and Ray down on the way out.
 """
