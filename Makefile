@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tsadapt-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint profiles clean
+.PHONY: install install-peers demo test test-fast lint profiles clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## The optional peers extra (Ray Serve) for `tsadapt bench --peers rayserve` and its test.
+install-peers: install
+	$(PY) -m pip install --quiet -e '.[dev,peers]'
 
 ## Start a real TorchServe with the demo models, send real requests, print latency, stop.
 demo: install

@@ -21,12 +21,39 @@ def positive_float(value: str) -> float:
     return x
 
 
+def positive_int(value: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        x = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if x < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
+    return x
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
 def _bench(args: argparse.Namespace) -> int:
     from tsadapt.experiments.bench import BenchConfig, run_bench
+    from tsadapt.experiments.bench_controllers import expand_peers
 
+    controllers, peers = _names(args.controllers), _names(args.peers)
+    try:
+        expand_peers(peers)
+    except ValueError as exc:
+        print(f"tsadapt bench: error: --{exc}", file=sys.stderr)
+        return 2
+    if not controllers and not peers:
+        print("tsadapt bench: error: --controllers: nothing to run", file=sys.stderr)
+        return 2
     cfg = BenchConfig(
         scenario=args.scenario,
-        controllers=tuple(c.strip() for c in args.controllers.split(",") if c.strip()),
+        controllers=controllers,
+        seeds=args.seeds,
+        peers=peers,
         duration_s=args.duration,
         seed=args.seed,
         max_requests=args.max_requests,
@@ -60,10 +87,24 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--controllers",
         default="static",
-        help=f"comma-separated, from {','.join(CONTROLLERS)}; 'best' = best adaptive available",
+        help=f"comma-separated, from {','.join(CONTROLLERS)}; 'best' = best adaptive available; "
+        "'' = none (peers only)",
     )
     p.add_argument("--duration", type=positive_float, help="seconds (default: the scenario's)")
     p.add_argument("--seed", type=int, help="arrival seed (default: the scenario's)")
+    p.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="arrival draws: seed, seed+1, ...; every controller and peer runs on each, and "
+        "the report gives mean ± sd and paired differences across them (default: 1)",
+    )
+    p.add_argument(
+        "--peers",
+        default="",
+        help="comma-separated other serving systems on the same arrivals: rayserve "
+        "(needs `pip install .[peers]`)",
+    )
     p.add_argument("--max-requests", type=int, default=MAX_REQUESTS, help="cap per run")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS, help="server dirs, records")

@@ -34,6 +34,7 @@ from tsadapt.experiments.bench_controllers import (
     controller_unavailable,
     end_process,
     expand_controllers,
+    expand_peers,
     log_tail,
     start_controller,
 )
@@ -55,6 +56,7 @@ from tsadapt.experiments.bench_schedule import (
     resolve_scenario,
     scenario_schedule,
 )
+from tsadapt.experiments.bench_seeds import bench_seeds, summary_json
 from tsadapt.experiments.bench_timeline import (
     Poller,
     Sample,
@@ -96,6 +98,8 @@ class BenchConfig:
     locustfile: Path | None = None  # default: loadtests/<scenario>.py, else bursty.py
     command: str = ""  # as typed, for the report
     warmup_rounds: int = 0  # rounds of warm-up bursts per model before the load (see warm_up)
+    seeds: int = 1  # arrival draws: seed, seed + 1, ... (each run by every controller)
+    peers: tuple[str, ...] = ()  # other serving systems on the same arrivals (see peers/)
 
 
 # --------------------------------------------------------------------------- one run
@@ -170,29 +174,15 @@ def run_one(
             cfg, scenario_path, scenario, server, records_path, schedule.duration_s,
             schedule.seed,
         )  # fmt: skip
-        (rundir / "locust.cmd").write_text(shlex.join(cmd) + "\n")
-        bound = schedule.duration_s + LOCUST_GRACE_S + KILL_GRACE_S
-        with (rundir / "locust.log").open("wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-            started = time.monotonic()
-            while proc.poll() is None:
-                elapsed = time.monotonic() - started
-                if elapsed > bound:
-                    end_process(proc)
-                    break
-                if ctrl is not None and ctrl.poll() is not None:
-                    end_process(proc)
-                    why = f"controller exited ({ctrl.returncode}): "
-                    why += log_tail(rundir / "controller.log")
-                    return RunResult(controller, "failed", why, rundir=rundir)
-                on_tick(elapsed, "load running" if elapsed < schedule.duration_s else "draining")
-                time.sleep(0.5)
-        if proc.returncode not in (0, 1) or not records_path.is_file():
-            return RunResult(
-                controller, "failed",
-                f"locust exited with code {proc.returncode}: {log_tail(rundir / 'locust.log')}",
-                rundir=rundir,
-            )  # fmt: skip
+
+        def controller_gone() -> str | None:
+            if ctrl is None or ctrl.poll() is None:
+                return None
+            return f"controller exited ({ctrl.returncode}): " + log_tail(rundir / "controller.log")
+
+        failed = drive_locust(cmd, rundir, schedule.duration_s, on_tick, controller_gone)
+        if failed:
+            return RunResult(controller, "failed", failed, rundir=rundir)
     finally:
         try:
             if poller is not None:
@@ -206,6 +196,33 @@ def run_one(
         controller, schedule, records, poller.samples if poller else [], rundir,
         decisions if decisions.is_file() else None,
     )  # fmt: skip
+
+
+def drive_locust(
+    cmd: list[str], rundir: Path, duration_s: float,
+    on_tick: Callable[[float, str], None], gone: Callable[[], str | None] = lambda: None,
+) -> str:  # fmt: skip
+    """Run the Locust command ``cmd`` (log and command line in ``rundir``), bounded; the
+    reason the run failed, or '' (``gone`` says why the system under test went away)."""
+    (rundir / "locust.cmd").write_text(shlex.join(cmd) + "\n")
+    bound = duration_s + LOCUST_GRACE_S + KILL_GRACE_S
+    with (rundir / "locust.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        started = time.monotonic()
+        while proc.poll() is None:
+            elapsed = time.monotonic() - started
+            if elapsed > bound:
+                end_process(proc)
+                break
+            why = gone()
+            if why:
+                end_process(proc)
+                return why
+            on_tick(elapsed, "load running" if elapsed < duration_s else "draining")
+            time.sleep(0.5)
+    if proc.returncode not in (0, 1) or not (rundir / "requests.csv").is_file():
+        return f"locust exited with code {proc.returncode}: {log_tail(rundir / 'locust.log')}"
+    return ""
 
 
 def warm_up(server, models: Sequence[str], rounds: int, seed: int = 0) -> int:  # noqa: ANN001
@@ -305,79 +322,127 @@ def summarize_run(
 
 
 def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
-    """Run every controller in turn (rich progress); write the report; return both."""
+    """Run every controller, then every peer, in turn on each seed (rich progress); write
+    the report (and its JSON summary); return every run's result and the report's path."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     scenario_path = resolve_scenario(cfg.scenario)
     scenario = load_scenario(scenario_path)
-    schedule = scenario_schedule(scenario, cfg.seed, cfg.duration_s, cfg.max_requests)
+    seeds = bench_seeds(scenario.seed if cfg.seed is None else cfg.seed, cfg.seeds)
+    schedules = {s: scenario_schedule(scenario, s, cfg.duration_s, cfg.max_requests) for s in seeds}
     controllers = expand_controllers(cfg.controllers, cfg.controller_config, scenario_path)
+    peers = expand_peers(cfg.peers)
     console = Console(stderr=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     started_text = time.strftime("%Y-%m-%d %H:%M")
     t_start = time.monotonic()
+    first = schedules[seeds[0]]
     console.print(
-        f"bench [bold]{scenario.name}[/]: {len(schedule)} requests over "
-        f"{schedule.duration_s:.0f} s, seed {schedule.seed}, controllers {', '.join(controllers)}"
+        f"bench [bold]{scenario.name}[/]: {first.duration_s:.0f} s per run, seeds "
+        f"{', '.join(map(str, seeds))} ({', '.join(str(len(x)) for x in schedules.values())} "
+        f"requests), controllers {', '.join(controllers)}"
+        + (f", peers {', '.join(peers)}" if peers else "")
     )
-    results: list[RunResult] = []
+    runs: dict[int, list[RunResult]] = {}
     with Progress(
-        TextColumn("{task.fields[ctl]:<8}"), BarColumn(), TextColumn("{task.completed:>4.0f}/"
+        TextColumn("{task.fields[ctl]:<14}"), BarColumn(), TextColumn("{task.completed:>4.0f}/"
         "{task.total:.0f} s"), TextColumn("{task.description}"), TimeElapsedColumn(),
         console=console,
     ) as progress:  # fmt: skip
-        for ctl in controllers:
-            task = progress.add_task("waiting", total=schedule.duration_s, ctl=ctl)
+        for seed in seeds:
+            schedule = schedules[seed]
+            for ctl in (*controllers, *peers):
+                label = f"{ctl} s{seed}" if len(seeds) > 1 else ctl
+                task = progress.add_task("waiting", total=schedule.duration_s, ctl=label)
 
-            def tick(elapsed: float, what: str, task: int = task) -> None:
-                progress.update(task, completed=min(elapsed, schedule.duration_s),
-                                description=what)  # fmt: skip
+                def tick(
+                    elapsed: float, what: str, task: int = task, total: float = schedule.duration_s
+                ) -> None:
+                    progress.update(task, completed=min(elapsed, total), description=what)
 
-            rundir = cfg.runs_dir / scenario.name / f"{stamp}-{ctl}"
-            try:
-                res = run_one(cfg, scenario_path, scenario, schedule, ctl, rundir, tick)
-            except ControllerUnavailable as exc:
-                res = RunResult(ctl, "skipped", str(exc), rundir=rundir)
-            results.append(res)
-            progress.update(task, completed=schedule.duration_s, description=res.status)
+                tag = f"s{seed}-{ctl}" if len(seeds) > 1 else ctl
+                rundir = cfg.runs_dir / scenario.name / f"{stamp}-{tag}"
+                try:
+                    if ctl in peers:
+                        res = run_peer(cfg, scenario_path, scenario, schedule, ctl, rundir, tick)
+                    else:
+                        res = run_one(cfg, scenario_path, scenario, schedule, ctl, rundir, tick)
+                except ControllerUnavailable as exc:
+                    res = RunResult(ctl, "skipped", str(exc), rundir=rundir)
+                runs.setdefault(seed, []).append(res)
+                progress.update(task, completed=schedule.duration_s, description=res.status)
     md = write_markdown(
-        cfg.out_dir / f"bench-{scenario.name}.md", cfg, scenario, schedule, results,
+        cfg.out_dir / f"bench-{scenario.name}.md", cfg, scenario, schedules, runs,
         started_text, time.monotonic() - t_start,
     )  # fmt: skip
-    table = Table(title=f"bench {scenario.name} ({schedule.duration_s:.0f} s, seed "
-                  f"{schedule.seed})")  # fmt: skip
-    for h in TABLE_HEADER:
-        table.add_column(h, justify="left" if h in ("controller", "model") else "right")
-    for row in table_rows(results):
-        table.add_row(*row)
-    out = Console()
-    if not out.is_terminal:
-        out = Console(width=160)
-    out.print(table)
-    for res in results:
-        for rc in res.rates:
-            if rc.model == "all":
-                out.print(
-                    f"{res.controller}: intended {rc.intended_rps:.1f} req/s, scheduled "
-                    f"{rc.scheduled_rps:.1f}, achieved {rc.achieved_rps:.1f} "
-                    f"({100 * rc.error_vs_scheduled:+.1f}%), lateness p99 "
-                    f"{fmt(rc.lateness_p99_ms, '.1f')} ms"
-                )
-    out.print(f"wrote {md}")
+    summary = summary_json(scenario.name, runs, cfg.command, first.duration_s)
+    md.with_suffix(".json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    _print_tables(scenario.name, schedules, runs, md)
+    results = [r for seed in seeds for r in runs[seed]]
     (cfg.runs_dir / scenario.name / f"{stamp}-summary.json").write_text(
         json.dumps(
             [
                 {
                     "controller": r.controller,
+                    "seed": seed,
                     "status": r.status,
                     "reason": r.reason,
                     "rundir": str(r.rundir),
                 }
-                for r in results
+                for seed in seeds
+                for r in runs[seed]
             ],
             indent=2,
         )  # fmt: skip
     )
     return results, md
+
+
+def run_peer(
+    cfg: BenchConfig, scenario_path: Path, scenario: Scenario, schedule: Schedule, peer: str,
+    rundir: Path, on_tick: Callable[[float, str], None],
+) -> RunResult:  # fmt: skip
+    """One run of a peer system (``--peers``), the same arrivals and Locust machinery."""
+    from tsadapt.experiments.peers.rayserve_bench import run_rayserve
+
+    if peer != "rayserve":
+        raise ValueError(f"peers: unknown peer {peer!r}")
+    return run_rayserve(cfg, scenario_path, scenario, schedule, rundir, on_tick)
+
+
+def _print_tables(
+    name: str, schedules: dict[int, Schedule], runs: dict[int, list[RunResult]], md: Path
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from tsadapt.experiments.bench_seeds import SUMMARY_HEADER, summary_rows
+
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)
+    for seed, results in runs.items():
+        table = Table(title=f"bench {name} ({schedules[seed].duration_s:.0f} s, seed {seed})")
+        for h in TABLE_HEADER:
+            table.add_column(h, justify="left" if h in ("controller", "model") else "right")
+        for row in table_rows(results):
+            table.add_row(*row)
+        out.print(table)
+        for res in results:
+            for rc in res.rates:
+                if rc.model == "all":
+                    out.print(
+                        f"{res.controller}: intended {rc.intended_rps:.1f} req/s, scheduled "
+                        f"{rc.scheduled_rps:.1f}, achieved {rc.achieved_rps:.1f} "
+                        f"({100 * rc.error_vs_scheduled:+.1f}%), lateness p99 "
+                        f"{fmt(rc.lateness_p99_ms, '.1f')} ms"
+                    )
+    if len(runs) > 1:
+        table = Table(title=f"bench {name}: mean ± sd over seeds {', '.join(map(str, runs))}")
+        for h in SUMMARY_HEADER:
+            table.add_column(h, justify="left" if h == "controller" else "right")
+        for row in summary_rows(runs):
+            table.add_row(*row)
+        out.print(table)
+    out.print(f"wrote {md} and {md.with_suffix('.json').name}")

@@ -66,6 +66,19 @@ def expand_controllers(names: Sequence[str], config: Path, scenario: Path) -> tu
     return tuple(out)
 
 
+def expand_peers(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate ``--peers`` names (each once, in the given order)."""
+    from tsadapt.experiments.peers import PEERS
+
+    out: list[str] = []
+    for n in names:
+        if n not in PEERS:
+            raise ValueError(f"peers: unknown peer {n!r}; known: {', '.join(PEERS)}")
+        if n not in out:
+            out.append(n)
+    return tuple(out)
+
+
 def start_controller(
     name: str, config: Path, scenario: Path, workdir: Path, log: Path, decisions: Path
 ) -> subprocess.Popen:

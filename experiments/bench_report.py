@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,10 +70,25 @@ TABLE_HEADER = [
 
 
 def write_markdown(
-    path: Path, cfg: BenchConfig, scenario: Scenario, schedule: Schedule,
-    results: Sequence[RunResult], started: str, elapsed_s: float,
+    path: Path, cfg: BenchConfig, scenario: Scenario, schedules: Mapping[int, Schedule],
+    runs: Mapping[int, Sequence[RunResult]], started: str, elapsed_s: float,
 ) -> Path:  # fmt: skip
-    """``docs/results/bench-<scenario>.md`` with the table, rates and a PNG per run."""
+    """``docs/results/bench-<scenario>.md`` with the table, rates and a PNG per run; with
+    more than one seed, first the figures across seeds (``bench_seeds``), then each seed's
+    tables (the PNGs of the first seed only; the others stay in the run folders)."""
+    from tsadapt.experiments.bench_seeds import (
+        PAIRED_HEADER,
+        SUMMARY_HEADER,
+        TIE_RPS,
+        best_adaptive,
+        paired_rows,
+        summary_rows,
+    )
+
+    seeds = sorted(runs)
+    first = schedules[seeds[0]]
+    multi = len(seeds) > 1
+    peers = [r.controller for r in runs[seeds[0]] if r.controller in PEER_NOTES]
     lines = [
         f"# Benchmark: scenario `{scenario.name}` on a real TorchServe",
         "",
@@ -81,9 +96,10 @@ def write_markdown(
         f"({elapsed_s:.0f} s wall). Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"Python {platform.python_version()}; Locust shares the cores with TorchServe.",
         "",
-        f"Scenario file `{_rel(Path(scenario.path or ''))}`: {schedule.duration_s:.0f} s, "
-        f"seed {schedule.seed}, {len(schedule)} requests "
-        f"({', '.join(f'{m} {schedule.intended_mean_rate(m):.1f} req/s' for m in schedule.models)}"
+        f"Scenario file `{_rel(Path(scenario.path or ''))}`: {first.duration_s:.0f} s, "
+        + (f"seeds {', '.join(map(str, seeds))}, one arrival draw each " if multi else
+           f"seed {first.seed}, {len(first)} requests ")
+        + f"({', '.join(f'{m} {first.intended_mean_rate(m):.1f} req/s' for m in first.models)}"
         "), the same arrivals for every controller and for the simulator. Each controller ran "
         "on a fresh server. SLO attainment counts every scheduled request (failed, rejected "
         "and unanswered ones are violations); goodput = requests answered within the SLO per "
@@ -94,11 +110,55 @@ def write_markdown(
         f"{_rel(Path(scenario.path or ''))}`: the SLOs are the scenario's, and each model's "
         "`max_batch` is the largest batch whose profiled execution takes at most half the SLO.",
         "",
-        *markdown_table(TABLE_HEADER, table_rows(results)),
-    ]
+    ]  # fmt: skip
+    for peer in peers:
+        lines += [PEER_NOTES[peer], ""]
+    if multi:
+        best = best_adaptive(runs)
+        lines += [
+            f"## Across {len(seeds)} seeds",
+            "",
+            "Mean ± sample standard deviation over the seeds each controller ran on "
+            "(overall figures).",
+            "",
+            *markdown_table(SUMMARY_HEADER, summary_rows(runs)),
+            "",
+            f"Best adaptive controller (highest mean goodput, then SLO attainment, then fewer "
+            f"worker-seconds, among those that ran on every seed): **{best or 'none'}**.",
+            "",
+            "### Paired against the best other controller",
+            "",
+            "Seed by seed, this controller's goodput minus that of the other controller with "
+            "the highest mean goodput (same arrivals); sign `+` = better on every seed, `-` = "
+            f"worse on every seed; a difference under {TIE_RPS} req/s is a tie.",
+            "",
+            *markdown_table(PAIRED_HEADER, paired_rows(runs)),
+            "",
+        ]
+    for seed in seeds:
+        if multi:
+            lines += [f"## Seed {seed}", "", f"{len(schedules[seed])} requests.", ""]
+        lines += _run_sections(path, scenario.name, schedules[seed], runs[seed],
+                               png=seed == seeds[0], level="###" if multi else "##")  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+#: Text the report adds when a peer ran (filled in by the peers' modules).
+PEER_NOTES: dict[str, str] = {}
+
+
+def _run_sections(
+    path: Path, scenario: str, schedule: Schedule, results: Sequence[RunResult], png: bool,
+    level: str,
+) -> list[str]:  # fmt: skip
+    """One seed's table, offered load and timelines."""
+    del schedule
+    lines = [*markdown_table(TABLE_HEADER, table_rows(results))]
     lines += [
         "",
-        "## Offered load: intended against achieved",
+        f"{level} Offered load: intended against achieved",
         "",
         "intended = mean of the workload's rate over the run; scheduled = the drawn arrivals "
         "(one sample of it); achieved = requests sent / run time; lateness = actual minus "
@@ -116,20 +176,21 @@ def write_markdown(
                 f"{100 * rc.error_vs_scheduled:+.2f}% | {fmt(rc.lateness_p50_ms, '.2f')} | "
                 f"{fmt(rc.lateness_p99_ms, '.2f')} | {fmt(rc.lateness_max_ms, '.1f')} |"
             )
-    lines += ["", "## Timelines", ""]
+    lines += ["", f"{level} Timelines", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     for res in results:
         if res.status != "ok" or res.png is None:
             lines.append(f"- `{res.controller}`: {res.status} – {res.reason}")
             continue
-        dest = path.parent / f"bench-{scenario.name}-{res.controller}.png"
+        if not png:
+            lines.append(f"- `{res.controller}`: `{_rel(res.png)}`")
+            continue
+        dest = path.parent / f"bench-{scenario}-{res.controller}.png"
         dest.write_bytes(res.png.read_bytes())
-        lines += [f"### {res.controller}", "", f"![{res.controller}]({dest.name})", ""]
+        lines += [f"{level}# {res.controller}", "", f"![{res.controller}]({dest.name})", ""]
         if res.decision_log is not None:
             lines += [f"Decision log: `{_rel(res.decision_log)}`", ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines + [""]
 
 
 def _rel(p: Path) -> str:
