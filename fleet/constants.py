@@ -26,9 +26,10 @@ WINDOW_S = 5.0
 NEXUS_EPOCH_S = 30.0
 #: Nexus plans for the observed rate times this (occupancy <= 1 / headroom): its duty-cycle
 #: analysis assumes batches that arrive on time; with random arrivals and TorchServe's
-#: queueing a node planned at occupancy ~1 misses the SLO for most requests (measured in the
-#: simulator at headroom 1.0). Not in the paper: our one change, the same for every sweep point.
-NEXUS_HEADROOM = 1.25
+#: queueing a node planned at occupancy ~1 misses the SLO for many requests (when it was
+#: chosen, 8 GPUs x 10 models, diurnal, seed 0: 97.9 % within SLO at 1.25, 99.3 % at 1.5).
+#: Not in the paper: our one change, the same for every sweep point.
+NEXUS_HEADROOM = 1.5
 #: A slot that switched model may not switch again within this many seconds (guard).
 SWITCH_COOLDOWN_S = 10.0
 #: Largest batch size any policy may set (the tables stop at 128; the SLO rule binds first).
@@ -38,7 +39,7 @@ BATCH_DELTAS = tuple(range(-4, 6))
 #: Zipf exponent of model popularity.
 ZIPF_S = 1.0
 #: Offered load at its mean, as a share of the fleet's GPUs at their SLO batch.
-MEAN_LOAD_SHARE = 0.35
+MEAN_LOAD_SHARE = 0.25
 #: How far the diurnal mix swings around its mean (min, max as multiples of the mean).
 DIURNAL_RANGE = (0.4, 1.6)
 #: Bursty mix: base and spike rates as multiples of the mean, spike length and period (s).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ class PointResult:
     bound: np.ndarray
     missing: dict[str, str]
     ppo_forward_ms: float | None = None
+    #: the trained policy's metadata (``.json`` beside it), when PPO ran
+    ppo_meta: dict | None = None
 
 
 def make(name: str, cat: Catalogue, trained: Path):
@@ -89,7 +92,10 @@ def evaluate_point(
             continue
         tick = on_run(name, cat) if on_run else None
         runs[name] = run_fleet(cat, make(name, cat, trained), seed, tick)
-    fwd = None
+    fwd, meta = None, None
     if "ppo" in policies and "ppo" not in runs:
         fwd = ppo_forward_ms(cat)
-    return PointResult(cat, runs, gpu_lower_bound(cat), missing, fwd)
+    if "ppo" in runs:
+        meta_file = policy_path(trained, gpus, models).with_suffix(".json")
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
+    return PointResult(cat, runs, gpu_lower_bound(cat), missing, fwd, meta)

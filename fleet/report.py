@@ -69,6 +69,13 @@ def verdict(p: PointResult) -> str:
         f"PPO {100 * ppo.attainment:.2f} % on {ppo.mean_gpus:.2f} GPUs; Nexus "
         f"{100 * nexus.attainment:.2f} % on {nexus.mean_gpus:.2f} GPUs."
     )
+    if ppo.reconfigurations == 0:
+        steps = (p.ppo_meta or {}).get("timesteps", "?")
+        text += (
+            f" PPO changed no slot in the whole run: after {steps} training steps its "
+            "deterministic action is the no-op in every state it met, so it holds the start "
+            "placement (Nexus's plan for the t = 0 rates) and never consolidates."
+        )
     if nexus.attainment < 0.99:
         return f"Nexus misses 99 % here, so the criterion does not apply. {text}"
     if ppo.attainment >= 0.99 and ppo.mean_gpus < nexus.mean_gpus:
@@ -166,6 +173,14 @@ def write_report(
             rows,
         )
         lines.append("")
+        if p.ppo_meta:
+            lines += [
+                f"PPO policy: `{p.ppo_meta.get('command', '')}`, "
+                f"{p.ppo_meta.get('timesteps')} steps in {p.ppo_meta.get('train_seconds')} s "
+                f"on both mixes of this shape (episodes of {p.ppo_meta.get('episode_ticks')} "
+                "ticks, fresh arrival seeds; evaluated on seed 0).",
+                "",
+            ]
         if p.ppo_forward_ms is not None:
             lines += [
                 f"PPO decision time for this shape (untrained network, timing only): "

@@ -175,6 +175,8 @@ class FleetSim:
             cur = self.sim.config(name).workers
             if k < cur:
                 self._retire_later(name, ready)
+            else:
+                self._retiring.pop(name, None)
             self.sim.set_config(
                 name,
                 batch_size=s.batch,
@@ -188,7 +190,7 @@ class FleetSim:
         if now:
             self.sim.set_config(name, workers=self._slot_count(name))
         else:
-            self._retiring[name] = self.now + WORKER_START_S
+            self._retiring.setdefault(name, self.now + WORKER_START_S)
 
     def _slot_count(self, name: str) -> int:
         m = self._pair_of[name]

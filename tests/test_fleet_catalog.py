@@ -9,6 +9,7 @@ import pytest
 
 from tsadapt.fleet.baselines import gpu_lower_bound
 from tsadapt.fleet.catalog import build_catalogue, zipf_shares
+from tsadapt.fleet.constants import MEAN_LOAD_SHARE
 from tsadapt.fleet.interference import FIT_A, FIT_B, fit, fit_file, slowdown_table, throughputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def test_every_model_meets_the_slo_rule_and_the_load_share() -> None:
         assert m.batch_ms(m.max_batch) <= m.slo_ms / 2
         assert m.max_batch == 64 or m.batch_ms(m.max_batch + 1) > m.slo_ms / 2
     gpus = sum(m.mean_rate / m.throughput(m.max_batch) for m in cat.models)
-    assert gpus == pytest.approx(0.35 * 32)
+    assert gpus == pytest.approx(MEAN_LOAD_SHARE * 32)
 
 
 def test_lower_bound_is_below_the_mean_load_in_gpus() -> None:
