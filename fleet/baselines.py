@@ -9,7 +9,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from tsadapt.fleet.catalog import Catalogue
-from tsadapt.fleet.constants import NEXUS_HEADROOM, TICK_S, WINDOW_S
+from tsadapt.fleet.constants import (
+    GPU_MEMORY_GIB,
+    NEXUS_HEADROOM,
+    SLOTS_PER_GPU,
+    TICK_S,
+    WINDOW_S,
+)
 from tsadapt.fleet.interference import slowdown_table
 from tsadapt.fleet.nexus import NexusPolicy
 from tsadapt.fleet.types import EMPTY, FleetObservation, Slot, SlotAction
@@ -143,13 +149,23 @@ class SidecarRules:
         return out
 
 
-def gpu_lower_bound(cat: Catalogue, step_s: float = TICK_S) -> np.ndarray:
-    """Hindsight lower bound on GPUs in use per ``step_s``: each model's offered rate at its
-    best throughput under the SLO rule (``B / l(B)``), times the best gain parallel slots
-    can give (max over k of ``k / f(k)``), summed as fractions of a GPU, rounded up."""
-    gain = max(k / f for k, f in enumerate(slowdown_table(), start=1))
+def gpu_lower_bound(
+    cat: Catalogue, step_s: float = TICK_S, slots: int = SLOTS_PER_GPU
+) -> np.ndarray:
+    """Hindsight lower bound on GPUs in use per ``step_s``, the largest of three: the offered
+    load (each model's rate at its best throughput under the SLO rule, ``B / l(B)``, times the
+    best gain parallel slots can give, max over k of ``k / f(k)``, summed as fractions of a
+    GPU); one slot for every model with traffic (``S`` per GPU); and their workers' memory.
+    Each rounded up; no queueing, no start-up, no fragmentation."""
+    gain = max(k / f for k, f in enumerate(slowdown_table(n=slots), start=1))
     t = np.arange(0.0, cat.horizon_s, step_s) + step_s / 2
-    need = np.zeros_like(t)
+    load = np.zeros_like(t)
+    active = np.zeros_like(t)
+    memory = np.zeros_like(t)
     for m in cat.models:
-        need += m.workload.rates_at(t) / (m.throughput(m.max_batch) * gain)
-    return np.ceil(need - 1e-9)
+        rate = m.workload.rates_at(t)
+        load += rate / (m.throughput(m.max_batch) * gain)
+        active += rate > 0
+        memory += np.where(rate > 0, m.memory_gib, 0.0)
+    bounds = np.stack([load, active / slots, memory / GPU_MEMORY_GIB])
+    return np.ceil(bounds.max(axis=0) - 1e-9)

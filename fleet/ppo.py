@@ -28,8 +28,9 @@ PPO_SETTINGS = {
 
 
 def policy_path(directory: Path, gpus: int, models: int) -> Path:
-    """Where the policy of a fleet shape lives (``ppo-g8-m10.zip``)."""
-    return Path(directory) / f"ppo-g{gpus}-m{models}.zip"
+    """Where the policy of a fleet shape lives (``ppo-g8-m10.pt``: the SB3 policy network
+    alone, ``ActorCriticPolicy.save``; no optimizer state)."""
+    return Path(directory) / f"ppo-g{gpus}-m{models}.pt"
 
 
 def train(
@@ -41,7 +42,7 @@ def train(
     command: str = "",
     on_progress: Callable[[int, int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Train on ``cats`` (one shape); write the SB3 zip and its ``.json`` metadata."""
+    """Train on ``cats`` (one shape); write the policy network and its ``.json`` metadata."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -81,7 +82,7 @@ def train(
     model.learn(total_timesteps=timesteps, callback=_Progress())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
+    model.policy.save(out)
     meta = {
         "command": command,
         "gpus": cats[0].gpus,
@@ -104,10 +105,10 @@ class FleetPPOPolicy:
     name = "ppo"
 
     def __init__(self, path: Path, cat: Catalogue) -> None:
-        from stable_baselines3 import PPO
+        from stable_baselines3.common.policies import ActorCriticPolicy
 
         self.cat = cat
-        self.model = PPO.load(str(path), device="cpu")
+        self.model = ActorCriticPolicy.load(str(path), device="cpu")
         want = self.model.observation_space.shape
         have = features_shape(cat)
         if want != have:

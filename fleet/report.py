@@ -72,8 +72,10 @@ def verdict(p: PointResult) -> str:
     if ppo.reconfigurations == 0:
         steps = (p.ppo_meta or {}).get("timesteps", "?")
         text += (
-            f" PPO changed no slot in the whole run: after {steps} training steps its "
-            "deterministic action is the no-op in every state it met, so it holds the start "
+            f" PPO changed no slot in the whole run: after {steps} training steps it proposed "
+            f"{ppo.proposed} actions in {int(p.cat.horizon_s / TICK_S) - 1} ticks, the guards "
+            f"overrode them {ppo.overrides} times (a clamp and a veto count twice) and none "
+            "changed a slot, so it holds the start "
             "placement (Nexus's plan for the t = 0 rates) and never consolidates."
         )
     if nexus.attainment < 0.99:
@@ -129,9 +131,10 @@ def write_report(
         "`queue` rule behind its guards on every GPU, over the fixed start placement. PPO: "
         "DNN-Adapt's slot action (slot incl. no-op, model incl. empty, batch delta -4..5, "
         "parallel flag), one action per tick, Eq. 2 reward with R_GPU = GPUs in use and "
-        "R_SSR = slot switches (`fleet/env.py`, `fleet/agent.py`). Lower bound: each "
-        "model's offered rate at its best SLO-feasible throughput times the best parallel "
-        "gain, summed per tick and rounded up (hindsight, no queueing).",
+        "R_SSR = slot switches (`fleet/env.py`, `fleet/agent.py`). Lower bound, per tick, "
+        "the largest of: the offered load at each model's best SLO-feasible throughput "
+        "times the best parallel gain; one slot per model with traffic; the workers' "
+        "memory (hindsight: no queueing, start-up or fragmentation).",
         "",
     ]
     if notes:

@@ -30,6 +30,8 @@ class FleetResult:
     requests: int
     good: int
     reconfigurations: int
+    #: slot actions the policy proposed after t = 0 (before the guards)
+    proposed: int
     overrides: int
     decision_ms_mean: float
     decision_ms_max: float
@@ -74,7 +76,7 @@ def run_fleet(
     obs = sim.observe(rates=[float(m.workload.rate_at(0.0)) for m in cat.models])
     acts, over = guard(policy.decide(obs), obs, cat, state, 0.0)
     sim.apply(acts, ready=True)
-    n_over, reconf, times = len(over), 0, []
+    n_over, reconf, times, n_prop = len(over), 0, [], 0
     n_ticks = int(math.ceil(cat.horizon_s / TICK_S - 1e-9))
     for k in range(1, n_ticks + 1):
         t = min(k * TICK_S, cat.horizon_s)
@@ -90,6 +92,7 @@ def run_fleet(
         t0 = time.perf_counter()
         proposed = policy.decide(obs)
         times.append(time.perf_counter() - t0)
+        n_prop += len(proposed)
         acts, over = guard(proposed, obs, cat, state, t)
         n_over += len(over)
         reconf += sim.apply(acts)
@@ -107,6 +110,7 @@ def run_fleet(
         requests=int(tot.requests.sum()),
         good=int(tot.good.sum()),
         reconfigurations=reconf,
+        proposed=n_prop,
         overrides=n_over,
         decision_ms_mean=1000.0 * float(np.mean(times)) if times else 0.0,
         decision_ms_max=1000.0 * float(np.max(times)) if times else 0.0,

@@ -63,3 +63,8 @@ def test_lower_bound_is_below_the_mean_load_in_gpus() -> None:
     assert lb.shape == (600,)
     mean_need = sum(m.mean_rate / m.throughput(m.max_batch) for m in cat.models)
     assert mean_need / 1.34 <= lb.mean() <= mean_need + len(cat.models)
+
+
+def test_lower_bound_counts_one_slot_per_loaded_model() -> None:
+    cat = build_catalogue(32, 50, "diurnal", 60.0)
+    assert gpu_lower_bound(cat).min() >= 13  # 50 models, 4 slots per GPU
