@@ -1,5 +1,5 @@
-"""Baselines at fleet scale: dedicated GPUs with static batching, our per-host sidecar rules
-on a fixed placement, and the hindsight lower bound on GPUs."""
+"""Baselines at fleet scale: dedicated GPUs with static batching, the start placement held,
+our per-host sidecar rules on a fixed placement, and the hindsight lower bound on GPUs."""
 
 from __future__ import annotations
 
@@ -52,6 +52,22 @@ class StaticDedicated:
                 actions.append(SlotAction(g, 0, i, m.max_batch))
                 g += 1
         return tuple(actions)
+
+
+class HoldStart:
+    """The shared start placement (Nexus's plan for the t = 0 rates), never changed: what an
+    adaptive policy that only ever proposes no-ops would score (a reference for PPO)."""
+
+    name = "hold"
+
+    def __init__(self, cat: Catalogue) -> None:
+        self._nexus, self._done = NexusPolicy(cat), False
+
+    def decide(self, observation: FleetObservation) -> tuple[SlotAction, ...]:
+        if self._done:
+            return ()
+        self._done = True
+        return self._nexus.decide(observation)
 
 
 class _Host:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsadapt.fleet.baselines import SidecarRules, StaticDedicated, gpu_lower_bound
+from tsadapt.fleet.baselines import HoldStart, SidecarRules, StaticDedicated, gpu_lower_bound
 from tsadapt.fleet.catalog import MIXES, Catalogue, build_catalogue
 from tsadapt.fleet.nexus import NexusPolicy
 from tsadapt.fleet.ppo import FleetPPOPolicy, policy_path
@@ -18,7 +18,7 @@ from tsadapt.fleet.run import FleetResult, run_fleet
 
 #: (GPUs, models, horizon s): the sweep's diagonal; the largest point runs a shorter horizon.
 SWEEP: tuple[tuple[int, int, float], ...] = ((8, 10, 600.0), (32, 50, 600.0), (128, 200, 300.0))
-POLICIES = ("static", "sidecar", "nexus", "ppo")
+POLICIES = ("static", "hold", "sidecar", "nexus", "ppo")
 #: Where ``tsadapt fleet train`` writes and ``evaluate`` looks for policies.
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 
@@ -39,6 +39,8 @@ class PointResult:
 def make(name: str, cat: Catalogue, trained: Path):
     if name == "static":
         return StaticDedicated(cat)
+    if name == "hold":
+        return HoldStart(cat)
     if name == "sidecar":
         return SidecarRules(cat)
     if name == "nexus":

@@ -21,7 +21,7 @@ from tsadapt.fleet.evaluate import PointResult
 from tsadapt.fleet.interference import FIT_A, FIT_B, slowdown_table
 from tsadapt.markdown import table
 
-ORDER = ("static", "sidecar", "nexus", "ppo")
+ORDER = ("static", "hold", "sidecar", "nexus", "ppo")
 
 
 def _label(p: PointResult) -> str:
@@ -127,7 +127,8 @@ def write_report(
         f"- Nexus: squishy bin packing (`fleet/nexus.py`) re-planned every {NEXUS_EPOCH_S:g} s "
         f"from the epoch's mean rates times {NEXUS_HEADROOM:g} (our one change: at 1.0 its "
         "duty cycles leave no room for random arrivals). Static: one model per GPU, "
-        "peak-provisioned, most popular first while GPUs last. Sidecar: our per-host "
+        "peak-provisioned, most popular first while GPUs last. Hold: the start placement, "
+        "never changed (what a policy of no-ops would score). Sidecar: our per-host "
         "`queue` rule behind its guards on every GPU, over the fixed start placement. PPO: "
         "DNN-Adapt's slot action (slot incl. no-op, model incl. empty, batch delta -4..5, "
         "parallel flag), one action per tick, Eq. 2 reward with R_GPU = GPUs in use and "

@@ -29,7 +29,7 @@ def test_evaluate_writes_the_report(tmp_path: Path) -> None:
     assert "PPO decision time for this shape" in text
     assert (out / "fleet-diurnal-g2-m3.png").stat().st_size > 0
     rows = json.loads((out / "fleet.json").read_text())
-    assert {r["policy"] for r in rows} == {"static", "sidecar", "nexus"}
+    assert {r["policy"] for r in rows} == {"static", "hold", "sidecar", "nexus"}
 
 
 def test_bad_points_name_the_option(capsys) -> None:
@@ -37,7 +37,7 @@ def test_bad_points_name_the_option(capsys) -> None:
     assert "--points" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("policy", ["sidecar"])
+@pytest.mark.parametrize("policy", ["sidecar", "hold"])
 def test_simulate_each_baseline(policy: str, capsys) -> None:
     argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20"]
     assert main([*argv, "--policy", policy]) == 0
