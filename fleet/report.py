@@ -18,10 +18,26 @@ from tsadapt.fleet.constants import (
     WORKER_START_S,
 )
 from tsadapt.fleet.evaluate import PointResult
-from tsadapt.fleet.interference import FIT_A, FIT_B, slowdown_table
+from tsadapt.fleet.interference import (
+    COLOCATION_FILE,
+    FIT_A,
+    FIT_B,
+    slowdown_table,
+    throughputs,
+)
 from tsadapt.markdown import table
 
 ORDER = ("static", "hold", "sidecar", "nexus", "ppo")
+
+
+def _measured() -> str:
+    """The co-location throughputs the fit comes from, read from the committed raw file."""
+    if not COLOCATION_FILE.exists():
+        return f"raw file {COLOCATION_FILE} not found here"
+    thr = throughputs(json.loads(COLOCATION_FILE.read_text())["parts"]["colocation"]["cases"])
+    parts = [f"{k} worker{'s' if k > 1 else ''} {v:.1f} req/s" for k, v in sorted(thr.items())]
+    gains = [f"{v / thr[1]:.2f}x" for k, v in sorted(thr.items()) if k > 1]
+    return f"{', '.join(parts)}: {' and '.join(gains)} one worker's"
 
 
 def _label(p: PointResult) -> str:
@@ -105,8 +121,8 @@ def write_report(
         "slots take turns on the GPU (FIFO, non-preemptive); parallel slots run together, "
         f"each batch slowed by f(k) = 1 + {FIT_A:.4f}(k-1) + {FIT_B:.4f}(k-1)^2 for k "
         f"parallel batches (f = {', '.join(f'{x:.2f}' for x in f)} for k = 1..{len(f)}), "
-        "fitted to the H200 co-location runs of `tsadapt gpu-check` (1 worker 135.0 req/s, "
-        "2 workers 180.6, 4 workers 159.9: 1.34x and 1.18x). Those demo models are "
+        f"fitted to the H200 co-location runs of `tsadapt gpu-check` ({_measured()}). "
+        "Those demo models are "
         "handler/CPU-bound on an H200 (GPU utilisation ~3 %), so the curve measures "
         "co-location on a GPU host rather than kernel interference of GPU-bound models.",
         "- Models: a synthetic heterogeneous catalogue built from *published* GPU batch-latency "
