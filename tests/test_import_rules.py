@@ -22,6 +22,7 @@ ROOMS: tuple[tuple[str, str], ...] = (
     ("tsadapt.policy", "policy"),  # the controller contract: types, guards, rules, loop
     ("tsadapt.policy.sim", "policy/sim"),  # the simulator
     ("tsadapt.policy.learn", "policy/learn"),  # training
+    ("tsadapt.fleet", "fleet"),  # GPU slots at fleet scale: simulator, Nexus, PPO, baselines
     ("tsadapt.sidecar", "sidecar"),  # the controller against the real server
     ("tsadapt.packrat_cpu", "packrat_cpu"),  # the Packrat planner and live apply
     ("tsadapt.experiments", "experiments"),  # benches, fidelity, evaluation, checks
@@ -33,6 +34,7 @@ RANK = {prefix: i for i, (prefix, _) in enumerate(ROOMS)}
 FORBIDDEN = {
     ("tsadapt.sidecar", "tsadapt.policy.sim"),
     ("tsadapt.sidecar", "tsadapt.policy.learn"),
+    ("tsadapt.sidecar", "tsadapt.fleet"),
 }
 
 

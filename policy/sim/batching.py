@@ -29,12 +29,26 @@ _FLUSH_BLOCK = 4096
 
 
 class _Device:
-    __slots__ = ("spec", "capacity", "active", "host_load")
+    __slots__ = (
+        "spec",
+        "capacity",
+        "active",
+        "active_par",
+        "slotted",
+        "host_load",
+        "seq_free",
+        "all_free",
+    )
 
     def __init__(self, spec: DeviceSpec) -> None:
         self.spec = spec
         self.capacity = float(spec.capacity)
         self.active = 0
+        #: batches of parallel workers executing (only on a slotted GPU)
+        self.active_par = 0
+        self.slotted = spec.interference is not None
+        #: slotted GPU: when the last sequential batch ends, and when everything on it ends
+        self.seq_free = self.all_free = 0.0
         #: cores busy outside the workers in each HOST_LOAD_BIN_S bin (empty: none)
         self.host_load: list[float] = []
 
@@ -57,10 +71,11 @@ def host_load(
 class _Worker:
     """A worker; its batch is ``qbuf[bs:be]`` or, with requeued jobs, the array ``batch``."""
 
-    __slots__ = ("state", "epoch", "start", "batch", "bs", "be", "wid")
+    __slots__ = ("state", "epoch", "start", "batch", "bs", "be", "wid", "par")
 
     def __init__(self, wid: int, state: int) -> None:
         self.wid = wid
+        self.par = False  # the batch executing was counted as a parallel one
         self.state = state
         self.epoch = 0
         self.start = 0.0
@@ -82,7 +97,7 @@ class _Model:
         "batches", "size_sum", "fill_sum",
         "busy_done", "worker_s_acc", "wcount_since",
         "prev",
-        "jitter", "noise", "noise_i", "arr_buf",
+        "jitter", "noise", "noise_i", "arr_buf", "parallel",
     )  # fmt: skip
 
     def settings(self) -> ModelSettings:
@@ -92,6 +107,33 @@ class _Model:
 def _batch_cap(m: _Model) -> int:
     """The most jobs one batch can take: TorchServe breaks after the 2nd job at delay 0."""
     return m.B if m.d_snap > 0 else min(m.B, ZERO_DELAY_BATCH_CAP)
+
+
+def _slot_time(dev: _Device, m: _Model, w: _Worker, t: float, exec_s: float) -> float:
+    """Seconds from dispatch at ``t`` to completion on a slotted GPU (see the simulator's
+    docs): a sequential batch waits its turn (FIFO, after everything already on the GPU) and
+    runs alone; a parallel batch waits only for the sequential batch ahead and runs with the
+    other parallel ones, slowed by the fitted interference."""
+    w.par = m.parallel
+    if w.par:
+        dev.active_par += 1
+        start = max(t, dev.seq_free)
+        end = start + exec_s * dev.spec.slowdown(dev.active_par)
+        dev.all_free = max(dev.all_free, end)
+    else:
+        dev.active += m.threads
+        start = max(t, dev.all_free)
+        end = dev.seq_free = dev.all_free = start + exec_s
+    return end - t
+
+
+def _release(m: _Model, w: _Worker) -> None:
+    """The executing batch of ``w`` leaves its device."""
+    if w.par:
+        m.dev.active_par -= 1
+        w.par = False
+    else:
+        m.dev.active -= m.threads
 
 
 class Batching:
@@ -255,15 +297,18 @@ class Batching:
         else:  # a plain qbuf range
             b = e - s
         dev = m.dev
-        active = dev.active = dev.active + m.threads
         exec_s = m.lat_s[b] if b <= MAX_BATCH_LIMIT else m.spec.latency.batch_ms(b) / 1000.0
-        if dev.host_load:
-            k = int(t // HOST_LOAD_BIN_S)
-            active += dev.host_load[k] if k < len(dev.host_load) else 0.0
-        if active > dev.capacity:
-            exec_s *= active / dev.capacity
+        if not dev.slotted:
+            active = dev.active = dev.active + m.threads
+            if dev.host_load:
+                k = int(t // HOST_LOAD_BIN_S)
+                active += dev.host_load[k] if k < len(dev.host_load) else 0.0
+            if active > dev.capacity:
+                exec_s *= active / dev.capacity
         if m.jitter:
             exec_s *= self._noise(m)
+        if dev.slotted:
+            exec_s = _slot_time(dev, m, w, t, exec_s)
         w.state = _BUSY
         w.start = t
         heapq.heappush(self._heap, (t + exec_s, next(self._seq), _COMPLETE, m, w, w.epoch))
@@ -277,7 +322,7 @@ class Batching:
 
     def _complete(self, m: _Model, w: _Worker, t: float) -> None:
         """Worker ``w`` finishes its batch at ``t``: record it; the worker goes idle."""
-        m.dev.active -= m.threads
+        _release(m, w)
         batch = w.batch
         if batch is None and m.ovh_q is None:  # record now, compute latencies later
             done_t = m.done_t
@@ -360,7 +405,7 @@ class Batching:
             self._requeue(m, jobs)
             requeued = len(jobs) > 0
         elif w.state == _BUSY:
-            m.dev.active -= m.threads
+            _release(m, w)
             m.busy_done += t - w.start
             self._requeue(m, m.qbuf[w.bs : w.be] if w.batch is None else w.batch)
             requeued = True

@@ -48,6 +48,17 @@ re-evaluated as others start or finish): simple, and calibrated through ``capaci
 Optional log-normal jitter with coefficient of variation ``exec_cv`` (mean 1) uses the
 simulator's seeded generator.
 
+A *slotted GPU* (``DeviceSpec.interference`` set; the fleet simulator's GPUs, seed 000's
+formulation): each worker is a slot with a parallel flag (``ModelSpec.parallel``,
+:meth:`Simulator.set_parallel`). Sequential slots take turns: a sequential batch waits until
+everything already on the GPU has finished (FIFO, non-preemptive, as kernels of separate
+processes queue on one GPU without MPS) and then runs alone at its profiled time; the worker
+is busy from dispatch to completion. A parallel batch waits only for the sequential batch
+ahead of it and runs alongside the other parallel batches, each taking
+``interference[p - 1]`` times its profiled time for the ``p`` parallel batches on the GPU
+(fitted from co-location measurements: :mod:`tsadapt.fleet.interference`). A killed worker's
+reserved GPU time is not given back (the GPU finishes the kernel it already queued).
+
 End-to-end latency of a request = completion time of its batch - arrival time (queue
 wait + aggregation wait + execution) + the request's *overhead*: the time spent outside
 the worker (client and HTTP stack, the frontend's request/response handling, the hop to
@@ -193,6 +204,7 @@ class Simulator(Batching):
             "worker_s": 0.0,
         }
         m.jitter = spec.exec_cv > 0
+        m.parallel = bool(spec.parallel)
         m.noise, m.noise_i = None, _NOISE_BLOCK
         for _ in range(spec.initial.workers):
             w = _Worker(m.next_wid, _IDLE)
@@ -256,6 +268,26 @@ class Simulator(Batching):
             self._form(m, t, k, blocked=True)
         if m.holder is None and m.idle:
             self._acquire(m, t)
+
+    def add_model(self, spec: ModelSpec) -> None:
+        """Register one more model at ``now`` (a fleet places a model on a new GPU): its
+        initial workers are ready at once, it has no arrivals yet (:meth:`extend_arrivals`)."""
+        if spec.name in self._models:
+            raise ValueError(f"model {spec.name!r} already exists")
+        if spec.device not in self.devices:
+            raise ValueError(f"model {spec.name!r}: unknown device {spec.device!r}")
+        if spec.host_cpu_ms > 0:
+            raise ValueError(f"model {spec.name!r}: host_cpu_ms needs the arrivals up front")
+        m = self._new_model(len(self._order), spec, np.empty(0))
+        m.prev["t"] = m.wcount_since = self.now
+        self._order.append(m)
+        self._models[spec.name] = m
+        if m.idle:
+            self._acquire(m, self.now)
+
+    def set_parallel(self, model: str, parallel: bool) -> None:
+        """Set a GPU slot's parallel flag; batches already executing keep how they started."""
+        self._model(model).parallel = bool(parallel)
 
     def extend_arrivals(self, model: str, times: np.ndarray) -> None:
         """Append sorted arrival times after every arrival so far and after ``now``.

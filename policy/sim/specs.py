@@ -95,14 +95,38 @@ class LatencyModel:
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """A device shared by workers; ``capacity`` threads run at full speed (CPU cores)."""
+    """A device shared by workers; ``capacity`` threads run at full speed (CPU cores).
+
+    ``interference`` (a GPU with slots, see :mod:`tsadapt.policy.sim.simulator`): the slow-down
+    of one batch when ``k`` batches of *parallel* workers run at once, ``interference[k - 1]``
+    for k = 1..n (linear beyond ``n`` along the last step). None: the plain contention factor.
+    """
 
     name: str = DEFAULT_DEVICE
     capacity: float = 1.0
+    interference: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.capacity > 0:
             raise ValueError(f"device {self.name!r}: capacity must be > 0")
+        f = self.interference
+        if f is not None:
+            f = tuple(float(x) for x in f)
+            if not f or f[0] != 1.0 or any(b < a for a, b in zip(f, f[1:], strict=False)):
+                raise ValueError(
+                    f"device {self.name!r}: interference must start at 1.0 and not decrease"
+                )
+            object.__setattr__(self, "interference", f)
+
+    def slowdown(self, k: int) -> float:
+        """Slow-down of each of ``k`` concurrent parallel batches (1 without interference)."""
+        f = self.interference
+        if f is None or k <= 1:
+            return 1.0
+        if k <= len(f):
+            return f[k - 1]
+        step = f[-1] - f[-2] if len(f) >= 2 else 0.0
+        return f[-1] + step * (k - len(f))
 
 
 def _check_batch_limit(batch_size: int) -> None:
@@ -127,6 +151,9 @@ class ModelSpec:
     #: CPU time (ms) each arriving request costs the device outside the workers (client,
     #: HTTP, frontend): load that competes with the workers' threads (see the simulator's docs).
     host_cpu_ms: float = 0.0
+    #: A GPU slot's parallel flag: its batches run concurrently with other parallel workers'
+    #: (``DeviceSpec.interference``) instead of taking turns (see the simulator's docs).
+    parallel: bool = False
 
     def __post_init__(self) -> None:
         _check_batch_limit(self.initial.batch_size)

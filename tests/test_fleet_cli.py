@@ -1,0 +1,44 @@
+"""``tsadapt fleet simulate`` and ``evaluate`` end to end on a tiny fleet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tsadapt.cli.main import main
+
+
+def test_simulate_json_fields(capsys) -> None:
+    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "30", "--json"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    r = json.loads(text[text.index("{") :])
+    assert r["policy"] == "nexus" and 0.0 <= r["attainment"] <= 1.0
+    assert 0 < r["mean_gpus"] <= 2 and r["requests"] > 0
+
+
+def test_evaluate_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = ["fleet", "evaluate", "--points", "2x3x30", "--out-dir", str(out)]
+    assert main([*argv, "--trained", str(tmp_path / "none")]) == 0
+    text = (out / "fleet.md").read_text()
+    assert text.splitlines()[2].startswith("Written by `tsadapt fleet evaluate")
+    assert "not run: no policy trained for 2 GPUs x 3 models" in text
+    assert "PPO decision time for this shape" in text
+    assert (out / "fleet-diurnal-g2-m3.png").stat().st_size > 0
+    rows = json.loads((out / "fleet.json").read_text())
+    assert {r["policy"] for r in rows} == {"static", "hold", "sidecar", "nexus"}
+
+
+def test_bad_points_name_the_option(capsys) -> None:
+    assert main(["fleet", "evaluate", "--points", "8x10"]) == 1
+    assert "--points" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("policy", ["sidecar", "hold"])
+def test_simulate_each_baseline(policy: str, capsys) -> None:
+    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20"]
+    assert main([*argv, "--policy", policy]) == 0
+    assert f"{policy}:" in capsys.readouterr().out

@@ -1,0 +1,40 @@
+"""PPO on the fleet env: a short training writes a policy the runtime loads and runs behind
+the guards; a policy of another fleet shape is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tsadapt.fleet.catalog import build_catalogue
+from tsadapt.fleet.ppo import FleetPPOPolicy, policy_path, train
+from tsadapt.fleet.run import run_fleet
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ppo")
+    cats = [build_catalogue(2, 3, mix, 40.0) for mix in ("diurnal", "bursty")]
+    meta = train(cats, 512, policy_path(out, 2, 3), episode_ticks=20)
+    assert meta["timesteps"] >= 512 and meta["gpus"] == 2
+    return out
+
+
+def test_trained_policy_runs_behind_the_guards(trained: Path) -> None:
+    cat = build_catalogue(2, 3, "diurnal", 40.0)
+    r = run_fleet(cat, FleetPPOPolicy(policy_path(trained, 2, 3), cat), seed=1)
+    assert r.policy == "ppo" and r.proposed <= 39
+    assert r.reconfigurations <= r.proposed
+    assert 0 < r.mean_gpus <= 2
+
+
+def test_a_policy_of_another_shape_is_refused(trained: Path) -> None:
+    cat = build_catalogue(2, 4, "diurnal", 40.0)
+    with pytest.raises(ValueError, match="observation shape"):
+        FleetPPOPolicy(policy_path(trained, 2, 3), cat)
+
+
+def test_train_needs_steps(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timesteps"):
+        train([build_catalogue(2, 3, "diurnal", 40.0)], 0, tmp_path / "p.pt")
