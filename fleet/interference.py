@@ -23,8 +23,8 @@ import numpy as np
 
 from tsadapt.fleet.constants import SLOTS_PER_GPU
 
-#: The committed raw co-location measurements (relative to the repository root).
-COLOCATION_FILE = Path("docs/results/gpu-raw/gpu-parts34.json")
+#: The committed co-location measurements: the GPU check's report, from the repository root.
+COLOCATION_FILE = Path("docs/results/gpu.json")
 #: The fit of the committed measurements (tests/test_fleet_interference.py re-fits the file).
 FIT_A, FIT_B = 0.3468, 0.1484
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_interference_constants_are_the_fit_of_the_committed_measurements() -> None:
-    a, b = fit_file(REPO / "docs/results/gpu-raw/gpu-parts34.json")
+    a, b = fit_file(REPO / "docs/results/gpu.json")
     assert (a, b) == pytest.approx((FIT_A, FIT_B), abs=5e-4)
 
 
