@@ -5,7 +5,10 @@ Every registered model gets an entry with its current batch size, delay and work
 its limits; its SLO is ``--slo-ms``, else twice the profiled latency of its current batch
 (from ``--profile``), else :data:`FALLBACK_SLO_MS`. ``--profile`` files also lower
 ``max_batch`` by Nexus's rule (``slo_feasible_batch``: the largest batch whose profiled
-latency is at most half the SLO), as :func:`apply_profiles` does for ``tsadapt control``.
+latency is at most half the SLO left after the latency outside the worker), as
+:func:`apply_profiles` does for ``tsadapt control``. A profile measures the handler alone,
+so it brings no outside latency (0 here); a calibrated scenario (``tsadapt control
+--scenario``) brings the measured one.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def load_profile(path: Path) -> tuple[str, LatencyModel]:
 
 def apply_profiles(config: ControllerConfig, paths: list[Path]) -> ControllerConfig:
     """:func:`apply_latencies` with the latency of each ``tsadapt profile`` JSON."""
-    return apply_latencies(config, [(*load_profile(p), f"--profile {p}") for p in paths])
+    return apply_latencies(config, [(*load_profile(p), 0.0, f"--profile {p}") for p in paths])
 
 
 def _slo(args: argparse.Namespace, latency: LatencyModel | None, batch: int) -> float:

@@ -10,7 +10,6 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -167,112 +166,6 @@ def _train_selected(cfg: Any, out: Path, cmd: str) -> dict[str, Any]:
         return train_selected(cfg, out, cmd, on_progress=on, on_validated=validated)
 
 
-# ----------------------------------------------------------------------------- evaluate
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    from tsadapt.experiments.evaluate import (
-        best_static,
-        describe_start,
-        dump_rows,
-        plot,
-        run_policy,
-        static_search_size,
-        write_markdown,
-    )
-    from tsadapt.policy.ppo_policy import PolicyFileError, read_metadata
-    from tsadapt.policy.sim.control import registration_configs
-    from tsadapt.policy.sim.scenario import load_scenario
-
-    try:
-        scenarios = [load_scenario(p) for p in args.scenarios]
-        if "ppo" in args.policies:
-            meta = read_metadata(args.policy_file)
-    except (PolicyFileError, ValueError, OSError) as exc:
-        return _err(str(exc))
-    seeds = list(range(args.seeds))
-    rows: list[dict[str, Any]] = []
-    adaptive = [p for p in args.policies if p != "best-static"]
-    total = len(scenarios) * len(seeds) * len(args.policies)
-    if "best-static" in args.policies:
-        total += sum(static_search_size(s) for s in scenarios)
-    t0 = time.perf_counter()
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    ) as prog:
-        task = prog.add_task("evaluate", total=total)
-        starts = []
-        for sc in scenarios:
-            initial = registration_configs(sc) if args.start == "registration" else None
-            starts.append((sc.name, describe_start(initial)))
-            statics = None
-            if "best-static" in args.policies:
-                prog.update(task, description=f"{sc.name}: tuning best-static")
-                statics = best_static(sc, on_step=lambda n: prog.advance(task, n))
-            for seed in seeds:
-                for pol in (["best-static"] if statics else []) + adaptive:
-                    prog.update(task, description=f"{sc.name} / {pol} / seed {seed}")
-                    try:
-                        rows.append(
-                            run_policy(
-                                sc,
-                                pol,
-                                seed,
-                                args.policy_file,
-                                static_configs=statics,
-                                initial=initial,
-                            )
-                        )
-                    except PolicyFileError as exc:
-                        return _err(str(exc))
-                    prog.advance(task)
-    out_dir = args.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dump_rows(rows, out_dir / "simulation.json")
-    plots = plot(rows, out_dir)
-    header: dict[str, Any] = {
-        "command": f"`{_command_line('evaluate', args.argv)}`",
-        "scenarios": ", ".join(f"`{_rel(Path(p))}`" for p in args.scenarios),
-        "evaluation wall time": f"{time.perf_counter() - t0:.0f} s",
-    }
-    if "ppo" in args.policies:
-        pf = Path(args.policy_file)
-        header["policy file"] = f"`{_rel(pf)}`"
-        header["policy training"] = (
-            f"{meta.get('total_timesteps')} steps in {meta.get('train_seconds')} s wall, "
-            f"{meta.get('train_cpu_seconds')} s CPU (one thread), on a "
-            f"{meta.get('host', {}).get('cpus')}-CPU host shared with other jobs; "
-            f"seed {meta.get('seed')}"
-        )
-        sel = meta.get("selection")
-        if sel:
-            scores = ", ".join(
-                f"seed {c['seed']} {c['score_goodput_rps']:.1f}" for c in sel["candidates"]
-            )
-            header["policy selection"] = (
-                f"seed {sel['chosen_seed']} kept of {len(sel['candidates'])} trained "
-                f"({sel['processes']} at a time) by summed validation goodput over "
-                f"{len(sel['scenario_files'])} scenarios x seeds {sel['validation_seeds']} "
-                f"({scores} req/s); training and selection took {sel['wall_seconds']:.0f} s wall"
-            )
-        header["regenerate the policy"] = f"`{meta.get('command')}`"
-    if len({text for _, text in starts}) == 1:
-        start = starts[0][1]
-    else:
-        start = "; ".join(f"{name}: {text}" for name, text in starts)
-    md = write_markdown(rows, out_dir / "simulation.md", header, plots, start)
-    print(f"wrote {md}, {out_dir / 'simulation.json'} and {len(plots)} plots")
-    return 0
-
-
 # ----------------------------------------------------------------------------- profile
 
 
@@ -344,24 +237,9 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=_with_argv(_train, "train"))
 
-    p = subparsers.add_parser(
-        "evaluate",
-        help="every policy over scenarios x seeds -> docs",
-        description="Writes docs/results/simulation.md, .json and plots.",
-    )
-    p.add_argument("--scenarios", nargs="+", default=list(DEFAULT_SCENARIOS))
-    p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
-    p.add_argument("--policy-file", type=Path, default=DEFAULT_POLICY_FILE)
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument(
-        "--start",
-        choices=("registration", "batch1"),
-        default="registration",
-        help="where adaptive runs start: the demo models' registration defaults (as the real "
-        "server does; batch 1 for non-demo models) or batch 1",
-    )
-    p.set_defaults(func=_with_argv(_evaluate, "evaluate"))
+    from tsadapt.cli.evaluate_command import add_evaluate_parser
+
+    add_evaluate_parser(subparsers, _with_argv)
 
     p = subparsers.add_parser(
         "profile",

@@ -108,7 +108,8 @@ def write_markdown(
         "between polls; failed = requests not answered 2xx. Every controller runs "
         f"`tsadapt control --config {_rel(cfg.controller_config)} --scenario "
         f"{_rel(Path(scenario.path or ''))}`: the SLOs are the scenario's, and each model's "
-        "`max_batch` is the largest batch whose profiled execution takes at most half the SLO.",
+        "`max_batch` is the largest batch whose profiled execution takes at most half of what "
+        "the SLO leaves after the p99 of its measured latency outside the worker.",
         "",
     ]  # fmt: skip
     for peer in peers:

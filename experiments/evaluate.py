@@ -32,6 +32,13 @@ from tsadapt.policy.sim.static_run import run_static
 from tsadapt.policy.types import ModelSettings
 
 POLICIES = ("best-static", "static", "aimd", "queue", "ppo")
+#: Best-static held to PPO's worker-seconds (:func:`budget_matched_static`); ``tsadapt
+#: evaluate`` adds it whenever it runs both best-static and ppo.
+BUDGET_STATIC = "budget-static"
+#: Rows of the report's tables, in this order.
+REPORT_POLICIES = ("best-static", BUDGET_STATIC, "static", "aimd", "queue", "ppo")
+#: The rule policies (``policy/rules.py``) PPO is held against on held-out scenarios.
+RULES = ("static", "aimd", "queue")
 METRICS = (
     "goodput_rps",
     "slo_attainment",
@@ -50,7 +57,7 @@ STATIC_PASSES = 2
 MAX_START_ALLOCATIONS = 64
 
 
-def _static_result(
+def static_result(
     scenario: Scenario, configs: Mapping[str, ModelSettings], seed: int, policy: str = "best-static"
 ) -> dict[str, Any]:
     r = run_static(scenario, configs, seed)
@@ -89,15 +96,17 @@ def static_candidates(model: ModelEntry) -> list[ModelSettings]:
     return [ModelSettings(b, d, w) for b in batches for d in STATIC_DELAYS_MS for w in workers]
 
 
-def worker_allocations(scenario: Scenario) -> list[dict[str, int]]:
-    """Every workers-per-model choice within the limits and the budget (none if too many)."""
+def worker_allocations(scenario: Scenario, budget: int | None = None) -> list[dict[str, int]]:
+    """Every workers-per-model choice within the limits and the budget (default: the
+    scenario's; none if too many)."""
+    budget = scenario.budget.workers if budget is None else budget
     ranges = [range(max(1, m.min_workers), m.max_workers + 1) for m in scenario.models]
     if math.prod(len(r) for r in ranges) > MAX_START_ALLOCATIONS:
         return []
     return [
         dict(zip(scenario.model_names, ws, strict=True))
         for ws in itertools.product(*ranges)
-        if sum(ws) <= scenario.budget.workers
+        if sum(ws) <= budget
     ]
 
 
@@ -114,12 +123,19 @@ def improves(goodput: float, worker_s: float, best_goodput: float, best_worker_s
     return goodput >= best_goodput - GOODPUT_TIE_RPS and worker_s < best_worker_s
 
 
+#: Mean (goodput, worker-seconds) of a fixed configuration over the tuning seeds, by config.
+StaticCache = dict[tuple[tuple[str, ModelSettings], ...], tuple[float, float]]
+
+
 def best_static(
     scenario: Scenario,
     seeds: Sequence[int] = TUNING_SEEDS,
     on_step: Callable[[int], None] | None = None,
+    worker_cap: int | None = None,
+    cache: StaticCache | None = None,
 ) -> dict[str, ModelSettings]:
-    """Coordinate search over (batch, delay, workers), one model at a time, within the budget.
+    """Coordinate search over (batch, delay, workers), one model at a time, within the budget
+    (the scenario's, or ``worker_cap`` workers in all when that is lower).
 
     A configuration scores its mean goodput and mean worker-seconds over ``seeds`` and
     replaces the best so far when it :func:`improves` on it; a search makes at most
@@ -130,8 +146,14 @@ def best_static(
     full, and a start with more workers may not find its way back to fewer.
     ``on_step(n)`` reports ``n`` more of the :func:`static_search_size` runs done
     (over-budget and cached candidates, and the passes or search an early end skips, count).
+    ``cache`` (scores by configuration, for these ``seeds``) may be shared between searches.
     """
-    cache: dict[tuple[tuple[str, ModelSettings], ...], tuple[float, float]] = {}
+    cache = {} if cache is None else cache
+    budget = (
+        scenario.budget.workers if worker_cap is None else min(worker_cap, scenario.budget.workers)
+    )
+    if sum(max(1, m.min_workers) for m in scenario.models) > budget:
+        raise ValueError(f"worker_cap: {worker_cap} workers are fewer than the models' minimum")
     candidates = {m.name: static_candidates(m) for m in scenario.models}
     per_pass = sum(len(c) for c in candidates.values()) * len(seeds)
 
@@ -161,7 +183,7 @@ def best_static(
             for name, model_candidates in candidates.items():
                 for c in model_candidates:
                     trial = {**cur, name: c}
-                    if sum(x.workers for x in trial.values()) <= scenario.budget.workers:
+                    if sum(x.workers for x in trial.values()) <= budget:
                         g, ws = score(trial)
                         if improves(g, ws, best_g, best_w):
                             cur, best_g, best_w, changed = trial, g, ws, True
@@ -173,7 +195,7 @@ def best_static(
 
     fewest = start({m.name: max(1, m.min_workers) for m in scenario.models})
     allocated = fewest
-    for workers in worker_allocations(scenario):
+    for workers in worker_allocations(scenario, budget):
         trial = start(workers)
         if improves(*score(trial), *score(allocated)):
             allocated = trial
@@ -184,6 +206,40 @@ def best_static(
         return best
     other = search(allocated)
     return other if improves(*score(other), *score(best)) else best
+
+
+def budget_workers(scenario: Scenario, worker_seconds: float) -> int:
+    """Most workers a fixed configuration may run in all so that its worker-seconds (workers
+    x ``duration_s``) are at most ``worker_seconds``."""
+    return int(math.floor(worker_seconds / scenario.duration_s + 1e-9))
+
+
+def budget_matched_static(
+    scenario: Scenario,
+    worker_seconds: float,
+    best: Mapping[str, ModelSettings] | None = None,
+    seeds: Sequence[int] = TUNING_SEEDS,
+    cache: StaticCache | None = None,
+) -> dict[str, ModelSettings] | None:
+    """Best-static held to ``worker_seconds`` (PPO's, on this scenario): the same coordinate
+    search within :func:`budget_workers` workers, or the unconstrained ``best`` when it fits
+    that budget and scores better; None when not even the models' minimum workers fit."""
+    cap = budget_workers(scenario, worker_seconds)
+    if sum(max(1, m.min_workers) for m in scenario.models) > cap:
+        return None
+    cache = {} if cache is None else cache
+    found = best_static(scenario, seeds, worker_cap=cap, cache=cache)
+    if best is not None and sum(c.workers for c in best.values()) <= cap:
+        mean = {}
+        for name, cfgs in (("found", found), ("best", best)):
+            runs = [run_static(scenario, cfgs, s).overall for s in seeds]
+            mean[name] = (
+                float(np.mean([r.goodput_rps for r in runs])),
+                float(np.mean([r.worker_seconds for r in runs])),
+            )
+        if improves(*mean["best"], *mean["found"]):
+            return dict(best)
+    return found
 
 
 def run_policy(
@@ -199,7 +255,7 @@ def run_policy(
     default :func:`sim_control.initial_configs`)."""
     if policy == "best-static":
         cfgs = dict(static_configs) if static_configs is not None else best_static(scenario)
-        return _static_result(scenario, cfgs, seed)
+        return static_result(scenario, cfgs, seed)
     return run_named(scenario, policy, seed, policy_file, sim_config, initial).as_dict()
 
 
@@ -281,18 +337,46 @@ def describe_start(configs: Mapping[str, ModelSettings] | None) -> str:
     return f"the models' registration defaults, as on the real server ({each})"
 
 
+def describe_configs(cfg: Mapping[str, Mapping[str, Any]]) -> str:
+    """A fixed configuration per model, as the report writes it."""
+    return ", ".join(
+        f"{n}: b={c['batch_size']} d={c['max_batch_delay_ms']:.0f} w={c['workers']}"
+        for n, c in cfg.items()
+    )
+
+
+def at_least(rows: Sequence[Mapping[str, Any]], scenario: str, other: str) -> str:
+    """Is PPO's mean goodput at least ``other``'s (a tie counts) on ``scenario``?"""
+    ppo = [r for r in rows if r["scenario"] == scenario and r["policy"] == "ppo"]
+    oth = [r for r in rows if r["scenario"] == scenario and r["policy"] == other]
+    if not ppo or not oth:
+        return "n/a"
+    g, go = summarise(ppo, "goodput_rps").mean, summarise(oth, "goodput_rps").mean
+    w, wo = summarise(ppo, "worker_seconds").mean, summarise(oth, "worker_seconds").mean
+    ok = "**yes**" if g >= go - GOODPUT_TIE_RPS else "**no**"
+    return f"{ok} (goodput {g:.1f} vs {go:.1f} rps, worker-s {w:.0f} vs {wo:.0f})"
+
+
 def write_markdown(
     rows: Sequence[Mapping[str, Any]],
     out: Path,
     header: Mapping[str, Any],
     plots: Sequence[str],
     start: str = START_BATCH1,
+    sections: Sequence[str] = (),
 ) -> Path:
-    """``docs/results/simulation.md``: mean ± sample std per metric, verdicts, plots."""
+    """``docs/results/simulation.md``: mean ± sample std per metric, verdicts, ``sections``
+    (more lines, e.g. the held-out section), plots; its top line names the command."""
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
-    policies = [p for p in POLICIES if any(r["policy"] == p for r in rows)]
+    policies = [p for p in REPORT_POLICIES if any(r["policy"] == p for r in rows)]
     seeds = sorted({r["seed"] for r in rows})
-    lines = ["# Simulation results", "", "Written by `tsadapt evaluate` (do not edit by hand).", ""]
+    command = header.get("command", "`tsadapt evaluate`")
+    lines = [
+        f"# Simulation results: {command}",
+        "",
+        "Written by that command (do not edit by hand).",
+        "",
+    ]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += [f"- seeds: {seeds} (mean ± sample standard deviation over seeds)", ""]
     lines += [
@@ -303,7 +387,10 @@ def write_markdown(
         "worker-seconds), run as plain TorchServe without a controller. Every other "
         f"policy starts from {start} and runs behind "
         "the same guards as `tsadapt control` (`static` = the controller changes nothing "
-        "itself, so only the guards' emergency rule acts). Goodput = requests answered "
+        "itself, so only the guards' emergency rule acts). `budget-static` = the same "
+        "search held to PPO's worker-seconds on that scenario (mean over the evaluation "
+        "seeds): at most that many worker-seconds / duration workers in all; the "
+        "unconstrained best-static when it fits. Goodput = requests answered "
         "within their model's SLO per second; worker-seconds = sum over models of "
         "workers x time.",
         "",
@@ -325,13 +412,18 @@ def write_markdown(
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
         statics = [r for r in rows if r["scenario"] == sc and r["policy"] == "best-static"]
         if statics:
-            cfg = statics[0]["static_configs"]
-            desc = ", ".join(
-                f"{n}: b={c['batch_size']} d={c['max_batch_delay_ms']:.0f} w={c['workers']}"
-                for n, c in cfg.items()
-            )
+            desc = describe_configs(statics[0]["static_configs"])
             tuned = f"tuned on seeds {list(TUNING_SEEDS)}"
             lines += ["", f"best-static configuration ({tuned}): {desc}. {headroom(statics)}"]
+        matched = [r for r in rows if r["scenario"] == sc and r["policy"] == BUDGET_STATIC]
+        if matched:
+            desc = describe_configs(matched[0]["static_configs"])
+            lines += [
+                "",
+                f"budget-static configuration (at most {matched[0]['budget_workers']} workers, "
+                f"PPO's {matched[0]['budget_worker_seconds']:.0f} worker-s): {desc}. PPO's "
+                f"goodput at least budget-static's: {at_least(rows, sc, BUDGET_STATIC)}",
+            ]
         if "ppo" in policies:
             lines += [
                 "",
@@ -345,6 +437,7 @@ def write_markdown(
                 if other != "ppo":
                     lines.append(f"- {other}: {verdict(rows, sc, other)}")
         lines.append("")
+    lines += list(sections)
     if plots:
         lines += ["## Plots", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in plots] + [""]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -360,7 +453,7 @@ def plot(rows: Sequence[Mapping[str, Any]], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
-    policies = [p for p in POLICIES if any(r["policy"] == p for r in rows)]
+    policies = [p for p in REPORT_POLICIES if any(r["policy"] == p for r in rows)]
     paths = []
     for metric, label in (
         ("goodput_rps", "goodput (req/s within SLO)"),

@@ -15,6 +15,7 @@ from tsadapt.policy.learn.selection import (
     SCORE_TIE_RPS,
     Validation,
     better,
+    candidates_dir,
     choose,
     resolve_scenario_file,
     train_selected,
@@ -103,7 +104,11 @@ def _tiny(scenario: Path, candidates: int) -> TrainConfig:
         randomise=RandomiseConfig(models=(1, 2), max_rate_rps=80.0),
         ppo=PPOConfig(n_steps=64, batch_size=64, n_epochs=1, n_envs=2, net_arch=(16,)),
         select=SelectConfig(
-            candidates=candidates, scenario_files=(str(scenario),), seeds=(1,), processes=2
+            candidates=candidates,
+            scenario_files=(str(scenario),),
+            seeds=(1,),
+            processes=2,
+            random_scenarios=2,
         ),
     )
 
@@ -141,6 +146,12 @@ def test_two_candidates_keep_the_better_seed_bit_for_bit(
     ]
     assert sel["chosen_seed"] == choose(ranked).seed == meta["seed"]
     load_policy_file(out)  # the chosen file loads like any policy file
+    assert sel["random_scenarios"] == 2
+    assert all(c["random_goodput_rps"] > 0 for c in sel["candidates"])  # scored, not ranked on
+    kept = candidates_dir(out)
+    assert sorted(p.name for p in kept.iterdir()) == ["seed3.zip", "seed4.zip"]
+    with zipfile.ZipFile(out) as a, zipfile.ZipFile(kept / f"seed{meta['seed']}.zip") as b:
+        assert a.read(WEIGHTS_MEMBER) == b.read(WEIGHTS_MEMBER)
     # ... and holds exactly what training the chosen seed alone writes.
     alone = tmp_path / "alone.zip"
     train(replace(cfg, seed=sel["chosen_seed"]), alone, command="pytest alone")

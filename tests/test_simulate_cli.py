@@ -161,3 +161,44 @@ def test_evaluate_writes_table_and_plots(small_scenario: Path, tmp_path: Path) -
     rows = json.loads((out / "simulation.json").read_text())
     assert len(rows) == 3 * 2
     assert (out / "simulation_goodput_rps.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        (["--random", "-1"], "--random: need a count >= 0"),
+        (["--random", "2", "--policies", "static"], "--random: needs ppo"),
+        (["--random", "2", "--random-horizon", "0"], "--random-horizon"),
+        (["--random", "2", "--processes", "0"], "--processes"),
+        (["--random", "20000"], "--random: need 1..10000"),
+    ],
+)
+def test_evaluate_random_names_the_bad_flag(
+    small_scenario: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    flags: list[str],
+    match: str,
+) -> None:
+    argv = ["evaluate", "--scenarios", str(small_scenario), "--seeds", "1"]
+    assert _run([*argv, "--out-dir", str(tmp_path), *flags]) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "simulation.md").exists()
+
+
+def test_evaluate_random_writes_the_held_out_section(small_scenario: Path, tmp_path: Path) -> None:
+    """The rules and PPO on two short held-out scenarios (best-static's search, the slow part,
+    has tests of its own: test_evaluate_heldout.py)."""
+    argv = ["evaluate", "--scenarios", str(small_scenario), "--seeds", "1", "--random", "2"]
+    argv += ["--random-horizon", "4", "--out-dir", str(tmp_path)]
+    argv += ["--policies", "static", "aimd", "queue", "ppo"]
+    assert _run(argv) == 0
+    md = (tmp_path / "simulation.md").read_text()
+    assert md.startswith("# Simulation results: `tsadapt evaluate --scenarios")
+    assert "## Random held-out scenarios (2)" in md and "4 s each (training episodes" in md
+    assert "| best rule | 2 |" in md
+    held = json.loads((tmp_path / "simulation-heldout.json").read_text())
+    assert len(held) == 2
+    for res in held:
+        assert {r["policy"] for r in res["rows"]} == {"static", "aimd", "queue", "ppo"}
+        assert {r["generator_seed"] for r in res["rows"]} == {res["rows"][0]["generator_seed"]}

@@ -11,7 +11,14 @@ at once), runs every candidate behind the guards over ``select.scenario_files`` 
 choice never sees the runs ``tsadapt evaluate`` reports - and keeps the candidate that
 :func:`better` ranks first: highest validation goodput, then, within a tie, fewest
 worker-seconds, then fewest reconfigurations. Every candidate's scores go into the chosen
-file's metadata (``selection``), so the choice can be checked.
+file's metadata (``selection``), so the choice can be checked, and every candidate's file is
+kept next to it (:func:`candidates_dir`), so ``tsadapt evaluate --random`` can rank the
+candidates on held-out scenarios and say whether selection ranked them the same way.
+
+With ``select.random_scenarios`` > 0 every candidate is also run once on that many random
+validation scenarios (:mod:`policy.learn.scenario_sets`: seeds of their own, none a training
+or a held-out one); their summed goodput is recorded as ``random_goodput_rps`` next to
+the ranking score, which it does not change.
 
 Adaptive validation runs start where ``tsadapt evaluate`` starts them: the demo models'
 registration defaults (:func:`sim_control.registration_configs`).
@@ -22,6 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -53,6 +61,9 @@ class Validation:
     reconfigurations: dict[str, float]
     train_seconds: float
     validate_seconds: float
+    #: Summed goodput and worker-seconds over the random validation scenarios (0 if none).
+    random_goodput_rps: float = 0.0
+    random_worker_seconds: float = 0.0
 
     @property
     def score(self) -> float:
@@ -75,6 +86,8 @@ class Validation:
             "reconfigurations": round(self.total_reconfigurations, 1),
             "train_seconds": round(self.train_seconds, 1),
             "validate_seconds": round(self.validate_seconds, 1),
+            "random_goodput_rps": round(self.random_goodput_rps, 3),
+            "random_worker_seconds": round(self.random_worker_seconds, 1),
             "scenarios": {
                 name: {
                     "goodput_rps": round(g, 3),
@@ -133,6 +146,26 @@ def validate(policy_file: Path, scenario_files: Sequence[str], seeds: Sequence[i
     return out
 
 
+def validate_random(policy_file: Path, config: TrainConfig) -> tuple[float, float]:
+    """Summed goodput and worker-seconds of one policy file over the random validation
+    scenarios (one run each, the scenario's own seed; (0, 0) when there are none)."""
+    from tsadapt.policy.learn.scenario_sets import draw, selection_scenario_seeds
+    from tsadapt.policy.sim.control import run_named
+
+    horizon = config.env.episode_ticks * config.env.tick_s
+    goodput = worker_s = 0.0
+    for sc in draw(config, selection_scenario_seeds(config), horizon, "select"):
+        r = run_named(sc, "ppo", sc.seed, policy_file)
+        goodput += r.overall.goodput_rps
+        worker_s += r.overall.worker_seconds
+    return goodput, worker_s
+
+
+def candidates_dir(out: Path) -> Path:
+    """Where :func:`train_selected` keeps every candidate's policy file (``seed<N>.zip``)."""
+    return Path(out).parent / "candidates"
+
+
 def _train_and_validate(
     config: TrainConfig, out: Path, command: str, progress: Any
 ) -> tuple[dict[str, Any], Validation]:
@@ -146,6 +179,7 @@ def _train_and_validate(
     meta = train(config, out, command=command, on_progress=on)
     t0 = time.perf_counter()
     v = validate(out, config.select.scenario_files, config.select.seeds)
+    random_goodput, random_worker_s = validate_random(out, config)
     return meta, Validation(
         seed=config.seed,
         goodput_rps=v["goodput"],
@@ -153,6 +187,8 @@ def _train_and_validate(
         reconfigurations=v["reconf"],
         train_seconds=float(meta["train_seconds"]),
         validate_seconds=time.perf_counter() - t0,
+        random_goodput_rps=random_goodput,
+        random_worker_seconds=random_worker_s,
     )
 
 
@@ -209,11 +245,18 @@ def train_selected(
             f"{SCORE_TIE_RPS} req/s, fewest worker-seconds, then fewest reconfigurations",
             "scenario_files": list(sel.scenario_files),
             "validation_seeds": list(sel.seeds),
+            "random_scenarios": sel.random_scenarios,
             "processes": _processes(config),
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "candidates": [results[s][1].as_dict() for s in seeds],
         }
         copy_policy_file(files[best.seed], out, meta)
+        keep = candidates_dir(out)
+        keep.mkdir(parents=True, exist_ok=True)
+        for old in keep.glob("seed*.zip"):
+            old.unlink()
+        for s in seeds:
+            shutil.copyfile(files[s], keep / f"seed{s}.zip")
     return meta
 
 

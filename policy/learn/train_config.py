@@ -112,6 +112,9 @@ class SelectConfig:
     seeds: tuple[int, ...] = TUNING_SEEDS
     #: Candidates trained at once (one process each); 0 = one per CPU.
     processes: int = 0
+    #: Random validation scenarios (``policy/learn/scenario_sets.py``) every candidate is
+    #: also scored on, one run each; recorded next to the ranking, which they do not change.
+    random_scenarios: int = 0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.candidates, int) and self.candidates >= 1):
@@ -130,6 +133,10 @@ class SelectConfig:
             raise ValueError(f"select.seeds must be integers >= 0, got {self.seeds!r}")
         if not (isinstance(self.processes, int) and self.processes >= 0):
             raise ValueError(f"select.processes must be an integer >= 0, got {self.processes!r}")
+        if not (isinstance(self.random_scenarios, int) and self.random_scenarios >= 0):
+            raise ValueError(
+                f"select.random_scenarios must be an integer >= 0, got {self.random_scenarios!r}"
+            )
 
 
 @dataclass(frozen=True)

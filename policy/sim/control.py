@@ -30,7 +30,7 @@ from tsadapt.policy.controller_config import (
 )
 from tsadapt.policy.loop import ApplyResult, LoopState, control_step
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
-from tsadapt.policy.sim.scenario import Scenario, load_scenario
+from tsadapt.policy.sim.scenario import ModelEntry, Scenario, load_scenario
 from tsadapt.policy.sim.simulator import Simulator
 from tsadapt.policy.sim.specs import IntervalStats, LatencyModel
 from tsadapt.policy.types import (
@@ -51,6 +51,7 @@ __all__ = [
     "WindowObserver",
     "controller_config_for",
     "initial_configs",
+    "outside_latency_ms",
     "registration_configs",
     "run_controlled",
     "run_named",
@@ -58,8 +59,13 @@ __all__ = [
 
 #: Largest max batch delay (ms) a simulated controller may set, unless the SLO is tighter.
 SIM_MAX_DELAY_MS = 50
-#: Share of the SLO one batch's execution may take when it bounds max_batch (Nexus's rule).
+#: Share of the SLO one batch's execution may take when it bounds max_batch (Nexus's rule),
+#: of the SLO left after the latency outside the worker (:func:`outside_latency_ms`).
 SLO_BATCH_SHARE = 0.5
+#: Quantile of a model's latency outside the worker that :func:`slo_feasible_batch` sets
+#: aside from the SLO (a request's outside time is drawn per request; the bound must hold
+#: for nearly all of them, not the median one).
+OUTSIDE_QUANTILE = 0.99
 #: Starting point of every adaptive run: TorchServe's batch size default, a short delay.
 INITIAL_BATCH, INITIAL_DELAY_MS = 1, 10
 
@@ -78,17 +84,38 @@ class SimControlConfig:
             raise ValueError("need tick_s > 0, window_s >= tick_s, cooldown_s >= 0")
 
 
-def slo_feasible_batch(latency: LatencyModel, slo_ms: float, max_batch: int) -> int:
+def slo_feasible_batch(
+    latency: LatencyModel, slo_ms: float, max_batch: int, outside_ms: float = 0.0
+) -> int:
     """The largest batch size <= ``max_batch`` whose profiled execution takes at most
-    :data:`SLO_BATCH_SHARE` of the SLO (at least 1).
+    :data:`SLO_BATCH_SHARE` of what the SLO leaves after ``outside_ms`` (at least 1).
 
     Nexus's rule: when batches run back to back a request can wait for one whole batch to
     finish and then run in the next, so a batch taking more than half the SLO misses it
-    under exactly the load that fills it. The bound comes from the profile alone.
+    under exactly the load that fills it. A request also spends time outside the worker
+    (client and HTTP stack, frontend, the hop to the worker: ``outside_ms``, measured by
+    ``tsadapt fidelity calibrate``), which the worker's two batches must leave room for:
+    wait + execution <= SLO - outside. This is the one cap rule: the simulated sidecar
+    (:func:`controller_config_for`) and the real one (:func:`feasible`) both use it.
     """
+    if not (math.isfinite(outside_ms) and outside_ms >= 0):
+        raise ValueError(f"outside_ms must be >= 0 and finite, got {outside_ms!r}")
     sizes = np.arange(1, max(1, max_batch) + 1)
-    ok = sizes[np.asarray(latency.batch_ms(sizes)) <= SLO_BATCH_SHARE * slo_ms]
+    room = SLO_BATCH_SHARE * (slo_ms - outside_ms)
+    ok = sizes[np.asarray(latency.batch_ms(sizes)) <= room]
     return int(ok[-1]) if ok.size else 1
+
+
+def outside_latency_ms(model: ModelEntry) -> float:
+    """The :data:`OUTSIDE_QUANTILE` of ``model``'s latency outside the worker, as the
+    simulator draws it: the constant ``overhead_ms``, or that quantile of
+    ``overhead_quantiles_ms`` (``q[k]`` at probability ``k / n``, linear between); 0 when
+    the scenario gives none."""
+    q = model.overhead_quantiles_ms
+    if q is None:
+        return float(model.overhead_ms)
+    probs = np.linspace(0.0, 1.0, len(q))
+    return float(np.interp(OUTSIDE_QUANTILE, probs, np.asarray(q, dtype=np.float64)))
 
 
 def controller_config_for(
@@ -97,7 +124,8 @@ def controller_config_for(
     """The guard limits a sidecar would be given for ``scenario``'s models and budget.
 
     ``max_batch`` is the scenario's, lowered to :func:`slo_feasible_batch` of the model's
-    profile: the bound an operator derives from ``tsadapt profile`` for ``controller.yaml``.
+    profile and its latency outside the worker (:func:`outside_latency_ms`): the bound an
+    operator derives from ``tsadapt profile`` and ``tsadapt fidelity calibrate``.
     """
     sim = sim or SimControlConfig()
     limits = tuple(
@@ -107,7 +135,7 @@ def controller_config_for(
             min_workers=max(1, m.min_workers),
             max_workers=max(1, m.max_workers),
             min_batch=1,
-            max_batch=slo_feasible_batch(m.latency, m.slo_ms, m.max_batch),
+            max_batch=slo_feasible_batch(m.latency, m.slo_ms, m.max_batch, outside_latency_ms(m)),
             max_delay_ms=int(min(sim.max_delay_ms, math.ceil(m.slo_ms) - 1)),
         )
         for m in scenario.models
@@ -422,32 +450,34 @@ def run_named(
 # --------------------------------------------------------------------------- real-server limits
 
 
-def feasible(limits: ModelLimits, latency: LatencyModel) -> ModelLimits:
-    """``limits`` with ``max_batch`` lowered to the SLO-feasible batch of ``latency``."""
-    cap = slo_feasible_batch(latency, limits.slo_ms, limits.max_batch)
+def feasible(limits: ModelLimits, latency: LatencyModel, outside_ms: float = 0.0) -> ModelLimits:
+    """``limits`` with ``max_batch`` lowered to the SLO-feasible batch of ``latency`` with
+    ``outside_ms`` of latency outside the worker (:func:`slo_feasible_batch`)."""
+    cap = slo_feasible_batch(latency, limits.slo_ms, limits.max_batch, outside_ms)
     return replace(limits, max_batch=max(cap, limits.min_batch))
 
 
 def apply_latencies(
-    config: ControllerConfig, latencies: list[tuple[str, LatencyModel, str]]
+    config: ControllerConfig, latencies: list[tuple[str, LatencyModel, float, str]]
 ) -> ControllerConfig:
-    """``config`` with each ``(model, latency, source)``'s ``max_batch`` lowered by the profile
-    rule (a model only ``default:`` covers gets its own entry)."""
+    """``config`` with each ``(model, latency, outside_ms, source)``'s ``max_batch`` lowered by
+    the profile rule (a model only ``default:`` covers gets its own entry)."""
     models = {m.name: m for m in config.models}
-    for name, latency, source in latencies:
+    for name, latency, outside_ms, source in latencies:
         base = models.get(name)
         if base is None and config.default is not None:
             base = replace(config.default, name=name)
         if base is None:
             raise ConfigError(source, f"model {name!r} is not in the config (and no default:)")
-        models[name] = feasible(base, latency)
+        models[name] = feasible(base, latency, outside_ms)
     return replace(config, models=tuple(models.values()))
 
 
 def scenario_config(path: Path, scenario_file: Path, **overrides: object) -> ControllerConfig:
     """The controller config ``path`` for the models of a scenario file: their SLOs as the
     scenario states them (never also in ``path``), and each ``max_batch`` lowered by the
-    profile rule with the scenario's latency profile, as the simulated sidecar gets them."""
+    profile rule with the scenario's latency profile and latency outside the worker, as the
+    simulated sidecar gets them."""
     scenario = load_scenario(scenario_file)
     config = load(
         path,
@@ -459,7 +489,7 @@ def scenario_config(path: Path, scenario_file: Path, **overrides: object) -> Con
     return apply_latencies(
         config,
         [
-            (m.name, m.latency, f"scenario {scenario_file}")
+            (m.name, m.latency, outside_latency_ms(m), f"scenario {scenario_file}")
             for m in scenario.models
             if m.name in named
         ],
