@@ -274,15 +274,22 @@ def summarise(rows: Sequence[Mapping[str, Any]], metric: str) -> Summary:
     return Summary(float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0, int(x.size))
 
 
+def _rows_of(rows: Sequence[Mapping[str, Any]], scenario: str, policy: str) -> list:
+    return [r for r in rows if r["scenario"] == scenario and r["policy"] == policy]
+
+
+def _goodput_and_workers(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """Mean goodput and mean worker-seconds over ``rows``."""
+    return summarise(rows, "goodput_rps").mean, summarise(rows, "worker_seconds").mean
+
+
 def verdict(rows: Sequence[Mapping[str, Any]], scenario: str, other: str) -> str:
     """Does PPO beat ``other`` on ``scenario`` (goodput up by more than a tie, worker-seconds
     not up)?"""
-    ppo = [r for r in rows if r["scenario"] == scenario and r["policy"] == "ppo"]
-    oth = [r for r in rows if r["scenario"] == scenario and r["policy"] == other]
+    ppo, oth = _rows_of(rows, scenario, "ppo"), _rows_of(rows, scenario, other)
     if not ppo or not oth:
         return "n/a"
-    g, go = summarise(ppo, "goodput_rps").mean, summarise(oth, "goodput_rps").mean
-    w, wo = summarise(ppo, "worker_seconds").mean, summarise(oth, "worker_seconds").mean
+    (g, w), (go, wo) = _goodput_and_workers(ppo), _goodput_and_workers(oth)
     wins = sum(
         1
         for a in ppo
@@ -347,12 +354,10 @@ def describe_configs(cfg: Mapping[str, Mapping[str, Any]]) -> str:
 
 def at_least(rows: Sequence[Mapping[str, Any]], scenario: str, other: str) -> str:
     """Is PPO's mean goodput at least ``other``'s (a tie counts) on ``scenario``?"""
-    ppo = [r for r in rows if r["scenario"] == scenario and r["policy"] == "ppo"]
-    oth = [r for r in rows if r["scenario"] == scenario and r["policy"] == other]
+    ppo, oth = _rows_of(rows, scenario, "ppo"), _rows_of(rows, scenario, other)
     if not ppo or not oth:
         return "n/a"
-    g, go = summarise(ppo, "goodput_rps").mean, summarise(oth, "goodput_rps").mean
-    w, wo = summarise(ppo, "worker_seconds").mean, summarise(oth, "worker_seconds").mean
+    (g, w), (go, wo) = _goodput_and_workers(ppo), _goodput_and_workers(oth)
     ok = "**yes**" if g >= go - GOODPUT_TIE_RPS else "**no**"
     return f"{ok} (goodput {g:.1f} vs {go:.1f} rps, worker-s {w:.0f} vs {wo:.0f})"
 

@@ -14,6 +14,7 @@ import numpy as np
 from tsadapt.fleet.agent import decode, features
 from tsadapt.fleet.catalog import Catalogue
 from tsadapt.fleet.types import FleetObservation, SlotAction
+from tsadapt.policy.learn.ppo_train import learning_curve_callback
 
 #: PPO's settings for the fleet (small: a few minutes on 2 cores).
 PPO_SETTINGS = {
@@ -45,7 +46,6 @@ def train(
     """Train on ``cats`` (one shape); write the policy network and its ``.json`` metadata."""
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.monitor import Monitor
 
     from tsadapt.fleet.env import FleetEnv
@@ -66,20 +66,10 @@ def train(
         **s,
     )
     curve: list[tuple[int, float]] = []
-
-    class _Progress(BaseCallback):
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            buf = self.model.ep_info_buffer
-            mean = float(np.mean([e["r"] for e in buf])) if buf else float("nan")
-            curve.append((int(self.num_timesteps), round(mean, 3)))
-            if on_progress is not None:
-                on_progress(int(self.num_timesteps), timesteps, mean)
-
     t0 = time.perf_counter()
-    model.learn(total_timesteps=timesteps, callback=_Progress())
+    model.learn(
+        total_timesteps=timesteps, callback=learning_curve_callback(curve, timesteps, on_progress)
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.policy.save(out)
@@ -93,7 +83,7 @@ def train(
         "episode_ticks": episode_ticks,
         "train_seconds": round(time.perf_counter() - t0, 1),
         "settings": PPO_SETTINGS,
-        "learning_curve": curve,
+        "learning_curve": [[n, round(r, 3)] for n, r in curve],
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta

@@ -19,6 +19,29 @@ from tsadapt.policy.learn.train_config import TrainConfig
 from tsadapt.policy.ppo_policy import library_versions, save_policy_file
 
 
+def learning_curve_callback(
+    curve: list[tuple[int, float]],
+    total_timesteps: int,
+    on_progress: Callable[[int, int, float], None] | None = None,
+) -> Any:  # noqa: ANN401 - a stable_baselines3 BaseCallback
+    """An SB3 callback that appends ``(timesteps, mean episode reward)`` to ``curve`` after
+    each rollout and reports it to ``on_progress(done, total, mean)``."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class _Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            buf = self.model.ep_info_buffer
+            mean = float(np.mean([e["r"] for e in buf])) if buf else float("nan")
+            curve.append((int(self.num_timesteps), mean))
+            if on_progress is not None:
+                on_progress(int(self.num_timesteps), total_timesteps, mean)
+
+    return _Progress()
+
+
 def train(
     config: TrainConfig,
     out: Path,
@@ -31,7 +54,6 @@ def train(
     """
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -63,19 +85,11 @@ def train(
     )
     curve: list[tuple[int, float]] = []
 
-    class _Progress(BaseCallback):
-        def _on_step(self) -> bool:
-            return True
-
-        def _on_rollout_end(self) -> None:
-            buf = self.model.ep_info_buffer
-            mean = float(np.mean([e["r"] for e in buf])) if buf else float("nan")
-            curve.append((int(self.num_timesteps), mean))
-            if on_progress is not None:
-                on_progress(int(self.num_timesteps), config.total_timesteps, mean)
-
     t0, c0 = time.perf_counter(), time.process_time()
-    model.learn(total_timesteps=config.total_timesteps, callback=_Progress())
+    model.learn(
+        total_timesteps=config.total_timesteps,
+        callback=learning_curve_callback(curve, config.total_timesteps, on_progress),
+    )
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     meta = {
         "created_unix": int(time.time()),
