@@ -7,29 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tsadapt.cli.arg_types import positive_float, positive_int
 from tsadapt.experiments.bench_schedule import MAX_REQUESTS
-
-
-def positive_float(value: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {x}")
-    return x
-
-
-def positive_int(value: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        x = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if x < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
-    return x
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -8,12 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
+from tsadapt.cli.arg_types import positive_int
 
 
 def _progress():
@@ -31,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("fleet", help="GPU slots at fleet scale: PPO, Nexus, baselines")
     sub = p.add_subparsers(dest="action", required=True)
     s = sub.add_parser("simulate", help="one policy on one fleet; prints its figures")
-    s.add_argument("--gpus", type=_positive_int, default=8)
-    s.add_argument("--models", type=_positive_int, default=10)
+    s.add_argument("--gpus", type=positive_int, default=8)
+    s.add_argument("--models", type=positive_int, default=10)
     s.add_argument("--mix", choices=MIXES, default="diurnal")
     s.add_argument("--policy", choices=POLICIES, default="nexus")
     s.add_argument("--horizon", type=float, default=600.0, help="seconds (default: %(default)s)")
@@ -41,11 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_simulate)
     t = sub.add_parser("train", help="train DNN-Adapt's PPO for one fleet shape (both mixes)")
-    t.add_argument("--gpus", type=_positive_int, default=8)
-    t.add_argument("--models", type=_positive_int, default=10)
+    t.add_argument("--gpus", type=positive_int, default=8)
+    t.add_argument("--models", type=positive_int, default=10)
     t.add_argument("--horizon", type=float, default=600.0)
-    t.add_argument("--timesteps", type=_positive_int, default=30_000)
-    t.add_argument("--episode-ticks", type=_positive_int, default=200)
+    t.add_argument("--timesteps", type=positive_int, default=30_000)
+    t.add_argument("--episode-ticks", type=positive_int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out-dir", type=Path, default=TRAINED_DIR)
     t.set_defaults(func=_train)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tsadapt import constants as C
+from tsadapt.cli.arg_types import positive_int
 from tsadapt.serve.attach import add_attach_args
 
 
@@ -151,16 +152,6 @@ def _models_arg(value: str) -> str:
     return value
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsadapt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -178,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-store", type=Path, help="default: <workdir>/model-store")
     p.add_argument(
         "--port-base",
-        type=_positive_int,
+        type=positive_int,
         help="use ports N..N+4 (inference, management, metrics, 2x gRPC); "
         "default 8080-8082 and 7070-7071",
     )
@@ -200,8 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="start TorchServe, send real requests, print latency, stop")
     p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
-    p.add_argument("--requests", type=_positive_int, default=200, help="per model")
-    p.add_argument("--concurrency", type=_positive_int, default=8)
+    p.add_argument("--requests", type=positive_int, default=200, help="per model")
+    p.add_argument("--concurrency", type=positive_int, default=8)
     p.add_argument(
         "--bench-s",
         type=float,
@@ -221,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         "profile", help="batch latency b=1..N, fitted; writes docs/results/model-profiles.md"
     )
     p.add_argument("--models", type=_models_arg)
-    p.add_argument("--max-batch", type=_positive_int, default=32)
-    p.add_argument("--repeats", type=_positive_int, default=15)
-    p.add_argument("--warmup", type=_positive_int, default=3)
+    p.add_argument("--max-batch", type=positive_int, default=32)
+    p.add_argument("--repeats", type=positive_int, default=15)
+    p.add_argument("--warmup", type=positive_int, default=3)
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.set_defaults(func=_models_profile)
 

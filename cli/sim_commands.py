@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tsadapt.cli.bench_commands import positive_float
+from tsadapt.cli.arg_types import positive_float
 
 
 def _sim_bench(args: argparse.Namespace) -> int:

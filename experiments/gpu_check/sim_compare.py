@@ -108,12 +108,12 @@ def _real_side(r: dict[str, Any]) -> dict[str, float]:
 def compare(gpu: dict[str, Any], scenario_path: Path, variant: str) -> list[dict[str, Any]]:
     """One row per controller and model: real (over the sent requests) against simulated."""
     scenario = load_scenario(scenario_path)
+    schedule = scenario_schedule(scenario)  # the same arrivals for every controller
     rows = []
     for run in gpu["parts"]["bench"]["runs"]:
         if run.get("status") != "ok":
             continue
         sent = _real_side(run["models"]["overall"])["sent"]
-        schedule = scenario_schedule(scenario)
         cut = float(schedule.times[sent - 1]) + 1e-6 if sent < len(schedule) else None
         short = scenario if cut is None else replace(scenario, duration_s=cut)
         sim = run_named(short, run["controller"], scenario.seed)
