@@ -1,5 +1,9 @@
 """Nexus's squishy bin packing (Shen et al., SOSP'19, Algorithm 1), re-planned every epoch.
 
+Compared with the paper (https://homes.cs.washington.edu/~arvind/papers/nexus.pdf;
+tests/test_fleet_nexus.py reproduces its Section 4.1 example) and with the authors' scheduler
+(https://github.com/uwsampl/nexus, src/nexus/scheduler/).
+
 For each session (model, request rate ``r``, SLO ``L``, batch profile ``l(b)``):
 
 1. *Batch from the SLO*: a request may wait one whole batch and run in the next, so the batch
@@ -7,7 +11,10 @@ For each session (model, request rate ``r``, SLO ``L``, batch profile ``l(b)``):
    ``T = B / l(B)``.
 2. *Saturate whole GPUs*: ``floor(r / T)`` GPUs run the model alone at ``B``.
 3. *Residual load* ``r' = r - n T``: the largest batch ``b <= B`` whose duty cycle ``d = b / r'``
-   satisfies ``d + l(b) <= L`` and ``l(b) <= d``; its GPU occupancy is ``l(b) / d``.
+   satisfies ``d + l(b) <= L`` and ``l(b) <= d``; its GPU occupancy is ``l(b) / d``. A load too
+   light for even ``b = 1`` (``1 / r' + l(1) > L``) gets ``d = L - l(1)``, as the authors'
+   scheduler does (``d = min(L - l(b), b / r')``); a residual with no such node takes one more
+   whole GPU.
 4. *Pack residuals by occupancy*: sort residual nodes by occupancy, largest first; merge each
    into the existing node that ends up with the highest occupancy (best fit), else open a GPU.
    Merging takes the smaller duty cycle ``d``; each session's batch becomes ``ceil(r_i d)``;
