@@ -6,9 +6,21 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tsadapt.cli.arg_types import positive_int
+from tsadapt.cli.arg_types import positive_float, positive_int
+
+
+def _shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """``8x10,32x50`` -> ((8, 10), (32, 50)); argparse turns the error into a usage line."""
+    try:
+        out = tuple((int(g), int(m)) for g, m in (x.split("x") for x in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPUSxMODELS[,...], got {text!r}") from None
+    if not out or any(g < 1 or m < 1 for g, m in out):
+        raise argparse.ArgumentTypeError(f"GPUs and models must be >= 1, got {text!r}")
+    return out
 
 
 def _progress():
@@ -35,10 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--trained", type=Path, default=TRAINED_DIR)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_simulate)
-    t = sub.add_parser("train", help="train DNN-Adapt's PPO for one fleet shape (both mixes)")
-    t.add_argument("--gpus", type=positive_int, default=8)
-    t.add_argument("--models", type=positive_int, default=10)
-    t.add_argument("--horizon", type=float, default=600.0)
+    t = sub.add_parser("train", help="train DNN-Adapt's PPO (one policy for every fleet size)")
+    t.add_argument(
+        "--shapes",
+        type=_shapes,
+        default=_shapes("8x10,32x50"),
+        help="fleets to train on, GPUSxMODELS[,...] (both mixes each; default: %(default)s)",
+    )
+    t.add_argument("--horizon", type=positive_float, default=600.0)
     t.add_argument("--timesteps", type=positive_int, default=30_000)
     t.add_argument("--episode-ticks", type=positive_int, default=200)
     t.add_argument("--seed", type=int, default=0)
@@ -48,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument(
         "--points", type=str, default=None, help="e.g. 8x10x600,32x50x600 (GPUs x models x s)"
     )
+    e.add_argument("--seeds", type=positive_int, default=3, help="arrival seeds per point")
+    e.add_argument("--jobs", type=positive_int, default=2, help="points run at once")
     e.add_argument("--trained", type=Path, default=TRAINED_DIR)
     e.add_argument("--out-dir", type=Path, default=Path("docs/results"))
     e.set_defaults(func=_evaluate)
@@ -84,11 +102,11 @@ def _train(args: argparse.Namespace) -> int:
     from tsadapt.fleet.catalog import MIXES, build_catalogue
     from tsadapt.fleet.ppo import policy_path, train
 
-    cats = [build_catalogue(args.gpus, args.models, m, args.horizon) for m in MIXES]
-    out = policy_path(args.out_dir, args.gpus, args.models)
+    cats = [build_catalogue(g, m, mix, args.horizon) for g, m in args.shapes for mix in MIXES]
+    out = policy_path(args.out_dir)
     command = "tsadapt fleet train" + "".join(f" {a}" for a in sys.argv[3:])
     with _progress() as prog:
-        task = prog.add_task(f"PPO {args.gpus} GPUs x {args.models} models", total=args.timesteps)
+        task = prog.add_task("PPO", total=args.timesteps)
 
         def show(done: int, total: int, mean: float) -> None:
             prog.update(task, completed=done, description=f"PPO, mean episode reward {mean:.1f}")
@@ -115,27 +133,28 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"--points: expected GPUsxMODELSxSECONDS[,...], got {args.points!r}"
             ) from None
     t0 = time.perf_counter()
+    jobs = [(g, m, mix, h) for g, m, h in points for mix in MIXES]
     results = []
-    with _progress() as prog:
-        overall = prog.add_task("sweep points", total=len(points) * len(MIXES))
-        for g, m, h in points:
-            for mix in MIXES:
-
-                def on_run(name, cat, mix=mix, g=g, m=m):
-                    task = prog.add_task(f"{mix} {g}x{m} {name}", total=int(cat.horizon_s))
-                    return lambda t: prog.update(task, completed=int(t))
-
-                p = evaluate_point(g, m, mix, h, trained=args.trained, on_run=on_run)
-                for task in list(prog.tasks):
-                    if task.id != overall:
-                        prog.remove_task(task.id)
-                prog.advance(overall)
-                for name, r in p.runs.items():
-                    prog.console.print(
-                        f"{mix} {g}x{m} {name}: {r.mean_gpus:.2f} GPUs, "
-                        f"{100 * r.attainment:.2f} % within SLO, {r.wall_s:.0f} s"
-                    )
-                results.append(p)
+    with _progress() as prog, ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        overall = prog.add_task(f"sweep points ({args.jobs} at a time)", total=len(jobs))
+        futures = [
+            pool.submit(evaluate_point, g, m, mix, h, args.seeds, args.trained)
+            for g, m, mix, h in jobs
+        ]
+        for (g, m, mix, _), fut in zip(jobs, futures, strict=True):
+            p = fut.result()
+            prog.advance(overall)
+            if p.infeasible:
+                prog.console.print(f"{mix} {g}x{m}: not run ({p.infeasible})")
+            for name, runs in p.runs.items():
+                gpus = sum(r.mean_gpus for r in runs) / len(runs)
+                att = sum(r.attainment for r in runs) / len(runs)
+                wall = sum(r.wall_s for r in runs)
+                prog.console.print(
+                    f"{mix} {g}x{m} {name}: {gpus:.2f} GPUs, {100 * att:.2f} % within SLO "
+                    f"({len(runs)} seeds, {wall:.0f} s)"
+                )
+            results.append(p)
     command = "tsadapt fleet evaluate" + "".join(f" {a}" for a in sys.argv[3:])
     path = write_report(results, args.out_dir, command, time.perf_counter() - t0)
     print(f"wrote {path}")

@@ -12,6 +12,7 @@ its Zipf share of the fleet's capacity. Everything is drawn from one seed.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -70,7 +71,15 @@ class FleetModel:
     mean_rate: float
     workload: Workload
 
+    @functools.cached_property
+    def _ms(self) -> tuple[float, ...]:
+        """Batch latency (ms) for b = 0..FLEET_MAX_BATCH (index 0 repeats b = 1)."""
+        b = np.maximum(np.arange(FLEET_MAX_BATCH + 1), 1)
+        return tuple(float(x) for x in self.latency.batch_ms(b))
+
     def batch_ms(self, b: int) -> float:
+        if 0 < b <= FLEET_MAX_BATCH and b == int(b):
+            return self._ms[int(b)]
         return float(self.latency.batch_ms(b))
 
     def throughput(self, b: int) -> float:

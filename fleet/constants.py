@@ -34,8 +34,8 @@ NEXUS_HEADROOM = 1.5
 SWITCH_COOLDOWN_S = 10.0
 #: Largest batch size any policy may set (the tables stop at 128; the SLO rule binds first).
 FLEET_MAX_BATCH = 64
-#: Batch delta choices of seed 000's action (``[-4, 5]``).
-BATCH_DELTAS = tuple(range(-4, 6))
+#: The batch change a batch candidate offers, down or up (seed 000's deltas span -4..5).
+BATCH_STEP = 4
 #: Zipf exponent of model popularity.
 ZIPF_S = 1.0
 #: Offered load at its mean, as a share of the fleet's GPUs at their SLO batch.

@@ -1,9 +1,11 @@
 """Gymnasium environment: DNN-Adapt's slot actions on the fleet simulator, behind the guards.
 
-One step = one incremental slot action (or no-op), passed through the fleet guards, then one
-control tick of the simulator; the reward is Eq. 2 over that tick (:mod:`tsadapt.fleet.agent`).
-Each episode starts from the packed placement every policy starts from (Nexus's plan for the
-t = 0 rates), draws a fresh arrival seed, and is truncated after ``episode_ticks`` ticks.
+One step = one incremental slot action (one of the tick's candidates, or the no-op), passed
+through the fleet guards, then one control tick of the simulator; the reward is Eq. 2 over
+that tick (:mod:`tsadapt.fleet.agent`). Each episode draws one of the catalogues (any fleet
+shapes: the observation does not depend on the fleet's size), starts from the packed placement
+every policy starts from (Nexus's plan for the t = 0 rates), draws a fresh arrival seed, and
+is truncated after ``episode_ticks`` ticks.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tsadapt.fleet.agent import action_nvec, decode, features, obs_size, tick_reward
+from tsadapt.fleet.agent import decode, features, tick_reward
+from tsadapt.fleet.candidates import K, obs_size
 from tsadapt.fleet.catalog import Catalogue
-from tsadapt.fleet.constants import SLOTS_PER_GPU, TICK_S
+from tsadapt.fleet.constants import TICK_S
 from tsadapt.fleet.guards import GuardState, guard
 from tsadapt.fleet.nexus import NexusPolicy
 from tsadapt.fleet.sim import FleetSim
@@ -33,7 +36,7 @@ def start(sim: FleetSim, cat: Catalogue, state: GuardState) -> FleetObservation:
 
 
 class FleetEnv(gym.Env):
-    """Seed 000's slot formulation over fleet catalogues of one shape (one drawn per episode)."""
+    """Seed 000's slot formulation over fleet catalogues (one drawn per episode)."""
 
     metadata = {"render_modes": []}
 
@@ -41,16 +44,11 @@ class FleetEnv(gym.Env):
         super().__init__()
         if episode_ticks < 1:
             raise ValueError(f"episode_ticks must be >= 1, got {episode_ticks}")
-        if not cats or len({(c.gpus, len(c.models)) for c in cats}) != 1:
-            raise ValueError("cats: need at least one catalogue, all of one (gpus, models) shape")
+        if not cats:
+            raise ValueError("cats: need at least one catalogue")
         self.cats, self.cat, self.episode_ticks = tuple(cats), cats[0], episode_ticks
-        G, M = self.cat.gpus, len(self.cat.models)
-        self.observation_space = spaces.Box(
-            0.0, 1.0, shape=(obs_size(G, SLOTS_PER_GPU, M),), dtype=np.float32
-        )
-        self.action_space = spaces.MultiDiscrete(
-            np.array(action_nvec(G, SLOTS_PER_GPU, M), dtype=np.int64)
-        )
+        self.observation_space = spaces.Box(0.0, 1.0, shape=(obs_size(),), dtype=np.float32)
+        self.action_space = spaces.Discrete(K)
         self.sim: FleetSim | None = None
         self._obs: FleetObservation | None = None
 
@@ -63,13 +61,14 @@ class FleetEnv(gym.Env):
         self.state = GuardState()
         self._obs = start(self.sim, self.cat, self.state)
         self._tick = 0
-        return features(self._obs, self.cat), {}
+        x, self._cands = features(self._obs, self.cat)
+        return x, {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.asarray(action, dtype=np.int64).reshape(-1)
-        if not self.action_space.contains(a):
+        if a.size != 1 or not self.action_space.contains(int(a[0])):
             raise ValueError(f"action must be in {self.action_space}, got {action!r}")
-        proposed = decode(a, self._obs, self.cat)
+        proposed = decode(int(a[0]), self._cands)
         t = self._tick * TICK_S
         acts, over = guard([proposed] if proposed else [], self._obs, self.cat, self.state, t)
         switched = self.sim.apply(acts)
@@ -79,4 +78,5 @@ class FleetEnv(gym.Env):
         r, terms = tick_reward(tick, self.sim.gpus_in_use, self.cat.gpus, switched)
         truncated = self._tick >= self.episode_ticks or self._tick * TICK_S >= self.cat.horizon_s
         info = terms | {"overrides": len(over), "gpus_in_use": self.sim.gpus_in_use}
-        return features(self._obs, self.cat), float(r), False, truncated, info
+        x, self._cands = features(self._obs, self.cat)
+        return x, float(r), False, truncated, info

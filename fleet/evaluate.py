@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,12 +11,17 @@ import numpy as np
 
 from tsadapt.fleet.baselines import HoldStart, SidecarRules, StaticDedicated, gpu_lower_bound
 from tsadapt.fleet.catalog import MIXES, Catalogue, build_catalogue
+from tsadapt.fleet.constants import SLOTS_PER_GPU
 from tsadapt.fleet.nexus import NexusPolicy
 from tsadapt.fleet.ppo import FleetPPOPolicy, policy_path
 from tsadapt.fleet.run import FleetResult, run_fleet
 
-#: (GPUs, models, horizon s): the sweep's diagonal; the largest point runs a shorter horizon.
-SWEEP: tuple[tuple[int, int, float], ...] = ((8, 10, 600.0), (32, 50, 600.0), (128, 200, 300.0))
+#: The scale sweep: every (GPUs, models) of these, both mixes; horizon (s) by fleet size
+#: (the 128-GPU fleets run a shorter one: they simulate ~10k requests per second).
+SWEEP_GPUS, SWEEP_MODELS = (8, 32, 128), (10, 50, 200)
+SWEEP: tuple[tuple[int, int, float], ...] = tuple(
+    (g, m, 300.0 if g >= 128 else 600.0) for g in SWEEP_GPUS for m in SWEEP_MODELS
+)
 POLICIES = ("static", "hold", "sidecar", "nexus", "ppo")
 #: Where ``tsadapt fleet train`` writes and ``evaluate`` looks for policies.
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
@@ -25,15 +29,16 @@ TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 
 @dataclass(frozen=True)
 class PointResult:
-    """One sweep point: the catalogue, each policy's run, the bound per tick."""
+    """One sweep point: the catalogue, each policy's runs (one per seed), the bound per
+    tick; ``infeasible`` says why nothing ran (the fleet cannot hold the models at all)."""
 
     cat: Catalogue
-    runs: dict[str, FleetResult]
+    runs: dict[str, list[FleetResult]]
     bound: np.ndarray
     missing: dict[str, str]
-    ppo_forward_ms: float | None = None
     #: the trained policy's metadata (``.json`` beside it), when PPO ran
     ppo_meta: dict | None = None
+    infeasible: str | None = None
 
 
 def make(name: str, cat: Catalogue, trained: Path):
@@ -46,31 +51,20 @@ def make(name: str, cat: Catalogue, trained: Path):
     if name == "nexus":
         return NexusPolicy(cat)
     if name == "ppo":
-        return FleetPPOPolicy(policy_path(trained, cat.gpus, len(cat.models)), cat)
+        return FleetPPOPolicy(policy_path(trained), cat)
     raise ValueError(f"policy: unknown {name!r}; known: {', '.join(POLICIES)}")
 
 
-def ppo_forward_ms(cat: Catalogue, repeats: int = 50) -> float:
-    """Mean time (ms) of one decision of a PPO network of this fleet's shape (untrained
-    weights: the cost of the forward pass and decoding, not of any training)."""
-    import torch
-    from stable_baselines3 import PPO
-
-    from tsadapt.fleet.agent import decode, features
-    from tsadapt.fleet.env import FleetEnv
-    from tsadapt.fleet.ppo import PPO_SETTINGS
-    from tsadapt.fleet.sim import FleetSim
-
-    torch.set_num_threads(1)
-    env = FleetEnv([cat])
-    arch = PPO_SETTINGS["net_arch"]
-    model = PPO("MlpPolicy", env, device="cpu", policy_kwargs={"net_arch": arch})
-    obs = FleetSim(cat).observe(rates=[m.mean_rate for m in cat.models])
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        a, _ = model.predict(features(obs, cat), deterministic=True)
-        decode(np.asarray(a), obs, cat)
-    return 1000.0 * (time.perf_counter() - t0) / repeats
+def infeasible(cat: Catalogue, bound: np.ndarray) -> str | None:
+    """Why no policy can serve ``cat`` within its SLOs (None: the bound fits the fleet)."""
+    if len(cat.models) > cat.gpus * SLOTS_PER_GPU:
+        return (
+            f"{len(cat.models)} models need a slot each; {cat.gpus} GPUs x {SLOTS_PER_GPU} "
+            f"slots = {cat.gpus * SLOTS_PER_GPU}"
+        )
+    if bound.size and bound.max() > cat.gpus:
+        return f"the hindsight bound needs {bound.max():.0f} GPUs at the peak, > {cat.gpus}"
+    return None
 
 
 def evaluate_point(
@@ -78,26 +72,33 @@ def evaluate_point(
     models: int,
     mix: str,
     horizon_s: float,
-    seed: int = 0,
+    seeds: int = 1,
     trained: Path = TRAINED_DIR,
     policies: tuple[str, ...] = POLICIES,
-    on_run: Callable[[str, Catalogue], Callable[[float], None] | None] | None = None,
+    on_run: Callable[[str, Catalogue, int], Callable[[float], None] | None] | None = None,
 ) -> PointResult:
-    """Run ``policies`` on one sweep point (a policy without a trained file is skipped)."""
+    """Run ``policies`` on one sweep point with arrival seeds ``0..seeds-1`` (a policy
+    without a trained file is skipped; an infeasible point runs nothing)."""
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
     cat = build_catalogue(gpus, models, mix, horizon_s)
+    bound = gpu_lower_bound(cat)
+    why = infeasible(cat, bound)
+    if why is not None:
+        return PointResult(cat, {}, bound, {}, None, why)
     runs, missing = {}, {}
     for name in policies:
-        if name == "ppo" and not policy_path(trained, gpus, models).exists():
-            missing[name] = f"no policy trained for {gpus} GPUs x {models} models"
+        if name == "ppo" and not policy_path(trained).exists():
+            missing[name] = f"no fleet policy at {policy_path(trained)}"
             continue
-        tick = on_run(name, cat) if on_run else None
-        runs[name] = run_fleet(cat, make(name, cat, trained), seed, tick)
-    fwd, meta = None, None
-    if "ppo" in policies and "ppo" not in runs:
-        fwd = ppo_forward_ms(cat)
+        runs[name] = []
+        for seed in range(seeds):
+            tick = on_run(name, cat, seed) if on_run else None
+            runs[name].append(run_fleet(cat, make(name, cat, trained), seed, tick))
+    meta = None
     if "ppo" in runs:
-        meta_file = policy_path(trained, gpus, models).with_suffix(".json")
+        meta_file = policy_path(trained).with_suffix(".json")
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
-    return PointResult(cat, runs, gpu_lower_bound(cat), missing, fwd, meta)
+    return PointResult(cat, runs, bound, missing, meta)

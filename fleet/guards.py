@@ -4,7 +4,8 @@
                          (the model's SLO rule).
 2. :func:`cooldown`    - a slot that switched model within ``SWITCH_COOLDOWN_S`` keeps it.
 3. :func:`keep_served` - no tick leaves a model that has traffic without any slot.
-4. :func:`memory`      - a GPU's workers fit its memory (per-model worker memory).
+4. :func:`memory`      - a GPU's workers fit its memory (per-model worker memory), counting
+                         replaced workers that still serve until their successors are ready.
 
 Each returns the actions it keeps and an :class:`Override` for each it changed or dropped.
 """
@@ -90,7 +91,8 @@ def keep_served(actions: Sequence[SlotAction], obs: FleetObservation):
 
 
 def memory(actions: Sequence[SlotAction], obs: FleetObservation, cat: Catalogue):
-    """Veto an action after which its GPU's workers would exceed ``GPU_MEMORY_GIB``."""
+    """Veto an action after which its GPU's workers (draining ones included) would exceed
+    ``GPU_MEMORY_GIB``."""
     slots = [list(g) for g in obs.slots]
     kept: Actions = []
     over: list[Override] = []
@@ -99,6 +101,7 @@ def memory(actions: Sequence[SlotAction], obs: FleetObservation, cat: Catalogue)
         trial = row.copy()
         trial[a.slot] = a.slot_value()
         need = sum(cat.models[s.model].memory_gib for s in trial if not s.empty)
+        need += obs.draining_gib[a.gpu] if obs.draining_gib else 0.0
         if a.model != EMPTY and need > GPU_MEMORY_GIB:
             over.append(
                 Override(a.gpu, a.slot, "memory", f"{need:.1f} GiB > {GPU_MEMORY_GIB:g} GiB")

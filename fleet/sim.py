@@ -324,4 +324,16 @@ class FleetSim:
                     counts[m],
                 )
             )
-        return FleetObservation(self.now, tuple(views), tuple(tuple(g) for g in self.slots))
+        return FleetObservation(
+            self.now, tuple(views), tuple(tuple(g) for g in self.slots), self._draining_gib()
+        )
+
+    def _draining_gib(self) -> tuple[float, ...]:
+        """GiB per GPU of replaced workers still serving (see :meth:`_retire_later`)."""
+        out = [0.0] * self.G
+        for name in self._retiring:
+            extra = self.sim.config(name).workers - self._slot_count(name)
+            if extra > 0:
+                g = int(name.rsplit("@g", 1)[1])
+                out[g] += extra * self.cat.models[self._pair_of[name]].memory_gib
+        return tuple(out)

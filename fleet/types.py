@@ -56,6 +56,9 @@ class FleetObservation:
     time_s: float
     models: tuple[ModelView, ...]
     slots: tuple[tuple[Slot, ...], ...]
+    #: per GPU, GiB still held by replaced workers that serve until their successors are
+    #: ready (make before break); empty when nothing drains
+    draining_gib: tuple[float, ...] = ()
 
     @property
     def gpus_in_use(self) -> int:

@@ -10,6 +10,13 @@ import pytest
 from tsadapt.cli.main import main
 
 
+@pytest.mark.parametrize("shapes", ["8", "8x0", "axb", ""])
+def test_train_names_bad_shapes(shapes: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fleet", "train", "--shapes", shapes])
+    assert "--shapes" in capsys.readouterr().err
+
+
 def test_simulate_json_fields(capsys) -> None:
     argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "30", "--json"]
     assert main(argv) == 0
@@ -21,15 +28,17 @@ def test_simulate_json_fields(capsys) -> None:
 
 def test_evaluate_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    argv = ["fleet", "evaluate", "--points", "2x3x30", "--out-dir", str(out)]
-    assert main([*argv, "--trained", str(tmp_path / "none")]) == 0
+    argv = ["fleet", "evaluate", "--points", "2x3x30,1x9x30", "--out-dir", str(out)]
+    assert main([*argv, "--seeds", "2", "--jobs", "1", "--trained", str(tmp_path / "none")]) == 0
     text = (out / "fleet.md").read_text()
     assert text.splitlines()[2].startswith("Written by `tsadapt fleet evaluate")
-    assert "not run: no policy trained for 2 GPUs x 3 models" in text
-    assert "PPO decision time for this shape" in text
+    assert "not run: no fleet policy at" in text
+    assert "Not run: 9 models need a slot each; 1 GPUs x 4 slots = 4." in text
     assert (out / "fleet-diurnal-g2-m3.png").stat().st_size > 0
     rows = json.loads((out / "fleet.json").read_text())
     assert {r["policy"] for r in rows} == {"static", "hold", "sidecar", "nexus"}
+    assert sorted({r["seed"] for r in rows}) == [0, 1]
+    assert "| diurnal | 1 | 9 | - | - | - | - | infeasible |" in text
 
 
 def test_bad_points_name_the_option(capsys) -> None:

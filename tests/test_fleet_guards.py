@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tsadapt.fleet.catalog import build_catalogue
-from tsadapt.fleet.constants import GPU_MEMORY_GIB, SWITCH_COOLDOWN_S
+from tsadapt.fleet.constants import GPU_MEMORY_GIB, SWITCH_COOLDOWN_S, WORKER_START_S
 from tsadapt.fleet.guards import GuardState, bounds, cooldown, guard, keep_served, memory
+from tsadapt.fleet.sim import FleetSim
 from tsadapt.fleet.types import EMPTY, FleetObservation, ModelView, Slot, SlotAction
 
 
@@ -64,6 +67,24 @@ def test_memory_vetoes_a_worker_that_does_not_fit(cat) -> None:
     acts = [SlotAction(0, k, 0, 1) for k in range(n + 1)]
     kept, over = memory(acts, obs, cat)
     assert len(kept) == n and [o.guard for o in over] == ["memory"]
+
+
+@pytest.mark.parametrize(("draining", "vetoed"), [(0.0, False), (GPU_MEMORY_GIB, True)])
+def test_memory_counts_workers_that_still_drain(cat, draining: float, vetoed: bool) -> None:
+    obs = replace(_obs(cat, _slots([], [])), draining_gib=(draining, 0.0))
+    kept, over = memory([SlotAction(0, 0, 0, 1)], obs, cat)
+    assert (not kept and [o.guard for o in over] == ["memory"]) if vetoed else len(kept) == 1
+
+
+def test_the_simulator_reports_a_replaced_workers_memory_until_it_goes(cat) -> None:
+    sim = FleetSim(cat, seed=0)
+    sim.apply([SlotAction(0, 0, 0, 1)], ready=True)
+    sim.advance(1.0)
+    sim.apply([SlotAction(0, 0, 1, 1)])  # model 1 replaces model 0 on GPU 0
+    assert sim.observe().draining_gib[0] == pytest.approx(cat.models[0].memory_gib)
+    for t in range(2, 2 + int(WORKER_START_S) + 1):
+        sim.advance(float(t))
+    assert sim.observe().draining_gib == (0.0, 0.0)
 
 
 def test_guard_records_switches(cat) -> None:
