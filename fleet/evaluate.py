@@ -11,7 +11,7 @@ import numpy as np
 
 from tsadapt.fleet.baselines import HoldStart, SidecarRules, StaticDedicated, gpu_lower_bound
 from tsadapt.fleet.catalog import MIXES, Catalogue, build_catalogue
-from tsadapt.fleet.constants import SLOTS_PER_GPU
+from tsadapt.fleet.constants import NEXUS_HEADROOMS, SLOTS_PER_GPU
 from tsadapt.fleet.nexus import NexusPolicy
 from tsadapt.fleet.ppo import FleetPPOPolicy, policy_path
 from tsadapt.fleet.run import FleetResult, run_fleet
@@ -23,6 +23,9 @@ SWEEP: tuple[tuple[int, int, float], ...] = tuple(
     (g, m, 300.0 if g >= 128 else 600.0) for g in SWEEP_GPUS for m in SWEEP_MODELS
 )
 POLICIES = ("static", "hold", "sidecar", "nexus", "ppo")
+#: The SLO attainment the criterion asks for, and the key of Nexus's runs at it (when Nexus
+#: at its default headroom falls short, see :func:`nexus_at_target`).
+TARGET, NEXUS_99 = 0.99, "nexus-99"
 #: Where ``tsadapt fleet train`` writes and ``evaluate`` looks for policies.
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 
@@ -53,6 +56,24 @@ def make(name: str, cat: Catalogue, trained: Path):
     if name == "ppo":
         return FleetPPOPolicy(policy_path(trained), cat)
     raise ValueError(f"policy: unknown {name!r}; known: {', '.join(POLICIES)}")
+
+
+def _attainment(runs: list[FleetResult]) -> float:
+    return float(np.mean([r.attainment for r in runs]))
+
+
+def nexus_at_target(cat: Catalogue, seeds: int) -> list[FleetResult]:
+    """Nexus at the first of :data:`NEXUS_HEADROOMS` whose mean attainment reaches
+    :data:`TARGET` (else at the last); its runs are named ``nexus xH``."""
+    for h in NEXUS_HEADROOMS:
+        runs = []
+        for seed in range(seeds):
+            policy = NexusPolicy(cat, headroom=h)
+            policy.name = f"nexus x{h:g}"
+            runs.append(run_fleet(cat, policy, seed))
+        if _attainment(runs) >= TARGET:
+            break
+    return runs
 
 
 def infeasible(cat: Catalogue, bound: np.ndarray) -> str | None:
@@ -97,6 +118,8 @@ def evaluate_point(
         for seed in range(seeds):
             tick = on_run(name, cat, seed) if on_run else None
             runs[name].append(run_fleet(cat, make(name, cat, trained), seed, tick))
+    if "nexus" in runs and _attainment(runs["nexus"]) < TARGET:
+        runs[NEXUS_99] = nexus_at_target(cat, seeds)
     meta = None
     if "ppo" in runs:
         meta_file = policy_path(trained).with_suffix(".json")

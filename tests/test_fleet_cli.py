@@ -36,9 +36,11 @@ def test_evaluate_writes_the_report(tmp_path: Path) -> None:
     assert "Not run: 9 models need a slot each; 1 GPUs x 4 slots = 4." in text
     assert (out / "fleet-diurnal-g2-m3.png").stat().st_size > 0
     rows = json.loads((out / "fleet.json").read_text())
-    assert {r["policy"] for r in rows} == {"static", "hold", "sidecar", "nexus"}
+    names = {r["policy"] for r in rows}
+    assert {"static", "hold", "sidecar", "nexus"} <= names
+    assert all(n.startswith("nexus x") for n in names - {"static", "hold", "sidecar", "nexus"})
     assert sorted({r["seed"] for r in rows}) == [0, 1]
-    assert "| diurnal | 1 | 9 | - | - | - | - | infeasible |" in text
+    assert "| diurnal | 1 | 9 | - | - | - | - | - | infeasible |" in text
 
 
 def test_bad_points_name_the_option(capsys) -> None:
