@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--trained", type=Path, default=TRAINED_DIR)
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--profiles",
+        type=Path,
+        default=None,
+        help="gpu-check's gpu-profiles.json: measured latency tables instead of the published ones",
+    )
     s.set_defaults(func=_simulate)
     t = sub.add_parser("train", help="train DNN-Adapt's PPO (one policy for every fleet size)")
     t.add_argument(
@@ -59,6 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--episode-ticks", type=positive_int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out-dir", type=Path, default=TRAINED_DIR)
+    t.add_argument(
+        "--profiles",
+        type=Path,
+        default=None,
+        help="gpu-check's gpu-profiles.json: measured latency tables instead of the published ones",
+    )
     t.set_defaults(func=_train)
     e = sub.add_parser("evaluate", help="the scale sweep; writes docs/results/fleet.md + plots")
     e.add_argument(
@@ -68,6 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--jobs", type=positive_int, default=2, help="points run at once")
     e.add_argument("--trained", type=Path, default=TRAINED_DIR)
     e.add_argument("--out-dir", type=Path, default=Path("docs/results"))
+    e.add_argument(
+        "--profiles",
+        type=Path,
+        default=None,
+        help="gpu-check's gpu-profiles.json: measured latency tables instead of the published ones",
+    )
     e.set_defaults(func=_evaluate)
 
 
@@ -76,7 +94,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from tsadapt.fleet.evaluate import make
     from tsadapt.fleet.run import run_fleet
 
-    cat = build_catalogue(args.gpus, args.models, args.mix, args.horizon)
+    cat = build_catalogue(args.gpus, args.models, args.mix, args.horizon, profiles=args.profiles)
     with _progress() as prog:
         task = prog.add_task(f"{args.policy} {args.mix} {args.gpus}x{args.models}", total=None)
         prog.update(task, total=int(args.horizon))
@@ -102,7 +120,11 @@ def _train(args: argparse.Namespace) -> int:
     from tsadapt.fleet.catalog import MIXES, build_catalogue
     from tsadapt.fleet.ppo import policy_path, train
 
-    cats = [build_catalogue(g, m, mix, args.horizon) for g, m in args.shapes for mix in MIXES]
+    cats = [
+        build_catalogue(g, m, mix, args.horizon, profiles=args.profiles)
+        for g, m in args.shapes
+        for mix in MIXES
+    ]
     out = policy_path(args.out_dir)
     command = "tsadapt fleet train" + "".join(f" {a}" for a in sys.argv[3:])
     with _progress() as prog:
@@ -138,7 +160,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     with _progress() as prog, ProcessPoolExecutor(max_workers=args.jobs) as pool:
         overall = prog.add_task(f"sweep points ({args.jobs} at a time)", total=len(jobs))
         futures = [
-            pool.submit(evaluate_point, g, m, mix, h, args.seeds, args.trained)
+            pool.submit(
+                evaluate_point, g, m, mix, h, args.seeds, args.trained, profiles=args.profiles
+            )
             for g, m, mix, h in jobs
         ]
         for (g, m, mix, _), fut in zip(jobs, futures, strict=True):

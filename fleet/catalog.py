@@ -13,8 +13,10 @@ its Zipf share of the fleet's capacity. Everything is drawn from one seed.
 from __future__ import annotations
 
 import functools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -56,6 +58,29 @@ WEIGHTS_GIB_PER_SIZE = 0.1
 SLO_SLACK = (1.5, 3.0)
 SLO_BATCHES = (8, 16, 32)
 MIXES = ("diurnal", "bursty")
+#: The label of a catalogue built from :data:`PUBLISHED_TABLES`.
+PUBLISHED = "published"
+
+
+def measured_tables(path: Path) -> dict[str, tuple[tuple[int, float], ...]]:
+    """Batch latency tables from ``tsadapt gpu-check``'s ``gpu-profiles.json`` (median ms per
+    batch size, one table per profiled model), named ``gpu-check-<model>``."""
+    try:
+        rows = json.loads(Path(path).read_text())
+        out = {
+            f"gpu-check-{r['model']}": tuple(
+                (int(b), float(ms)) for b, ms in zip(r["batch_sizes"], r["median_ms"], strict=True)
+            )
+            for r in rows
+        }
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"--profiles {path}: expected gpu-check's gpu-profiles.json (a list of "
+            f"{{model, batch_sizes, median_ms}}): {e}"
+        ) from None
+    if not out or any(not t or any(ms <= 0 or b < 1 for b, ms in t) for t in out.values()):
+        raise ValueError(f"--profiles {path}: every profile needs batch sizes >= 1 and times > 0")
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,8 @@ class Catalogue:
     mix: str
     horizon_s: float
     seed: int
+    #: where the latency tables come from: :data:`PUBLISHED`, or the profiles file
+    tables: str = PUBLISHED
 
     @property
     def names(self) -> list[str]:
@@ -121,22 +148,32 @@ def _workload(mix: str, mean: float, phase: float, horizon_s: float) -> Workload
 
 
 def build_catalogue(
-    gpus: int, models: int, mix: str, horizon_s: float, seed: int = 0, load: float = MEAN_LOAD_SHARE
+    gpus: int,
+    models: int,
+    mix: str,
+    horizon_s: float,
+    seed: int = 0,
+    load: float = MEAN_LOAD_SHARE,
+    profiles: Path | None = None,
 ) -> Catalogue:
     """``models`` synthetic models whose mean load is ``load`` of ``gpus`` GPUs (Zipf shares,
-    each at its SLO batch), with ``mix`` arrivals whose peaks are phase-shifted per model."""
+    each at its SLO batch), with ``mix`` arrivals whose peaks are phase-shifted per model.
+    Latencies: the published tables scaled by a size factor, or, with ``profiles`` (a
+    ``gpu-check`` profiles file), the measured tables as they are (size factor 1)."""
     if gpus < 1:
         raise ValueError(f"gpus must be >= 1, got {gpus}")
     if not horizon_s > 0:
         raise ValueError(f"horizon_s must be > 0, got {horizon_s}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, gpus, models]))
     shares = zipf_shares(models)
-    families = sorted(PUBLISHED_TABLES)
+    tables = PUBLISHED_TABLES if profiles is None else measured_tables(profiles)
+    families = sorted(tables)
     out = []
     for i in range(models):
         fam = families[int(rng.integers(len(families)))]
         size = math.exp(rng.uniform(*np.log(SIZE_RANGE)))
-        lat = LatencyModel(table=tuple((b, ms * size) for b, ms in PUBLISHED_TABLES[fam]))
+        size = size if profiles is None else 1.0
+        lat = LatencyModel(table=tuple((b, ms * size) for b, ms in tables[fam]))
         b_slo = int(SLO_BATCHES[int(rng.integers(len(SLO_BATCHES)))])
         slo = round(2.0 * float(lat.batch_ms(b_slo)) * rng.uniform(*SLO_SLACK), 1)
         max_b = slo_feasible_batch(lat, slo, FLEET_MAX_BATCH)
@@ -155,4 +192,5 @@ def build_catalogue(
                 workload=_workload(mix, mean, phase, horizon_s),
             )
         )
-    return Catalogue(tuple(out), gpus, mix, float(horizon_s), seed)
+    label = PUBLISHED if profiles is None else Path(profiles).name
+    return Catalogue(tuple(out), gpus, mix, float(horizon_s), seed, label)

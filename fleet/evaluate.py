@@ -97,14 +97,16 @@ def evaluate_point(
     trained: Path = TRAINED_DIR,
     policies: tuple[str, ...] = POLICIES,
     on_run: Callable[[str, Catalogue, int], Callable[[float], None] | None] | None = None,
+    profiles: Path | None = None,
 ) -> PointResult:
     """Run ``policies`` on one sweep point with arrival seeds ``0..seeds-1`` (a policy
-    without a trained file is skipped; an infeasible point runs nothing)."""
+    without a trained file is skipped; an infeasible point runs nothing). ``profiles``: build
+    the catalogue from ``gpu-check``'s measured profiles instead of the published tables."""
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}, got {mix!r}")
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
-    cat = build_catalogue(gpus, models, mix, horizon_s)
+    cat = build_catalogue(gpus, models, mix, horizon_s, profiles=profiles)
     bound = gpu_lower_bound(cat)
     why = infeasible(cat, bound)
     if why is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from tsadapt.fleet.candidates import K
-from tsadapt.fleet.catalog import PUBLISHED_TABLES, SIZE_RANGE, SLO_SLACK
+from tsadapt.fleet.catalog import PUBLISHED, PUBLISHED_TABLES, SIZE_RANGE, SLO_SLACK
 from tsadapt.fleet.constants import (
     GPU_MEMORY_GIB,
     MEAN_LOAD_SHARE,
@@ -43,6 +43,21 @@ def _measured() -> str:
     parts = [f"{k} worker{'s' if k > 1 else ''} {v:.1f} req/s" for k, v in sorted(thr.items())]
     gains = [f"{v / thr[1]:.2f}x" for k, v in sorted(thr.items()) if k > 1]
     return f"{', '.join(parts)}: {' and '.join(gains)} one worker's"
+
+
+def _tables(points: Sequence[PointResult]) -> str:
+    """Where the catalogues' latency tables come from, in words."""
+    labels = {p.cat.tables for p in points}
+    if labels <= {PUBLISHED}:
+        return (
+            "*published* GPU batch-latency tables (TensorRT 4 ResNet-50 on a V100, "
+            f"FP32/FP16/INT8: {', '.join(PUBLISHED_TABLES)}; public benchmark gist "
+            f"1duo/efd3be1d...), each scaled by a size factor log-uniform in {SIZE_RANGE}"
+        )
+    return (
+        "the GPU profiles `tsadapt gpu-check` measured "
+        f"({', '.join(sorted(labels - {PUBLISHED}))}: median ms per batch size), unscaled"
+    )
 
 
 def _label(p: PointResult) -> str:
@@ -191,10 +206,8 @@ def write_report(
         "Those demo models are "
         "handler/CPU-bound on an H200 (GPU utilisation ~3 %), so the curve measures "
         "co-location on a GPU host rather than kernel interference of GPU-bound models.",
-        "- Models: a synthetic heterogeneous catalogue built from *published* GPU batch-latency "
-        "tables (TensorRT 4 ResNet-50 on a V100, FP32/FP16/INT8: "
-        f"{', '.join(PUBLISHED_TABLES)}; public benchmark gist 1duo/efd3be1d...), each scaled "
-        f"by a size factor log-uniform in {SIZE_RANGE}, SLO = 2 x latency(8|16|32) x "
+        f"- Models: a synthetic heterogeneous catalogue built from {_tables(points)}, "
+        "SLO = 2 x latency(8|16|32) x "
         f"U{SLO_SLACK}, batch limit from the SLO rule (latency <= SLO/2), Zipf(1) popularity, "
         f"mean load {MEAN_LOAD_SHARE:g} of the fleet's GPUs at the SLO batch. Diurnal: a "
         "raised cosine between 0.4x and 1.6x the mean over the horizon; bursty: 0.7x with "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,37 @@ def test_lower_bound_is_below_the_mean_load_in_gpus() -> None:
 def test_lower_bound_counts_one_slot_per_loaded_model() -> None:
     cat = build_catalogue(32, 50, "diurnal", 60.0)
     assert gpu_lower_bound(cat).min() >= 13  # 50 models, 4 slots per GPU
+
+
+def _profiles(tmp_path: Path, rows) -> Path:
+    path = tmp_path / "gpu-profiles.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def test_a_catalogue_from_gpu_check_profiles_uses_the_measured_tables(tmp_path: Path) -> None:
+    rows = [
+        {"model": "image", "batch_sizes": [1, 8, 32], "median_ms": [4.0, 30.0, 110.0]},
+        {"model": "text", "batch_sizes": [1, 8, 32], "median_ms": [1.0, 1.5, 3.0]},
+    ]
+    cat = build_catalogue(4, 6, "diurnal", 60.0, profiles=_profiles(tmp_path, rows))
+    assert cat.tables == "gpu-profiles.json"
+    assert {m.family for m in cat.models} <= {"gpu-check-image", "gpu-check-text"}
+    for m in cat.models:
+        want = {"gpu-check-image": 30.0, "gpu-check-text": 1.5}[m.family]
+        assert m.batch_ms(8) == pytest.approx(want)  # unscaled
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"model": "image", "batch_sizes": [1, 8]}],
+        [{"model": "image", "batch_sizes": [1, 8], "median_ms": [4.0]}],
+        [{"model": "image", "batch_sizes": [0, 8], "median_ms": [4.0, 9.0]}],
+        [],
+        "not a list",
+    ],
+)
+def test_bad_profiles_name_the_option(tmp_path: Path, rows) -> None:
+    with pytest.raises(ValueError, match="--profiles"):
+        build_catalogue(4, 6, "diurnal", 60.0, profiles=_profiles(tmp_path, rows))

@@ -53,3 +53,19 @@ def test_simulate_each_baseline(policy: str, capsys) -> None:
     argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20"]
     assert main([*argv, "--policy", policy]) == 0
     assert f"{policy}:" in capsys.readouterr().out
+
+
+def test_simulate_on_the_committed_gpu_check_profiles(capsys) -> None:
+    profiles = Path(__file__).resolve().parents[1] / "docs/results/gpu-profiles.json"
+    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20", "--json"]
+    assert main([*argv, "--profiles", str(profiles)]) == 0
+    text = capsys.readouterr().out
+    assert json.loads(text[text.index("{") :])["requests"] > 0
+
+
+def test_simulate_names_a_bad_profiles_file(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "p.json"
+    bad.write_text("{}")
+    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--profiles", str(bad)]
+    assert main(argv) == 1
+    assert "--profiles" in capsys.readouterr().err
