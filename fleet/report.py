@@ -149,7 +149,26 @@ def verdict(p: PointResult) -> tuple[str, str]:
     name, ref = _nexus_name(*ok[0]), ok[0][1]
     if _mean(ppo, "attainment") >= TARGET and _mean(ppo, "mean_gpus") < _mean(ref, "mean_gpus"):
         return f"**met** vs {name}", f"**Met** against {name}. {text}."
-    return f"**not met** vs {name}", f"**Not met** against {name}. {text}."
+    return f"**not met** vs {name}", f"**Not met** against {name}. {text}. {_why(p, ref, name)}"
+
+
+def _why(p: PointResult, ref: Sequence[FleetResult], name: str) -> str:
+    """What the runs say about a miss: how often PPO acted, and what it was trained on."""
+    ppo = p.runs["ppo"]
+    ticks = max(1, int(p.cat.horizon_s / TICK_S) - 1)
+    out = (
+        f"PPO proposed a change on {100 * _mean(ppo, 'proposed') / ticks:.0f} % of ticks and "
+        f"made {_mean(ppo, 'reconf_per_hour'):,.0f} slot changes/h; {name} re-planned to "
+        f"{_mean(ref, 'reconf_per_hour'):,.0f}/h."
+    )
+    shapes = [tuple(s) for s in (p.ppo_meta or {}).get("shapes", [])]
+    if shapes and (p.cat.gpus, len(p.cat.models)) not in shapes:
+        out += f" This fleet's shape is not one PPO was trained on ({_shapes(shapes)})."
+    return out
+
+
+def _shapes(shapes) -> str:
+    return ", ".join(f"{g}x{m}" for g, m in shapes)
 
 
 def summary(points: Sequence[PointResult]) -> list[str]:
@@ -256,7 +275,7 @@ def write_report(
         lines += [
             f"PPO policy (one for every sweep point): `{meta.get('command', '')}`, "
             f"{meta.get('timesteps')} steps in {meta.get('train_seconds')} s on fleets "
-            f"{', '.join(f'{g}x{m}' for g, m in meta.get('shapes', []))} (both mixes; episodes "
+            f"{_shapes(meta.get('shapes', []))} (both mixes; episodes "
             f"of {meta.get('episode_ticks')} ticks, fresh arrival seeds).",
             "",
         ]
