@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from tsadapt.fleet.catalog import Catalogue
-from tsadapt.fleet.constants import BATCH_STEP, FLEET_MAX_BATCH, GPU_MEMORY_GIB
-from tsadapt.fleet.types import EMPTY, FleetObservation, Slot, SlotAction
+from tsadapt.fleet.constants import BATCH_STEP, GPU_MEMORY_GIB
+from tsadapt.fleet.types import EMPTY, FleetObservation, Slot, SlotAction, turns
 
 KINDS = ("noop", "grow", "remove", "relocate", "batch", "parallel")
 #: How many of each kind a tick offers (padded with invalid entries).
@@ -61,30 +61,12 @@ class Candidate:
     after: tuple[float, float, float, float, int] | None = None
 
 
-def _turns(row: list[Slot]) -> int:
-    busy = [s for s in row if not s.empty]
-    return sum(1 for s in busy if not s.parallel) + (1 if any(s.parallel for s in busy) else 0)
-
-
-_TABLES: dict[int, tuple[Catalogue, np.ndarray]] = {}
-
-
-def latency_table(cat: Catalogue) -> np.ndarray:
-    """``[model, b]``: batch latency (ms) for b = 0..FLEET_MAX_BATCH (computed once)."""
-    hit = _TABLES.get(id(cat))
-    if hit is None or hit[0] is not cat:
-        b = np.arange(FLEET_MAX_BATCH + 1)
-        hit = (cat, np.array([m.latency.batch_ms(np.maximum(b, 1)) for m in cat.models]))
-        _TABLES[id(cat)] = hit
-    return hit[1]
-
-
 class Load:
     """Capacities, pressure and GPU busy fractions of a slot layout at the observed rates."""
 
     def __init__(self, obs: FleetObservation, cat: Catalogue) -> None:
         self.cat = cat
-        self.lat = latency_table(cat)
+        self.lat = cat.latency_table
         self.slo = np.array([m.slo_ms for m in cat.models])
         self.rates = np.array([v.rate_rps for v in obs.models])
         self.slots = [list(r) for r in obs.slots]
@@ -102,11 +84,11 @@ class Load:
 
     def _gpu_caps(self, row: list[Slot]) -> dict[int, float]:
         out: dict[int, float] = {}
-        turns = max(1, _turns(row))
+        n = max(1, turns(row))
         for s in row:
             if not s.empty:
                 thr = 1000.0 * s.batch / self.lat[s.model, s.batch]
-                out[s.model] = out.get(s.model, 0.0) + thr / turns
+                out[s.model] = out.get(s.model, 0.0) + thr / n
         return out
 
     def pressure(self, m: int, cap: float | None = None) -> float:
@@ -306,7 +288,7 @@ def encode(obs: FleetObservation, cat: Catalogue, cands: list[Candidate], load: 
         if c.kind == "noop":
             continue
         x[i, KINDS.index(c.kind)] = 1.0
-        p_after, busy_after, tight, busy_before, d = c.after or _after(load, c)
+        p_after, busy_after, tight, busy_before, d = c.after
         v = views[c.model]
         x[i, 6:] = (
             load.pressure(c.model) / 2,

@@ -126,6 +126,11 @@ class Catalogue:
     def names(self) -> list[str]:
         return [m.name for m in self.models]
 
+    @functools.cached_property
+    def latency_table(self) -> np.ndarray:
+        """``[model, b]``: batch latency (ms) for b = 0..FLEET_MAX_BATCH (b = 0 repeats 1)."""
+        return np.array([m._ms for m in self.models])
+
 
 def zipf_shares(n: int, s: float = ZIPF_S) -> np.ndarray:
     """Popularity of ranks 1..n under Zipf(``s``), summing to 1."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from tsadapt.fleet.catalog import MIXES, Catalogue, build_catalogue
 from tsadapt.fleet.constants import NEXUS_HEADROOMS, SLOTS_PER_GPU
 from tsadapt.fleet.nexus import NexusPolicy
 from tsadapt.fleet.ppo import FleetPPOPolicy, policy_path
-from tsadapt.fleet.run import FleetResult, run_fleet
+from tsadapt.fleet.run import FleetResult, mean_of, run_fleet
 
 #: The scale sweep: every (GPUs, models) of these, both mixes; horizon (s) by fleet size
 #: (the 128-GPU fleets run a shorter one: they simulate ~10k requests per second).
@@ -58,10 +57,6 @@ def make(name: str, cat: Catalogue, trained: Path):
     raise ValueError(f"policy: unknown {name!r}; known: {', '.join(POLICIES)}")
 
 
-def _attainment(runs: list[FleetResult]) -> float:
-    return float(np.mean([r.attainment for r in runs]))
-
-
 def nexus_at_target(cat: Catalogue, seeds: int) -> list[FleetResult]:
     """Nexus at the first of :data:`NEXUS_HEADROOMS` whose mean attainment reaches
     :data:`TARGET` (else at the last); its runs are named ``nexus xH``."""
@@ -71,7 +66,7 @@ def nexus_at_target(cat: Catalogue, seeds: int) -> list[FleetResult]:
             policy = NexusPolicy(cat, headroom=h)
             policy.name = f"nexus x{h:g}"
             runs.append(run_fleet(cat, policy, seed))
-        if _attainment(runs) >= TARGET:
+        if mean_of(runs, "attainment") >= TARGET:
             break
     return runs
 
@@ -96,7 +91,6 @@ def evaluate_point(
     seeds: int = 1,
     trained: Path = TRAINED_DIR,
     policies: tuple[str, ...] = POLICIES,
-    on_run: Callable[[str, Catalogue, int], Callable[[float], None] | None] | None = None,
     profiles: Path | None = None,
 ) -> PointResult:
     """Run ``policies`` on one sweep point with arrival seeds ``0..seeds-1`` (a policy
@@ -118,9 +112,8 @@ def evaluate_point(
             continue
         runs[name] = []
         for seed in range(seeds):
-            tick = on_run(name, cat, seed) if on_run else None
-            runs[name].append(run_fleet(cat, make(name, cat, trained), seed, tick))
-    if "nexus" in runs and _attainment(runs["nexus"]) < TARGET:
+            runs[name].append(run_fleet(cat, make(name, cat, trained), seed))
+    if "nexus" in runs and mean_of(runs["nexus"], "attainment") < TARGET:
         runs[NEXUS_99] = nexus_at_target(cat, seeds)
     meta = None
     if "ppo" in runs:

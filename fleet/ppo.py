@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tsadapt.fleet.agent import decode, features
-from tsadapt.fleet.candidates import CAND_FEATURES, FLEET_FEATURES, K
+from tsadapt.fleet.candidates import CAND_FEATURES, FLEET_FEATURES, K, obs_size
 from tsadapt.fleet.catalog import Catalogue
 from tsadapt.fleet.types import FleetObservation, SlotAction
 from tsadapt.policy.learn.ppo_train import learning_curve_callback
@@ -164,10 +164,10 @@ def load_policy(path: Path):
     if not path.exists():
         raise FileNotFoundError(f"no fleet policy at {path}: run `tsadapt fleet train` first")
     net = cls.load(str(path), device="cpu")
-    if net.observation_space.shape != (K * CAND_FEATURES + FLEET_FEATURES,):
+    if net.observation_space.shape != (obs_size(),):
         raise ValueError(
             f"policy {path}: observation shape {net.observation_space.shape}, the fleet's "
-            f"candidate encoding needs {(K * CAND_FEATURES + FLEET_FEATURES,)}"
+            f"candidate encoding needs {(obs_size(),)}"
         )
     return net
 

@@ -29,7 +29,7 @@ from tsadapt.fleet.interference import (
     slowdown_table,
     throughputs,
 )
-from tsadapt.fleet.run import FleetResult
+from tsadapt.fleet.run import FleetResult, mean_of
 from tsadapt.markdown import table
 
 ORDER = ("static", "hold", "sidecar", "nexus", NEXUS_99, "ppo")
@@ -100,10 +100,6 @@ def plot(p: PointResult, out_dir: Path) -> Path:
     return path
 
 
-def _mean(runs: Sequence[FleetResult], key: str) -> float:
-    return float(np.mean([getattr(r, key) for r in runs]))
-
-
 def _pm(runs: Sequence[FleetResult], key: str, scale: float = 1.0, fmt: str = ".2f") -> str:
     v = np.array([getattr(r, key) for r in runs]) * scale
     if len(v) == 1:
@@ -116,7 +112,7 @@ def _label_of(name: str, runs: Sequence[FleetResult]) -> str:
 
 
 def _figures(runs: Sequence[FleetResult]) -> str:
-    return f"{_mean(runs, 'mean_gpus'):.2f} / {100 * _mean(runs, 'attainment'):.2f} %"
+    return f"{mean_of(runs, 'mean_gpus'):.2f} / {100 * mean_of(runs, 'attainment'):.2f} %"
 
 
 def _nexus_name(name: str, runs: Sequence[FleetResult]) -> str:
@@ -138,7 +134,7 @@ def verdict(p: PointResult) -> tuple[str, str]:
     text = f"PPO {_figures(ppo)} (GPUs / attainment); " + "; ".join(
         f"{_nexus_name(n, r)} {_figures(r)}" for n, r in nexus
     )
-    ok = [(n, r) for n, r in nexus if _mean(r, "attainment") >= TARGET]
+    ok = [(n, r) for n, r in nexus if mean_of(r, "attainment") >= TARGET]
     if not ok:
         top = nexus[-1][1][0].policy
         return (
@@ -147,7 +143,9 @@ def verdict(p: PointResult) -> tuple[str, str]:
             f"not apply. {text}.",
         )
     name, ref = _nexus_name(*ok[0]), ok[0][1]
-    if _mean(ppo, "attainment") >= TARGET and _mean(ppo, "mean_gpus") < _mean(ref, "mean_gpus"):
+    if mean_of(ppo, "attainment") >= TARGET and mean_of(ppo, "mean_gpus") < mean_of(
+        ref, "mean_gpus"
+    ):
         return f"**met** vs {name}", f"**Met** against {name}. {text}."
     return f"**not met** vs {name}", f"**Not met** against {name}. {text}. {_why(p, ref, name)}"
 
@@ -157,9 +155,9 @@ def _why(p: PointResult, ref: Sequence[FleetResult], name: str) -> str:
     ppo = p.runs["ppo"]
     ticks = max(1, int(p.cat.horizon_s / TICK_S) - 1)
     out = (
-        f"PPO proposed a change on {100 * _mean(ppo, 'proposed') / ticks:.0f} % of ticks and "
-        f"made {_mean(ppo, 'reconf_per_hour'):,.0f} slot changes/h; {name} re-planned to "
-        f"{_mean(ref, 'reconf_per_hour'):,.0f}/h."
+        f"PPO proposed a change on {100 * mean_of(ppo, 'proposed') / ticks:.0f} % of ticks and "
+        f"made {mean_of(ppo, 'reconf_per_hour'):,.0f} slot changes/h; {name} re-planned to "
+        f"{mean_of(ref, 'reconf_per_hour'):,.0f}/h."
     )
     shapes = [tuple(s) for s in (p.ppo_meta or {}).get("shapes", [])]
     if shapes and (p.cat.gpus, len(p.cat.models)) not in shapes:
@@ -298,11 +296,11 @@ def write_report(
                     _pm(runs, "mean_gpus"),
                     _pm(runs, "goodput_rps", fmt=",.1f"),
                     _pm(runs, "attainment", 100.0) + " %",
-                    f"{_mean(runs, 'reconf_per_hour'):,.0f}",
-                    f"{_mean(runs, 'decision_ms_mean'):.2f} / "
+                    f"{mean_of(runs, 'reconf_per_hour'):,.0f}",
+                    f"{mean_of(runs, 'decision_ms_mean'):.2f} / "
                     f"{max(r.decision_ms_max for r in runs):.1f}",
-                    f"{_mean(runs, 'sim_rps'):,.0f}",
-                    f"{_mean(runs, 'overrides'):,.0f}",
+                    f"{mean_of(runs, 'sim_rps'):,.0f}",
+                    f"{mean_of(runs, 'overrides'):,.0f}",
                 ]
             )
             data += [r.as_dict() for r in runs]

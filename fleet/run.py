@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +60,11 @@ class FleetResult:
         for k in ("attainment", "goodput_rps", "reconf_per_hour", "sim_rps"):
             d[k] = getattr(self, k)
         return d
+
+
+def mean_of(runs: Sequence[FleetResult], key: str) -> float:
+    """The mean of one figure (a field or property of :class:`FleetResult`) over runs."""
+    return float(np.mean([getattr(r, key) for r in runs]))
 
 
 def run_fleet(

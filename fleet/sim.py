@@ -32,7 +32,7 @@ from tsadapt.fleet.constants import (
     WORKER_START_S,
 )
 from tsadapt.fleet.interference import slowdown_table
-from tsadapt.fleet.types import EMPTY, FleetObservation, ModelView, Slot, SlotAction
+from tsadapt.fleet.types import EMPTY, FleetObservation, ModelView, Slot, SlotAction, turns
 from tsadapt.policy.sim.simulator import Simulator
 from tsadapt.policy.sim.specs import DeviceSpec, IntervalStats, ModelSpec
 from tsadapt.policy.types import ModelSettings
@@ -217,9 +217,7 @@ class FleetSim:
             if not c.workers:
                 continue
             due = self._retiring.get(name)
-            turns = sum(1 for s in self.slots[g] if not s.empty and not s.parallel)
-            turns += 1 if any(s.parallel for s in self.slots[g] if not s.empty) else 0
-            cap = model.throughput(c.batch_size) / max(1, turns)
+            cap = model.throughput(c.batch_size) / max(1, turns(self.slots[g]))
             names.append(name)
             leaving.append(due is not None and due <= self.now + TICK_S + 1e-9)
             ready.append(self.sim.ready_workers(name) * cap)

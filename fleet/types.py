@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,13 @@ class Slot:
     @property
     def empty(self) -> bool:
         return self.model == EMPTY
+
+
+def turns(row: Sequence[Slot]) -> int:
+    """How many turns a GPU's occupied slots take: one per sequential slot, one for all the
+    parallel slots together (they run at once)."""
+    busy = [s for s in row if not s.empty]
+    return sum(1 for s in busy if not s.parallel) + (1 if any(s.parallel for s in busy) else 0)
 
 
 @dataclass(frozen=True)
