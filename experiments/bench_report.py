@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tsadapt.experiments.bench_schedule import RateCheck, Schedule
+from tsadapt.experiments.bench_schedule import LATENESS_LIMIT_MS, RateCheck, Schedule
 from tsadapt.experiments.bench_timeline import POLL_S
 from tsadapt.markdown import table as markdown_table
 from tsadapt.policy.sim.metrics import ModelResult
@@ -36,6 +36,22 @@ class RunResult:
     rundir: Path | None = None
     decision_log: Path | None = None
 
+    @property
+    def lateness_p99_ms(self) -> float:
+        """The load generator's send lateness p99 over all models (NaN if unknown)."""
+        return next((rc.lateness_p99_ms for rc in self.rates if rc.model == "all"), math.nan)
+
+    @property
+    def valid(self) -> bool:
+        """An ok run whose load generator kept up (lateness p99 within the limit)."""
+        return self.status == "ok" and not self.lateness_p99_ms > LATENESS_LIMIT_MS
+
+    @property
+    def label(self) -> str:
+        """The table's name of the run: ``(invalid)`` appended when it is not valid."""
+        return self.controller if self.valid or self.status != "ok" else (
+            f"{self.controller} (invalid)")  # fmt: skip
+
 
 def fmt(x: float | None, spec: str = ".1f") -> str:
     """``x`` formatted by ``spec`` for a table cell; '–' for None or NaN."""
@@ -55,7 +71,7 @@ def table_rows(results: Sequence[RunResult]) -> list[list[str]]:
             nre = sum(res.reconfigurations.values()) if name == "overall" else (
                 res.reconfigurations.get(name, 0))  # fmt: skip
             rows.append([
-                res.controller, name, fmt(r.slo_ms, ".0f"), str(r.requests),
+                res.label, name, fmt(r.slo_ms, ".0f"), str(r.requests),
                 f"{100 * r.slo_attainment:.1f}%", fmt(r.goodput_rps, ".2f"), fmt(r.p50_ms),
                 fmt(r.p99_ms), fmt(r.worker_seconds, ".0f"), str(nre),
                 str(r.requests - r.completed),
@@ -88,7 +104,11 @@ def write_markdown(
     seeds = sorted(runs)
     first = schedules[seeds[0]]
     multi = len(seeds) > 1
-    peers = [r.controller for r in runs[seeds[0]] if r.controller in PEER_NOTES]
+    peers = list(
+        dict.fromkeys(
+            peer_of(r.controller) for r in runs[seeds[0]] if peer_of(r.controller) in PEER_NOTES
+        )
+    )
     lines = [
         f"# Benchmark: scenario `{scenario.name}` on a real TorchServe",
         "",
@@ -120,7 +140,9 @@ def write_markdown(
             f"## Across {len(seeds)} seeds",
             "",
             "Mean ± sample standard deviation over the seeds each controller ran on "
-            "(overall figures).",
+            f"validly (overall figures): a run whose load generator sent late by more than "
+            f"{LATENESS_LIMIT_MS:.0f} ms at the p99 is marked `(invalid)` and left out, "
+            "for every controller and peer alike.",
             "",
             *markdown_table(SUMMARY_HEADER, summary_rows(runs)),
             "",
@@ -148,6 +170,11 @@ def write_markdown(
 
 #: Text the report adds when a peer ran (filled in by the peers' modules).
 PEER_NOTES: dict[str, str] = {}
+
+
+def peer_of(run: str) -> str:
+    """The peer a run name belongs to (``rayserve-auto`` -> ``rayserve``), else the name."""
+    return run.split("-", 1)[0]
 
 
 def _run_sections(
