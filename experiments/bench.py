@@ -114,6 +114,8 @@ class BenchConfig:
     warmup_rounds: int = 0  # rounds of warm-up bursts per model before the load (see warm_up)
     seeds: int = 1  # arrival draws: seed, seed + 1, ... (each run by every controller)
     peers: tuple[str, ...] = ()  # other serving systems on the same arrivals (see peers/)
+    capacity_s: float = 10.0  # with peers: closed-loop capacity per model and system (0: skip)
+    peers_report: Path | None = None  # with peers: where peers.md goes (default: out_dir)
 
 
 # --------------------------------------------------------------------------- one run
@@ -204,6 +206,7 @@ def run_one(
             end_process(ctrl)
         finally:
             on_tick(schedule.duration_s, "stopping TorchServe")
+            _save_metrics(server_cfg.metrics_url, rundir / "server-metrics.txt")
             stop(server_cfg.workdir)
     records = read_records(records_path)
     return summarize_run(
@@ -239,6 +242,14 @@ def drive_locust(
     if proc.returncode not in (0, 1) or not (rundir / "requests.csv").is_file():
         return f"locust exited with code {proc.returncode}: {log_tail(rundir / 'locust.log')}"
     return ""
+
+
+def _save_metrics(url: str, path: Path) -> None:
+    """TorchServe's Prometheus metrics at the end of a run (for the peers report's time
+    breakdown); a failure only loses them."""
+    from tsadapt.experiments.peers.peer_bench import save_text
+
+    save_text(url, path)
 
 
 def warm_up(server, models: Sequence[str], rounds: int, seed: int = 0) -> int:  # noqa: ANN001
@@ -363,6 +374,14 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
         + (f", peers {', '.join(peers)}" if peers else "")
     )
     runs: dict[int, list[RunResult]] = {}
+    caps = []
+    if peers and cfg.capacity_s > 0:
+        from tsadapt.experiments.bench_capacity import capacity_systems, measure
+
+        for system in capacity_systems(peers):
+            console.print(f"capacity: {system} (closed loop, {cfg.capacity_s:.0f} s per model)")
+            rundir = cfg.runs_dir / scenario.name / f"{stamp}-capacity-{system}"
+            caps += measure(cfg, system, scenario_path, scenario, rundir, cfg.capacity_s)
     with Progress(
         TextColumn("{task.fields[ctl]:<14}"), BarColumn(), TextColumn("{task.completed:>4.0f}/"
         "{task.total:.0f} s"), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -397,6 +416,11 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
     summary = summary_json(scenario.name, runs, cfg.command, first.duration_s)
     md.with_suffix(".json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _print_tables(scenario.name, schedules, runs, md)
+    if peers:
+        from tsadapt.experiments.peers.peer_bench import write_report
+
+        peers_md = write_report(cfg, scenario, first.duration_s, started_text, runs, caps)
+        console.print(f"wrote {peers_md} and {peers_md.with_suffix('.json').name}")
     results = [r for seed in seeds for r in runs[seed]]
     (cfg.runs_dir / scenario.name / f"{stamp}-summary.json").write_text(
         json.dumps(

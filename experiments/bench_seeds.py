@@ -235,7 +235,7 @@ def summary_json(scenario: str, runs: SeedRuns, command: str, duration_s: float)
     """The machine-readable half of the report (``bench-<scenario>.json``)."""
     st = stats(runs)
     per = per_controller(runs)
-    return _finite(
+    return finite_json(
         {
             "version": SUMMARY_VERSION,
             "scenario": scenario,
@@ -268,12 +268,12 @@ def summary_json(scenario: str, runs: SeedRuns, command: str, duration_s: float)
     )
 
 
-def _finite(x: Any) -> Any:  # noqa: ANN401 - JSON values
+def finite_json(x: Any) -> Any:  # noqa: ANN401 - JSON values
     """``x`` with every NaN or infinite float replaced by None (strict JSON)."""
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_finite(v) for v in x]
+        return [finite_json(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x

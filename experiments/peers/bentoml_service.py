@@ -17,6 +17,7 @@ The scenario and mode come from the environment (``TSADAPT_BENTO_SCENARIO``,
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ import bentoml
 from pydantic import BeforeValidator
 
 from tsadapt.experiments.peers.bentoml_app import ENV_MODE, ENV_SCENARIO, bento_settings
+from tsadapt.experiments.peers.timing import TimeAccount
 from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.policy.sim.scenario import load_scenario
 
@@ -59,9 +61,13 @@ class _Models:
 
         root = Path(tempfile.mkdtemp(prefix="tsadapt-bento-"))
         self.local = {m: load_local(DEMO_MODELS[m], root / m) for m in SETTINGS.apis}
+        self.accounts = {m: TimeAccount(m) for m in SETTINGS.apis}
 
     def run(self, model: str, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self.local[model].run([{"body": b} for b in bodies])
+        started = time.perf_counter()
+        answers = self.local[model].run([{"body": b} for b in bodies])
+        self.accounts[model].batch(len(bodies), (time.perf_counter() - started) * 1000.0)
+        return answers
 
 
 for _name in SETTINGS.apis:

@@ -24,6 +24,7 @@ from tsadapt.experiments.bench_timeline import Poller, Sample
 from tsadapt.experiments.peers import VARIANTS
 from tsadapt.experiments.peers.envs import peer_python
 from tsadapt.experiments.peers.settings import SettingRow
+from tsadapt.experiments.peers.timing import ENV_DIR
 from tsadapt.policy.sim.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -60,9 +61,18 @@ class PeerEndpoint:
     workdir: Path
 
 
+#: Every peer run name.
+RUN_NAMES = tuple(name for variants in VARIANTS.values() for name, _ in variants)
+
+
 def variant_names(peers: tuple[str, ...]) -> list[str]:
-    """The bench's run names of ``peers`` (each peer's variants, in order)."""
-    return [name for p in peers for name, _ in VARIANTS[p]]
+    """The bench's run names of ``peers`` (a peer: its variants; a variant: itself)."""
+    out: list[str] = []
+    for p in peers:
+        for name in [n for n, _ in VARIANTS[p]] if p in VARIANTS else [p]:
+            if name not in out:
+                out.append(name)
+    return out
 
 
 def variant_of(run: str) -> tuple[str, str]:
@@ -103,8 +113,8 @@ def wait_http_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: floa
         time.sleep(0.5)
 
 
-def start_bentoml(python: Path, scenario_path: Path, mode: str, rundir: Path, port: int
-                  ) -> subprocess.Popen:  # fmt: skip
+def start_bentoml(python: Path, scenario_path: Path, mode: str, rundir: Path, port: int,
+                  extra_env: dict[str, str]) -> subprocess.Popen:  # fmt: skip
     """``bentoml serve`` of the demo service; returns once it answers ``/readyz``."""
     from tsadapt.experiments.peers.bentoml_app import SERVICE, server_env
 
@@ -112,17 +122,28 @@ def start_bentoml(python: Path, scenario_path: Path, mode: str, rundir: Path, po
     cmd = [str(cli) if cli.is_file() else "bentoml", "serve", SERVICE, "--host", C.LOOPBACK,
            "--port", str(port)]  # fmt: skip
     log = rundir / "bentoml.log"
+    env = {**server_env(str(scenario_path), mode), **extra_env}
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env(str(scenario_path), mode),
-            start_new_session=True,
-        )  # fmt: skip
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     try:
         wait_http_ready(f"http://{C.LOOPBACK}:{port}/readyz", proc, log, BENTO_START_TIMEOUT_S)
     except RuntimeError:
         stop_group(proc)
         raise
     return proc
+
+
+def save_text(url: str, path: Path) -> bool:
+    """GET ``url`` into ``path`` (a server's metrics before it stops); False if it fails."""
+    try:
+        resp = requests.get(url, timeout=10)
+        resp.raise_for_status()
+    except requests.RequestException:
+        return False
+    path.write_text(resp.text)
+    return True
 
 
 def stop_group(proc: subprocess.Popen) -> None:
@@ -187,6 +208,7 @@ class RunningPeer:
         if self.peer == "rayserve":
             ray.stop_app(self.proc, self.status)
         else:
+            save_text(f"{self.url}/metrics", self.log.parent / "bentoml-metrics.txt")
             stop_group(self.proc)
 
 
@@ -197,14 +219,16 @@ def start_variant(run: str, python: Path, scenario_path: Path, scenario: Scenari
     from tsadapt.serve.server import free_port
 
     peer, mode = variant_of(run)
-    rundir.mkdir(parents=True, exist_ok=True)
+    timing = rundir / "timing"
+    timing.mkdir(parents=True, exist_ok=True)
+    env = {ENV_DIR: str(timing.resolve())}
     port = free_port()
     url = f"http://{C.LOOPBACK}:{port}"
     if peer == "rayserve":
-        proc, status = ray.start_app(scenario_path, rundir, port, mode, python)
+        proc, status = ray.start_app(scenario_path, rundir, port, mode, python, env)
         reader = ray.status_reader(status, scenario, mode)
         return RunningPeer(peer, mode, proc, url, reader, rundir / "rayserve.log", status)
-    proc = start_bentoml(python, scenario_path, mode, rundir, port)
+    proc = start_bentoml(python, scenario_path, mode, rundir, port, env)
     return RunningPeer(peer, mode, proc, url, bento_reader(scenario, mode), rundir / "bentoml.log")
 
 
@@ -245,3 +269,23 @@ def run_peer_variant(
     records = read_records(rundir / "requests.csv")
     res = summarize_run(run, schedule, records, poller.samples, rundir)
     return shared_workers(res, len(scenario.models)) if peer == "bentoml" else res
+
+
+def write_report(cfg: BenchConfig, scenario: Scenario, duration_s: float, started: str,
+                 runs: dict[int, list[RunResult]], caps: list) -> Path:  # fmt: skip
+    """``peers.md`` / ``peers.json`` in the bench's report folder."""
+    from tsadapt.experiments.peers.breakdown import breakdown_section
+    from tsadapt.experiments.peers.peers_report import write_peers_report
+
+    first = runs[min(runs)]
+    peer_runs = [r.controller for r in first if r.controller in RUN_NAMES]
+    settings = [row for run in peer_runs for row in settings_rows(run, scenario)]
+    envs = {}
+    for peer in dict.fromkeys(variant_of(r)[0] for r in peer_runs):
+        python, where = peer_python(peer)
+        envs[peer] = where if python is not None else f"not installed ({where})"
+    return write_peers_report(
+        cfg.peers_report or cfg.out_dir / "peers.md", cfg.command, scenario.name, duration_s,
+        started, runs, caps, settings, envs, breakdown_section(runs),
+        str(cfg.out_dir / f"bench-{scenario.name}.md"),
+    )  # fmt: skip

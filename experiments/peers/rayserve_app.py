@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -168,7 +169,7 @@ def peer_settings(scenario: Scenario, mode: str = "auto", cores: int | None = No
                 max_replicas=caps[m.name],
                 max_ongoing_requests=TUNED_ONGOING_PER_BATCH * batch,
                 max_queued_requests=queue_size(m.name),
-                replica_num_cpus=round(cores / total, 4),
+                replica_num_cpus=math.floor(1e4 * cores / total) / 1e4,  # never over the cores
                 target_ongoing_requests=float(batch),
             )
         )
@@ -228,21 +229,32 @@ def build_app(s: PeerSettings) -> Any:  # noqa: ANN401 - a ray.serve Application
     @serve.deployment(**s.deployment_options())
     class ModelReplica:
         def __init__(self, model: str) -> None:
+            from tsadapt.experiments.peers.timing import TimeAccount
             from tsadapt.handlers.local import load_local
 
             self.local = load_local(DEMO_MODELS[model], Path(tempfile.mkdtemp(prefix=model)))
+            self.account = TimeAccount(model)
 
         def _run(self, bodies: list[bytes]) -> list[tuple[int, bytes]]:
+            started = time.perf_counter()
             answers = self.local.run([{"body": b} for b in bodies])
-            return [(self.local.status(i), _json.dumps(a).encode()) for i, a in enumerate(answers)]
+            out = [(self.local.status(i), _json.dumps(a).encode()) for i, a in enumerate(answers)]
+            self.account.batch(len(bodies), (time.perf_counter() - started) * 1000.0)
+            return out
 
         @serve.batch(max_batch_size=s.max_batch_size, batch_wait_timeout_s=s.batch_wait_timeout_s)
-        async def batch(self, bodies: list[bytes]) -> list[tuple[int, bytes]]:
-            return await asyncio.to_thread(self._run, bodies)
+        async def batch(self, items: list[tuple[bytes, float]]) -> list[tuple[int, bytes, float]]:
+            started = time.perf_counter()
+            answers = await asyncio.to_thread(self._run, [body for body, _ in items])
+            return [(code, body, started) for code, body in answers]
 
         async def __call__(self, request: Request) -> Response:
-            status, body = await self.batch(await request.body())
-            return Response(body, status_code=status, media_type="application/json")
+            arrived = time.perf_counter()
+            body = await request.body()
+            status, answer, batch_started = await self.batch((body, arrived))
+            done = time.perf_counter()
+            self.account.request(1000 * (batch_started - arrived), 1000 * (done - arrived))
+            return Response(answer, status_code=status, media_type="application/json")
 
     return ModelReplica.bind(s.model)
 

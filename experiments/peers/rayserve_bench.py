@@ -54,14 +54,15 @@ def status_reader(path: Path, scenario: Scenario, mode: str = "auto"
 
 
 def start_app(
-    scenario_path: Path, rundir: Path, port: int, mode: str = "auto", python: Path | None = None
+    scenario_path: Path, rundir: Path, port: int, mode: str = "auto", python: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, Path]:
     """Start the Ray Serve process; return it once every application is up."""
     status = rundir / "rayserve-status.json"
     status.unlink(missing_ok=True)
     cmd = [str(python or sys.executable), "-m", MODULE, "--scenario", str(scenario_path),
            "--port", str(port), "--status", str(status), "--mode", mode]  # fmt: skip
-    env = {**os.environ, **RAY_ENV}
+    env = {**os.environ, **RAY_ENV, **(extra_env or {})}
     with (rundir / "rayserve.log").open("ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
