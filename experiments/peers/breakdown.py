@@ -15,11 +15,16 @@ own figures at the end of the first seed's run (nothing is modelled).
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from tsadapt.experiments.bench_report import RunResult, fmt
 from tsadapt.experiments.bench_schedule import read_records
@@ -173,4 +178,98 @@ def breakdown_section(runs: Mapping[int, Sequence[RunResult]]) -> list[str]:
         "",
         *table(HEADER, rows),
         "",
+        *handler_section(_models_of(runs)),
     ]
+
+
+def _models_of(runs: Mapping[int, Sequence[RunResult]]) -> list[str]:
+    for res in runs[min(runs)]:
+        if res.per_model:
+            return list(res.per_model)
+    return []
+
+
+def handler_section(models: Sequence[str]) -> list[str]:
+    """Our handler's own steps, and the one change tried to win time back."""
+    if not models:
+        return []
+    return [
+        "### Inside our handler, and what was tried",
+        "",
+        f"One request of each model through our handler's steps, timed in the bench's "
+        f"process after the runs (median of {PROFILE_ROUNDS}; the box was shared, so the "
+        "absolute figures are inflated): the same code runs in TorchServe's workers, Ray's "
+        "replicas and BentoML's workers (BentoML decodes the JSON itself before our code).",
+        "",
+        *table(PROFILE_HEADER, handler_profile(models)),
+        "",
+        "Tried here: the handler used to walk every number of a request to reject booleans "
+        "(`torch.tensor` takes `true` as 1.0); it now skips that walk when the raw JSON has no "
+        "`true`/`false` token (`handlers/base.py: may_hold_booleans`), which saves the walk's "
+        "column above per image request in TorchServe and Ray (BentoML hands our code decoded "
+        "objects, so it still walks). Every run in this report already used it, so the runs "
+        "do not show it as a difference. Not tried for lack of time: Netty and worker "
+        "threads (`number_of_netty_threads`, `netty_client_threads`), a faster JSON decoder. "
+        "What only a different server can fix: TorchServe's frontend-worker round trip (a "
+        "socket hop and a second encode/decode of every batch between the Java frontend and "
+        "the Python worker), which Ray (in-process batching in the replica) and BentoML (HTTP "
+        "and model in the same worker process) do not have.",
+        "",
+    ]
+
+
+# --------------------------------------------------------------------------- handler profile
+
+#: Timed repetitions of each step (the median is kept).
+PROFILE_ROUNDS = 30
+PROFILE_HEADER = [
+    "model", "body bytes", "JSON decode ms", "validate + tensor ms",
+    "of which the per-number boolean walk ms", "forward ms (batch of 1)", "answer + encode ms",
+]  # fmt: skip
+
+
+def _median_ms(f: Callable[[], object], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return 1000.0 * float(np.median(times))
+
+
+def handler_profile(models: Sequence[str], rounds: int = PROFILE_ROUNDS) -> list[list[str]]:
+    """Our handler's steps for one request of each model, timed in this process on the
+    handler as a worker loads it (``load_local``, one intra-op thread): the JSON decode, the
+    validation into a tensor (with and without the per-number boolean walk), the forward pass
+    of a batch of one, and the answer with its JSON encoding."""
+    import torch
+
+    from tsadapt.handlers.catalog import DEMO_MODELS
+    from tsadapt.handlers.local import load_local
+
+    rows = []
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="tsadapt-profile-") as tmp:
+        for name in models:
+            h = load_local(DEMO_MODELS[name], Path(tmp) / name).handler
+            raw = json.dumps(DEMO_MODELS[name].example(rng)).encode()
+            body = json.loads(raw)
+            x = h.parse_request(body)
+
+            def parse(check: bool, h=h, body=body) -> object:  # noqa: ANN001
+                h.check_booleans = check
+                return h.parse_request(body)
+
+            with_walk = _median_ms(lambda: parse(True), rounds)
+            without = _median_ms(lambda: parse(False), rounds)
+            with torch.inference_mode():
+                fwd = _median_ms(lambda h=h, x=x: h.model(x[None]), rounds)
+                out = h.model(x[None])[0]
+            enc = _median_ms(lambda h=h, out=out: json.dumps(h.answer(out)), rounds)
+            dec = _median_ms(lambda raw=raw: json.loads(raw), rounds)
+            rows.append([
+                name, str(len(raw)), fmt(dec, ".2f"),
+                fmt(with_walk, ".2f"), fmt(max(0.0, with_walk - without), ".2f"), fmt(fwd, ".2f"),
+                fmt(enc, ".2f"),
+            ])  # fmt: skip
+    return rows
