@@ -68,7 +68,8 @@ def test_report_has_both_tables_capacity_settings_and_the_rule(tmp_path: Path) -
     text = md.read_text()
     assert text.count("tsadapt bench --peers rayserve,bentoml") == 1
     for needle in ("## Fixed against fixed", "## Adaptive against adaptive",
-                   "| static | image | 60.0", "failed: no venv", "`upscale_delay_s` | 1.0 | 30", f"{LATENESS_LIMIT_MS:.0f} ms",
+                   "| static | image | 60.0", "failed: no venv", "`upscale_delay_s` | 1.0 | 30",
+                   f"{LATENESS_LIMIT_MS:.0f} ms",
                    "| rayserve-auto | 1/2 |", "s6: 500", "## Where"):  # fmt: skip
         assert needle in text, needle
     data = json.loads(md.with_suffix(".json").read_text())
