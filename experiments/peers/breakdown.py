@@ -150,7 +150,7 @@ def breakdown_rows(runs: Mapping[int, Sequence[RunResult]]) -> list[list[str]]:
     for res in first:
         for sp in splits_of(res):
             rows.append([
-                sp.system, sp.model, str(sp.requests), fmt(sp.client_ms), fmt(sp.server_ms),
+                res.label, sp.model, str(sp.requests), fmt(sp.client_ms), fmt(sp.server_ms),
                 fmt(sp.wait_ms), fmt(sp.handler_ms), fmt(sp.other_ms), fmt(sp.outside_ms),
                 fmt(sp.mean_batch, ".2f"),
             ])  # fmt: skip
