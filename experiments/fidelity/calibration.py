@@ -30,6 +30,7 @@ from tsadapt.experiments.fidelity.common import (
 from tsadapt.experiments.fidelity.runs import run_real, simulate
 from tsadapt.experiments.hostcpu import CpuLoad, Quiet
 from tsadapt.policy.sim.scenario import Scenario, load_scenario, with_batch_overhead
+from tsadapt.profile import read_profiles
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,7 @@ def calibrate(
     since = float(np.nanmin(records.sent_epoch)) if len(records) else 0.0
     with (rundir / "server" / "logs" / "ts_log.log").open(errors="replace") as fh:
         backend = backend_batches(fh, since)
-    profile_doc = json.loads(profiles.read_text())
+    profile_doc = read_profiles(profiles)
     host_cpu_ms = host_cpu_per_request_ms(cpu, len(records))
     cals = derive_calibration(
         scenario, latencies, backend, profile_doc, seed, duration, host_cpu_ms

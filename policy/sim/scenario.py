@@ -62,6 +62,7 @@ from tsadapt.policy.sim.specs import DeviceSpec, LatencyModel, ModelSpec
 from tsadapt.policy.sim.workload_files import workload_from_dict
 from tsadapt.policy.sim.workloads import Mix, Workload
 from tsadapt.policy.types import ModelSettings
+from tsadapt.profile import latency_of, read_profiles
 
 __all__ = [
     "Budget",
@@ -247,11 +248,7 @@ _OVERHEAD_KEYS = ("overhead_ms", "overhead_quantiles_ms")
 def json_profile(path: str | Path, model: str, threads: int) -> LatencyModel:
     """The latency table of ``model`` at ``threads`` from a ``model-profiles.json`` file."""
     p = Path(path)
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"profile {p}: invalid JSON: {exc}") from None
-    entries = raw if isinstance(raw, list) else [raw]
+    entries = read_profiles(p)
     mine = [e for e in entries if isinstance(e, Mapping) and e.get("model") == model]
     if not mine:
         known = sorted(str(e.get("model")) for e in entries if isinstance(e, Mapping))
@@ -263,11 +260,7 @@ def json_profile(path: str | Path, model: str, threads: int) -> LatencyModel:
             f"profile {p}: model {model!r} was measured at threads {have}, not {threads} "
             "(set the model's 'threads' to the profile's)"
         )
-    e = match[0]
-    bs, ms = e.get("batch_sizes"), e.get("median_ms")
-    if not isinstance(bs, list) or not isinstance(ms, list) or len(bs) != len(ms) or not bs:
-        raise ValueError(f"profile {p}: model {model!r} needs equal-length batch_sizes, median_ms")
-    return LatencyModel(table=tuple(zip(bs, ms, strict=True)))
+    return latency_of(match[0])
 
 
 def with_batch_overhead(latency: LatencyModel, ms: float) -> LatencyModel:
