@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,42 +74,23 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A model of the scenario: SLO, latency profile, limits and placement."""
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry(ModelSpec):
+    """A model of the scenario: the simulator's :class:`ModelSpec` (latency profile,
+    placement, queue, overheads) plus its SLO, limits and where its profile came from.
+    Its own fields are keyword-only."""
 
-    name: str
     slo_ms: float
-    latency: LatencyModel
     min_workers: int
     max_workers: int
     max_batch: int
-    device: str = DEFAULT_DEVICE
-    threads: int = WORKER_THREADS
-    queue_size: int = JOB_QUEUE_SIZE
-    load_delay_s: float = LOAD_DELAY_S
-    exec_cv: float = 0.0
     profile_path: str | None = None
-    overhead_ms: float = 0.0
-    overhead_quantiles_ms: tuple[float, ...] | None = None
     batch_overhead_ms: float = 0.0  # already inside ``latency`` (kept for reports)
-    host_cpu_ms: float = 0.0  # CPU per request outside the workers (simulator docs)
 
     def spec(self, config: ModelSettings) -> ModelSpec:
         """The simulator's :class:`ModelSpec` starting from ``config``."""
-        return ModelSpec(
-            name=self.name,
-            latency=self.latency,
-            device=self.device,
-            threads=self.threads,
-            queue_size=self.queue_size,
-            load_delay_s=self.load_delay_s,
-            exec_cv=self.exec_cv,
-            initial=config,
-            overhead_ms=self.overhead_ms,
-            overhead_quantiles_ms=self.overhead_quantiles_ms,
-            host_cpu_ms=self.host_cpu_ms,
-        )
+        base = {f.name: getattr(self, f.name) for f in fields(ModelSpec)}
+        return ModelSpec(**{**base, "initial": config})
 
 
 @dataclass(frozen=True)
