@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tsadapt import constants as C
 from tsadapt.cli.arg_types import positive_int
+from tsadapt.markdown import TYPED_ARGV, command_of
 from tsadapt.serve.attach import add_attach_args
 
 
@@ -125,7 +126,7 @@ def _models_profile(args: argparse.Namespace) -> int:
     from tsadapt.experiments import model_profiles
 
     names = args.models.split(",") if args.models else list(_demo_names())
-    command = "tsadapt models profile " + " ".join(sys.argv[3:])
+    command = command_of(args)
     profiles = model_profiles.run(
         names, args.max_batch, args.repeats, args.warmup, args.out, command.strip()
     )
@@ -249,6 +250,7 @@ def _component_commands() -> list:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setattr(args, TYPED_ARGV, list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 from tsadapt.cli.arg_types import positive_float
+from tsadapt.markdown import command_of
 
 
 def _sim_bench(args: argparse.Namespace) -> int:
@@ -16,13 +15,6 @@ def _sim_bench(args: argparse.Namespace) -> int:
 
     run(args.batch_sizes, args.requests)
     return 0
-
-
-def _command_line() -> str:
-    argv = sys.argv[1:]
-    if "fidelity" in argv:
-        argv = argv[argv.index("fidelity") :]
-    return " ".join(["tsadapt", *(shlex.quote(a) for a in argv)])
 
 
 def _progress(every_s: float = 15.0):  # noqa: ANN202
@@ -40,7 +32,7 @@ def _progress(every_s: float = 15.0):  # noqa: ANN202
 def _fidelity(args: argparse.Namespace) -> int:
     from tsadapt.experiments import fidelity as F
 
-    command = _command_line()
+    command = command_of(args)
     if args.action == "calibrate":
         cals, cpu = F.calibrate(
             runs_dir=args.runs_dir,

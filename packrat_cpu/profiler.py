@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tsadapt.handlers.placement import pin_process
-from tsadapt.packrat_cpu.profiler_config import PointResult, ProfilerConfig, _fmt
+from tsadapt.packrat_cpu.profiler_config import PointResult, ProfilerConfig, int_list
 from tsadapt.profile import timed_rounds
 
 EXIT_FAILED = 1  # a worker failed (the CLI's exit code)
@@ -151,9 +151,9 @@ def _worker_command(config: ProfilerConfig, threads: int) -> list[str]:
         "--threads",
         str(threads),
         "--cores",
-        _fmt(config.cores[:threads]),
+        int_list(config.cores[:threads]),
         "--batches",
-        _fmt(config.batches),
+        int_list(config.batches),
         "--warmup",
         str(config.warmup),
         "--reps",

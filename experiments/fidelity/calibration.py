@@ -24,11 +24,11 @@ from tsadapt.experiments.fidelity.common import (
     CALIBRATION_SCENARIO,
     DEFAULT_RUNS,
     RESULTS_DIR,
-    _clean,
-    _rel,
+    clean_floats,
 )
 from tsadapt.experiments.fidelity.runs import run_real, simulate
 from tsadapt.experiments.hostcpu import CpuLoad, Quiet
+from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario, with_batch_overhead
 from tsadapt.profile import read_profiles
 
@@ -63,7 +63,7 @@ class Calibration:
         return quantile_of(self.overhead_quantiles_ms, 0.99)
 
     def as_dict(self) -> dict[str, Any]:
-        d = _clean(asdict(self))
+        d = clean_floats(asdict(self))
         d["overhead_quantiles_ms"] = list(self.overhead_quantiles_ms)
         d["overhead_p50_ms"] = round(self.overhead_p50_ms, 3)
         d["overhead_p99_ms"] = round(self.overhead_p99_ms, 3)
@@ -359,16 +359,16 @@ def calibrate(
     doc = {
         "command": command,
         "generated": time.strftime("%Y-%m-%d %H:%M"),
-        "scenario": _rel(path),
+        "scenario": rel(path),
         "duration_s": duration,
         "seed": seed,
-        "profiles": _rel(profiles),
+        "profiles": rel(profiles),
         "cores": os.cpu_count(),
         "cpu": cpu.as_dict(),
         "quiet_at_start": calm,
         "quiet_during_run": cpu.others_cores <= max_others_cores,
         "attempts": attempt,
-        "rundir": _rel(real.rundir),
+        "rundir": rel(real.rundir),
         "method": "per model, on the calibration scenario: exec_cv = cv of the log-normal "
         "through the p50 and p90 of the worker time per batch (TorchServe's 'Backend "
         "response time') of the batches that ran while no other model's did; "

@@ -14,11 +14,11 @@ from tsadapt.experiments.fidelity.common import (
     CALIBRATION_FILE,
     CALIBRATION_SCENARIO,
     FidelityConfig,
-    _fmt,
-    _rel,
+    fmt_num,
 )
 from tsadapt.experiments.fidelity.report import model_calibration, write_report
 from tsadapt.experiments.fidelity.runs import ScenarioRun, run_scenario, static_configs
+from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
 
 
@@ -43,7 +43,7 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "HTTP, frontend, and whatever else the simulator misses), added to the latency "
         "without occupying the worker;",
         "- `batch_overhead_ms`, `exec_cv` and `overhead_quantiles_ms` come from `tsadapt "
-        f"fidelity calibrate` (`{_rel(CALIBRATION_FILE)}`), a separate real run (scenario "
+        f"fidelity calibrate` (`{rel(CALIBRATION_FILE)}`), a separate real run (scenario "
         f"`{CALIBRATION_SCENARIO}`: steady Poisson load at the compared scenarios' mean rates, "
         "none of their spikes, cycles or steps, a seed of its own). TorchServe's *Backend "
         "response time* of the batches that ran while no other model's did is fitted by a "
@@ -69,9 +69,9 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         ]
         for name, c in measured["models"].items():
             notes.append(
-                f"| {name} | {c.get('solo_batches', '–')} | {_fmt(_f(c, 'backend_p50_ms'))} | "
-                f"{_fmt(_f(c, 'solo_p90_ms'))} | {c.get('overlapped_batches', '–')} | "
-                f"{_fmt(_f(c, 'overlapped_p50_ms'))} | {_fmt(_f(c, 'overlapped_p90_ms'))} |"
+                f"| {name} | {c.get('solo_batches', '–')} | {fmt_num(_f(c, 'backend_p50_ms'))} | "
+                f"{fmt_num(_f(c, 'solo_p90_ms'))} | {c.get('overlapped_batches', '–')} | "
+                f"{fmt_num(_f(c, 'overlapped_p50_ms'))} | {fmt_num(_f(c, 'overlapped_p90_ms'))} |"
             )
     return {
         "notes": notes,

@@ -193,7 +193,7 @@ def _num(where: str, v: Any, *, positive: bool = False, integer: bool = False) -
     return int(v) if integer else float(v)
 
 
-def _mapping(where: str, v: Any) -> Mapping[str, Any]:
+def require_mapping(where: str, v: Any) -> Mapping[str, Any]:
     if not isinstance(v, Mapping):
         raise ValueError(f"{where} must be a mapping, got {v!r}")
     return v
@@ -205,7 +205,7 @@ def _require(where: str, d: Mapping[str, Any], key: str) -> Any:
     return d[key]
 
 
-def _no_extra(where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
+def reject_unknown(where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(d) - allowed)
     if extra:
         raise ValueError(f"{where}: unknown field {extra[0]!r} (allowed: {sorted(allowed)})")
@@ -266,8 +266,8 @@ def _profile(
             return LatencyModel.from_csv(p, threads=threads), str(p)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{where}: {exc}") from None
-    d = _mapping(where, v)
-    _no_extra(where, d, {"alpha_ms", "beta_ms"})
+    d = require_mapping(where, v)
+    reject_unknown(where, d, {"alpha_ms", "beta_ms"})
     alpha = _num(f"{where}.alpha_ms", _require(where, d, "alpha_ms"))
     beta = _num(f"{where}.beta_ms", _require(where, d, "beta_ms"))
     if alpha + beta <= 0:
@@ -288,16 +288,18 @@ def _calibration(v: Any, base: Path) -> dict[str, Mapping[str, Any]]:
         raw = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"calibration {p}: invalid JSON: {exc}") from None
-    models = _mapping(f"calibration {p}: models", _mapping(f"calibration {p}", raw).get("models"))
-    return {str(k): _mapping(f"calibration {p}: models.{k}", e) for k, e in models.items()}
+    models = require_mapping(
+        f"calibration {p}: models", require_mapping(f"calibration {p}", raw).get("models")
+    )
+    return {str(k): require_mapping(f"calibration {p}: models.{k}", e) for k, e in models.items()}
 
 
 def _model(
     i: int, d: Any, base: Path, calibration: Mapping[str, Mapping[str, Any]] | None = None
 ) -> ModelEntry:
     w = f"models[{i}]"
-    d = _mapping(w, d)
-    _no_extra(w, d, _MODEL_KEYS)
+    d = require_mapping(w, d)
+    reject_unknown(w, d, _MODEL_KEYS)
     name = _require(w, d, "name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{w}.name must be a non-empty string, got {name!r}")
@@ -358,8 +360,8 @@ def _quantiles(where: str, d: Mapping[str, Any]) -> tuple[float, ...] | None:
 
 def _device(i: int, d: Any) -> DeviceSpec:
     w = f"devices[{i}]"
-    d = _mapping(w, d)
-    _no_extra(w, d, {"name", "cores", "capacity"})
+    d = require_mapping(w, d)
+    reject_unknown(w, d, {"name", "cores", "capacity"})
     name = _require(w, d, "name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{w}.name must be a non-empty string, got {name!r}")
@@ -371,8 +373,8 @@ def _device(i: int, d: Any) -> DeviceSpec:
 
 def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario") -> Scenario:
     """Validate a parsed scenario; ``ValueError`` names the offending field."""
-    d = _mapping("scenario", d)
-    _no_extra("scenario", d, _TOP_KEYS)
+    d = require_mapping("scenario", d)
+    reject_unknown("scenario", d, _TOP_KEYS)
     base = Path(base_dir)
     duration = _num("duration_s", _require("scenario", d, "duration_s"), positive=True)
     seed = _num("seed", d.get("seed", 0), integer=True)
@@ -385,8 +387,8 @@ def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ValueError(f"models[{i}].name {n!r} is a duplicate")
-    budget_raw = _mapping("budget", _require("scenario", d, "budget"))
-    _no_extra("budget", budget_raw, {"workers"})
+    budget_raw = require_mapping("budget", _require("scenario", d, "budget"))
+    reject_unknown("budget", budget_raw, {"workers"})
     budget = Budget(
         _num(
             "budget.workers", _require("budget", budget_raw, "workers"), positive=True, integer=True
@@ -402,7 +404,7 @@ def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario
         raise ValueError("workload must be a non-empty list")
     entries = []
     for i, w in enumerate(wl_raw):
-        w = _mapping(f"workload[{i}]", w)
+        w = require_mapping(f"workload[{i}]", w)
         model = _require(f"workload[{i}]", w, "model")
         if model not in names:
             raise ValueError(f"workload[{i}].model {model!r} is not one of {names}")

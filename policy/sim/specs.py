@@ -66,7 +66,7 @@ class DeviceSpec:
         return f[-1] + step * (k - len(f))
 
 
-def _check_batch_limit(batch_size: int) -> None:
+def check_batch_limit(batch_size: int) -> None:
     if batch_size > MAX_BATCH_LIMIT:
         raise ValueError(f"batch_size must be <= {MAX_BATCH_LIMIT}, got {batch_size}")
 
@@ -93,7 +93,7 @@ class ModelSpec:
     parallel: bool = False
 
     def __post_init__(self) -> None:
-        _check_batch_limit(self.initial.batch_size)
+        check_batch_limit(self.initial.batch_size)
         if not (self.host_cpu_ms >= 0 and math.isfinite(self.host_cpu_ms)):
             raise ValueError(f"model {self.name!r}: host_cpu_ms must be >= 0 and finite")
         if self.threads < 1:
