@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from tsadapt.policy.batch_cap import apply_latencies, feasible
 from tsadapt.policy.controller_config import ConfigError, ControllerConfig, ModelLimits, from_dict
-from tsadapt.policy.sim.control import apply_latencies, feasible
 from tsadapt.profile import LatencyModel, ProfileFormatError, latency_of, read_profiles
 
 #: SLO written when neither --slo-ms nor a profile gives one: a placeholder to tune.

@@ -255,3 +255,59 @@ def test_every_module_imports() -> None:
         except Exception as exc:  # noqa: BLE001 - collected and reported together
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
     assert not failed, "\n".join(failed)
+
+
+#: What the running controller must never load: the simulator, training, the fleet, the
+#: experiments, and the training stack's libraries.
+CONTROL_FORBIDDEN = (
+    "tsadapt.policy.sim",
+    "tsadapt.policy.learn",
+    "tsadapt.fleet",
+    "tsadapt.experiments",
+    "stable_baselines3",
+    "gymnasium",
+)
+CONTROL_PATH = """
+import json, sys
+from tsadapt.cli.main import main
+from tsadapt.policy.controller_config import load
+from tsadapt.policy.factory import make_policy
+
+config, profile, policy, dead = sys.argv[1:5]
+# ``tsadapt control`` as typed, up to the server it cannot reach (config, --profile, attach)
+main(["control", "--config", config, "--profile", profile, "--policy", policy,
+      "--inference-url", dead, "--management-url", dead, "--metrics-url", dead, "--no-auth",
+      "--metrics-port", "0", "--max-ticks", "1"])
+make_policy(policy, load(config, policy=policy), None)  # what it builds next
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("policy", ["static", "aimd", "queue", "ppo"])
+def test_the_control_path_loads_no_simulator_or_training(tmp_path: Path, policy: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tsadapt.serve.server import free_port
+
+    config = tmp_path / "controller.yaml"
+    config.write_text(
+        "worker_budget: 2\n"
+        "models:\n  m: {slo_ms: 100, min_workers: 1, max_workers: 2, max_batch: 16}\n"
+    )
+    profile = tmp_path / "m.json"
+    profile.write_text(
+        json.dumps({"format": "tsadapt-profiles", "version": 1, "profiles": [
+            {"model": "m", "batch_sizes": [1, 8, 16], "median_ms": [5.0, 20.0, 60.0]}]})
+    )  # fmt: skip
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = subprocess.run(
+        [sys.executable, "-c", CONTROL_PATH, str(config), str(profile), policy, dead],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.splitlines()[-1])
+    assert "tsadapt.sidecar.runner" in loaded and "tsadapt.policy.batch_cap" in loaded
+    bad = [m for m in loaded if m.startswith(CONTROL_FORBIDDEN)]
+    assert not bad, f"`tsadapt control --policy {policy}` loads {bad}"

@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tsadapt.policy.batch_cap import apply_latencies, feasible
 from tsadapt.policy.controller_config import (
     DEFAULT_COOLDOWN_S,
-    ConfigError,
     ControllerConfig,
     ModelLimits,
     load,
@@ -32,7 +32,7 @@ from tsadapt.policy.loop import ApplyResult, LoopState, control_step
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
 from tsadapt.policy.sim.scenario import ModelEntry, Scenario, load_scenario
 from tsadapt.policy.sim.simulator import Simulator
-from tsadapt.policy.sim.specs import IntervalStats, LatencyModel
+from tsadapt.policy.sim.specs import IntervalStats
 from tsadapt.policy.types import (
     Action,
     HostObservation,
@@ -48,6 +48,7 @@ __all__ = [
     "slo_feasible_batch",
     "ControlResult",
     "apply_latencies",
+    "feasible",
     "scenario_config",
     "SimBackend",
     "SimControlConfig",
@@ -426,29 +427,6 @@ def run_named(
 
 
 # --------------------------------------------------------------------------- real-server limits
-
-
-def feasible(limits: ModelLimits, latency: LatencyModel, outside_ms: float = 0.0) -> ModelLimits:
-    """``limits`` with ``max_batch`` lowered to the SLO-feasible batch of ``latency`` with
-    ``outside_ms`` of latency outside the worker (:func:`slo_feasible_batch`)."""
-    cap = slo_feasible_batch(latency, limits.slo_ms, limits.max_batch, outside_ms)
-    return replace(limits, max_batch=max(cap, limits.min_batch))
-
-
-def apply_latencies(
-    config: ControllerConfig, latencies: list[tuple[str, LatencyModel, float, str]]
-) -> ControllerConfig:
-    """``config`` with each ``(model, latency, outside_ms, source)``'s ``max_batch`` lowered by
-    the profile rule (a model only ``default:`` covers gets its own entry)."""
-    models = {m.name: m for m in config.models}
-    for name, latency, outside_ms, source in latencies:
-        base = models.get(name)
-        if base is None and config.default is not None:
-            base = replace(config.default, name=name)
-        if base is None:
-            raise ConfigError(source, f"model {name!r} is not in the config (and no default:)")
-        models[name] = feasible(base, latency, outside_ms)
-    return replace(config, models=tuple(models.values()))
 
 
 def scenario_config(path: Path, scenario_file: Path, **overrides: object) -> ControllerConfig:
