@@ -28,6 +28,8 @@ from tsadapt.experiments.fidelity.common import (
 )
 from tsadapt.experiments.fidelity.runs import run_real, simulate
 from tsadapt.experiments.hostcpu import CpuLoad, Quiet
+from tsadapt.experiments.worker_start import RESULT_FILE as WORKER_START_FILE
+from tsadapt.experiments.worker_start import add_load_delays, measured_load_delays
 from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario, with_batch_overhead
 from tsadapt.profile import read_profiles
@@ -381,6 +383,9 @@ def calibrate(
         "sent, the same for every model",
         "models": {c.model: c.as_dict() for c in cals},
     }
+    delays = measured_load_delays(out.parent / WORKER_START_FILE)
+    if delays:  # the worker start delay is measured apart (tsadapt fidelity load-delay)
+        add_load_delays(doc, delays, rel(out.parent / WORKER_START_FILE))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     return cals, cpu

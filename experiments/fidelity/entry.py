@@ -18,6 +18,7 @@ from tsadapt.experiments.fidelity.common import (
 )
 from tsadapt.experiments.fidelity.report import model_calibration, write_report
 from tsadapt.experiments.fidelity.runs import ScenarioRun, run_scenario, static_configs
+from tsadapt.experiments.worker_start import RESULT_FILE as WORKER_START_FILE
 from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
 
@@ -51,6 +52,11 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "`batch_overhead_ms`; the outside overhead's distribution is fitted so that the "
         "simulated latencies plus independent draws from it have the real latencies' "
         "quantiles in that run.",
+        "- **worker start**: a new worker serves `load_delay_s` after the scale-up call, "
+        "measured on the real server by `tsadapt fidelity load-delay` (request to READY, "
+        f"`{rel(CALIBRATION_FILE.parent / WORKER_START_FILE)}`) and carried by the calibration "
+        "file; the static runs compared here never start one, so it shapes only the adaptive "
+        "policies' simulations.",
     ]
     try:
         measured = json.loads(CALIBRATION_FILE.read_text())

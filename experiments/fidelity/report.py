@@ -63,6 +63,7 @@ def model_calibration(scenario: Scenario) -> list[dict[str, Any]]:
             "overhead_p50_ms": q(m, 0.5),
             "overhead_p99_ms": q(m, 0.99),
             "host_cpu_ms": m.host_cpu_ms,
+            "load_delay_s": m.load_delay_s,
         }
         for m in scenario.models
     ]
@@ -265,8 +266,9 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
     lines += [
         "",
         "| scenario | model | service b=1 ms | b=8 ms | of which batch overhead | threads | "
-        "cores | host CPU ms/request | exec_cv | outside overhead p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "cores | host CPU ms/request | exec_cv | outside overhead p50 ms | p99 ms | "
+        "worker start s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sc_name, models in cal.get("per_scenario", {}).items():
         for c in models:
@@ -274,7 +276,8 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
                 f"| {sc_name} | {c['model']} | {c['service_b1_ms']:.2f} | "
                 f"{c['service_b8_ms']:.2f} | {c['batch_overhead_ms']:.2f} | {c['threads']} | "
                 f"{c['device_capacity']} | {c.get('host_cpu_ms', 0.0):.2f} | {c['exec_cv']:.3f} | "
-                f"{c['overhead_p50_ms']:.2f} | {c['overhead_p99_ms']:.2f} |"
+                f"{c['overhead_p50_ms']:.2f} | {c['overhead_p99_ms']:.2f} | "
+                f"{fmt_num(c.get('load_delay_s', float('nan')), '.2f')} |"
             )
     lines += ["", "## Where it does not agree", ""]
     failing = [row for r in runs for row in r.rows if not row.ok]

@@ -27,8 +27,10 @@ Format::
 
 ``calibration: PATH`` (optional) names a JSON file as ``tsadapt fidelity calibrate`` writes
 it (``{"models": {NAME: {"batch_overhead_ms": ..., "exec_cv": ..., "overhead_quantiles_ms":
-[...], "host_cpu_ms": ...}}}``): it gives each model these (or ``overhead_ms``) unless the
-model sets them itself (a model's own ``overhead_ms`` or ``overhead_quantiles_ms`` replaces both).
+[...], "host_cpu_ms": ..., "load_delay_s": ...}}}``; ``load_delay_s`` is the worker start
+delay ``tsadapt fidelity load-delay`` measured): it gives each model these (or
+``overhead_ms``) unless the model sets them itself (a model's own ``overhead_ms`` or
+``overhead_quantiles_ms`` replaces both).
 
 ``profile`` may also name a JSON file as ``tsadapt models profile`` writes it
 (``docs/results/model-profiles.json``: a list of ``{model, threads, batch_sizes, median_ms,
@@ -222,6 +224,7 @@ _TOP_KEYS = {
 #: Model keys a calibration file may give (see the module docstring).
 _CALIBRATED_KEYS = (
     "batch_overhead_ms", "overhead_ms", "overhead_quantiles_ms", "exec_cv", "host_cpu_ms",
+    "load_delay_s",
 )  # fmt: skip
 _OVERHEAD_KEYS = ("overhead_ms", "overhead_quantiles_ms")
 
