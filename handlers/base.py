@@ -25,14 +25,6 @@ from typing import Any
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from tsadapt.constants import (  # noqa: F401 - re-exported: the handlers' wire names
-    BATCH_ID_HEADER,
-    BATCH_SIZE_HEADER,
-    BATCH_START_HEADER,
-    METRIC_BATCH_REQUESTS,
-    METRIC_BATCHES,
-    METRIC_HANDLER_MS,
-)
 from tsadapt.handlers.batch_reply import BatchReporter, BatchStart, refuse
 from tsadapt.handlers.placement import WorkerPlacement
 
