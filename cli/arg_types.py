@@ -1,8 +1,16 @@
-"""argparse types shared by the ``tsadapt`` subcommands (a bad value names its option)."""
+"""argparse types shared by the ``tsadapt`` subcommands (a bad value names its option), and
+the one way a subcommand reports a bad value it finds itself (:func:`usage_error`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def usage_error(msg: str) -> int:
+    """Print ``error: msg`` to stderr; the exit code of a usage error (2)."""
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
 
 
 def positive_float(value: str) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tsadapt.cli.arg_types import positive_float, positive_int
 from tsadapt.experiments.bench_schedule import MAX_REQUESTS
+from tsadapt.markdown import command_of
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -40,7 +41,7 @@ def _bench(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         controller_config=args.controller_config,
         locustfile=args.locustfile,
-        command="tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
+        command=command_of(args, within="bench"),
     )
     results, _ = run_bench(cfg)
     return 0 if any(r.status == "ok" for r in results) else 1

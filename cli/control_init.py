@@ -14,16 +14,15 @@ so it brings no outside latency (0 here); a calibrated scenario (``tsadapt contr
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
 
 import yaml
 
+from tsadapt.policy.batch_cap import apply_latencies, feasible
 from tsadapt.policy.controller_config import ConfigError, ControllerConfig, ModelLimits, from_dict
-from tsadapt.policy.sim.control import apply_latencies, feasible
-from tsadapt.policy.sim.specs import LatencyModel
+from tsadapt.profile import LatencyModel, ProfileFormatError, latency_of, read_profiles
 
 #: SLO written when neither --slo-ms nor a profile gives one: a placeholder to tune.
 FALLBACK_SLO_MS = 100.0
@@ -35,25 +34,14 @@ INIT_MAX_DELAY_MS = 50
 
 def load_profile(path: Path) -> tuple[str, LatencyModel]:
     """The model and its batch latency (medians at the fewest workers) from a profile JSON."""
-    from tsadapt.serve.profiler import Point, _medians
-
-    path = Path(path)
     try:
-        doc = json.loads(path.read_text())
-        points = [Point(**p) for p in doc["points"]]
-        model = str(doc["model"])
-    except FileNotFoundError:
-        raise ConfigError(f"--profile {path}", "no such file") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(
-            f"--profile {path}", f"not a `tsadapt profile` JSON ({type(exc).__name__}: {exc})"
-        ) from None
-    if not points:
-        raise ConfigError(f"--profile {path}", "holds no measured points")
-    medians = _medians(points, min(p.workers for p in points))
-    if not medians:
+        rows = read_profiles(path)
+    except ProfileFormatError as exc:
+        raise ConfigError(f"--profile {path}", str(exc)) from None
+    if not rows:
         raise ConfigError(f"--profile {path}", "holds no finite latency")
-    return model, LatencyModel(table=tuple(medians.items()))
+    row = min(rows, key=lambda r: int(r.get("workers", 1)))
+    return str(row["model"]), latency_of(row)
 
 
 def apply_profiles(config: ControllerConfig, paths: list[Path]) -> ControllerConfig:

@@ -8,34 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from tsadapt.cli.arg_types import usage_error
+from tsadapt.markdown import typed_command
+from tsadapt.policy.ppo_policy import SHIPPED_POLICY
 from tsadapt.serve.attach import add_attach_args
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY_FILE = REPO / "policy" / "trained" / "ppo.zip"
-DEFAULT_SCENARIOS = tuple(
-    str(REPO / "configs" / "scenarios" / f"{n}.yaml")
-    for n in ("bursty", "diurnal", "step", "bursty-shared", "diurnal-shared")
-)
-RESULTS_DIR = REPO / "docs" / "results"
-
-
-def _command_line(name: str, argv: list[str]) -> str:
-    return " ".join(["tsadapt", name, *(shlex.quote(a) for a in argv)])
-
-
-def _rel(p: Path) -> Path:
-    p = p.resolve()
-    return p.relative_to(REPO) if p.is_relative_to(REPO) else p
-
-
-def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+DEFAULT_POLICY_FILE = SHIPPED_POLICY
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -55,7 +37,7 @@ def _simulate(args: argparse.Namespace) -> int:
             args.policy_file,
         )
     except (PolicyFileError, ValueError, OSError) as exc:
-        return _err(str(exc))
+        return usage_error(str(exc))
     if args.json:
         print(json.dumps(result, default=lambda x: None))
     else:
@@ -83,13 +65,13 @@ def _train(args: argparse.Namespace) -> int:
         if args.candidates is not None:
             cfg = replace(cfg, select=replace(cfg.select, candidates=args.candidates))
     except (ValueError, OSError) as exc:
-        return _err(str(exc))
-    cmd = _command_line("train", args.argv)
+        return usage_error(str(exc))
+    cmd = typed_command(["train", *args.argv])
     try:
         run = _train_one if cfg.select.candidates == 1 else _train_selected
         meta = run(cfg, args.out, cmd)
     except ValueError as exc:
-        return _err(str(exc))
+        return usage_error(str(exc))
     size = args.out.stat().st_size
     print(
         f"wrote {args.out} ({size / 1024:.0f} KiB): {meta['total_timesteps']} steps in "
@@ -175,7 +157,7 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         out = run_profile(args)
     except ProfileError as exc:
-        return _err(str(exc))
+        return usage_error(str(exc))
     print(f"wrote {out}")
     return 0
 

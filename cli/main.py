@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tsadapt import constants as C
 from tsadapt.cli.arg_types import positive_int
+from tsadapt.markdown import TYPED_ARGV, command_of
 from tsadapt.serve.attach import add_attach_args
 
 
@@ -125,7 +126,7 @@ def _models_profile(args: argparse.Namespace) -> int:
     from tsadapt.experiments import model_profiles
 
     names = args.models.split(",") if args.models else list(_demo_names())
-    command = "tsadapt models profile " + " ".join(sys.argv[3:])
+    command = command_of(args)
     profiles = model_profiles.run(
         names, args.max_batch, args.repeats, args.warmup, args.out, command.strip()
     )
@@ -152,7 +153,10 @@ def _models_arg(value: str) -> str:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``tsadapt`` parser; for ``command="control"`` the controller's subcommand is the
+    only component one registered, so the running controller loads none of the other
+    commands' modules (the simulator, training, the experiments)."""
     parser = argparse.ArgumentParser(prog="tsadapt", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,19 +222,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("docs/results"))
     p.set_defaults(func=_models_profile)
 
-    for register in _component_commands():
+    for register in _component_commands(command):
         register(sub)
     return parser
 
 
-def _component_commands() -> list:
+#: The component module of ``tsadapt control``, registered alone for it (:func:`build_parser`).
+CONTROL_COMMANDS = "tsadapt.cli.control_commands"
+
+
+def _component_commands(command: str | None = None) -> list:
     """Subcommands contributed by the components (plugin, policy, packrat_cpu)."""
     import importlib
 
     registers = []
-    for module in (
+    modules = (
         "tsadapt.cli.plugin_commands",
-        "tsadapt.cli.control_commands",
+        CONTROL_COMMANDS,
         "tsadapt.cli.sim_commands",
         "tsadapt.cli.learn_commands",
         "tsadapt.cli.fleet_commands",
@@ -238,7 +246,8 @@ def _component_commands() -> list:
         "tsadapt.cli.bench_commands",
         "tsadapt.experiments.gpu_check.commands",
         "tsadapt.experiments.scaleout.commands",
-    ):
+    )
+    for module in (CONTROL_COMMANDS,) if command == "control" else modules:
         try:
             registers.append(importlib.import_module(module).register)
         except ModuleNotFoundError as exc:
@@ -248,7 +257,10 @@ def _component_commands() -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    first = next((w for w in words if not w.startswith("-")), None)
+    args = build_parser(first if first == "control" else None).parse_args(argv)
+    setattr(args, TYPED_ARGV, words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from tsadapt.markdown import command_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -243,7 +244,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         from tsadapt.experiments import packrat_bench_run as bench_run
 
-        return bench_run.run(args, " ".join(["tsadapt", *map(shlex.quote, sys.argv[1:])]))
+        return bench_run.run(args, command_of(args))
     except bench_run.BenchInputError as exc:
         _error(str(exc))
         return EXIT_BAD_INPUT

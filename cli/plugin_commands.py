@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tsadapt.markdown import command_of
 from tsadapt.plugin.build import JAR_NAME, PluginBuildError, build_plugin, plugins_path
 
 
@@ -43,9 +44,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from tsadapt.experiments.plugin_overhead import OverheadConfig, report, run
 
     config = OverheadConfig(args.model, args.rate, args.round_s, args.rounds, args.seed)
-    text = report(
-        config, run(config), ("tsadapt plugin bench-overhead " + " ".join(sys.argv[3:])).strip()
-    )
+    text = report(config, run(config), command_of(args))
     return _publish(text, args.out)
 
 
@@ -53,7 +52,7 @@ def _cmd_check_telemetry(args: argparse.Namespace) -> int:
     from tsadapt.experiments.telemetry_check import report, run
 
     agreement = run(args.duration, args.seed)
-    text = report(agreement, ("tsadapt plugin check-telemetry " + " ".join(sys.argv[3:])).strip())
+    text = report(agreement, command_of(args))
     return _publish(text, args.out)
 
 

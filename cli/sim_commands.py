@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
 from tsadapt.cli.arg_types import positive_float
+from tsadapt.markdown import command_of
 
 
 def _sim_bench(args: argparse.Namespace) -> int:
@@ -16,13 +15,6 @@ def _sim_bench(args: argparse.Namespace) -> int:
 
     run(args.batch_sizes, args.requests)
     return 0
-
-
-def _command_line() -> str:
-    argv = sys.argv[1:]
-    if "fidelity" in argv:
-        argv = argv[argv.index("fidelity") :]
-    return " ".join(["tsadapt", *(shlex.quote(a) for a in argv)])
 
 
 def _progress(every_s: float = 15.0):  # noqa: ANN202
@@ -40,7 +32,9 @@ def _progress(every_s: float = 15.0):  # noqa: ANN202
 def _fidelity(args: argparse.Namespace) -> int:
     from tsadapt.experiments import fidelity as F
 
-    command = _command_line()
+    command = command_of(args)
+    if args.action == "load-delay":
+        return _load_delay(args, command)
     if args.action == "calibrate":
         cals, cpu = F.calibrate(
             runs_dir=args.runs_dir,
@@ -109,6 +103,36 @@ def _fidelity(args: argparse.Namespace) -> int:
     return 0 if all(r.status == "ok" for r in runs) else 1
 
 
+def _load_delay(args: argparse.Namespace, command: str) -> int:
+    from tsadapt.experiments import worker_start as W
+    from tsadapt.handlers.catalog import DEMO_MODELS
+
+    def done(t: W.StartTimes) -> None:
+        print(
+            f"{t.model:<8} register {[f'{x:.2f}' for x in t.register_s]} s, "
+            f"scale-up {[f'{x:.2f}' for x in t.scale_up_s]} s -> load_delay_s {t.load_delay_s}",
+            flush=True,
+        )
+
+    import os
+
+    if args.render:  # the report again from its JSON (no measurement)
+        times, doc = W.times_from_json(args.out / W.RESULT_FILE)
+        command, load, generated = (
+            doc["command"],
+            doc.get("load_average_at_start"),
+            doc["generated"],
+        )
+    else:
+        generated = None
+        load = os.getloadavg()
+        times = W.measure(list(DEMO_MODELS), args.repeats, W.DEFAULT_RUNS, done)
+    calibration = args.calibration_out if args.calibration_out.is_file() else None
+    js, md = W.write_results(times, args.out, command, calibration, load, generated)
+    print(f"wrote {md} and {js}" + (f"; load_delay_s into {calibration}" if calibration else ""))
+    return 0
+
+
 def register(subparsers: Any) -> None:
     """Add ``sim-bench`` and ``fidelity`` to an ``argparse`` subparsers object."""
     from tsadapt.experiments.sim_speed import add_arguments
@@ -140,8 +164,17 @@ def register(subparsers: Any) -> None:
         "docs/results/fidelity-calibration.json, which the scenarios read.",
     )
     p.add_argument(
-        "action", nargs="?", choices=("compare", "calibrate"), default="compare",
-        help="compare (default) or calibrate",
+        "action", nargs="?", choices=("compare", "calibrate", "load-delay"), default="compare",
+        help="compare (default), calibrate, or load-delay (time a new worker's start on the "
+        "real server: register and scale-up, request to READY, per demo model; writes "
+        "worker-start.md/.json and each model's load_delay_s into the calibration file)",
+    )  # fmt: skip
+    p.add_argument(
+        "--repeats", type=int, default=3, help="load-delay: measurements per model and kind"
+    )
+    p.add_argument(
+        "--render", action="store_true",
+        help="load-delay: write the report again from its JSON in --out (no measurement)",
     )  # fmt: skip
     p.add_argument(
         "--scenarios",

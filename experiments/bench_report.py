@@ -1,45 +1,28 @@
-"""The bench's report: one run's outcome (:class:`RunResult`), the table's rows and the
-markdown page ``docs/results/bench-<scenario>.md``."""
+"""The bench's report: the table's rows and the markdown page
+``docs/results/bench-<scenario>.md`` (one run's outcome, :class:`RunResult`, is
+``bench_run``'s)."""
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from tsadapt.experiments.bench_schedule import RateCheck, Schedule
+from tsadapt.experiments.bench_run import BenchConfig, RunResult, fmt
+from tsadapt.experiments.bench_schedule import Schedule
+from tsadapt.experiments.bench_seeds import (
+    PAIRED_HEADER,
+    SUMMARY_HEADER,
+    TIE_RPS,
+    best_adaptive,
+    paired_rows,
+    summary_rows,
+)
 from tsadapt.experiments.bench_timeline import POLL_S
+from tsadapt.markdown import rel
 from tsadapt.markdown import table as markdown_table
-from tsadapt.policy.sim.metrics import ModelResult
 from tsadapt.policy.sim.scenario import Scenario
-
-if TYPE_CHECKING:
-    from tsadapt.experiments.bench import BenchConfig
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Outcome of one controller's run (``status`` is ``ok``, ``skipped`` or ``failed``)."""
-
-    controller: str
-    status: str
-    reason: str = ""
-    per_model: dict[str, ModelResult] = field(default_factory=dict)
-    overall: ModelResult | None = None
-    rates: tuple[RateCheck, ...] = ()
-    reconfigurations: dict[str, int] = field(default_factory=dict)
-    png: Path | None = None
-    rundir: Path | None = None
-    decision_log: Path | None = None
-
-
-def fmt(x: float | None, spec: str = ".1f") -> str:
-    """``x`` formatted by ``spec`` for a table cell; '–' for None or NaN."""
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
 def table_rows(results: Sequence[RunResult]) -> list[list[str]]:
@@ -76,15 +59,6 @@ def write_markdown(
     """``docs/results/bench-<scenario>.md`` with the table, rates and a PNG per run; with
     more than one seed, first the figures across seeds (``bench_seeds``), then each seed's
     tables (the PNGs of the first seed only; the others stay in the run folders)."""
-    from tsadapt.experiments.bench_seeds import (
-        PAIRED_HEADER,
-        SUMMARY_HEADER,
-        TIE_RPS,
-        best_adaptive,
-        paired_rows,
-        summary_rows,
-    )
-
     seeds = sorted(runs)
     first = schedules[seeds[0]]
     multi = len(seeds) > 1
@@ -96,7 +70,7 @@ def write_markdown(
         f"({elapsed_s:.0f} s wall). Machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
         f"Python {platform.python_version()}; Locust shares the cores with TorchServe.",
         "",
-        f"Scenario file `{_rel(Path(scenario.path or ''))}`: {first.duration_s:.0f} s, "
+        f"Scenario file `{rel(Path(scenario.path or ''))}`: {first.duration_s:.0f} s, "
         + (f"seeds {', '.join(map(str, seeds))}, one arrival draw each " if multi else
            f"seed {first.seed}, {len(first)} requests ")
         + f"({', '.join(f'{m} {first.intended_mean_rate(m):.1f} req/s' for m in first.models)}"
@@ -106,8 +80,8 @@ def write_markdown(
         "second; worker-seconds = running workers integrated over the run (polled every "
         f"{POLL_S:.0f} s); reconfigurations = changes of batch size, delay or worker target "
         "between polls; failed = requests not answered 2xx. Every controller runs "
-        f"`tsadapt control --config {_rel(cfg.controller_config)} --scenario "
-        f"{_rel(Path(scenario.path or ''))}`: the SLOs are the scenario's, and each model's "
+        f"`tsadapt control --config {rel(cfg.controller_config)} --scenario "
+        f"{rel(Path(scenario.path or ''))}`: the SLOs are the scenario's, and each model's "
         "`max_batch` is the largest batch whose profiled execution takes at most half of what "
         "the SLO leaves after the p99 of its measured latency outside the worker.",
         "",
@@ -184,18 +158,11 @@ def _run_sections(
             lines.append(f"- `{res.controller}`: {res.status} – {res.reason}")
             continue
         if not png:
-            lines.append(f"- `{res.controller}`: `{_rel(res.png)}`")
+            lines.append(f"- `{res.controller}`: `{rel(res.png)}`")
             continue
         dest = path.parent / f"bench-{scenario}-{res.controller}.png"
         dest.write_bytes(res.png.read_bytes())
         lines += [f"{level}# {res.controller}", "", f"![{res.controller}]({dest.name})", ""]
         if res.decision_log is not None:
-            lines += [f"Decision log: `{_rel(res.decision_log)}`", ""]
+            lines += [f"Decision log: `{rel(res.decision_log)}`", ""]
     return lines + [""]
-
-
-def _rel(p: Path) -> str:
-    try:
-        return str(p.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tsadapt.experiments.bench_report import RunResult, fmt
+from tsadapt.experiments.bench_run import RunResult, fmt
 
 #: Controllers that adapt (the demo's "best adaptive" is chosen among these).
 ADAPTIVE = ("aimd", "queue", "ppo")

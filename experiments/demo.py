@@ -35,7 +35,7 @@ def latency_table(summaries: list[LatencySummary], title: str) -> Table:
 
 
 #: Where the committed bench reports are (``bench-<scenario>.md`` and its ``.json``).
-RESULTS_DIR = C.REPO_DIR / "docs" / "results"
+RESULTS_DIR = C.RESULTS_DIR
 
 
 def committed_report(scenario: str, results_dir: Path = RESULTS_DIR) -> Path:

@@ -11,8 +11,10 @@ JOB_QUEUE_SIZE = 100
 #: TorchServe ``Model`` constructor defaults (``batchSize = 1``, ``maxBatchDelay = 100``).
 BATCH_SIZE = 1
 MAX_BATCH_DELAY_MS = 100
-#: Seconds from a scale-up call until a new worker serves (process start + model load).
-#: About 1 s for the small CPU demo models; calibrate per model (``load_delay_s``).
+#: Seconds from a scale-up call until a new worker serves (process start + model load), for a
+#: scenario that neither states nor calibrates it (the synthetic ones). Not a measurement: the
+#: calibrated scenarios take each model's measured value (``tsadapt fidelity load-delay``,
+#: ``docs/results/worker-start.md``) from the calibration file.
 LOAD_DELAY_S = 1.0
 #: Threads a worker keeps busy on its device while it executes a batch.
 WORKER_THREADS = 1

@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 
 from tsadapt.policy.agent_view import ACTION_NVEC
-from tsadapt.policy.ppo_policy import WEIGHTS_MEMBER, PolicyFileError, check_metadata, read_metadata
+from tsadapt.policy.policy_file import (
+    WEIGHTS_MEMBER,
+    PolicyFileError,
+    check_metadata,
+    read_metadata,
+)
 
 #: torch storage class name -> numpy dtype (little-endian, as torch.save writes on x86/ARM).
 _STORAGE_DTYPES = {

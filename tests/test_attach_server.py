@@ -320,6 +320,8 @@ def test_profile_init_and_ppo_on_the_users_server(user_server: UserServer, tmp_p
     # a plain handler reports no handler time: the client's time per batch is used
     assert all(math.isnan(p["handler_ms"]) and p["client_ms"] > 0 for p in doc["points"])
     assert sorted({p["batch"] for p in doc["points"]}) == [1, 2, 4, 8]
+    assert (doc["format"], doc["version"]) == ("tsadapt-profiles", 1)
+    assert [(r["workers"], r["batch_sizes"]) for r in doc["profiles"]] == [(1, [1, 2, 4, 8])]
     # the profiler put the model back as it found it
     assert user_server.client.describe(MODEL)["batchSize"] == 1
 

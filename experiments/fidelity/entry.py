@@ -14,11 +14,12 @@ from tsadapt.experiments.fidelity.common import (
     CALIBRATION_FILE,
     CALIBRATION_SCENARIO,
     FidelityConfig,
-    _fmt,
-    _rel,
+    fmt_num,
 )
 from tsadapt.experiments.fidelity.report import model_calibration, write_report
 from tsadapt.experiments.fidelity.runs import ScenarioRun, run_scenario, static_configs
+from tsadapt.experiments.worker_start import RESULT_FILE as WORKER_START_FILE
+from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
 
 
@@ -43,7 +44,7 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "HTTP, frontend, and whatever else the simulator misses), added to the latency "
         "without occupying the worker;",
         "- `batch_overhead_ms`, `exec_cv` and `overhead_quantiles_ms` come from `tsadapt "
-        f"fidelity calibrate` (`{_rel(CALIBRATION_FILE)}`), a separate real run (scenario "
+        f"fidelity calibrate` (`{rel(CALIBRATION_FILE)}`), a separate real run (scenario "
         f"`{CALIBRATION_SCENARIO}`: steady Poisson load at the compared scenarios' mean rates, "
         "none of their spikes, cycles or steps, a seed of its own). TorchServe's *Backend "
         "response time* of the batches that ran while no other model's did is fitted by a "
@@ -51,6 +52,11 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "`batch_overhead_ms`; the outside overhead's distribution is fitted so that the "
         "simulated latencies plus independent draws from it have the real latencies' "
         "quantiles in that run.",
+        "- **worker start**: a new worker serves `load_delay_s` after the scale-up call, "
+        "measured on the real server by `tsadapt fidelity load-delay` (request to READY, "
+        f"`{rel(CALIBRATION_FILE.parent / WORKER_START_FILE)}`) and carried by the calibration "
+        "file; the static runs compared here never start one, so it shapes only the adaptive "
+        "policies' simulations.",
     ]
     try:
         measured = json.loads(CALIBRATION_FILE.read_text())
@@ -69,9 +75,9 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         ]
         for name, c in measured["models"].items():
             notes.append(
-                f"| {name} | {c.get('solo_batches', '–')} | {_fmt(_f(c, 'backend_p50_ms'))} | "
-                f"{_fmt(_f(c, 'solo_p90_ms'))} | {c.get('overlapped_batches', '–')} | "
-                f"{_fmt(_f(c, 'overlapped_p50_ms'))} | {_fmt(_f(c, 'overlapped_p90_ms'))} |"
+                f"| {name} | {c.get('solo_batches', '–')} | {fmt_num(_f(c, 'backend_p50_ms'))} | "
+                f"{fmt_num(_f(c, 'solo_p90_ms'))} | {c.get('overlapped_batches', '–')} | "
+                f"{fmt_num(_f(c, 'overlapped_p50_ms'))} | {fmt_num(_f(c, 'overlapped_p90_ms'))} |"
             )
     return {
         "notes": notes,

@@ -32,6 +32,7 @@ from tsadapt.handlers.catalog import DEMO_MODELS
 from tsadapt.markdown import table as markdown_table
 from tsadapt.policy.sim.control import run_named
 from tsadapt.policy.sim.scenario import load_scenario
+from tsadapt.profile import read_profiles
 
 SCENARIO_FILE = "gpu-surge.yaml"
 #: The other reading of the co-location figures: the GPU (~3 % busy in the bench) is not what
@@ -236,7 +237,7 @@ def run_compare(gpu_json: Path, out: Path, command: str) -> list[dict[str, Any]]
     profiles_path = gpu_json.parent / GPU_PROFILES
     if not profiles_path.is_file():
         raise ValueError(f"no {GPU_PROFILES} beside {gpu_json}")
-    profiles = json.loads(profiles_path.read_text())
+    profiles = read_profiles(profiles_path)
     fit = gpu_fit(gpu, profiles)
     out.mkdir(parents=True, exist_ok=True)
     if out.resolve() != gpu_json.parent.resolve():

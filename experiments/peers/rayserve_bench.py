@@ -15,13 +15,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
 from tsadapt import constants as C
 from tsadapt.experiments.bench_controllers import log_tail
-from tsadapt.experiments.bench_report import PEER_NOTES, RunResult
+from tsadapt.experiments.bench_report import PEER_NOTES
+from tsadapt.experiments.bench_run import (
+    BenchConfig,
+    RunResult,
+    drive_locust,
+    locust_command,
+    summarize_run,
+)
 from tsadapt.experiments.bench_schedule import Schedule, read_records
 from tsadapt.experiments.bench_timeline import Poller, Sample
 from tsadapt.experiments.peers.rayserve_app import (
@@ -30,9 +36,6 @@ from tsadapt.experiments.peers.rayserve_app import (
     peer_settings,
 )
 from tsadapt.policy.sim.scenario import Scenario
-
-if TYPE_CHECKING:
-    from tsadapt.experiments.bench import BenchConfig
 
 #: Seconds Ray and the three applications get to come up (Ray's start on 2 busy cores,
 #: each replica loading its model and warming up).
@@ -159,7 +162,6 @@ def run_rayserve(
     rundir: Path, on_tick: Callable[[float, str], None],
 ) -> RunResult:  # fmt: skip
     """Run the peer once; never leaves a process behind."""
-    from tsadapt.experiments.bench import drive_locust, locust_command, summarize_run
     from tsadapt.serve.server import free_port
 
     why = unavailable()
