@@ -40,7 +40,7 @@ def _bench(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         controller_config=args.controller_config,
         locustfile=args.locustfile,
-        command="tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
+        command="tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["lab", "bench"] else "",
     )
     results, _ = run_bench(cfg)
     return 0 if any(r.status == "ok" for r in results) else 1

@@ -70,7 +70,7 @@ def _gpu_check(args: argparse.Namespace) -> int:
         raise ValueError("give OUT_DIR (or --build-kit DIR, or --rehearse)")
     from tsadapt.experiments.gpu_check.runner import BUDGETS, run_check
 
-    typed = "tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["gpu-check"] else ""
+    typed = "tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:3] == ["lab", "gpu-check"] else ""
     command = os.environ.get("TSADAPT_GPU_CHECK_COMMAND") or typed or "tsadapt lab gpu-check"
     report = run_check(
         args.out_dir, args.parts, BUDGETS[args.budget], args.time_limit, command, args.work
