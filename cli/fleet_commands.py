@@ -1,4 +1,5 @@
-"""``tsadapt fleet simulate|train|evaluate``: GPU slots at fleet scale (docs/results/fleet.md)."""
+"""``tsadapt lab fleet simulate|train|evaluate``: GPU slots at fleet scale
+(docs/results/fleet.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""``tsadapt profile | simulate | train | evaluate``: the learned half of the controller.
+"""``tsadapt profile | train``: a served model's batch latency, and the PPO policy's training.
+
+(``simulate`` and ``evaluate`` are lab commands: :mod:`tsadapt.cli.lab.simulate`.)
 
 Wired into the ``tsadapt`` CLI by :func:`register`; ``python -m tsadapt.cli.learn_commands``
 runs the same commands without the CLI.
@@ -7,49 +9,16 @@ runs the same commands without the CLI.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from tsadapt.cli.arg_types import usage_error
+from tsadapt.cli.arg_types import usage_error, with_argv
 from tsadapt.markdown import typed_command
 from tsadapt.policy.ppo_policy import SHIPPED_POLICY
 from tsadapt.serve.attach import add_attach_args
 
 DEFAULT_POLICY_FILE = SHIPPED_POLICY
-
-
-# ----------------------------------------------------------------------------- simulate
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from tsadapt.experiments.evaluate import run_policy
-    from tsadapt.policy.ppo_policy import PolicyFileError
-    from tsadapt.policy.sim.scenario import load_scenario
-
-    try:
-        scenario = load_scenario(args.scenario)
-        result = run_policy(
-            scenario,
-            args.policy,
-            scenario.seed if args.seed is None else args.seed,
-            args.policy_file,
-        )
-    except (PolicyFileError, ValueError, OSError) as exc:
-        return usage_error(str(exc))
-    if args.json:
-        print(json.dumps(result, default=lambda x: None))
-    else:
-        r, nan = result, float("nan")
-        print(
-            f"{r['scenario']} / {r['policy']} / seed {r['seed']}: "
-            f"goodput {r['goodput_rps']:.1f} rps, SLO {100 * r['slo_attainment']:.2f} %, "
-            f"p50 {r['p50_ms'] or nan:.1f} ms, p99 {r['p99_ms'] or nan:.1f} ms, "
-            f"{r['worker_seconds']:.0f} worker-s, {r['reconfigurations']} reconfigurations, "
-            f"{r['requests']} requests, {r['rejected']} rejected"
-        )
-    return 0
 
 
 # ----------------------------------------------------------------------------- train
@@ -165,42 +134,8 @@ def _profile(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- wiring
 
 
-def _with_argv(func: Any, name: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        if not hasattr(args, "argv"):
-            args.argv = _argv_after(name)
-        return func(args)
-
-    return run
-
-
-def _argv_after(name: str) -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index(name) + 1 :] if name in argv else argv
-
-
 def register(subparsers: Any) -> None:
-    """Add ``profile``, ``simulate``, ``train`` and ``evaluate`` (handler in ``func``)."""
-    from tsadapt.experiments.evaluate import POLICIES
-
-    p = subparsers.add_parser(
-        "simulate",
-        help="run a scenario in the simulator under a policy",
-        description="Simulate a scenario YAML (the same file the Locust "
-        "scenarios replay) with a policy behind the guards.",
-    )
-    p.add_argument("--scenario", type=Path, required=True, help="scenario YAML")
-    p.add_argument("--policy", choices=POLICIES, required=True)
-    p.add_argument(
-        "--policy-file",
-        type=Path,
-        default=None,
-        help="policy file for --policy ppo (default: the shipped policy)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_with_argv(_simulate, "simulate"))
-
+    """Add ``train`` and ``profile`` (handler in ``func``)."""
     p = subparsers.add_parser(
         "train",
         help="train the PPO policy in the simulator",
@@ -217,11 +152,7 @@ def register(subparsers: Any) -> None:
         help="PPO seeds to train, keeping the best on validation (default: select.candidates "
         "of the config; 1 = just --seed)",
     )
-    p.set_defaults(func=_with_argv(_train, "train"))
-
-    from tsadapt.cli.evaluate_command import add_evaluate_parser
-
-    add_evaluate_parser(subparsers, _with_argv)
+    p.set_defaults(func=with_argv(_train, "train"))
 
     p = subparsers.add_parser(
         "profile",
@@ -242,7 +173,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="default: docs/results/profiles/<model>.json"
     )
-    p.set_defaults(func=_with_argv(_profile, "profile"))
+    p.set_defaults(func=with_argv(_profile, "profile"))
 
 
 def main(argv: list[str] | None = None) -> int:

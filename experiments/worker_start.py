@@ -1,4 +1,4 @@
-"""``tsadapt fidelity load-delay``: how long a new worker takes to serve, on the real server.
+"""``tsadapt lab fidelity load-delay``: how long a new worker takes to serve, on the real server.
 
 For each demo model, on a fresh TorchServe (free loopback ports, token auth, the plugin):
 
@@ -141,7 +141,7 @@ def write_results(
     generated: str | None = None,
 ) -> tuple[Path, Path]:
     """``worker-start.json`` and ``.md`` in ``out_dir``; each model's ``load_delay_s`` into
-    ``calibration`` (a ``tsadapt fidelity calibrate`` file) when given."""
+    ``calibration`` (a ``tsadapt lab fidelity calibrate`` file) when given."""
     out_dir.mkdir(parents=True, exist_ok=True)
     machine = (
         f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"

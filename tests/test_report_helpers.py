@@ -14,15 +14,19 @@ from tsadapt.markdown import rel, typed_command
 @pytest.mark.parametrize(
     ("argv", "within", "expected"),
     [
-        (["-v", "fleet", "train", "--gpus", "8"], None, "tsadapt fleet train --gpus 8"),
-        (["fleet", "train"], None, "tsadapt fleet train"),
+        (["-v", "lab", "fleet", "train", "--gpus", "8"], None, "tsadapt lab fleet train --gpus 8"),
+        (["lab", "fleet", "train"], None, "tsadapt lab fleet train"),
         (
-            ["--verbose", "fidelity", "run", "--out", "a b"],
+            ["--verbose", "lab", "fidelity", "run", "--out", "a b"],
             None,
-            "tsadapt fidelity run --out 'a b'",
+            "tsadapt lab fidelity run --out 'a b'",
         ),
-        (["-v", "bench", "--scenario", "surge"], "bench", "tsadapt bench --scenario surge"),
-        (["demo", "--scenario", "surge"], "bench", ""),
+        (
+            ["-v", "lab", "bench", "--scenario", "surge"],
+            "bench",
+            "tsadapt lab bench --scenario surge",
+        ),
+        (["lab", "demo", "--scenario", "surge"], "bench", ""),
     ],
 )
 def test_typed_command(argv: list[str], within: str | None, expected: str) -> None:

@@ -298,7 +298,7 @@ def slo_feasible_batch(
     finish and then run in the next, so a batch taking more than half the SLO misses it
     under exactly the load that fills it. A request also spends time outside the worker
     (client and HTTP stack, frontend, the hop to the worker: ``outside_ms``, measured by
-    ``tsadapt fidelity calibrate``), which the worker's two batches must leave room for:
+    ``tsadapt lab fidelity calibrate``), which the worker's two batches must leave room for:
     wait + execution <= SLO - outside. This is the one cap rule: the simulated sidecar, the
     real one and the fleet all use it.
     """

@@ -1,4 +1,4 @@
-"""``tsadapt fidelity calibrate``: what the handler-only profile misses, measured on a
+"""``tsadapt lab fidelity calibrate``: what the handler-only profile misses, measured on a
 real run with steady load (:func:`calibrate`): the worker's time per batch from the
 server's log and the outside overhead as a distribution, fitted so that the simulator
 reproduces the real latencies (:func:`derive_calibration`)."""
@@ -37,7 +37,7 @@ from tsadapt.profile import read_profiles
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-model values ``tsadapt fidelity calibrate`` derives (see :func:`calibrate`)."""
+    """Per-model values ``tsadapt lab fidelity calibrate`` derives (see :func:`calibrate`)."""
 
     model: str
     batch_overhead_ms: float
@@ -314,7 +314,7 @@ def calibrate(
     out: Path = CALIBRATION_FILE,
     duration_s: float | None = None,
     profiles: Path = RESULTS_DIR / "model-profiles.json",
-    command: str = "tsadapt fidelity calibrate",
+    command: str = "tsadapt lab fidelity calibrate",
     on_tick: Callable[[float, str], None] = lambda elapsed, what: None,
     quiet: Quiet = Quiet(),
     attempts: int = CALIBRATION_ATTEMPTS,
@@ -384,7 +384,7 @@ def calibrate(
         "models": {c.model: c.as_dict() for c in cals},
     }
     delays = measured_load_delays(out.parent / WORKER_START_FILE)
-    if delays:  # the worker start delay is measured apart (tsadapt fidelity load-delay)
+    if delays:  # the worker start delay is measured apart (tsadapt lab fidelity load-delay)
         add_load_delays(doc, delays, rel(out.parent / WORKER_START_FILE))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""``tsadapt fidelity``: every scenario in turn, real then simulated, and the report, with
+"""``tsadapt lab fidelity``: every scenario in turn, real then simulated, and the report, with
 what the simulator was given and where it came from (:func:`run_fidelity`)."""
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "of it comes from the runs above:",
         "",
         "- **service time** per batch = the handler-only batch latency measured in-process on "
-        "this box by `tsadapt models profile` (`docs/results/model-profiles.json`, medians, "
-        "interpolated between batch sizes) + `batch_overhead_ms`, the worker's work that "
+        "this box by `tsadapt lab demo-models profile` (`docs/results/model-profiles.json`, "
+        "medians, interpolated between batch sizes) + `batch_overhead_ms`, the worker's work that "
         "profile misses (the hop to the Python backend and back, request decoding, metrics, "
         "waking an idle worker), with log-normal jitter `exec_cv`;",
         "- **contention**: `threads` = the intra-op threads the profile was measured with (= "
@@ -53,7 +53,7 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "simulated latencies plus independent draws from it have the real latencies' "
         "quantiles in that run.",
         "- **worker start**: a new worker serves `load_delay_s` after the scale-up call, "
-        "measured on the real server by `tsadapt fidelity load-delay` (request to READY, "
+        "measured on the real server by `tsadapt lab fidelity load-delay` (request to READY, "
         f"`{rel(CALIBRATION_FILE.parent / WORKER_START_FILE)}`) and carried by the calibration "
         "file; the static runs compared here never start one, so it shapes only the adaptive "
         "policies' simulations.",

@@ -1,5 +1,5 @@
-"""``tsadapt scaleout evaluate`` (fleet simulation -> docs/results/scale-out.md) and
-``tsadapt scaleout sidecar-rss`` (the sidecar's memory under load on a real server)."""
+"""``tsadapt lab scaleout evaluate`` (fleet simulation -> docs/results/scale-out.md) and
+``tsadapt lab scaleout sidecar-rss`` (the sidecar's memory under load on a real server)."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def controller_config_for(
 
     ``max_batch`` is the scenario's, lowered to :func:`slo_feasible_batch` of the model's
     profile and its latency outside the worker (:func:`outside_latency_ms`): the bound an
-    operator derives from ``tsadapt profile`` and ``tsadapt fidelity calibrate``.
+    operator derives from ``tsadapt profile`` and ``tsadapt lab fidelity calibrate``.
     """
     sim = sim or SimControlConfig()
     limits = tuple(
@@ -285,7 +285,7 @@ class ControlResult:
     overrides: int
 
     def as_dict(self) -> dict:
-        """The ``tsadapt simulate --json`` object."""
+        """The ``tsadapt lab simulate --json`` object."""
 
         def one(r: ModelResult, reconf: int) -> dict:
             return {
@@ -417,7 +417,7 @@ def run_named(
     initial: Mapping[str, ModelSettings] | None = None,
 ) -> ControlResult:
     """:func:`run_controlled` with the policy named ``policy`` (the one factory) and the guard
-    limits a sidecar would get for ``scenario``: what ``tsadapt simulate``/``evaluate`` and
+    limits a sidecar would get for ``scenario``: what ``tsadapt lab simulate``/``evaluate`` and
     seed selection run."""
     from tsadapt.policy.factory import make_policy
 
