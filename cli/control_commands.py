@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
 from pathlib import Path
 
 from tsadapt import constants as C
@@ -77,6 +78,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tick-s", type=float, default=None, help="override the config's tick_s")
     p.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
     p.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="wait up to this long for the server (its key file, its management API) before "
+        "attaching; in a Kubernetes pod the sidecar starts beside TorchServe (default: 0, "
+        "fail at once)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         action="append",
@@ -92,6 +101,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="init: the SLO (ms) to write for every model (default: from --profile, else 100)",
     )
     p.set_defaults(func=run_control)
+
+
+def _attach(args: argparse.Namespace, connect_checked) -> list[str]:
+    """The registered models, once the server answers; retried for ``--wait-s`` seconds."""
+    from tsadapt.serve.attach import AttachError
+
+    if args.wait_s < 0:
+        raise AttachError(f"--wait-s: must be >= 0, got {args.wait_s:g}")
+    deadline, last = time.monotonic() + args.wait_s, ""
+    while True:
+        try:
+            return connect_checked(args)[2]
+        except AttachError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if str(exc) != last:  # once per reason, not once per second
+                logger.info("waiting for the server: %s", exc)
+                last = str(exc)
+            time.sleep(1.0)
 
 
 def run_control(args: argparse.Namespace) -> int:
@@ -116,7 +144,7 @@ def run_control(args: argparse.Namespace) -> int:
         config = load(args.config, policy=args.policy, tick_s=args.tick_s)
     if args.profile:
         config = apply_profiles(config, args.profile)
-    _, _, registered = connect_checked(args)  # names what is wrong before the loop starts
+    registered = _attach(args, connect_checked)  # names what is wrong before the loop starts
     logger.info("attached: registered models %s", ", ".join(registered) or "none")
 
     def connect_again():
