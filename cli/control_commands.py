@@ -11,6 +11,7 @@ import argparse
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tsadapt import constants as C
@@ -103,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_control)
 
 
-def _attach(args: argparse.Namespace, connect_checked) -> list[str]:
+def attach_when_ready(args: argparse.Namespace, connect_checked: Callable) -> list[str]:
     """The registered models, once the server answers; retried for ``--wait-s`` seconds."""
     from tsadapt.serve.attach import AttachError
 
@@ -144,7 +145,8 @@ def run_control(args: argparse.Namespace) -> int:
         config = load(args.config, policy=args.policy, tick_s=args.tick_s)
     if args.profile:
         config = apply_profiles(config, args.profile)
-    registered = _attach(args, connect_checked)  # names what is wrong before the loop starts
+    # names what is wrong before the loop starts
+    registered = attach_when_ready(args, connect_checked)
     logger.info("attached: registered models %s", ", ".join(registered) or "none")
 
     def connect_again():

@@ -2,7 +2,8 @@
 # `make pod-report`: build the images (configs/kubernetes/build-images.sh), run the pod of
 # configs/kubernetes/base with podman and test it (tests/test_kubernetes_pod.py,
 # tests/test_container_images.py), and write what happened to docs/results/kubernetes-pod.md.
-# COLD=1 first removes the two images and podman's build cache (a build from the base image).
+# COLD=1 first removes the two images, podman's build cache and the local debootstrap base
+# (a build from nothing, when no base image can be pulled).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -15,7 +16,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 if [ "${COLD:-0}" = 1 ]; then
-    podman rmi --force "${IMAGES[@]}" >/dev/null 2>&1 || true
+    podman rmi --force "${IMAGES[@]}" localhost/tsadapt-base:bookworm >/dev/null 2>&1 || true
     podman image prune --force >/dev/null 2>&1 || true
     podman builder prune --force >/dev/null 2>&1 || true
 fi
