@@ -33,7 +33,7 @@ cached=$(grep -c '^--> Using cache' "$work/build.txt" || true)
 steps=$(grep -cE '^\[[0-9]/[0-9]\] STEP|^STEP' "$work/build.txt" || true)
 start=$(date +%s)
 test_status=0
-"$PY" -m pytest -m container -v -rs -p no:cacheprovider --durations=5 \
+"$PY" -m pytest -m container -v -rfEs -p no:cacheprovider --durations=5 \
     tests/test_container_images.py tests/test_kubernetes_pod.py >"$work/pytest.txt" 2>&1 \
     || test_status=$?
 test_s=$(( $(date +%s) - start ))
@@ -63,13 +63,13 @@ test_s=$(( $(date +%s) - start ))
     echo
     echo '```'
     grep -vE '^(\[|STEP|-->|COMMIT|Getting|Copying|Writing|Storing|[a-f0-9]{64}$| |Successfully|Collecting|Downloading|Installing|Requirement|Processing|Building|Created|Stored|Get:|Fetched|Reading|Selecting|Preparing|Unpacking|Setting up|update-alternatives|Processing triggers|debconf|Hit:|Ign:|Attempting|Found existing|Uninstalling|Building dependency|The following|Need to get|After this|0 upgraded|Suggested|Recommended|Adding|done|invoke-rc|Warning|WARNING|Using|Looking|Saved|Running|  )' "$work/build.txt" \
-        | grep -v '^$' | tail -20
+        | grep -vE '^$|^\(Reading|^No schema|^No JRE' | tail -20
     echo '```'
     echo
     echo "## Pod tests ($test_s s wall, exit status $test_status)"
     echo
     echo '```'
-    grep -E 'PASSED|FAILED|SKIPPED|ERROR|passed|failed|skipped|error|slowest|s (setup|call|teardown)' "$work/pytest.txt" \
+    grep -E '(PASSED|FAILED|SKIPPED|ERROR) *\[|^(FAILED|ERROR|SKIPPED) |=====|s (setup|call|teardown) ' "$work/pytest.txt" \
         | sed "s#$ROOT/##g"
     echo '```'
 } >"$OUT"
