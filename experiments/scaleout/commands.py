@@ -70,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"{100 * r.slo_attainment:.2f} % within SLO, {r.scaling_events} scaling events"
             )
             results.append(r)
-    command = "tsadapt lab scaleout evaluate" + "".join(f" {a}" for a in sys.argv[3:])
+    command = "tsadapt lab scaleout evaluate" + "".join(f" {a}" for a in sys.argv[4:])
     path = write_report(results, cfg, args.out_dir, command, time.perf_counter() - t0)
     print(f"wrote {path}")
     return 0
