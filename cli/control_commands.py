@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tsadapt import constants as C
@@ -79,6 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tick-s", type=float, default=None, help="override the config's tick_s")
     p.add_argument("--max-ticks", type=int, default=None, help="stop after this many ticks")
     p.add_argument(
+        "--wait-s",
+        type=float,
+        default=0.0,
+        help="wait up to this long for the server (its key file, its management API) before "
+        "attaching; in a Kubernetes pod the sidecar starts beside TorchServe (default: 0, "
+        "fail at once)",
+    )
+    p.add_argument(
         "--profile",
         type=Path,
         action="append",
@@ -107,6 +117,25 @@ def _shipped_config() -> Path:
     from tsadapt import configs
 
     return Path(configs.__file__).parent / DEFAULT_CONFIG.name
+
+
+def attach_when_ready(args: argparse.Namespace, connect_checked: Callable) -> list[str]:
+    """The registered models, once the server answers; retried for ``--wait-s`` seconds."""
+    from tsadapt.serve.attach import AttachError
+
+    if args.wait_s < 0:
+        raise AttachError(f"--wait-s: must be >= 0, got {args.wait_s:g}")
+    deadline, last = time.monotonic() + args.wait_s, ""
+    while True:
+        try:
+            return connect_checked(args)[2]
+        except AttachError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            if str(exc) != last:  # once per reason, not once per second
+                logger.info("waiting for the server: %s", exc)
+                last = str(exc)
+            time.sleep(1.0)
 
 
 def run_control(args: argparse.Namespace) -> int:
@@ -152,7 +181,8 @@ def run_control(args: argparse.Namespace) -> int:
         raise
     if args.profile:
         config = apply_profiles(config, args.profile)
-    _, _, registered = connect_checked(args)  # names what is wrong before the loop starts
+    # names what is wrong before the loop starts
+    registered = attach_when_ready(args, connect_checked)
     logger.info("attached: registered models %s", ", ".join(registered) or "none")
 
     def connect_again():

@@ -40,14 +40,6 @@ def bench(doc: str, text: str, scenario: str, ctrl: str, key: str, fmt: str = ".
     return Figure(doc, text, f"bench-{scenario}.json", (f"controllers.{ctrl}.{key}.mean",), fmt)
 
 
-def scale_out(text: str, scenario: str, setup: str, pods: int, fmt: str = ".2f") -> Figure:
-    """A scale-out simulation's SLO attainment (a fraction, quoted in %)."""
-    row = f"[scenario={scenario},setup={setup},scale={pods}]"
-    return Figure(
-        "docs/kubernetes.md", text, "scale-out.json", (f"{row}.slo_attainment",), fmt, 100.0
-    )
-
-
 def gpu(text: str, model: str, device: str, fmt: str) -> Figure:
     """A model's fitted alpha (ms per request) on the H200 run's GPU or one CPU thread."""
     row = f"parts.profiles.profiles[model={model},device={device}]"
@@ -74,21 +66,11 @@ FIGURES: list[Figure] = [
     # docs/simulator-and-learning.md
     Figure("docs/simulator-and-learning.md", "(`load_worker_cpu_s`; the committed run: {})",
            "fidelity-calibration.json", ("cpu.load_worker_cpu_s",), ".2f"),
-    # docs/kubernetes.md: the scale-out simulation and the sidecar's memory
+    # docs/kubernetes.md: the sidecar's memory (the scale-out figures: test_scaleout_readme.py)
     Figure("docs/kubernetes.md", "holds {} MiB resident", "sidecar-rss.json",
            ("numpy (tsadapt control --policy ppo).median_mb",)),
     Figure("docs/kubernetes.md", "against {} MiB for the same", "sidecar-rss.json",
            ("torch (PPOPolicy, the previous path).median_mb",)),
-    scale_out("setup 3 answers {} % (10 pods'", "diurnal", "shortfall-sidecar", 10),
-    scale_out("and\n{} % (100 pods' worth)", "diurnal", "shortfall-sidecar", 100),
-    scale_out("which answers {}-", "diurnal", "hpa-static", 100, fmt=".1f"),
-    scale_out("-{} %: queue", "diurnal", "hpa-static", 10, fmt=".1f"),
-    scale_out("Setup 2 reaches {} %", "diurnal", "hpa-sidecar", 10),
-    scale_out("but answers {} % within SLO", "flash-crowd", "shortfall-sidecar", 10, fmt=".1f"),
-    scale_out("answers {} % with twice", "flash-crowd", "hpa-sidecar", 10, fmt=".1f"),
-    Figure("docs/kubernetes.md", "setup 1 ({} against {}; {} against {})", "scale-out.json",
-           tuple(f"[scenario=diurnal,setup={s},scale={n}].pod_seconds"
-                 for n in (10, 100) for s in ("shortfall-sidecar", "hpa-static")), ",.0f"),
     # docs/gpu-check.md: the H200 run
     gpu("image 3.52 vs {},", "image", "cpu", ".2f"),
     gpu("image {} vs 5.90,", "image", "cuda:0", ".2f"),
