@@ -233,6 +233,7 @@ def _component_commands() -> list:
         "tsadapt.cli.control_commands",
         "tsadapt.cli.sim_commands",
         "tsadapt.cli.learn_commands",
+        "tsadapt.cli.trace_commands",
         "tsadapt.cli.fleet_commands",
         "tsadapt.cli.packrat_commands",
         "tsadapt.cli.bench_commands",
