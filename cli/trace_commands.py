@@ -160,7 +160,7 @@ def run_trace(args: argparse.Namespace) -> int:
     except (TraceImportError, ValueError, OSError) as exc:
         print(f"tsadapt trace: error: {exc}", file=sys.stderr)
         return 2
-    for model, path, text in lines:
+    for _model, path, text in lines:
         print(f"wrote {path}: {text}")
     print("scenario workload entries (paths relative to the scenario file's folder):")
     for model, path, _ in lines:

@@ -70,7 +70,7 @@ def test_malformed_access_line_names_file_and_line(tmp_path: Path, bad: str) -> 
     lines.insert(4, bad)
     p = tmp_path / "access_log.log"
     p.write_text("\n".join(lines) + "\n")
-    with pytest.raises(TraceImportError, match=rf"access_log\.log:5: "):
+    with pytest.raises(TraceImportError, match=r"access_log\.log:5: "):
         read_access_log(p)
 
 
