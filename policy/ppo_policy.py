@@ -18,6 +18,7 @@ caller (``tsadapt simulate`` / ``tsadapt control``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import platform
@@ -120,6 +121,15 @@ def _layout() -> dict[str, Any]:
     }
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex): which policy file is which in the logs."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _write(path: Path, meta: dict[str, Any], weights: bytes) -> None:
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr(META_MEMBER, json.dumps(meta, indent=2, sort_keys=True, default=str))
@@ -211,6 +221,23 @@ def check_metadata(path: Path, meta: dict[str, Any]) -> None:
     )
 
 
+#: The state_dict entry whose columns are the observation the network takes.
+FIRST_LAYER = "mlp_extractor.policy_net.0.weight"
+
+
+def check_observation_size(path: Path, first_layer_shape: tuple[int, ...]) -> None:
+    """Raise :class:`PolicyFileError` unless the network takes this code's observation size
+    (the first layer's ``(out, in)`` shape), naming both sizes."""
+    want = len(OBS_LAYOUT)
+    have = int(first_layer_shape[1]) if len(first_layer_shape) == 2 else None
+    _expect(
+        have == want,
+        path,
+        f"the network takes an observation of {have} entries, this code gives {want} "
+        f"({', '.join(OBS_LAYOUT)}); retrain with `tsadapt train`",
+    )
+
+
 def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
     """(network in eval mode, metadata); :class:`PolicyFileError` if it does not fit."""
     import torch
@@ -223,6 +250,13 @@ def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
         raw = z.read(WEIGHTS_MEMBER)
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error is a bad file
+        raise PolicyFileError(
+            f"policy file {path}: weights unreadable: {str(exc).splitlines()[0]}"
+        ) from None
+    if isinstance(state, dict) and FIRST_LAYER in state:
+        check_observation_size(path, tuple(state[FIRST_LAYER].shape))
+    try:
         net.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any unpickling/shape error is a bad file
         raise PolicyFileError(
