@@ -76,6 +76,11 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from tsadapt.cli.finetune_command import run_finetune, wants_finetune
+
+    if wants_finetune(args):
+        return run_finetune(args, _command_line("train", args.argv))
+
     from tsadapt.policy.learn.train_config import load_train_config
 
     try:
@@ -235,6 +240,9 @@ def register(subparsers: Any) -> None:
         help="PPO seeds to train, keeping the best on validation (default: select.candidates "
         "of the config; 1 = just --seed)",
     )
+    from tsadapt.cli.finetune_command import add_finetune_args
+
+    add_finetune_args(p)
     p.set_defaults(func=_with_argv(_train, "train"))
 
     from tsadapt.cli.evaluate_command import add_evaluate_parser
