@@ -191,3 +191,27 @@ def test_write_trace_files_all_or_nothing(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         write_trace_files({tmp_path / "a.csv": "x\n", blocker / "c.csv": "y\n"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+REPO = Path(__file__).resolve().parents[1]
+AZURE = REPO / "loadtests" / "traces" / "azure-conv"
+
+
+def test_azure_conv_files_match_their_readme_and_credit_the_source() -> None:
+    """The README's table is the files' own figures; each file names licence and authors."""
+    from tsadapt.policy.sim.scenario import load_scenario
+    from tsadapt.policy.sim.trace_import import summary
+
+    readme = (AZURE / "README.md").read_text()
+    sc = load_scenario(REPO / "loadtests" / "scenarios" / "azure-conv.yaml")
+    assert sc.duration_s == 120
+    for m in ("image", "text", "tabular"):
+        text = (AZURE / f"{m}.csv").read_text()
+        assert "CC-BY 4.0" in text and "Splitwise" in text and "Command: tsadapt trace" in text
+        t = sc.workload_for(m).arrivals(sc.duration_s, np.random.default_rng(0))
+        row = next(r for r in readme.splitlines() if r.startswith(f"| {m}.csv"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        n, mean, peak = int(cells[2]), float(cells[3]), int(cells[4])
+        assert t.size == n and round(t.size / sc.duration_s, 1) == mean
+        assert int(np.bincount(t.astype(np.int64)).max()) == peak
+        assert f"{n} arrivals" in summary(t)
