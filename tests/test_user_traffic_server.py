@@ -93,6 +93,8 @@ SENDERS = 96
 #: never below MIN_STEP_OVER_BATCH1 times batch 1's capacity.
 STEP_OVER_BATCH1, MIN_STEP_OVER_BATCH1 = 2.0, 1.3
 RATE_BACKOFF, RATE_TRIES, PROBE_S = 0.85, 4, 10.0
+#: 1 + the guards' default max_batch_step (8).
+PROBE_BATCH = 9
 
 
 @dataclass(frozen=True)
@@ -392,19 +394,22 @@ def sheds_after(sent: list[Sent], t: float) -> int:
 
 @pytest.fixture(scope="module")
 def step_rate(user_server: UserServer) -> float:
-    """Past batch 1's capacity, yet servable by batching on this box now.
+    """Past batch 1's capacity, yet servable at the first batch the guards allow.
 
     The box's speed varies 2-4x between days and within minutes (other jobs share its two
     cores), so both are measured here: batch 1's capacity closed loop, then the candidate
-    step replayed open loop at batch 16 (no controller): if that still sheds after its
-    first seconds, the rate is lowered and tried again, never below MIN_STEP_OVER_BATCH1
-    times batch 1's capacity.
+    step replayed open loop at batch PROBE_BATCH (no controller), the largest batch one
+    guarded move from batch 1 reaches (``max_batch_step``): if that still sheds after
+    SHED_STOP_S, the rate is lowered and tried again, never below MIN_STEP_OVER_BATCH1 times
+    batch 1's capacity. So the step tests how soon a policy moves, not how fast the box is.
     """
     one = capacity(user_server.client, 1, 0)
     rate = STEP_OVER_BATCH1 * one
     tried = []
     for _ in range(RATE_TRIES):
-        AdaptClient(user_server.client).set_batching(MODEL, batch_size=16, max_batch_delay_ms=5)
+        AdaptClient(user_server.client).set_batching(
+            MODEL, batch_size=PROBE_BATCH, max_batch_delay_ms=5
+        )
         sent = open_loop(user_server.client, ((PROBE_S, rate),))
         late = sheds_after(sent, SHED_STOP_S)
         tried.append((round(rate, 1), late))
