@@ -252,7 +252,8 @@ def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling error is a bad file
         raise PolicyFileError(
-            f"policy file {path}: weights unreadable: {str(exc).splitlines()[0]}"
+            f"policy file {path}: weights do not fit net_arch {meta['net_arch']}: "
+            f"{str(exc).splitlines()[0]}"
         ) from None
     if isinstance(state, dict) and FIRST_LAYER in state:
         check_observation_size(path, tuple(state[FIRST_LAYER].shape))

@@ -166,7 +166,9 @@ def load_actor(path: Path) -> tuple[ActorMLP, dict[str, Any]]:
     try:
         state = read_state_dict(raw)
     except (KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise PolicyFileError(f"policy file {path}: weights unreadable: {exc}") from None
+        raise PolicyFileError(
+            f"policy file {path}: weights do not fit net_arch {meta['net_arch']}: {exc}"
+        ) from None
     if FIRST_LAYER in state:
         check_observation_size(path, tuple(state[FIRST_LAYER].shape))
     try:
