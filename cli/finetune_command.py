@@ -56,6 +56,13 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder when inside it (as reports show it)."""
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    return resolved.relative_to(cwd) if resolved.is_relative_to(cwd) else path
+
+
 def run_finetune(args: argparse.Namespace, command: str) -> int:
     from tsadapt.cli.control_init import load_profile
     from tsadapt.experiments.finetune_report import (
@@ -78,7 +85,7 @@ def run_finetune(args: argparse.Namespace, command: str) -> int:
         print(f"tsadapt train: error: {msg}", file=sys.stderr)
         return 2
 
-    out, base = Path(args.out), Path(args.base_policy or SHIPPED_POLICY)
+    out, base = Path(args.out), _shown(Path(args.base_policy or SHIPPED_POLICY))
     if is_shipped_policy(out):
         return err(
             f"--out {out} is the shipped policy; the fine-tune never overwrites it. "
