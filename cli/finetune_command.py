@@ -1,7 +1,7 @@
 """``tsadapt train --scenario FILE``: fine-tune a trained policy on the user's own traffic
 (:mod:`tsadapt.policy.learn.finetune`), then compare it on held-out slices of that traffic
 with the policy it started from, the rules and best-static
-(:mod:`tsadapt.experiments.finetune_report`)."""
+(:mod:`tsadapt.policy.learn.finetune_report`)."""
 
 from __future__ import annotations
 
@@ -65,18 +65,18 @@ def _shown(path: Path) -> Path:
 
 def run_finetune(args: argparse.Namespace, command: str) -> int:
     from tsadapt.cli.control_init import load_profile
-    from tsadapt.experiments.finetune_report import (
-        heldout_rows,
-        no_worse,
-        summary,
-        write_report,
-    )
     from tsadapt.policy.controller_config import ConfigError
     from tsadapt.policy.learn.finetune import (
         finetune,
         is_shipped_policy,
         time_slices,
         with_profiles,
+    )
+    from tsadapt.policy.learn.finetune_report import (
+        heldout_rows,
+        no_worse,
+        summary,
+        write_report,
     )
     from tsadapt.policy.ppo_policy import SHIPPED_POLICY, PolicyFileError, file_sha256
     from tsadapt.policy.sim.scenario import load_scenario

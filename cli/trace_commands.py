@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
         help="import arrivals (TorchServe access log or a CSV of timestamps) as a scenario trace",
         description="Write the arrivals of a TorchServe access log (per model) or of a CSV of "
         "timestamps as `trace` workload files (one `timestamp` column, seconds from 0) that "
-        "`tsadapt simulate`, `tsadapt train --scenario` and the Locust replay read. "
+        "`tsadapt lab simulate`, `tsadapt train --scenario` and the Locust replay read. "
         "--start/--duration slice the source (its seconds from its first arrival); "
         "--time-scale then stretches time (0.1: ten source seconds in one), --rate-scale "
         "thins (<1) or multiplies (>1) the arrivals. Nothing is written if any line is bad.",

@@ -6,7 +6,7 @@ The user's scenario (its models, SLOs and latency profiles; its arrivals, typica
 the given policy's weights (Stable-Baselines3 PPO, the same network and hyperparameters as
 its metadata records, a lower learning rate) and runs episodes of one slice each, behind the
 same guards as ever. The held-out slices are for the comparison that follows
-(:mod:`tsadapt.experiments.finetune_report`); nothing here looks at them.
+(:mod:`tsadapt.policy.learn.finetune_report`); nothing here looks at them.
 
 The fine-tuned weights are kept only if, on the TRAINING slices (validation seeds, never
 the held-out slices), their mean goodput is at least the base policy's; otherwise ``out``

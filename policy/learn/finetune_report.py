@@ -10,7 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tsadapt.experiments.evaluate import best_static, run_policy, summarise
+import numpy as np
+
+from tsadapt.policy.sim.best_static import best_static, static_result
+from tsadapt.policy.sim.control import run_named
 from tsadapt.policy.sim.scenario import Scenario
 
 #: Row labels: the fine-tuned policy, the one it started from.
@@ -36,9 +39,12 @@ def heldout_rows(
                 if on_run is not None:
                     on_run(f"{sc.name} / {label} / seed {seed}")
                 if label in (TUNED, BASE):
-                    row = run_policy(sc, "ppo", seed, tuned if label == TUNED else base)
+                    row = run_named(sc, "ppo", seed, tuned if label == TUNED else base).as_dict()
+                elif label == "best-static":
+                    assert statics is not None
+                    row = static_result(sc, statics, seed)
                 else:
-                    row = run_policy(sc, label, seed, static_configs=statics)
+                    row = run_named(sc, label, seed).as_dict()
                 rows.append({**row, "policy": label})
     return rows
 
@@ -48,8 +54,14 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for label in dict.fromkeys(r["policy"] for r in rows):
         mine = [r for r in rows if r["policy"] == label]
-        out[label] = {m: summarise(mine, m).mean for m in METRICS} | {"runs": len(mine)}
+        out[label] = {m: _mean(mine, m) for m in METRICS} | {"runs": len(mine)}
     return out
+
+
+def _mean(rows: Sequence[dict[str, Any]], metric: str) -> float:
+    x = np.array([np.nan if r[metric] is None else float(r[metric]) for r in rows])
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
 
 
 def no_worse(s: dict[str, dict[str, float]], tolerance_rps: float = 0.0) -> bool:
