@@ -162,7 +162,7 @@ def register(subparsers: Any) -> None:
     """Add ``train`` and ``profile`` (handler in ``func``)."""
     p = subparsers.add_parser(
         "train",
-        help="train the PPO policy in the simulator",
+        help="train the PPO policy in the simulator (--scenario: fine-tune it on your traffic)",
         description="PPO (Stable-Baselines3) over randomised scenarios.",
     )
     p.add_argument("--config", type=Path, default=None, help="default: configs/train.yaml")
