@@ -89,9 +89,10 @@ IDLE_S, STEP_S = 6.0, 16.0
 SHED_STOP_S, MAX_FLIP_TICKS = 5.0, 3
 SENDERS = 96
 #: The step's rate: this many times batch 1's capacity, lowered by RATE_BACKOFF until batch
-#: 16 serves it without 503s after SHED_STOP_S (a PROBE_S replay), at most RATE_TRIES tries,
-#: never below MIN_STEP_OVER_BATCH1 times batch 1's capacity.
-STEP_OVER_BATCH1, MIN_STEP_OVER_BATCH1 = 2.0, 1.3
+#: PROBE_BATCH serves it without 503s after SHED_STOP_S (a PROBE_S replay), at most
+#: RATE_TRIES tries, never below MIN_STEP_OVER_BATCH1 times batch 1's capacity. What makes
+#: the step a step is measured too: at batch 1 it still sheds after SHED_STOP_S.
+STEP_OVER_BATCH1, MIN_STEP_OVER_BATCH1 = 2.0, 1.15
 RATE_BACKOFF, RATE_TRIES, PROBE_S = 0.85, 4, 10.0
 #: 1 + the guards' default max_batch_step (8).
 PROBE_BATCH = 9
@@ -486,5 +487,6 @@ def test_step_from_idle_stops_shedding_without_flip_flop(
         )
     )
     # (none at all: the policy batched before the queue filled; step_rate showed batch 1 sheds)
-    assert max(shed) <= SHED_STOP_S, f"503s until {max(shed):.1f} s after the step"
+    last = max(shed, default=0.0)
+    assert last <= SHED_STOP_S, f"503s until {last:.1f} s after the step"
     assert max(flips.values()) <= MAX_FLIP_TICKS, flips
