@@ -134,3 +134,4 @@ def test_short_finetune_starts_from_the_base_weights(scenario, tmp_path: Path) -
         assert m["finetune"]["kept"] == "base" and v["fine-tuned"] < v["base"]
         assert max(diffs) == 0
     assert not list(tmp_path.glob(".mine.zip.*"))  # no temporary file left
+    assert out.stat().st_mode & 0o777 == 0o644

@@ -133,6 +133,7 @@ def test_written_file_is_a_simulator_trace(tmp_path: Path, access_log: Path) -> 
     out = tmp_path / "traces"
     assert main(["trace", "--access-log", str(access_log), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["image.csv", "text.csv"]
+    assert (out / "image.csv").stat().st_mode & 0o777 == 0o644
     text = (out / "image.csv").read_text()
     assert text.startswith("# Arrivals of model image") and "Command: tsadapt trace" in text
     w = workload_from_dict({"kind": "trace", "path": "traces/image.csv"}, base_dir=tmp_path)

@@ -41,7 +41,7 @@ from tsadapt.policy.ppo_policy import (
 )
 from tsadapt.policy.sim.scenario import Scenario, WorkloadEntry
 from tsadapt.policy.sim.specs import LatencyModel
-from tsadapt.policy.sim.trace_import import trace_text
+from tsadapt.policy.sim.trace_import import FILE_MODE, trace_text
 from tsadapt.policy.sim.workload_files import Trace
 
 #: The fine-tune's learning rate as a share of the base policy's: small steps away from a
@@ -277,6 +277,7 @@ def finetune(
             copy_policy_file(base, Path(tmp), meta)
         else:
             save_policy_file(Path(tmp), model.policy, meta)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

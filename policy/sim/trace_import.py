@@ -54,6 +54,8 @@ PREDICTIONS = re.compile(r"^/predictions/(?P<model>[^/?#]+)(?:/[^/?#]+)?/?(?:[?#
 TIMESTAMP_HEADER = "timestamp"
 #: Decimals written: microseconds.
 DECIMALS = 6
+#: Permissions of a written file (an ordinary file's, not a temporary file's 0600).
+FILE_MODE = 0o644
 
 
 class TraceImportError(ValueError):
@@ -257,6 +259,7 @@ def write_trace_files(files: Mapping[Path, str]) -> list[Path]:
                 fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, FILE_MODE)  # mkstemp's 0600 would hide the file from other users
         for tmp, path in staged:
             os.replace(tmp, path)
     except BaseException:
