@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--policy-file",
         type=Path,
         default=None,
-        help="trained PPO policy for --policy ppo (default: the shipped policy/trained/ppo.zip)",
+        help="trained PPO policy for --policy ppo (default: the shipped policy/trained/ppo.zip); "
+        "SIGHUP re-reads it without a restart (a corrupt or mismatched file is refused and "
+        "logged, and the running policy kept)",
     )
     add_attach_args(p)
     p.add_argument(
@@ -191,16 +193,36 @@ def run_control(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or C.DEFAULT_WORKDIR)
     base = workdir if args.ts_config is None else Path(args.ts_config).resolve().parent
     log_path = args.decision_log or base / "controller" / "decisions.jsonl"
+    source = None
+    if config.policy == "ppo":  # a policy file: SIGHUP re-reads it
+        from tsadapt.policy.ppo_policy import SHIPPED_POLICY
+        from tsadapt.sidecar.policy_reload import PolicySource
+
+        policy, source = PolicySource.open(
+            Path(args.policy_file or SHIPPED_POLICY),
+            lambda path, cfg: make_policy("ppo", cfg, path),
+            config,
+        )
+    else:
+        policy = make_policy(config.policy, config, args.policy_file)
     sidecar = Sidecar(
         config,
-        make_policy(config.policy, config, args.policy_file),
+        policy,
         connect_again,
         log_path,
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
-        policy_factory=lambda cfg: make_policy(cfg.policy, cfg, args.policy_file),
+        # a policy file is read once (and on SIGHUP); a change of the controlled models
+        # rebuilds the policy in memory, so a bad file on disk never stops the loop
+        policy_factory=None
+        if source is not None
+        else lambda cfg: make_policy(cfg.policy, cfg, args.policy_file),
+        policy_source=source,
     )
+    if source is not None:
+        sidecar.log.write({"event": "policy_file", "time_s": sidecar.clock(), **source.as_dict()})
     previous = signal.signal(signal.SIGTERM, lambda *_: sidecar.stop())
+    previous_hup = signal.signal(signal.SIGHUP, lambda *_: sidecar.request_reload())
     print(
         f"controller: policy {config.policy}, tick {config.tick_s} s, "
         f"decision log {log_path}, metrics {sidecar.exporter.url}",
@@ -213,5 +235,6 @@ def run_control(args: argparse.Namespace) -> int:
         ticks = sidecar.tick_count
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGHUP, previous_hup)
     print(f"controller stopped after {ticks} tick(s)", flush=True)
     return 0

@@ -27,6 +27,11 @@ DEFAULT_POLICY_FILE = SHIPPED_POLICY
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from tsadapt.cli.finetune_command import run_finetune, wants_finetune
+
+    if wants_finetune(args):
+        return run_finetune(args, typed_command(["train", *args.argv]))
+
     from tsadapt.policy.learn.train_config import load_train_config
 
     try:
@@ -138,7 +143,7 @@ def register(subparsers: Any) -> None:
     """Add ``train`` and ``profile`` (handler in ``func``)."""
     p = subparsers.add_parser(
         "train",
-        help="train the PPO policy in the simulator",
+        help="train the PPO policy in the simulator (--scenario: fine-tune it on your traffic)",
         description="PPO (Stable-Baselines3) over randomised scenarios.",
     )
     p.add_argument("--config", type=Path, default=None, help="default: configs/train.yaml")
@@ -152,6 +157,9 @@ def register(subparsers: Any) -> None:
         help="PPO seeds to train, keeping the best on validation (default: select.candidates "
         "of the config; 1 = just --seed)",
     )
+    from tsadapt.cli.finetune_command import add_finetune_args
+
+    add_finetune_args(p)
     p.set_defaults(func=with_argv(_train, "train"))
 
     p = subparsers.add_parser(

@@ -18,15 +18,13 @@ from tsadapt.markdown import TYPED_ARGV
 from tsadapt.serve.attach import add_attach_args
 
 #: Modules whose ``register(subparsers)`` adds a top-level command, in ``--help`` order.
-#: ``trace_commands`` (``tsadapt trace``) registers here once that module exists.
 TOP_LEVEL = (
     "tsadapt.cli.plugin_commands",  # plugin build | path
     "tsadapt.cli.learn_commands",  # profile, train
     "tsadapt.cli.control_commands",  # control [init]
     "tsadapt.cli.packrat_commands",  # packrat plan | profile | apply | control
-    "tsadapt.cli.trace_commands",  # trace (optional: registered when present)
+    "tsadapt.cli.trace_commands",  # trace
 )
-OPTIONAL = frozenset({"tsadapt.cli.trace_commands"})
 #: The component module of ``tsadapt control``, registered alone for it (:func:`build_parser`).
 CONTROL_COMMANDS = "tsadapt.cli.control_commands"
 
@@ -97,13 +95,7 @@ def build_parser(lab: bool = True, command: str | None = None) -> argparse.Argum
         importlib.import_module(CONTROL_COMMANDS).register(sub)
         return parser
     for name in TOP_LEVEL:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if name in OPTIONAL and exc.name == name:
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(name).register(sub)
         if name == CONTROL_COMMANDS:
             _add_status(sub)
     from tsadapt.cli.lab import register as register_lab

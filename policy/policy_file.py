@@ -6,6 +6,7 @@ checks live here, once, below both."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import platform
@@ -166,4 +167,30 @@ def check_metadata(path: Path, meta: dict[str, Any]) -> None:
         isinstance(step, int) and step >= 1,
         path,
         f"delay_step_ms must be an int >= 1, got {step!r}",
+    )
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex): which policy file is which in the logs."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+#: The state_dict entry whose columns are the observation the network takes.
+FIRST_LAYER = "mlp_extractor.policy_net.0.weight"
+
+
+def check_observation_size(path: Path, first_layer_shape: tuple[int, ...]) -> None:
+    """Raise :class:`PolicyFileError` unless the network takes this code's observation size
+    (the first layer's ``(out, in)`` shape), naming both sizes."""
+    want = len(OBS_LAYOUT)
+    have = int(first_layer_shape[1]) if len(first_layer_shape) == 2 else None
+    _expect(
+        have == want,
+        path,
+        f"the network takes an observation of {have} entries, this code gives {want} "
+        f"({', '.join(OBS_LAYOUT)}); retrain with `tsadapt train`",
     )

@@ -36,13 +36,16 @@ from tsadapt.policy.agent_view import (
 )
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.policy_file import (  # noqa: F401 - the file format's names, kept here too
+    FIRST_LAYER,
     FORMAT,
     FORMAT_VERSION,
     META_MEMBER,
     WEIGHTS_MEMBER,
     PolicyFileError,
     check_metadata,
+    check_observation_size,
     copy_policy_file,
+    file_sha256,
     library_versions,
     read_metadata,
     save_policy_file,
@@ -81,6 +84,14 @@ def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
         raw = z.read(WEIGHTS_MEMBER)
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error is a bad file
+        raise PolicyFileError(
+            f"policy file {path}: weights do not fit net_arch {meta['net_arch']}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    if isinstance(state, dict) and FIRST_LAYER in state:
+        check_observation_size(path, tuple(state[FIRST_LAYER].shape))
+    try:
         net.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any unpickling/shape error is a bad file
         raise PolicyFileError(

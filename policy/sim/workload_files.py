@@ -1,5 +1,6 @@
 """Workloads as scenario files give them: the ``trace`` kind (a CSV of per-second rates
-or of timestamps, read and checked once) and :func:`workload_from_dict`, which builds any
+or of timestamps, read and checked once; lines starting with ``#`` are comments, e.g. where
+``tsadapt trace`` took the arrivals from) and :func:`workload_from_dict`, which builds any
 kind from a ``{"kind": ..., **params}`` mapping and names the bad field. The kinds and
 their semantics are in :mod:`tsadapt.policy.sim.workloads`."""
 
@@ -46,7 +47,11 @@ class Trace(Workload):
             raise ValueError(f"{k}.path: no such file: {p}")
         set_frozen(self, "path", str(p))
         with p.open(newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+            rows = [
+                r
+                for r in csv.reader(fh)
+                if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")
+            ]
         if not rows:
             raise ValueError(f"{k}.path: {p} is empty")
         header = [c.strip().lower() for c in rows[0]]
