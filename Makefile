@@ -7,29 +7,30 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tsadapt-installed
 PYTEST_ARGS ?=
 
-.PHONY: install install-peers demo test test-fast lint profiles clean
+.PHONY: install install-peers demo test test-fast lint profiles images pod-report clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[learn,bench,dev]'
 	$(PY) -m tsadapt.plugin.build
 	touch $(STAMP)
 
 install: $(STAMP)
 
-## The bench's peers (Ray Serve, BentoML) for `tsadapt bench --peers` and their tests, each
+## The bench's peers (Ray Serve, BentoML) for `tsadapt lab bench --peers` and their tests, each
 ## in its own venv under .venv-peers/ (their pins clash): the setup.cfg extras peer-<name>.
 install-peers: install
 	$(PY) -m tsadapt.experiments.peers.envs install
 
 ## Start a real TorchServe with the demo models, send real requests, print latency, stop.
 demo: install
-	$(VENV)/bin/tsadapt demo
+	$(VENV)/bin/tsadapt lab demo
 
-## The whole test suite (unit + real-server integration tests).
+## The whole test suite (unit + real-server integration tests). The container tests (they
+## need built images: `make images`) run in `make pod-report`, not here.
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not container" $(PYTEST_ARGS)
 
 ## Unit tests only (no TorchServe).
 test-fast: install
@@ -40,7 +41,16 @@ lint: install
 
 ## Regenerate docs/results/model-profiles.md (batch latency b=1..32 on this machine).
 profiles: install
-	$(VENV)/bin/tsadapt models profile
+	$(VENV)/bin/tsadapt lab demo-models profile
+
+## The two container images of configs/kubernetes/ (podman or docker; see docs/kubernetes.md).
+images:
+	nice -n 10 configs/kubernetes/build-images.sh
+
+## Build the images, run the pod of configs/kubernetes/base with podman, test it, and write
+## docs/results/kubernetes-pod.md.
+pod-report: install
+	configs/kubernetes/pod-report.sh
 
 clean:
 	rm -rf runs build plugin/build *.egg-info .pytest_cache

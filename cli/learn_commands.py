@@ -1,4 +1,6 @@
-"""``tsadapt profile | simulate | train | evaluate``: the learned half of the controller.
+"""``tsadapt profile | train``: a served model's batch latency, and the PPO policy's training.
+
+(``simulate`` and ``evaluate`` are lab commands: :mod:`tsadapt.cli.lab.simulate`.)
 
 Wired into the ``tsadapt`` CLI by :func:`register`; ``python -m tsadapt.cli.learn_commands``
 runs the same commands without the CLI.
@@ -7,67 +9,16 @@ runs the same commands without the CLI.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from tsadapt.cli.arg_types import usage_error, with_argv
+from tsadapt.markdown import typed_command
+from tsadapt.policy.ppo_policy import SHIPPED_POLICY
 from tsadapt.serve.attach import add_attach_args
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_POLICY_FILE = REPO / "policy" / "trained" / "ppo.zip"
-DEFAULT_SCENARIOS = tuple(
-    str(REPO / "configs" / "scenarios" / f"{n}.yaml")
-    for n in ("bursty", "diurnal", "step", "bursty-shared", "diurnal-shared")
-)
-RESULTS_DIR = REPO / "docs" / "results"
-
-
-def _command_line(name: str, argv: list[str]) -> str:
-    return " ".join(["tsadapt", name, *(shlex.quote(a) for a in argv)])
-
-
-def _rel(p: Path) -> Path:
-    p = p.resolve()
-    return p.relative_to(REPO) if p.is_relative_to(REPO) else p
-
-
-def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
-# ----------------------------------------------------------------------------- simulate
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from tsadapt.experiments.evaluate import run_policy
-    from tsadapt.policy.ppo_policy import PolicyFileError
-    from tsadapt.policy.sim.scenario import load_scenario
-
-    try:
-        scenario = load_scenario(args.scenario)
-        result = run_policy(
-            scenario,
-            args.policy,
-            scenario.seed if args.seed is None else args.seed,
-            args.policy_file,
-        )
-    except (PolicyFileError, ValueError, OSError) as exc:
-        return _err(str(exc))
-    if args.json:
-        print(json.dumps(result, default=lambda x: None))
-    else:
-        r, nan = result, float("nan")
-        print(
-            f"{r['scenario']} / {r['policy']} / seed {r['seed']}: "
-            f"goodput {r['goodput_rps']:.1f} rps, SLO {100 * r['slo_attainment']:.2f} %, "
-            f"p50 {r['p50_ms'] or nan:.1f} ms, p99 {r['p99_ms'] or nan:.1f} ms, "
-            f"{r['worker_seconds']:.0f} worker-s, {r['reconfigurations']} reconfigurations, "
-            f"{r['requests']} requests, {r['rejected']} rejected"
-        )
-    return 0
+DEFAULT_POLICY_FILE = SHIPPED_POLICY
 
 
 # ----------------------------------------------------------------------------- train
@@ -76,6 +27,11 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from tsadapt.cli.finetune_command import run_finetune, wants_finetune
+
+    if wants_finetune(args):
+        return run_finetune(args, typed_command(["train", *args.argv]))
+
     from tsadapt.policy.learn.train_config import load_train_config
 
     try:
@@ -83,13 +39,13 @@ def _train(args: argparse.Namespace) -> int:
         if args.candidates is not None:
             cfg = replace(cfg, select=replace(cfg.select, candidates=args.candidates))
     except (ValueError, OSError) as exc:
-        return _err(str(exc))
-    cmd = _command_line("train", args.argv)
+        return usage_error(str(exc))
+    cmd = typed_command(["train", *args.argv])
     try:
         run = _train_one if cfg.select.candidates == 1 else _train_selected
         meta = run(cfg, args.out, cmd)
     except ValueError as exc:
-        return _err(str(exc))
+        return usage_error(str(exc))
     size = args.out.stat().st_size
     print(
         f"wrote {args.out} ({size / 1024:.0f} KiB): {meta['total_timesteps']} steps in "
@@ -175,7 +131,7 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         out = run_profile(args)
     except ProfileError as exc:
-        return _err(str(exc))
+        return usage_error(str(exc))
     print(f"wrote {out}")
     return 0
 
@@ -183,45 +139,11 @@ def _profile(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- wiring
 
 
-def _with_argv(func: Any, name: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        if not hasattr(args, "argv"):
-            args.argv = _argv_after(name)
-        return func(args)
-
-    return run
-
-
-def _argv_after(name: str) -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index(name) + 1 :] if name in argv else argv
-
-
 def register(subparsers: Any) -> None:
-    """Add ``profile``, ``simulate``, ``train`` and ``evaluate`` (handler in ``func``)."""
-    from tsadapt.experiments.evaluate import POLICIES
-
-    p = subparsers.add_parser(
-        "simulate",
-        help="run a scenario in the simulator under a policy",
-        description="Simulate a scenario YAML (the same file the Locust "
-        "scenarios replay) with a policy behind the guards.",
-    )
-    p.add_argument("--scenario", type=Path, required=True, help="scenario YAML")
-    p.add_argument("--policy", choices=POLICIES, required=True)
-    p.add_argument(
-        "--policy-file",
-        type=Path,
-        default=None,
-        help="policy file for --policy ppo (default: the shipped policy)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_with_argv(_simulate, "simulate"))
-
+    """Add ``train`` and ``profile`` (handler in ``func``)."""
     p = subparsers.add_parser(
         "train",
-        help="train the PPO policy in the simulator",
+        help="train the PPO policy in the simulator (--scenario: fine-tune it on your traffic)",
         description="PPO (Stable-Baselines3) over randomised scenarios.",
     )
     p.add_argument("--config", type=Path, default=None, help="default: configs/train.yaml")
@@ -235,11 +157,10 @@ def register(subparsers: Any) -> None:
         help="PPO seeds to train, keeping the best on validation (default: select.candidates "
         "of the config; 1 = just --seed)",
     )
-    p.set_defaults(func=_with_argv(_train, "train"))
+    from tsadapt.cli.finetune_command import add_finetune_args
 
-    from tsadapt.cli.evaluate_command import add_evaluate_parser
-
-    add_evaluate_parser(subparsers, _with_argv)
+    add_finetune_args(p)
+    p.set_defaults(func=with_argv(_train, "train"))
 
     p = subparsers.add_parser(
         "profile",
@@ -260,7 +181,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--out", type=Path, default=None, help="default: docs/results/profiles/<model>.json"
     )
-    p.set_defaults(func=_with_argv(_profile, "profile"))
+    p.set_defaults(func=with_argv(_profile, "profile"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""``tsadapt bench``: controllers side by side on a real TorchServe, same scenario and seed.
+"""``tsadapt lab bench``: controllers side by side on a real TorchServe, same scenario and seed.
 
 For each controller in turn: a fresh server (free loopback ports, its own work dir under
 ``runs/bench/<scenario>/<stamp>-<controller>/``), the controller sidecar unless ``static``,
@@ -10,21 +10,17 @@ run shows offered load, latency against the SLO, and batch size and workers over
 Everything is bounded: the scenario's (or ``--duration``) length, a request cap, Locust's
 ``--run-time`` and a kill deadline.
 
-This module holds the configuration, one run and the entry; the controllers are in
-``bench_controllers``, the poller and timeline accounting in ``bench_timeline``, the table and
-markdown report in ``bench_report``, the arrivals and records in ``bench_schedule``.
+This module holds one run and the entry; the configuration, the Locust command and a run's
+outcome are in ``bench_run``, the controllers in ``bench_controllers``, the poller and
+timeline accounting in ``bench_timeline``, the table and markdown report in ``bench_report``,
+the arrivals and records in ``bench_schedule``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +34,22 @@ from tsadapt.experiments.bench_controllers import (
     log_tail,
     start_controller,
 )
-from tsadapt.experiments.bench_report import (
-    TABLE_HEADER,
+from tsadapt.experiments.bench_report import TABLE_HEADER, table_rows, write_markdown
+from tsadapt.experiments.bench_run import (  # noqa: F401 - BenchConfig and the run's parts, here too
+    DEFAULT_CONTROLLER_CONFIG,
+    DEFAULT_OUT,
+    DEFAULT_RUNS,
+    BenchConfig,
     RunResult,
+    drive_locust,
     fmt,
-    table_rows,
-    write_markdown,
+    locust_command,
+    run_t0,
+    start_server,
+    summarize_run,
 )
 from tsadapt.experiments.bench_schedule import (
-    LOADTESTS_DIR,
-    MAX_REQUESTS,
-    REQUEST_TIMEOUT_S,
-    Records,
     Schedule,
-    rate_checks,
     read_records,
     resolve_scenario,
     scenario_schedule,
@@ -59,93 +57,15 @@ from tsadapt.experiments.bench_schedule import (
 from tsadapt.experiments.bench_seeds import bench_seeds, summary_json
 from tsadapt.experiments.bench_timeline import (
     Poller,
-    Sample,
-    reconfigurations,
     server_reader,
-    timeline,
-    worker_seconds,
 )
-from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
 
 # --------------------------------------------------------------------------- constants
 
-DEFAULT_CONTROLLER_CONFIG = Path("configs/controller.yaml")
-DEFAULT_OUT = Path("docs/results")
-DEFAULT_RUNS = Path("runs/bench")
-#: Extra seconds Locust may run after the scenario (start-up lag, in-flight drain).
-LOCUST_GRACE_S = 10.0
-#: Seconds after Locust's own bound before the bench kills it.
-KILL_GRACE_S = REQUEST_TIMEOUT_S + 30.0
-#: Tries at starting a server (see ``_start_server``).
-SERVER_START_ATTEMPTS = 5
 #: Seconds of quiet between the warm-up and the load.
 WARMUP_SETTLE_S = 1.0
-#: Niceness change of the Locust process (negative: scheduled ahead of the servers under
-#: test, so that on a busy box the load generator keeps its schedule for every system
-#: alike; needs root, else Locust runs at the bench's own priority).
-LOCUST_NICE = -5
-
-
-def favour_load_generator() -> None:
-    """``preexec_fn`` of Locust: raise its CPU priority by ``-LOCUST_NICE`` if allowed."""
-    import os
-
-    try:
-        os.nice(LOCUST_NICE)
-    except OSError:
-        pass
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """One ``tsadapt bench`` invocation."""
-
-    scenario: str
-    controllers: tuple[str, ...] = ("static",)
-    duration_s: float | None = None  # default: the scenario's
-    seed: int | None = None  # default: the scenario's
-    max_requests: int = MAX_REQUESTS
-    out_dir: Path = DEFAULT_OUT
-    runs_dir: Path = DEFAULT_RUNS
-    controller_config: Path = DEFAULT_CONTROLLER_CONFIG
-    locustfile: Path | None = None  # default: loadtests/<scenario>.py, else bursty.py
-    command: str = ""  # as typed, for the report
-    warmup_rounds: int = 0  # rounds of warm-up bursts per model before the load (see warm_up)
-    seeds: int = 1  # arrival draws: seed, seed + 1, ... (each run by every controller)
-    peers: tuple[str, ...] = ()  # other serving systems on the same arrivals (see peers/)
-    capacity_s: float = 10.0  # with peers: closed-loop capacity per model and system (0: skip)
-    peers_report: Path | None = None  # with peers: where peers.md goes (default: out_dir)
-
-
 # --------------------------------------------------------------------------- one run
-
-
-def _locustfile(cfg: BenchConfig, scenario: Scenario) -> Path:
-    if cfg.locustfile is not None:
-        return cfg.locustfile
-    own = LOADTESTS_DIR / f"{scenario.name}.py"
-    return own if own.is_file() else LOADTESTS_DIR / "bursty.py"
-
-
-def locust_command(
-    cfg: BenchConfig, scenario_path: Path, scenario: Scenario, server, records: Path,  # noqa: ANN001
-    duration_s: float, seed: int,
-) -> list[str]:  # fmt: skip
-    """The headless Locust command of one run (bounded by ``--run-time``)."""
-    return [
-        sys.executable, "-m", "locust",
-        "-f", str(_locustfile(cfg, scenario)),
-        "--headless", "--only-summary", "--loglevel", "WARNING",
-        "--host", server.inference_url,
-        "--run-time", f"{math.ceil(duration_s + LOCUST_GRACE_S)}s",
-        "--scenario", str(scenario_path),
-        "--server-workdir", str(server.workdir),
-        "--records", str(records),
-        "--duration", str(duration_s),
-        "--seed", str(seed),
-        "--max-requests", str(cfg.max_requests),
-    ]  # fmt: skip
 
 
 def run_one(
@@ -172,7 +92,7 @@ def run_one(
         models=tuple(scenario.model_names),
     )
     on_tick(0.0, "starting TorchServe")
-    server = _start_server(start, server_cfg)
+    server = start_server(start, server_cfg)
     ctrl = poller = None
     try:
         if cfg.warmup_rounds > 0:
@@ -215,35 +135,6 @@ def run_one(
     )  # fmt: skip
 
 
-def drive_locust(
-    cmd: list[str], rundir: Path, duration_s: float,
-    on_tick: Callable[[float, str], None], gone: Callable[[], str | None] = lambda: None,
-) -> str:  # fmt: skip
-    """Run the Locust command ``cmd`` (log and command line in ``rundir``), bounded; the
-    reason the run failed, or '' (``gone`` says why the system under test went away)."""
-    (rundir / "locust.cmd").write_text(shlex.join(cmd) + "\n")
-    bound = duration_s + LOCUST_GRACE_S + KILL_GRACE_S
-    with (rundir / "locust.log").open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=favour_load_generator
-        )
-        started = time.monotonic()
-        while proc.poll() is None:
-            elapsed = time.monotonic() - started
-            if elapsed > bound:
-                end_process(proc)
-                break
-            why = gone()
-            if why:
-                end_process(proc)
-                return why
-            on_tick(elapsed, "load running" if elapsed < duration_s else "draining")
-            time.sleep(0.5)
-    if proc.returncode not in (0, 1) or not (rundir / "requests.csv").is_file():
-        return f"locust exited with code {proc.returncode}: {log_tail(rundir / 'locust.log')}"
-    return ""
-
-
 def _save_metrics(url: str, path: Path) -> None:
     """TorchServe's Prometheus metrics at the end of a run (for the peers report's time
     breakdown); a failure only loses them."""
@@ -279,70 +170,6 @@ def warm_up(server, models: Sequence[str], rounds: int, seed: int = 0) -> int:  
                     k *= 2
     time.sleep(WARMUP_SETTLE_S)
     return ok
-
-
-def _start_server(start: Callable, config):  # noqa: ANN001, ANN202 - tsadapt.serve.server types
-    """``start(config)``, tried twice: a key file read while TorchServe is still writing it
-    fails with a JSON error (``start`` stops the half-started server before raising)."""
-    for attempt in range(SERVER_START_ATTEMPTS):
-        try:
-            return start(config)
-        except ValueError:
-            if attempt + 1 == SERVER_START_ATTEMPTS:
-                raise
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
-
-
-def run_t0(records: Records) -> float:
-    """Epoch time of the dispatcher's start (``sent_epoch - sent_s``, median)."""
-    if len(records) == 0:
-        return time.time()
-    return float(np.median(records.sent_epoch - records.sent_s))
-
-
-def summarize_run(
-    controller: str,
-    schedule: Schedule,
-    records: Records,
-    samples: Sequence[Sample],
-    rundir: Path,
-    decision_log: Path | None = None,
-) -> RunResult:
-    """The table's figures for one run (requests never sent count as violations)."""
-    from tsadapt.experiments.bench_plot import plot_run
-
-    t0 = run_t0(records)
-    per: dict[str, ModelResult] = {}
-    lats = []
-    reconf: dict[str, int] = {}
-    lines: dict[str, list[tuple[float, int, int]]] = {}
-    for m in schedule.models:
-        r = records.of(m)
-        tl = timeline(samples, t0, m)
-        lines[m] = [(s.t_epoch - t0, s.batch_size, s.workers) for s in tl]
-        reconf[m] = reconfigurations(tl)
-        lat = r.latency_ms[r.ok]
-        lats.append(lat)
-        per[m] = summarize(
-            m,
-            lat,
-            schedule.slo_ms.get(m, math.inf),
-            max(len(r), int(schedule.times_of(m).size)),
-            schedule.duration_s,
-            rejected=int((r.status == 503).sum()),
-            failed=int((~r.ok & (r.status != 503)).sum()),
-            worker_seconds=worker_seconds(tl, t0, schedule.duration_s),
-        )
-    overall = pool(per.values(), lats, schedule.duration_s)
-    png = plot_run(
-        rundir / "timeline.png", f"{controller}: offered load, latency, batch size and workers",
-        schedule, records, lines,
-    )  # fmt: skip
-    return RunResult(
-        controller, "ok", "", per, overall, tuple(rate_checks(schedule, records)), reconf, png,
-        rundir, decision_log,
-    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- entry
@@ -417,7 +244,7 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
     md.with_suffix(".json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _print_tables(scenario.name, schedules, runs, md)
     if peers:
-        from tsadapt.experiments.peers.peer_bench import write_report
+        from tsadapt.experiments.peers.peers_report import write_report
 
         peers_md = write_report(cfg, scenario, first.duration_s, started_text, runs, caps)
         console.print(f"wrote {peers_md} and {peers_md.with_suffix('.json').name}")

@@ -1,5 +1,5 @@
 """Each system's steady capacity per model, measured before the open-loop runs of
-``tsadapt bench --peers``: a closed loop (``loadtests/closedloop.py``: ``USERS`` Locust users
+``tsadapt lab bench --peers``: a closed loop (``loadtests/closedloop.py``: ``USERS`` Locust users
 each sending the next request as soon as the last is answered, the open-loop runs' payloads)
 against one model at a time, on a fresh server per system, for ``seconds`` after a warm-up.
 
@@ -23,7 +23,7 @@ from tsadapt.experiments.bench_schedule import LOADTESTS_DIR
 from tsadapt.policy.sim.scenario import Scenario
 
 if TYPE_CHECKING:
-    from tsadapt.experiments.bench import BenchConfig
+    from tsadapt.experiments.bench_run import BenchConfig
 
 #: Closed-loop users (requests in flight) per model: enough to fill every batch the systems
 #: use here (at most 16) twice over.
@@ -62,14 +62,14 @@ def serving(cfg: BenchConfig, system: str, scenario_path: Path, scenario: Scenar
     """A fresh server of ``system`` for the block: (inference URL, TorchServe work dir or
     the run dir); stopped after."""
     if system == "static":
-        from tsadapt.experiments.bench import _start_server
+        from tsadapt.experiments.bench_run import start_server
         from tsadapt.serve.server import ServerConfig, start, stop
 
         server_cfg = ServerConfig.with_free_ports(
             workdir=rundir / "server", model_store=cfg.runs_dir / "model-store",
             models=tuple(scenario.model_names),
         )  # fmt: skip
-        server = _start_server(start, server_cfg)
+        server = start_server(start, server_cfg)
         try:
             yield server.inference_url, server_cfg.workdir
         finally:
@@ -90,7 +90,7 @@ def serving(cfg: BenchConfig, system: str, scenario_path: Path, scenario: Scenar
 
 def closed_loop(url: str, workdir: Path, model: str, seconds: float, out: Path) -> dict:
     """One model's closed loop through Locust; its JSON result."""
-    from tsadapt.experiments.bench import favour_load_generator
+    from tsadapt.experiments.bench_run import favour_load_generator
 
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR / "closedloop.py"),

@@ -1,4 +1,4 @@
-"""Batch-latency profiles of the demo models on this machine (``tsadapt models profile``).
+"""Batch-latency profiles of the demo models on this machine (``tsadapt lab demo-models profile``).
 
 Each demo model runs in this process through its real handler (JSON decoding of the request
 bodies, validation, collation, forward pass, answers), exactly the code a TorchServe worker
@@ -9,13 +9,9 @@ latency(b) = alpha*b + beta and written as Markdown + PNG + JSON under docs/resu
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import statistics
 import tempfile
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +20,7 @@ from rich.progress import Progress
 
 from tsadapt.handlers.catalog import DEMO_MODELS, DemoModel
 from tsadapt.handlers.local import load_local
-from tsadapt.latency_fit import LinearFit, fit_linear
-
-
-@dataclass(frozen=True)
-class ModelProfile:
-    model: str
-    threads: int
-    batch_sizes: list[int]
-    median_ms: list[float]
-    p90_ms: list[float]
-    fit: LinearFit
+from tsadapt.profile import ModelProfile, profile_from_times, timed_rounds, write_profiles
 
 
 def profile_model(
@@ -52,29 +38,15 @@ def profile_model(
     with tempfile.TemporaryDirectory(prefix=f"profile-{model.name}-") as tmp:
         local = load_local(model, Path(tmp), gpu_id=gpu_id)
         batches = sorted(set(batch_sizes)) if batch_sizes else list(range(1, max_batch + 1))
-        medians, p90s = [], []
+        times: dict[int, list[float]] = {}
         task = progress.add_task(model.name, total=len(batches)) if progress else None
         for b in batches:
             requests = [model.worker_request(rng) for _ in range(b)]
-            for _ in range(warmup):
-                local.run(requests)
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                local.run(requests)
-                times.append((time.perf_counter() - t0) * 1000.0)
-            medians.append(statistics.median(times))
-            p90s.append(float(np.percentile(times, 90)))
+            rounds = timed_rounds(lambda r=requests: local.run(r), warmup, repeats)
+            times[b] = [ms for ms, _ in rounds]
             if progress is not None:
                 progress.advance(task)
-    return ModelProfile(
-        model.name,
-        torch.get_num_threads(),
-        batches,
-        medians,
-        p90s,
-        fit_linear(np.array(batches), np.array(medians)),
-    )
+    return profile_from_times(model.name, torch.get_num_threads(), times)
 
 
 def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> Path:
@@ -138,9 +110,7 @@ def write_report(profiles: list[ModelProfile], out_dir: Path, command: str) -> P
         lines.append(f"| {b} | " + " | ".join(f"{p.median_ms[i]:.2f}" for p in profiles) + " |")
     path = out_dir / "model-profiles.md"
     path.write_text("\n".join(lines) + "\n")
-    (out_dir / "model-profiles.json").write_text(
-        json.dumps([asdict(p) for p in profiles], indent=1)
-    )
+    write_profiles(out_dir / "model-profiles.json", profiles, command=command)
     return path
 
 

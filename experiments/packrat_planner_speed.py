@@ -1,6 +1,6 @@
 """Time :func:`plan` on a synthetic 7x11 profile and on Packrat's published profiles.
 
-Run: ``tsadapt packrat bench-planner [--cores 64] [--batch 1024] [PROFILE ...]``
+Run: ``tsadapt lab packrat bench-planner [--cores 64] [--batch 1024] [PROFILE ...]``
 (or ``python -m tsadapt.experiments.packrat_planner_speed``).
 PROFILE is a CSV path or a bundled name.
 """

@@ -1,6 +1,6 @@
 """A synthetic heterogeneous catalogue of GPU models, Zipf popularity and phase-shifted loads.
 
-Why synthetic: the demo models are handler/CPU-bound on a GPU (``tsadapt gpu-check`` saw ~3 %
+Why synthetic: the demo models are handler/CPU-bound on a GPU (``tsadapt lab gpu-check`` saw ~3 %
 GPU utilisation on an H200), so their GPU profiles say little about GPU packing. The catalogue
 scales *published* GPU batch-latency tables instead: TensorRT 4 ResNet-50 on an NVIDIA V100
 (CUDA 9, cuDNN 7), FP32, FP16 (tensor cores) and INT8, from the public benchmark "TensorRT
@@ -13,7 +13,6 @@ its Zipf share of the fleet's capacity. Everything is drawn from one seed.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,8 @@ from tsadapt.fleet.constants import (
     WORKER_BASE_GIB,
     ZIPF_S,
 )
-from tsadapt.policy.sim.control import slo_feasible_batch
-from tsadapt.policy.sim.specs import LatencyModel
 from tsadapt.policy.sim.workloads import Bursty, Diurnal, Workload
+from tsadapt.profile import LatencyModel, read_profiles, slo_feasible_batch
 
 #: Published batch latencies (ms) of ResNet-50 under TensorRT 4 on a V100 (see module docs).
 PUBLISHED_TABLES: dict[str, tuple[tuple[int, float], ...]] = {
@@ -63,10 +61,10 @@ PUBLISHED = "published"
 
 
 def measured_tables(path: Path) -> dict[str, tuple[tuple[int, float], ...]]:
-    """Batch latency tables from ``tsadapt gpu-check``'s ``gpu-profiles.json`` (median ms per
+    """Batch latency tables from ``tsadapt lab gpu-check``'s ``gpu-profiles.json`` (median ms per
     batch size, one table per profiled model), named ``gpu-check-<model>``."""
     try:
-        rows = json.loads(Path(path).read_text())
+        rows = read_profiles(path)
         out = {
             f"gpu-check-{r['model']}": tuple(
                 (int(b), float(ms)) for b, ms in zip(r["batch_sizes"], r["median_ms"], strict=True)

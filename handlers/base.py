@@ -10,13 +10,14 @@ Each batch reports its actual size and handler time as model metrics (declared i
 ``configs/metrics.yaml``) and as a response header, so the controller can compute the
 batch fill rate. At the start of each batch the worker applies its Packrat placement
 (threads and pinned cores, ``handlers/placement.py``) if the reconfigurer changed it.
+Both are :class:`~tsadapt.handlers.batch_reply.BatchReporter`'s, shared with the opt-in
+mixin. Out of memory in the model fails the batch as TorchServe fails it (507).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +25,8 @@ from typing import Any
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
-from tsadapt.constants import (  # noqa: F401 - re-exported: the handlers' wire names
-    BATCH_ID_HEADER,
-    BATCH_SIZE_HEADER,
-    BATCH_START_HEADER,
-    METRIC_BATCH_REQUESTS,
-    METRIC_BATCHES,
-    METRIC_HANDLER_MS,
-)
-from tsadapt.handlers.placement import PLACEMENT_HEADER, WorkerPlacement
+from tsadapt.handlers.batch_reply import BatchReporter, BatchStart, refuse
+from tsadapt.handlers.placement import WorkerPlacement
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +46,7 @@ class PreparedBatch:
     valid_indices: tuple[int, ...]
     inputs: Any  # a tensor (or tensors) for the valid requests; None when none is valid
     errors: dict[int, str] = field(default_factory=dict)
-    started: float = 0.0  # perf_counter() when the batch reached the handler
-    started_wall: float = 0.0  # time.time() at the same moment
+    start: BatchStart = BatchStart(0.0, 0.0)  # when the batch reached the handler
 
 
 def decode_body(request: dict[str, Any]) -> dict[str, Any]:
@@ -145,19 +138,24 @@ def softmax_answer(logits: torch.Tensor) -> dict[str, Any]:
 class AdaptiveHandler(BaseHandler):
     """Base for the demo handlers; subclasses implement :meth:`parse_request` only."""
 
-    placement: WorkerPlacement | None = None
+    reporter: BatchReporter
     #: Whether the request being parsed may hold a boolean (:func:`may_hold_booleans`; set
     #: by :meth:`preprocess` before each :meth:`parse_request`).
     check_booleans: bool = True
 
+    @property
+    def placement(self) -> WorkerPlacement | None:
+        return self.reporter.placement
+
+    @property
+    def batches_served(self) -> int:
+        return self.reporter.batches_served
+
     def initialize(self, context: Any) -> None:
         """Load the model as ``BaseHandler`` does, take the Packrat placement, warm up."""
         # Threads and cores first, so the model loads and warms up where it will run.
-        self.placement = WorkerPlacement.from_env(context.model_name)
-        if self.placement is not None:
-            self.placement.maybe_apply()
+        self.reporter = BatchReporter(context.model_name)
         super().initialize(context)
-        self.batches_served = 0
         settings = (getattr(self, "model_yaml_config", None) or {}).get("handler", {})
         threads = settings.get("threads")
         if threads and (self.placement is None or self.placement.applied is None):
@@ -214,9 +212,7 @@ class AdaptiveHandler(BaseHandler):
 
     # --- BaseHandler hooks ------------------------------------------------------------
     def preprocess(self, data: list[dict[str, Any]]) -> PreparedBatch:
-        started, started_wall = time.perf_counter(), time.time()
-        if self.placement is not None:
-            self.placement.maybe_apply()
+        start = self.reporter.begin()
         items: list[torch.Tensor] = []
         valid: list[int] = []
         errors: dict[int, str] = {}
@@ -228,7 +224,7 @@ class AdaptiveHandler(BaseHandler):
             except InvalidRequest as exc:
                 errors[idx] = str(exc)
         inputs = self.collate(items) if items else None
-        return PreparedBatch(len(data), tuple(valid), inputs, errors, started, started_wall)
+        return PreparedBatch(len(data), tuple(valid), inputs, errors, start)
 
     def inference(self, batch: PreparedBatch, *args: Any, **kwargs: Any) -> Any:
         if batch.inputs is None:
@@ -243,23 +239,6 @@ class AdaptiveHandler(BaseHandler):
         for row, idx in enumerate(batch.valid_indices):
             answers[idx] = self.answer(outputs[row])
         for idx, message in batch.errors.items():
-            self.context.set_response_status(400, message, idx)
-            answers[idx] = {"code": 400, "type": "InvalidInput", "message": message}
-        self.batches_served += 1
-        batch_id = f"{os.getpid()}-{self.batches_served}"
-        placement = self.placement.header_value() if self.placement is not None else None
-        for idx in range(batch.size):
-            self.context.set_response_header(idx, BATCH_SIZE_HEADER, str(batch.size))
-            self.context.set_response_header(idx, BATCH_ID_HEADER, batch_id)
-            self.context.set_response_header(idx, BATCH_START_HEADER, f"{batch.started_wall:.6f}")
-            if placement is not None:
-                self.context.set_response_header(idx, PLACEMENT_HEADER, placement)
-        self._report_batch(batch)
+            answers[idx] = refuse(self.context, idx, message)
+        self.reporter.finish(self.context, batch.size, batch.start)
         return answers
-
-    def _report_batch(self, batch: PreparedBatch) -> None:
-        elapsed_ms = (time.perf_counter() - batch.started) * 1000.0
-        metrics = self.context.metrics
-        metrics.add_counter(METRIC_BATCHES, 1)
-        metrics.add_counter(METRIC_BATCH_REQUESTS, batch.size)
-        metrics.add_metric(METRIC_HANDLER_MS, round(elapsed_ms, 3), "ms")

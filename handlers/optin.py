@@ -15,7 +15,10 @@ What it adds (the controller works without it; these make it see more):
   declare the metrics with ``metrics_config`` (``configs/metrics.yaml``) or set
   ``model_metrics_auto_detect=true`` in config.properties;
 - per-request errors: when the handler raises on a batch, each request is served alone and
-  only those that still fail get HTTP 400 with the exception's message; the rest succeed;
+  only those that still fail get HTTP 400 with the exception's message; the rest succeed.
+  Server faults are not the request's: out of memory (``MemoryError``,
+  ``torch.cuda.OutOfMemoryError``) or a CUDA error fails the batch as TorchServe would
+  (507 "Out of resources"), with no retry one by one;
 - the Packrat placement hook: threads and cores written by ``tsadapt packrat apply`` are
   applied at the next batch boundary (needs ``TSADAPT_PLACEMENT_DIR`` in the workers' env).
 """
@@ -23,82 +26,61 @@ What it adds (the controller works without it; these make it see more):
 from __future__ import annotations
 
 import logging
-import os
-import time
 from typing import Any
 
-from tsadapt.handlers.base import (
-    BATCH_ID_HEADER,
-    BATCH_SIZE_HEADER,
-    BATCH_START_HEADER,
-    METRIC_BATCH_REQUESTS,
-    METRIC_BATCHES,
-    METRIC_HANDLER_MS,
-)
-from tsadapt.handlers.placement import PLACEMENT_HEADER, WorkerPlacement
+from tsadapt.handlers.batch_reply import BatchReporter, is_server_fault, refuse
+from tsadapt.handlers.placement import WorkerPlacement
 
 logger = logging.getLogger(__name__)
-
-
-def _error_answer(message: str) -> dict[str, Any]:
-    return {"code": 400, "type": "InvalidInput", "message": message}
 
 
 class AdaptMixin:
     """Put first in the bases of a ``BaseHandler`` subclass (see the module docstring)."""
 
-    placement: WorkerPlacement | None = None
-    batches_served: int = 0
+    reporter: BatchReporter | None = None
+
+    @property
+    def placement(self) -> WorkerPlacement | None:
+        return self.reporter.placement if self.reporter is not None else None
+
+    @property
+    def batches_served(self) -> int:
+        return self.reporter.batches_served if self.reporter is not None else 0
 
     def initialize(self, context: Any) -> None:
-        self.placement = WorkerPlacement.from_env(context.model_name)
-        if self.placement is not None:
-            self.placement.maybe_apply()
+        self.reporter = BatchReporter(context.model_name)
         super().initialize(context)  # type: ignore[misc]
-        self.batches_served = 0
 
     def handle(self, data: list[Any], context: Any) -> list[Any]:
-        started, started_wall = time.perf_counter(), time.time()
-        if self.placement is not None:
-            self.placement.maybe_apply()
+        if self.reporter is None:  # the handler's own initialize did not call super()'s
+            self.reporter = BatchReporter(context.model_name)
+        start = self.reporter.begin()
         try:
             answers = super().handle(data, context)  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - isolate the requests that fail
+        except Exception as exc:
+            if is_server_fault(exc):
+                raise  # the batch fails as TorchServe fails it; no request is to blame
             if len(data) == 1:
                 answers = [self._refuse(context, 0, exc)]
             else:
                 answers = [self._one(data, context, i) for i in range(len(data))]
-        self._report(context, len(data), started, started_wall)
+        self.reporter.finish(context, len(data), start)
         return answers
 
     def _one(self, data: list[Any], context: Any, idx: int) -> Any:
-        """Serve request ``idx`` alone; a failure becomes its 400."""
+        """Serve request ``idx`` alone; its own failure becomes its 400, a server fault
+        fails the whole batch."""
         try:
             return super().handle([data[idx]], context)[0]  # type: ignore[misc]
-        except Exception as exc:  # noqa: BLE001 - this request's own error
+        except Exception as exc:
+            if is_server_fault(exc):
+                raise
             return self._refuse(context, idx, exc)
 
     @staticmethod
     def _refuse(context: Any, idx: int, exc: Exception) -> dict[str, Any]:
-        message = str(exc) or type(exc).__name__
-        context.set_response_status(400, message, idx)
-        return _error_answer(message)
-
-    def _report(self, context: Any, size: int, started: float, started_wall: float) -> None:
-        self.batches_served += 1
-        batch_id = f"{os.getpid()}-{self.batches_served}"
-        placement = self.placement.header_value() if self.placement is not None else None
-        for idx in range(size):
-            context.set_response_header(idx, BATCH_SIZE_HEADER, str(size))
-            context.set_response_header(idx, BATCH_ID_HEADER, batch_id)
-            context.set_response_header(idx, BATCH_START_HEADER, f"{started_wall:.6f}")
-            if placement is not None:
-                context.set_response_header(idx, PLACEMENT_HEADER, placement)
-        metrics = context.metrics
-        metrics.add_counter(METRIC_BATCHES, 1)
-        metrics.add_counter(METRIC_BATCH_REQUESTS, size)
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        metrics.add_metric(METRIC_HANDLER_MS, round(elapsed_ms, 3), "ms")
+        logger.info("request %d refused: %s: %s", idx, type(exc).__name__, exc)
+        return refuse(context, idx, str(exc) or type(exc).__name__)
 
 
 def adaptive(handler_class: type) -> type:

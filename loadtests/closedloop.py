@@ -1,5 +1,5 @@
 """Closed loop: a fixed number of users, each sending the next request to one model as soon
-as the last is answered, to measure a server's steady capacity (``tsadapt bench --peers``
+as the last is answered, to measure a server's steady capacity (``tsadapt lab bench --peers``
 measures every system with it before the open-loop runs).
 
     locust -f loadtests/closedloop.py --headless -u 32 -r 32 --run-time 12s \\

@@ -31,14 +31,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from tsadapt.handlers.placement import pin_process
-from tsadapt.packrat_cpu.profiler_config import PointResult, ProfilerConfig, _fmt
+from tsadapt.packrat_cpu.profiler_config import PointResult, ProfilerConfig, int_list
+from tsadapt.profile import timed_rounds
 
 EXIT_FAILED = 1  # a worker failed (the CLI's exit code)
 
@@ -89,13 +89,9 @@ def _worker(
         for b in batches:
             rng = np.random.default_rng([seed, b])  # the same requests for every t
             requests = [model.worker_request(rng) for _ in range(b)]
-            for _ in range(warmup):
-                local.run(requests)
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                out = local.run(requests)
-                times.append((time.perf_counter() - t0) * 1000.0)
+            rounds = timed_rounds(lambda r=requests: local.run(r), warmup, reps)
+            times = [ms for ms, _ in rounds]
+            out = rounds[-1][1]
             bad = [i for i in range(b) if local.status(i) != 200]
             if len(out) != b or bad:
                 raise ProfilerError(
@@ -155,9 +151,9 @@ def _worker_command(config: ProfilerConfig, threads: int) -> list[str]:
         "--threads",
         str(threads),
         "--cores",
-        _fmt(config.cores[:threads]),
+        int_list(config.cores[:threads]),
         "--batches",
-        _fmt(config.batches),
+        int_list(config.batches),
         "--warmup",
         str(config.warmup),
         "--reps",

@@ -113,7 +113,7 @@ class ProfilerConfig:
             raise ProfilerConfigError(
                 "max_threads",
                 f"{max_threads} exceeds the {len(usable)} core(s) this process may use "
-                f"({_fmt(usable)}); Packrat profiles t = 1..T on a T-core machine",
+                f"({int_list(usable)}); Packrat profiles t = 1..T on a T-core machine",
             )
         threads = (
             tuple(range(1, max_threads + 1))
@@ -136,12 +136,13 @@ class ProfilerConfig:
             if bad:
                 raise ProfilerConfigError("cores", f"must hold CPU ids, got {bad[0]!r}")
             if len(set(cores)) != len(cores):
-                raise ProfilerConfigError("cores", f"{_fmt(cores)} repeats a CPU id")
+                raise ProfilerConfigError("cores", f"{int_list(cores)} repeats a CPU id")
             outside = [c for c in cores if c not in usable]
             if outside:
                 raise ProfilerConfigError(
                     "cores",
-                    f"CPU(s) {_fmt(outside)} not usable by this process (usable: {_fmt(usable)})",
+                    f"CPU(s) {int_list(outside)} not usable by this process "
+                    f"(usable: {int_list(usable)})",
                 )
             if len(cores) < max_threads:
                 raise ProfilerConfigError(
@@ -160,7 +161,7 @@ class ProfilerConfig:
         return tuple((t, b) for t in self.threads or () for b in self.batches)
 
 
-def _fmt(values: Iterable[int]) -> str:
+def int_list(values: Iterable[int]) -> str:
     return ",".join(map(str, values))
 
 

@@ -15,7 +15,7 @@ from tsadapt.packrat_cpu.profiler_config import (
     PointResult,
     ProfilerConfig,
     ProfilerConfigError,
-    _fmt,
+    int_list,
 )
 
 CSV_COLUMNS: tuple[str, ...] = ("threads", "batch", "latency_ms", "min_ms", "max_ms", "std_ms")
@@ -84,9 +84,9 @@ def print_summary(
     threads = config.threads or ()
     console.print(summary_table(results, f"{config.model}: mean ms per batch (± std)"))
     console.print(
-        f"wrote {path}: {len(results)} points (threads {_fmt(threads)} x batches "
-        f"{_fmt(config.batches)}), {config.warmup} warm-up + {config.reps} timed reps each, "
-        f"cores {_fmt(config.cores or ())}, wall {wall_s:.1f} s",
+        f"wrote {path}: {len(results)} points (threads {int_list(threads)} x batches "
+        f"{int_list(config.batches)}), {config.warmup} warm-up + {config.reps} timed reps each, "
+        f"cores {int_list(config.cores or ())}, wall {wall_s:.1f} s",
         highlight=False,
         markup=False,
     )

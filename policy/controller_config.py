@@ -11,6 +11,7 @@ config into the one for the models registered right now.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+logger = logging.getLogger(__name__)
 
 #: Policies the sidecar can run (built by :func:`tsadapt.policy.factory.make_policy`).
 POLICY_NAMES = ("static", "aimd", "queue", "ppo")
@@ -77,7 +80,9 @@ class QueueParams:
     target_ongoing_per_worker: float = 8.0
     batch_wait_fraction: float = 0.25  # share of the SLO a request may wait for its batch
     ewma_alpha: float = 0.5
-    downscale_delay_ticks: int = 5
+    #: Seconds fewer workers must be wanted before the count goes down (Ray Serve's
+    #: downscale_delay_s). Replaces ``downscale_delay_ticks`` (see :func:`queue_params`).
+    downscale_delay_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -255,7 +260,7 @@ def validate(config: ControllerConfig) -> None:
     _positive(q.target_ongoing_per_worker, "queue.target_ongoing_per_worker")
     _fraction(q.batch_wait_fraction, "queue.batch_wait_fraction")
     _fraction(q.ewma_alpha, "queue.ewma_alpha")
-    _check(q.downscale_delay_ticks >= 0, "queue.downscale_delay_ticks", "must be >= 0")
+    _check(q.downscale_delay_s >= 0, "queue.downscale_delay_s", "must be >= 0 (seconds)")
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
@@ -271,6 +276,38 @@ def _build(cls: type, data: Any, path: str) -> Any:
         return cls(**data)
     except TypeError as exc:
         raise ConfigError(path or "<root>", str(exc)) from None
+
+
+#: The tick-based key ``queue.downscale_delay_s`` replaced (every time setting is in seconds).
+OLD_DOWNSCALE_KEY = "downscale_delay_ticks"
+
+
+def queue_params(data: Mapping[str, Any], tick_s: Any) -> dict[str, Any]:
+    """``queue:`` with the old ``downscale_delay_ticks: N`` converted to
+    ``downscale_delay_s: N x tick_s`` (a warning names the new key); both at once is an error."""
+    out = dict(data)
+    if OLD_DOWNSCALE_KEY not in out:
+        return out
+    if "downscale_delay_s" in out:
+        raise ConfigError(
+            f"queue.{OLD_DOWNSCALE_KEY}",
+            "give downscale_delay_s (seconds) only; downscale_delay_ticks is its old form",
+        )
+    ticks = out.pop(OLD_DOWNSCALE_KEY)
+    _check(
+        isinstance(ticks, int) and not isinstance(ticks, bool) and ticks >= 0,
+        f"queue.{OLD_DOWNSCALE_KEY}",
+        f"must be an integer >= 0, got {ticks!r}",
+    )
+    _check(
+        isinstance(tick_s, (int, float)) and tick_s > 0, "tick_s", f"must be > 0, got {tick_s!r}"
+    )
+    out["downscale_delay_s"] = ticks * float(tick_s)
+    logger.warning(
+        "queue.%s: %d ticks read as downscale_delay_s: %g (seconds); write that instead",
+        OLD_DOWNSCALE_KEY, ticks, out["downscale_delay_s"],
+    )  # fmt: skip
+    return out
 
 
 def _limits(name: str, spec: Any, path: str) -> ModelLimits:
@@ -313,6 +350,8 @@ def from_dict(
         models.append(_limits(str(name), spec, path))
     if raw_default is not None:
         body[DEFAULT_ENTRY] = _limits(DEFAULT_ENTRY, raw_default, DEFAULT_ENTRY)
+    if isinstance(body.get("queue"), Mapping):
+        body["queue"] = queue_params(body["queue"], body.get("tick_s", DEFAULT_TICK_S))
     for key, cls in (("aimd", AimdParams), ("queue", QueueParams)):
         if key in body:
             body[key] = _build(cls, body[key] or {}, key)

@@ -11,8 +11,10 @@ JOB_QUEUE_SIZE = 100
 #: TorchServe ``Model`` constructor defaults (``batchSize = 1``, ``maxBatchDelay = 100``).
 BATCH_SIZE = 1
 MAX_BATCH_DELAY_MS = 100
-#: Seconds from a scale-up call until a new worker serves (process start + model load).
-#: About 1 s for the small CPU demo models; calibrate per model (``load_delay_s``).
+#: Seconds from a scale-up call until a new worker serves (process start + model load), for a
+#: scenario that neither states nor calibrates it (the synthetic ones). Not a measurement: the
+#: calibrated scenarios take each model's measured value (``tsadapt lab fidelity load-delay``,
+#: ``docs/results/worker-start.md``) from the calibration file.
 LOAD_DELAY_S = 1.0
 #: Threads a worker keeps busy on its device while it executes a batch.
 WORKER_THREADS = 1
@@ -31,12 +33,12 @@ REPLAY_INTERVAL_S = 1.0
 #: Percentiles reported by default.
 PERCENTILES = (50.0, 99.0)
 #: Seeds on which the simulation's tuned baselines are chosen: best-static's configuration
-#: (``tsadapt evaluate``) and the PPO seed ``tsadapt train`` keeps. None is an evaluation
+#: (``tsadapt lab evaluate``) and the PPO seed ``tsadapt train`` keeps. None is an evaluation
 #: seed (those are 0, 1, 2, ...), so neither choice sees the runs it is judged on.
 TUNING_SEEDS = (10_007, 10_008, 10_009)
 #: Generator seed of the first random validation scenario seed selection scores candidates
 #: on (``select.random_scenarios`` of them, consecutive seeds; ``policy/learn/scenario_sets.py``).
 SELECTION_SCENARIO_SEED = 40_000_000
-#: Generator seed of the first random held-out scenario of ``tsadapt evaluate --random N``
+#: Generator seed of the first random held-out scenario of ``tsadapt lab evaluate --random N``
 #: (consecutive seeds): never a training environment's seed nor a selection scenario's.
 HELDOUT_SCENARIO_SEED = 50_000_000

@@ -20,7 +20,7 @@ def make_policy(name: str, config: ControllerConfig, policy_file: Path | None = 
     if name == "aimd":
         return AimdPolicy(config.models, config.aimd)
     if name == "queue":
-        return QueuePolicy(config.models, config.queue)
+        return QueuePolicy(config.models, config.queue, config.tick_s)
     if name == "ppo":
         from tsadapt.policy.ppo_policy import SHIPPED_POLICY, make_ppo_policy
 

@@ -8,19 +8,18 @@ A policy file is a zip with two members:
 * ``policy.pt`` - the actor-critic's ``state_dict`` (weights only: no optimiser, no pickle).
 
 :func:`load_policy_file` checks every part against the running code and raises
-:class:`PolicyFileError` with a message that says what does not fit.
+:class:`PolicyFileError` with a message that says what does not fit (the format and its
+checks: :mod:`tsadapt.policy.policy_file`).
 
 :class:`PPOPolicy` has the rules' shape (``decide(observation, state) -> (actions, state)``),
 applies the network to every configured model (own features + global context, see
 :mod:`policy.agent_view`) and, like every policy, is wrapped by :mod:`policy.guards` by the
-caller (``tsadapt simulate`` / ``tsadapt control``).
+caller (``tsadapt lab simulate`` / ``tsadapt control``).
 """
 
 from __future__ import annotations
 
 import io
-import json
-import platform
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,38 +28,29 @@ from typing import Any, Protocol
 import numpy as np
 
 from tsadapt.policy.agent_view import (
-    ACTION_LAYOUT,
     ACTION_NVEC,
-    FEATURE_CONSTANTS,
     NOOP_ACTION,
     OBS_LAYOUT,
     all_agent_features,
     decode_action,
 )
 from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.policy_file import (  # noqa: F401 - the file format's names, kept here too
+    FIRST_LAYER,
+    FORMAT,
+    FORMAT_VERSION,
+    META_MEMBER,
+    WEIGHTS_MEMBER,
+    PolicyFileError,
+    check_metadata,
+    check_observation_size,
+    copy_policy_file,
+    file_sha256,
+    library_versions,
+    read_metadata,
+    save_policy_file,
+)
 from tsadapt.policy.types import Decision, Observation, PolicyState
-
-FORMAT = "tsadapt-ppo-policy"
-FORMAT_VERSION = 1
-META_MEMBER, WEIGHTS_MEMBER = "metadata.json", "policy.pt"
-
-
-class PolicyFileError(ValueError):
-    """A policy file is missing, unreadable, or does not fit this code."""
-
-
-def library_versions() -> dict[str, str]:
-    import gymnasium
-    import stable_baselines3
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "gymnasium": gymnasium.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def _spaces() -> tuple[Any, Any]:
@@ -82,135 +72,6 @@ def _net(net_arch: list[int]) -> Any:
 # ----------------------------------------------------------------------------- file
 
 
-def save_policy_file(path: Path, net: Any, metadata: dict[str, Any]) -> Path:
-    """Write ``net``'s weights and ``metadata`` (layout fields filled in here) to ``path``."""
-    import torch
-
-    meta = {**metadata, **_layout()}
-    buf = io.BytesIO()
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    torch.save(state, buf)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write(path, meta, buf.getvalue())
-    return path
-
-
-def copy_policy_file(src: Path, dst: Path, metadata: dict[str, Any]) -> Path:
-    """Write ``src``'s weights to ``dst`` with ``metadata`` in place of its metadata (layout
-    fields filled in as by :func:`save_policy_file`); ``src`` is checked to be ours first."""
-    read_metadata(src)
-    with zipfile.ZipFile(src) as z:
-        weights = z.read(WEIGHTS_MEMBER)
-    meta = {**metadata, **_layout()}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    _write(dst, meta, weights)
-    return dst
-
-
-def _layout() -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "observation_layout": list(OBS_LAYOUT),
-        "feature_constants": FEATURE_CONSTANTS,
-        "action_layout": ACTION_LAYOUT,
-        "action_nvec": list(ACTION_NVEC),
-    }
-
-
-def _write(path: Path, meta: dict[str, Any], weights: bytes) -> None:
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr(META_MEMBER, json.dumps(meta, indent=2, sort_keys=True, default=str))
-        z.writestr(WEIGHTS_MEMBER, weights)
-
-
-def _expect(ok: bool, path: Path, message: str) -> None:
-    if not ok:
-        raise PolicyFileError(f"policy file {path}: {message}")
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of a policy file (checked to be ours, not yet checked to fit)."""
-    path = Path(path)
-    _expect(path.is_file(), path, "no such file")
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-            _expect(
-                META_MEMBER in names and WEIGHTS_MEMBER in names,
-                path,
-                f"not a {FORMAT} file (needs {META_MEMBER} and {WEIGHTS_MEMBER}; "
-                f"has {sorted(names)})",
-            )
-            meta = json.loads(z.read(META_MEMBER))
-    except zipfile.BadZipFile:
-        raise PolicyFileError(
-            f"policy file {path}: not a zip archive "
-            f"(expected a {FORMAT} file written by `tsadapt train`)"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise PolicyFileError(f"policy file {path}: {META_MEMBER} is not JSON: {exc}") from None
-    _expect(
-        isinstance(meta, dict) and meta.get("format") == FORMAT,
-        path,
-        f"format is {meta.get('format') if isinstance(meta, dict) else meta!r}, "
-        f"expected {FORMAT!r}",
-    )
-    return meta
-
-
-def check_metadata(path: Path, meta: dict[str, Any]) -> None:
-    """Raise :class:`PolicyFileError` unless ``meta`` fits this code's layouts."""
-    v = meta.get("format_version")
-    _expect(
-        v == FORMAT_VERSION,
-        path,
-        f"format_version {v!r}, this code reads version {FORMAT_VERSION}; retrain with "
-        "`tsadapt train`",
-    )
-    layout = meta.get("observation_layout")
-    if layout != list(OBS_LAYOUT):
-        have, want = list(layout or []), list(OBS_LAYOUT)
-        missing = [x for x in want if x not in have]
-        extra = [x for x in have if x not in want]
-        detail = (
-            f"missing {missing}, unexpected {extra}"
-            if missing or extra
-            else "same entries in a different order"
-        )
-        raise PolicyFileError(
-            f"policy file {path}: observation layout does not fit this code "
-            f"({len(have)} entries in the file, {len(want)} here; {detail}); retrain with "
-            "`tsadapt train`"
-        )
-    consts = meta.get("feature_constants")
-    _expect(
-        consts == FEATURE_CONSTANTS,
-        path,
-        f"feature normalisation constants {consts} differ from this code's "
-        f"{FEATURE_CONSTANTS}; retrain with `tsadapt train`",
-    )
-    _expect(
-        meta.get("action_nvec") == list(ACTION_NVEC) and meta.get("action_layout") == ACTION_LAYOUT,
-        path,
-        f"action layout {meta.get('action_layout')} differs from this code's {ACTION_LAYOUT}",
-    )
-    arch = meta.get("net_arch")
-    _expect(
-        isinstance(arch, list) and arch and all(isinstance(x, int) and x > 0 for x in arch),
-        path,
-        f"net_arch must be a list of positive ints, got {arch!r}",
-    )
-    step = meta.get("delay_step_ms")
-    _expect(
-        isinstance(step, int) and step >= 1,
-        path,
-        f"delay_step_ms must be an int >= 1, got {step!r}",
-    )
-
-
 def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
     """(network in eval mode, metadata); :class:`PolicyFileError` if it does not fit."""
     import torch
@@ -223,6 +84,14 @@ def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
         raw = z.read(WEIGHTS_MEMBER)
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling error is a bad file
+        raise PolicyFileError(
+            f"policy file {path}: weights do not fit net_arch {meta['net_arch']}: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    if isinstance(state, dict) and FIRST_LAYER in state:
+        check_observation_size(path, tuple(state[FIRST_LAYER].shape))
+    try:
         net.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any unpickling/shape error is a bad file
         raise PolicyFileError(

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from tsadapt.policy.controller_config import (
+    DEFAULT_TICK_S,
     AimdParams,
     ModelLimits,
     QueueParams,
@@ -107,10 +108,11 @@ class QueuePolicy:
     """Ray Serve's autoscaling rule plus a batch sized to the SLO budget.
 
     ongoing = max(queue depth, arrival rate x mean latency)  (Little's law);
-    workers = ceil(ongoing / target_ongoing_per_worker), lowered only after
-    ``downscale_delay_ticks`` ticks in a row that wanted fewer; batch size = the requests one
-    worker receives in ``batch_wait_fraction`` of the SLO, or its share of the queued backlog
-    if that is larger (so an overloaded model batches its way out); delay = that same wait.
+    workers = ceil(ongoing / target_ongoing_per_worker), lowered only once fewer were wanted
+    for ``downscale_delay_s`` seconds in a row (whole ticks of ``tick_s``, rounded up);
+    batch size = the requests one worker receives in ``batch_wait_fraction`` of the SLO, or
+    its share of the queued backlog if that is larger (so an overloaded model batches its way
+    out); delay = that same wait.
     The batch goes down only while nothing is queued: a backlog that is draining must not
     shrink the batch that drains it (sized to the backlog, it would shrink with it and let the
     queue build again).
@@ -118,7 +120,13 @@ class QueuePolicy:
 
     limits: tuple[ModelLimits, ...]
     params: QueueParams
+    tick_s: float = DEFAULT_TICK_S
     name: str = "queue"
+
+    @property
+    def downscale_patience(self) -> int:
+        """Ticks in a row that must want fewer workers before the count goes down."""
+        return math.ceil(self.params.downscale_delay_s / self.tick_s - 1e-9)
 
     def _decide_model(
         self, m: ModelObservation, lim: ModelLimits, memory: QueueMemory | None
@@ -139,7 +147,7 @@ class QueuePolicy:
             ),
             s.workers,
             0 if memory is None else memory.low_ticks,
-            p.downscale_delay_ticks,
+            self.downscale_patience,
         )
         wait_ms = p.batch_wait_fraction * m.slo_ms
         per_worker = rate / max(wanted, 1)

@@ -25,10 +25,9 @@ import argparse
 import csv
 import json
 import re
-import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from tsadapt.constants import (
     METRIC_BATCHES,
     METRIC_HANDLER_MS,
 )
+from tsadapt.profile import fit_linear, medians_by_batch, timed_rounds, write_profiles
 
 #: Batch delay while profiling: long enough that only a full batch leaves.
 PROFILE_DELAY_MS = 5000
@@ -96,23 +96,35 @@ def _counters(metrics_url: str, model: str) -> tuple[float, float]:
 
 def fit(points: list[Point]) -> dict[str, dict[str, float]]:
     """Per worker count: alpha_ms, beta_ms, r2 of the median handler time vs batch."""
-    from tsadapt.latency_fit import fit_linear
-
     out = {}
     for w in sorted({p.workers for p in points}):
-        med = _medians(points, w)
+        med = medians(points, w)
         if len(med) >= 2:
             f = fit_linear(np.array(list(med)), np.array(list(med.values())))
             out[str(w)] = {"alpha_ms": f.alpha_ms, "beta_ms": f.beta_ms, "r2": f.r2}
     return out
 
 
-def _medians(points: list[Point], workers: int) -> dict[int, float]:
-    by: dict[int, list[float]] = {}
-    for p in points:
-        if p.workers == workers and np.isfinite(p.latency_ms):
-            by.setdefault(p.batch, []).append(p.latency_ms)
-    return {b: statistics.median(v) for b, v in sorted(by.items())}
+def medians(points: list[Point], workers: int) -> dict[int, float]:
+    """Median latency per batch size at ``workers`` (:attr:`Point.latency_ms`)."""
+    return medians_by_batch([asdict(p) for p in points], workers)
+
+
+def profiles_of(model: str, points: list[Point]) -> list[dict[str, Any]]:
+    """One profile per worker count (the file format's ``profiles``)."""
+    rows = []
+    for w in sorted({p.workers for p in points}):
+        med = medians(points, w)
+        if med:
+            rows.append(
+                {
+                    "model": model,
+                    "workers": w,
+                    "batch_sizes": list(med),
+                    "median_ms": list(med.values()),
+                }
+            )
+    return rows
 
 
 def run_profile(args: argparse.Namespace) -> Path:
@@ -152,11 +164,13 @@ def run_profile(args: argparse.Namespace) -> Path:
                         args.model, batch_size=b, max_batch_delay_ms=PROFILE_DELAY_MS
                     )
                     prog.update(task, description=f"{args.model}: {w} worker(s), batch {b}")
-                    for r in range(args.warmup + args.repeats):
-                        p = _one_round(client, metrics_url, args.model, payload, w, b, r)
-                        if r >= args.warmup:
-                            points.append(p)
-                        prog.advance(task)
+                    rounds = timed_rounds(
+                        lambda w=w, b=b: _one_round(client, metrics_url, args.model, payload, w, b),
+                        args.warmup,
+                        args.repeats,
+                        after_each=lambda: prog.advance(task),
+                    )
+                    points += [replace(p, repeat=r) for r, (_, p) in enumerate(rounds, args.warmup)]
     except (AdaptError, TorchServeError, requests.RequestException) as exc:
         raise ProfileError(f"profiling {args.model} failed: {exc}") from None
     finally:
@@ -171,27 +185,28 @@ def run_profile(args: argparse.Namespace) -> Path:
             pass
     out = Path(args.out) if args.out else Path("docs/results/profiles") / f"{args.model}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "model": args.model,
-        "server": client.inference_url,
-        "created_unix": int(time.time()),
-        "method": __doc__.split("\n\n")[1].strip() if __doc__ else "",
-        "delay_ms_while_profiling": PROFILE_DELAY_MS,
-        "points": [asdict(p) for p in points],
-        "fit": fit(points),
-    }
-    out.write_text(json.dumps(doc, indent=1))
+    write_profiles(
+        out,
+        profiles_of(args.model, points),
+        model=args.model,
+        server=client.inference_url,
+        created_unix=int(time.time()),
+        method=__doc__.split("\n\n")[1].strip() if __doc__ else "",
+        delay_ms_while_profiling=PROFILE_DELAY_MS,
+        points=[asdict(p) for p in points],
+        fit=fit(points),
+    )
     with out.with_suffix(".csv").open("w", newline="") as fh:
         wr = csv.writer(fh)
         wr.writerow(["batch", "workers", "latency_ms"])
         for w in args.workers:
-            for b, ms in _medians(points, w).items():
+            for b, ms in medians(points, w).items():
                 wr.writerow([b, w, round(ms, 3)])
     return out
 
 
 def _one_round(
-    client: Any, metrics_url: str, model: str, payload: Any, workers: int, batch: int, repeat: int
+    client: Any, metrics_url: str, model: str, payload: Any, workers: int, batch: int
 ) -> Point:
     n0, ms0 = _counters(metrics_url, model)
     n = workers * batch
@@ -213,7 +228,7 @@ def _one_round(
         n1, ms1 = _counters(metrics_url, model)
     batches = n1 - n0
     handler = (ms1 - ms0) / batches if batches > 0 else float("nan")
-    return Point(workers, batch, repeat, handler, client_ms, sizes)
+    return Point(workers, batch, 0, handler, client_ms, sizes)
 
 
 def _batch_ids(resps: list[Any]) -> list[str]:

@@ -43,6 +43,7 @@ from tsadapt.sidecar.actuator import Actuator, restore_actions
 from tsadapt.sidecar.decision_log import DecisionLog
 from tsadapt.sidecar.exporter import MetricsExporter
 from tsadapt.sidecar.observer import Observer
+from tsadapt.sidecar.policy_reload import PolicySource, reload_policy
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,13 @@ class Sidecar:
         clock: Callable[[], float] = time.monotonic,
         metrics_host: str = C.LOOPBACK,
         policy_factory: PolicyFactory | None = None,
+        policy_source: PolicySource | None = None,
     ) -> None:
         #: The config as loaded; :attr:`config` is its version for the models served now.
         self.base_config = config
         self.config = config
         self.policy = policy
-        self.policy_factory = policy_factory or (lambda cfg: rebuild_policy(policy, cfg))
+        self.policy_factory = policy_factory or (lambda cfg: rebuild_policy(self.policy, cfg))
         self.connect = connect
         self.clock = clock
         self.log = DecisionLog(decision_log)
@@ -118,6 +120,9 @@ class Sidecar:
         self._remembered: dict[str, ModelSettings] = {}
         self._restore_pending = False
         self._left_alone: dict[str, str] = {}
+        #: The file the policy was read from (None: a rule, nothing to reload).
+        self.policy_source = policy_source
+        self._reload = threading.Event()
 
     # --- connection -------------------------------------------------------------------
     def _reconnect(self) -> None:
@@ -212,6 +217,33 @@ class Sidecar:
         """Ask the loop to end after the current tick (safe from a signal handler)."""
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Re-read the policy file before the next tick (safe from a signal handler: SIGHUP)."""
+        self._reload.set()
+
+    def _reload_policy(self) -> None:
+        """The policy file as it is now replaces the running policy, or is refused and
+        logged while the old policy keeps running; either way a decision-log record."""
+        base = {"time_s": self.clock(), "wall_time": time.time(), "policy": self.policy.name}
+        if self.policy_source is None:
+            logger.warning(
+                "SIGHUP: policy %s reads no policy file; nothing to reload", self.policy.name
+            )
+            self.log.write({**base, "event": "policy_reload_refused", "error": "no policy file"})
+            return
+        policy, source, record = reload_policy(self.policy_source, self.config)
+        if policy is None:
+            logger.error("policy reload refused, the old policy keeps running: %s", record["error"])
+        else:
+            self.policy, self.policy_source = policy, source
+            logger.info(
+                "policy reloaded from %s (sha256 %s -> %s)",
+                source.path,
+                record["old"]["sha256"][:12],
+                source.sha256[:12],
+            )
+        self.log.write({**base, **record})
+
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
@@ -219,6 +251,9 @@ class Sidecar:
     # --- one tick ---------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
         """Observe, decide, guard, act and record once; never raises for server trouble."""
+        if self._reload.is_set():
+            self._reload.clear()
+            self._reload_policy()
         self.tick_count += 1
         record: dict[str, Any] = {
             "tick": self.tick_count,

@@ -1,4 +1,4 @@
-"""The BentoML peer of ``tsadapt bench --peers bentoml``: its settings in both modes (no
+"""The BentoML peer of ``tsadapt lab bench --peers bentoml``: its settings in both modes (no
 BentoML needed) and a short real run on loopback (needs ``make install-peers``)."""
 
 from __future__ import annotations

@@ -145,3 +145,38 @@ def test_for_models_follows_the_registered_models(
     assert left_alone == left
     if "a" in controlled:
         assert config.limits("a").slo_ms == 200 and config.limits("a").name == "a"
+
+
+@pytest.mark.parametrize(("tick_s", "ticks", "seconds"), [(1.0, 5, 5.0), (0.5, 4, 2.0)])
+def test_the_old_tick_based_downscale_delay_is_read_in_seconds(
+    tick_s: float, ticks: int, seconds: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every time setting is in seconds; a config with the old ``downscale_delay_ticks``
+    still loads, converted with its tick, and the log names the new key."""
+    config = from_dict({**base(), "tick_s": tick_s, "queue": {"downscale_delay_ticks": ticks}})
+    assert config.queue.downscale_delay_s == seconds
+    assert "downscale_delay_s" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("queue", "field"),
+    [
+        ({"downscale_delay_ticks": 2, "downscale_delay_s": 2.0}, "queue.downscale_delay_ticks"),
+        ({"downscale_delay_ticks": 1.5}, "queue.downscale_delay_ticks"),
+        ({"downscale_delay_s": -1.0}, "queue.downscale_delay_s"),
+    ],
+)
+def test_bad_downscale_delays_name_the_field(queue: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_dict({**base(), "queue": queue})
+    assert info.value.path == field
+
+
+@pytest.mark.parametrize(("tick_s", "patience"), [(1.0, 5), (0.5, 10), (2.0, 3), (3.0, 2)])
+def test_the_queue_rule_holds_workers_for_the_delay_in_seconds(
+    tick_s: float, patience: int
+) -> None:
+    from tsadapt.policy.factory import make_policy
+
+    config = from_dict({**base(), "tick_s": tick_s, "queue": {"downscale_delay_s": 5.0}})
+    assert make_policy("queue", config).downscale_patience == patience

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.handlers.base import BATCH_SIZE_HEADER, METRIC_BATCH_REQUESTS, METRIC_BATCHES
+from tsadapt.constants import BATCH_SIZE_HEADER, METRIC_BATCH_REQUESTS, METRIC_BATCHES
 from tsadapt.handlers.catalog import DEMO_MODELS, demo_model
 from tsadapt.handlers.local import LocalHandler, load_local
 

@@ -87,3 +87,60 @@ def test_the_plain_handler_alone_fails_the_whole_batch() -> None:
     h.initialize(None)
     with pytest.raises(KeyError):
         h.preprocess([{"body": b'{"x": [1, 2, 3, 4]}'}, {"body": b'{"y": 1}'}])
+
+
+class FaultyHandler(PlainHandler):
+    """Raises ``fault`` in the model whenever a request asks for it ("fault": true)."""
+
+    fault: BaseException = MemoryError()
+
+    def preprocess(self, data: list[dict[str, Any]]) -> torch.Tensor:
+        self.seen = [*getattr(self, "seen", []), len(data)]
+        self.faulty = any(json.loads(r["body"]).get("fault") for r in data)
+        return super().preprocess(data)
+
+    def inference(self, data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.faulty:
+            raise self.fault
+        return super().inference(data, *args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        MemoryError(),
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("CUDA error: CUBLAS_STATUS_NOT_INITIALIZED"),
+    ],
+    ids=["memory", "cuda-oom", "cuda-error"],
+)
+@pytest.mark.parametrize("size", [1, 3])
+def test_a_server_fault_fails_the_batch_not_a_request(
+    handler: tuple[Any, Context], fault: BaseException, size: int
+) -> None:
+    """Out of memory is the server's fault: it reaches TorchServe (which answers 507 for the
+    batch), no request gets a 400 and the batch is not re-run one request at a time."""
+    context = handler[1]
+    h = adaptive(FaultyHandler)()
+    h.fault = fault
+    h.initialize(context)
+    bodies = [{"x": [1.0, 2.0, 3.0, 4.0], "fault": True}] * size
+    with pytest.raises(type(fault)):
+        run(h, context, bodies)
+    assert h.seen == [size]  # not re-run one request at a time
+    assert all(context.get_response_status(i)[0] == 200 for i in range(size))
+
+
+def test_the_demo_handler_lets_out_of_memory_through(tmp_path, rng) -> None:
+    """AdaptiveHandler: the model running out of memory fails the batch (TorchServe: 507)."""
+    from tsadapt.handlers.catalog import DEMO_MODELS
+    from tsadapt.handlers.local import load_local
+
+    local = load_local(DEMO_MODELS["tabular"], tmp_path)
+
+    def out_of_memory(*_: Any) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    local.handler.model.forward = out_of_memory
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        local.run([{"body": DEMO_MODELS["tabular"].example(rng)}] * 2)

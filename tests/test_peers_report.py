@@ -12,7 +12,7 @@ import pytest
 
 from tests.test_bench_seeds import overall
 from tsadapt.experiments.bench_capacity import Capacity, capacity_systems
-from tsadapt.experiments.bench_report import RunResult
+from tsadapt.experiments.bench_run import RunResult
 from tsadapt.experiments.bench_schedule import LATENESS_LIMIT_MS, RateCheck
 from tsadapt.experiments.bench_seeds import invalid_runs, per_controller
 from tsadapt.experiments.peers.breakdown import metric_sum, prometheus, splits_of
@@ -61,12 +61,12 @@ def test_report_has_both_tables_capacity_settings_and_the_rule(tmp_path: Path) -
             Capacity("bentoml-adaptive", "image", "failed", "no venv")]  # fmt: skip
     rows = [SettingRow("rayserve-auto", "upscale_delay_s", "1.0", "30", "surges last 10 s")]
     md = write_peers_report(
-        tmp_path / "peers.md", "tsadapt bench --peers rayserve,bentoml", "co-surge", 60.0,
+        tmp_path / "peers.md", "tsadapt lab bench --peers rayserve,bentoml", "co-surge", 60.0,
         "2026-12-07 05:00", runs, caps, rows, {"rayserve": "its own venv"}, ["## Where"],
         "docs/results/peers/bench-co-surge.md",
     )  # fmt: skip
     text = md.read_text()
-    assert text.count("tsadapt bench --peers rayserve,bentoml") == 1
+    assert text.count("tsadapt lab bench --peers rayserve,bentoml") == 1
     for needle in ("## Fixed against fixed", "## Adaptive against adaptive",
                    "| static | image | 60.0", "failed: no venv", "`upscale_delay_s` | 1.0 | 30",
                    f"{LATENESS_LIMIT_MS:.0f} ms",

@@ -102,7 +102,7 @@ QUEUE = QueuePolicy(
         target_ongoing_per_worker=4,
         batch_wait_fraction=0.25,
         ewma_alpha=1.0,
-        downscale_delay_ticks=2,
+        downscale_delay_s=2.0,
     ),
 )
 
@@ -150,7 +150,7 @@ def test_queue_waits_before_scaling_down() -> None:
         for a in actions:
             workers = a.workers if a.workers is not None else workers
         workers_seen.append(workers)
-    # two ticks of patience (downscale_delay_ticks=2), then straight to the wanted count
+    # two seconds of patience at 1 s ticks (downscale_delay_s=2), then straight to the wanted count
     # (the max_step guard, not the policy, limits how far one tick goes)
     assert workers_seen == [3, 3, 1, 1, 1]
 

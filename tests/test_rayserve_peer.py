@@ -1,4 +1,4 @@
-"""The Ray Serve peer of ``tsadapt bench --peers rayserve``: its settings in both modes (no
+"""The Ray Serve peer of ``tsadapt lab bench --peers rayserve``: its settings in both modes (no
 Ray needed) and a short real run on loopback (needs ``make install-peers``, which CI runs)."""
 
 from __future__ import annotations

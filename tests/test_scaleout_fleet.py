@@ -11,7 +11,14 @@ import pytest
 import yaml
 
 from tsadapt.experiments.scaleout.config import SETUPS, load_config
-from tsadapt.experiments.scaleout.fleet import Fleet, fleet_rates, run_fleet, static_configs
+from tsadapt.experiments.scaleout.fleet import (
+    Fleet,
+    fleet_rates,
+    predict_linear,
+    run_fleet,
+    static_configs,
+    step_aware_value,
+)
 from tsadapt.experiments.scaleout.pods import Cohort, Totals
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,4 +117,41 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         load_config(bad)
     bad.write_text(yaml.safe_dump({k: v for k, v in base.items() if k != "scales"}))
     with pytest.raises(ValueError, match="missing scales"):
+        load_config(bad)
+
+
+def test_predict_linear_is_promqls_least_squares_line() -> None:
+    samples = [(0.0, 1.0), (5.0, 2.0), (10.0, 3.0)]
+    assert predict_linear(samples, 70.0) == pytest.approx(15.0)
+    assert predict_linear(samples[:1], 70.0) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("samples", "spare", "expected"),
+    [
+        ([(0.0, 4.0), (5.0, 4.0)], 0.0, 4.0),  # flat: the current sum
+        ([(0.0, 4.0), (5.0, 6.0)], 0.0, 6.0 + 2.0 / 5.0 * 60.0),  # rising: its trend, 60 s on
+        ([(0.0, 6.0), (5.0, 4.0)], 0.0, 4.0),  # falling: never fewer than the current sum
+        ([(0.0, 4.0), (5.0, 4.0)], 1.5, 5.5),  # spare pods' worth on top
+    ],
+)
+def test_step_aware_query(samples, spare, expected) -> None:
+    assert step_aware_value(samples, samples[-1][0], 60.0, spare) == pytest.approx(expected)
+
+
+def test_step_aware_setup_uses_its_own_target_and_intervals(cfg) -> None:
+    step = next(s for s in SETUPS if s.step_aware)
+    assert cfg.hpa_spec(step, 10).target == cfg.step_aware.demand_target
+    assert cfg.intervals(step) == (cfg.step_aware.scrape_s, cfg.step_aware.keda_polling_s)
+    assert cfg.intervals(SETUPS[2]) == (cfg.scrape_s, cfg.keda_polling_s)
+
+
+def test_step_aware_config_errors_name_the_key(tmp_path: Path) -> None:
+    base = yaml.safe_load((REPO / "experiments" / "scaleout" / "scaleout.yaml").read_text())
+    bad = tmp_path / "c.yaml"
+    bad.write_text(yaml.safe_dump({**base, "step_aware": {"predict": 60}}))
+    with pytest.raises(ValueError, match="predict"):
+        load_config(bad)
+    bad.write_text(yaml.safe_dump({**base, "step_aware": {"scrape_s": 0}}))
+    with pytest.raises(ValueError, match="step_aware.scrape_s"):
         load_config(bad)

@@ -90,7 +90,10 @@ def test_outside_latency_must_be_a_finite_non_negative_time(outside_ms: float) -
 def test_outside_latency_is_the_p99_the_simulator_draws_from(
     overhead: dict, expected: float
 ) -> None:
-    m = ModelEntry("m", 100.0, LatencyModel(alpha_ms=1, beta_ms=1), 1, 1, 8)
+    m = ModelEntry(
+        name="m", latency=LatencyModel(alpha_ms=1, beta_ms=1), slo_ms=100.0,
+        min_workers=1, max_workers=1, max_batch=8,
+    )  # fmt: skip
     m = replace(
         m,
         overhead_ms=overhead.get("overhead_ms", 0.0),

@@ -7,6 +7,10 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The source checkout (configs/, loadtests/, docs/results/ live here in a development install).
 REPO_DIR = PACKAGE_DIR.parent
+#: Where the committed results (Markdown, PNG, JSON) live.
+RESULTS_DIR = REPO_DIR / "docs" / "results"
+#: The committed scenarios the simulator, the benches and the evaluation share.
+SCENARIOS_DIR = REPO_DIR / "configs" / "scenarios"
 
 #: Loopback only: every server and load test of this project stays on this host.
 LOOPBACK = "127.0.0.1"
@@ -18,7 +22,7 @@ DEFAULT_METRICS_PORT = 8082
 DEFAULT_GRPC_INFERENCE_PORT = 7070
 DEFAULT_GRPC_MANAGEMENT_PORT = 7071
 DEFAULT_JOB_QUEUE_SIZE = 100
-#: `tsadapt demo`'s short bench: surges the registration defaults do not absorb on a 2-core
+#: `tsadapt lab demo`'s short bench: surges the registration defaults do not absorb on a 2-core
 #: box (bursty and diurnal are light there: every controller meets every SLO).
 DEMO_SCENARIO = "surge"
 

@@ -1,4 +1,4 @@
-"""``tsadapt fidelity calibrate``: what the handler-only profile misses, measured on a
+"""``tsadapt lab fidelity calibrate``: what the handler-only profile misses, measured on a
 real run with steady load (:func:`calibrate`): the worker's time per batch from the
 server's log and the outside overhead as a distribution, fitted so that the simulator
 reproduces the real latencies (:func:`derive_calibration`)."""
@@ -24,17 +24,20 @@ from tsadapt.experiments.fidelity.common import (
     CALIBRATION_SCENARIO,
     DEFAULT_RUNS,
     RESULTS_DIR,
-    _clean,
-    _rel,
+    clean_floats,
 )
 from tsadapt.experiments.fidelity.runs import run_real, simulate
 from tsadapt.experiments.hostcpu import CpuLoad, Quiet
+from tsadapt.experiments.worker_start import RESULT_FILE as WORKER_START_FILE
+from tsadapt.experiments.worker_start import add_load_delays, measured_load_delays
+from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario, with_batch_overhead
+from tsadapt.profile import read_profiles
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-model values ``tsadapt fidelity calibrate`` derives (see :func:`calibrate`)."""
+    """Per-model values ``tsadapt lab fidelity calibrate`` derives (see :func:`calibrate`)."""
 
     model: str
     batch_overhead_ms: float
@@ -62,7 +65,7 @@ class Calibration:
         return quantile_of(self.overhead_quantiles_ms, 0.99)
 
     def as_dict(self) -> dict[str, Any]:
-        d = _clean(asdict(self))
+        d = clean_floats(asdict(self))
         d["overhead_quantiles_ms"] = list(self.overhead_quantiles_ms)
         d["overhead_p50_ms"] = round(self.overhead_p50_ms, 3)
         d["overhead_p99_ms"] = round(self.overhead_p99_ms, 3)
@@ -311,7 +314,7 @@ def calibrate(
     out: Path = CALIBRATION_FILE,
     duration_s: float | None = None,
     profiles: Path = RESULTS_DIR / "model-profiles.json",
-    command: str = "tsadapt fidelity calibrate",
+    command: str = "tsadapt lab fidelity calibrate",
     on_tick: Callable[[float, str], None] = lambda elapsed, what: None,
     quiet: Quiet = Quiet(),
     attempts: int = CALIBRATION_ATTEMPTS,
@@ -350,7 +353,7 @@ def calibrate(
     since = float(np.nanmin(records.sent_epoch)) if len(records) else 0.0
     with (rundir / "server" / "logs" / "ts_log.log").open(errors="replace") as fh:
         backend = backend_batches(fh, since)
-    profile_doc = json.loads(profiles.read_text())
+    profile_doc = read_profiles(profiles)
     host_cpu_ms = host_cpu_per_request_ms(cpu, len(records))
     cals = derive_calibration(
         scenario, latencies, backend, profile_doc, seed, duration, host_cpu_ms
@@ -358,16 +361,16 @@ def calibrate(
     doc = {
         "command": command,
         "generated": time.strftime("%Y-%m-%d %H:%M"),
-        "scenario": _rel(path),
+        "scenario": rel(path),
         "duration_s": duration,
         "seed": seed,
-        "profiles": _rel(profiles),
+        "profiles": rel(profiles),
         "cores": os.cpu_count(),
         "cpu": cpu.as_dict(),
         "quiet_at_start": calm,
         "quiet_during_run": cpu.others_cores <= max_others_cores,
         "attempts": attempt,
-        "rundir": _rel(real.rundir),
+        "rundir": rel(real.rundir),
         "method": "per model, on the calibration scenario: exec_cv = cv of the log-normal "
         "through the p50 and p90 of the worker time per batch (TorchServe's 'Backend "
         "response time') of the batches that ran while no other model's did; "
@@ -380,6 +383,9 @@ def calibrate(
         "sent, the same for every model",
         "models": {c.model: c.as_dict() for c in cals},
     }
+    delays = measured_load_delays(out.parent / WORKER_START_FILE)
+    if delays:  # the worker start delay is measured apart (tsadapt lab fidelity load-delay)
+        add_load_delays(doc, delays, rel(out.parent / WORKER_START_FILE))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     return cals, cpu

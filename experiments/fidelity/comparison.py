@@ -9,7 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tsadapt.experiments.fidelity.common import ATTAINMENT_POINTS, P99_TOLERANCE, _clean, _num
+from tsadapt.experiments.fidelity.common import (
+    ATTAINMENT_POINTS,
+    P99_TOLERANCE,
+    clean_floats,
+    json_num,
+)
 from tsadapt.policy.sim.metrics import ModelResult
 
 
@@ -88,10 +93,10 @@ class Row:
             "scenario": self.scenario,
             "model": self.model,
             "slo_ms": self.slo_ms,
-            "real": _clean(asdict(self.real)),
-            "sim": _clean(asdict(self.sim)),
-            "p99_rel_error": _num(self.p99_error),
-            "attainment_diff_points": _num(self.attainment_diff),
+            "real": clean_floats(asdict(self.real)),
+            "sim": clean_floats(asdict(self.sim)),
+            "p99_rel_error": json_num(self.p99_error),
+            "attainment_diff_points": json_num(self.attainment_diff),
             "p99_pass": self.p99_ok,
             "attainment_pass": self.attainment_ok,
             "pass": self.ok,

@@ -1,4 +1,4 @@
-"""``tsadapt fidelity``: every scenario in turn, real then simulated, and the report, with
+"""``tsadapt lab fidelity``: every scenario in turn, real then simulated, and the report, with
 what the simulator was given and where it came from (:func:`run_fidelity`)."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from tsadapt.experiments.fidelity.common import (
     CALIBRATION_FILE,
     CALIBRATION_SCENARIO,
     FidelityConfig,
-    _fmt,
-    _rel,
+    fmt_num,
 )
 from tsadapt.experiments.fidelity.report import model_calibration, write_report
 from tsadapt.experiments.fidelity.runs import ScenarioRun, run_scenario, static_configs
+from tsadapt.experiments.worker_start import RESULT_FILE as WORKER_START_FILE
+from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
 
 
@@ -29,8 +30,8 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "of it comes from the runs above:",
         "",
         "- **service time** per batch = the handler-only batch latency measured in-process on "
-        "this box by `tsadapt models profile` (`docs/results/model-profiles.json`, medians, "
-        "interpolated between batch sizes) + `batch_overhead_ms`, the worker's work that "
+        "this box by `tsadapt lab demo-models profile` (`docs/results/model-profiles.json`, "
+        "medians, interpolated between batch sizes) + `batch_overhead_ms`, the worker's work that "
         "profile misses (the hop to the Python backend and back, request decoding, metrics, "
         "waking an idle worker), with log-normal jitter `exec_cv`;",
         "- **contention**: `threads` = the intra-op threads the profile was measured with (= "
@@ -43,7 +44,7 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "HTTP, frontend, and whatever else the simulator misses), added to the latency "
         "without occupying the worker;",
         "- `batch_overhead_ms`, `exec_cv` and `overhead_quantiles_ms` come from `tsadapt "
-        f"fidelity calibrate` (`{_rel(CALIBRATION_FILE)}`), a separate real run (scenario "
+        f"fidelity calibrate` (`{rel(CALIBRATION_FILE)}`), a separate real run (scenario "
         f"`{CALIBRATION_SCENARIO}`: steady Poisson load at the compared scenarios' mean rates, "
         "none of their spikes, cycles or steps, a seed of its own). TorchServe's *Backend "
         "response time* of the batches that ran while no other model's did is fitted by a "
@@ -51,6 +52,11 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "`batch_overhead_ms`; the outside overhead's distribution is fitted so that the "
         "simulated latencies plus independent draws from it have the real latencies' "
         "quantiles in that run.",
+        "- **worker start**: a new worker serves `load_delay_s` after the scale-up call, "
+        "measured on the real server by `tsadapt lab fidelity load-delay` (request to READY, "
+        f"`{rel(CALIBRATION_FILE.parent / WORKER_START_FILE)}`) and carried by the calibration "
+        "file; the static runs compared here never start one, so it shapes only the adaptive "
+        "policies' simulations.",
     ]
     try:
         measured = json.loads(CALIBRATION_FILE.read_text())
@@ -69,9 +75,9 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         ]
         for name, c in measured["models"].items():
             notes.append(
-                f"| {name} | {c.get('solo_batches', '–')} | {_fmt(_f(c, 'backend_p50_ms'))} | "
-                f"{_fmt(_f(c, 'solo_p90_ms'))} | {c.get('overlapped_batches', '–')} | "
-                f"{_fmt(_f(c, 'overlapped_p50_ms'))} | {_fmt(_f(c, 'overlapped_p90_ms'))} |"
+                f"| {name} | {c.get('solo_batches', '–')} | {fmt_num(_f(c, 'backend_p50_ms'))} | "
+                f"{fmt_num(_f(c, 'solo_p90_ms'))} | {c.get('overlapped_batches', '–')} | "
+                f"{fmt_num(_f(c, 'overlapped_p50_ms'))} | {fmt_num(_f(c, 'overlapped_p90_ms'))} |"
             )
     return {
         "notes": notes,

@@ -21,11 +21,11 @@ from tsadapt.experiments.fidelity.common import (
     SIM_REPLICATIONS,
     WARMUP_ROUNDS,
     FidelityConfig,
-    _fmt,
-    _rel,
+    fmt_num,
 )
 from tsadapt.experiments.fidelity.runs import ScenarioRun
 from tsadapt.experiments.hostcpu import QUIET_CORES, QUIET_TIMEOUT_S
+from tsadapt.markdown import rel
 from tsadapt.markdown import table as markdown_table
 from tsadapt.policy.sim.scenario import Scenario
 
@@ -52,7 +52,7 @@ def model_calibration(scenario: Scenario) -> list[dict[str, Any]]:
     return [
         {
             "model": m.name,
-            "profile": _rel(m.profile_path) if m.profile_path else "alpha/beta",
+            "profile": rel(m.profile_path) if m.profile_path else "alpha/beta",
             "service_b1_ms": round(float(m.latency.batch_ms(1)), 3),
             "service_b8_ms": round(float(m.latency.batch_ms(8)), 3),
             "batch_overhead_ms": m.batch_overhead_ms,
@@ -63,6 +63,7 @@ def model_calibration(scenario: Scenario) -> list[dict[str, Any]]:
             "overhead_p50_ms": q(m, 0.5),
             "overhead_p99_ms": q(m, 0.99),
             "host_cpu_ms": m.host_cpu_ms,
+            "load_delay_s": m.load_delay_s,
         }
         for m in scenario.models
     ]
@@ -137,7 +138,7 @@ LIMITS = (
     "- **Other jobs on the box** are invisible to the simulator: the *others* column above "
     "says how much CPU they took during each real run.",
     "- **The calibration is itself one measurement** (one 60 s run): its tail quantiles and "
-    "spreads carry that run's noise; `tsadapt fidelity calibrate` re-measures them.",
+    "spreads carry that run's noise; `tsadapt lab fidelity calibrate` re-measures them.",
 )
 
 TABLE_HEADER = [
@@ -165,12 +166,12 @@ def table_rows(runs: Sequence[ScenarioRun], repeat: bool = False) -> list[list[s
                 "" if row.sim.requests == row.real.requests else f" / {row.sim.requests}"
             )
             out.append([
-                r.scenario, row.model, _fmt(row.slo_ms or math.nan, ".0f"), req,
-                _fmt(row.real.p50_ms), _fmt(row.sim.p50_ms), _fmt(row.real.p99_ms),
-                _fmt(row.sim.p99_ms), _fmt(100 * row.p99_error, "+.1f", "%"),
-                _verdict(row.p99_ok), _fmt(100 * row.real.slo_attainment, ".1f", "%"),
-                _fmt(100 * row.sim.slo_attainment, ".1f", "%"),
-                _fmt(row.attainment_diff, "+.1f"), _verdict(row.attainment_ok),
+                r.scenario, row.model, fmt_num(row.slo_ms or math.nan, ".0f"), req,
+                fmt_num(row.real.p50_ms), fmt_num(row.sim.p50_ms), fmt_num(row.real.p99_ms),
+                fmt_num(row.sim.p99_ms), fmt_num(100 * row.p99_error, "+.1f", "%"),
+                _verdict(row.p99_ok), fmt_num(100 * row.real.slo_attainment, ".1f", "%"),
+                fmt_num(100 * row.sim.slo_attainment, ".1f", "%"),
+                fmt_num(row.attainment_diff, "+.1f"), _verdict(row.attainment_ok),
                 _verdict(row.ok),
             ])  # fmt: skip
     return out
@@ -198,7 +199,7 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
         "Method: for each scenario, a fresh TorchServe with the demo models at their "
         "registration defaults (the `static` controller: nothing changes during the run), "
         f"warmed up ({WARMUP_ROUNDS} rounds of bursts per model), then Locust replays the "
-        "scenario's exact arrivals (`tsadapt bench` machinery); the simulator runs the same "
+        "scenario's exact arrivals (`tsadapt lab bench` machinery); the simulator runs the same "
         "arrivals (same seed and duration) with the same fixed configuration and the "
         f"scenario's calibrated profiles, {report['sim_replications']} times (each with its "
         "own draws of service-time jitter and outside overhead), and its figures pool the "
@@ -242,9 +243,9 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
         cpu = r.cpu
         lines.append(
             f"| {r.scenario} | `{r.path}` | {r.duration_s:.0f} | {r.seed} | {cfgs} | "
-            f"{_quiet_text(r)} | {_fmt(cpu.box_cores if cpu else math.nan, '.2f')} | "
-            f"{_fmt(cpu.ours_cores if cpu else math.nan, '.2f')} | "
-            f"{_fmt(cpu.others_cores if cpu else math.nan, '.2f')} | {r.attempts} | "
+            f"{_quiet_text(r)} | {fmt_num(cpu.box_cores if cpu else math.nan, '.2f')} | "
+            f"{fmt_num(cpu.ours_cores if cpu else math.nan, '.2f')} | "
+            f"{fmt_num(cpu.others_cores if cpu else math.nan, '.2f')} | {r.attempts} | "
             f"`{r.rundir}` |"
         )
     lines += [
@@ -265,8 +266,9 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
     lines += [
         "",
         "| scenario | model | service b=1 ms | b=8 ms | of which batch overhead | threads | "
-        "cores | host CPU ms/request | exec_cv | outside overhead p50 ms | p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "cores | host CPU ms/request | exec_cv | outside overhead p50 ms | p99 ms | "
+        "worker start s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for sc_name, models in cal.get("per_scenario", {}).items():
         for c in models:
@@ -274,7 +276,8 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
                 f"| {sc_name} | {c['model']} | {c['service_b1_ms']:.2f} | "
                 f"{c['service_b8_ms']:.2f} | {c['batch_overhead_ms']:.2f} | {c['threads']} | "
                 f"{c['device_capacity']} | {c.get('host_cpu_ms', 0.0):.2f} | {c['exec_cv']:.3f} | "
-                f"{c['overhead_p50_ms']:.2f} | {c['overhead_p99_ms']:.2f} |"
+                f"{c['overhead_p50_ms']:.2f} | {c['overhead_p99_ms']:.2f} | "
+                f"{fmt_num(c.get('load_delay_s', float('nan')), '.2f')} |"
             )
     lines += ["", "## Where it does not agree", ""]
     failing = [row for r in runs for row in r.rows if not row.ok]
@@ -287,14 +290,14 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
         what = []
         if not row.p99_ok:
             what.append(
-                f"p99 {_fmt(row.sim.p99_ms)} ms simulated vs {_fmt(row.real.p99_ms)} ms real "
-                f"({_fmt(100 * row.p99_error, '+.1f')}%)"
+                f"p99 {fmt_num(row.sim.p99_ms)} ms simulated vs {fmt_num(row.real.p99_ms)} ms real "
+                f"({fmt_num(100 * row.p99_error, '+.1f')}%)"
             )
         if not row.attainment_ok:
             what.append(
-                f"attainment {_fmt(100 * row.sim.slo_attainment, '.1f')}% simulated vs "
-                f"{_fmt(100 * row.real.slo_attainment, '.1f')}% real "
-                f"({_fmt(row.attainment_diff, '+.1f')} points)"
+                f"attainment {fmt_num(100 * row.sim.slo_attainment, '.1f')}% simulated vs "
+                f"{fmt_num(100 * row.real.slo_attainment, '.1f')}% real "
+                f"({fmt_num(row.attainment_diff, '+.1f')} points)"
             )
         lines.append(f"- `{row.scenario}` / {row.model}: " + "; ".join(what))
     lines += ["", "## What the simulator does not model", "", *LIMITS]

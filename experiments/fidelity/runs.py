@@ -12,9 +12,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tsadapt.experiments.fidelity.common import SIM_REPLICATIONS, WARMUP_ROUNDS, _rel
+from tsadapt.experiments.fidelity.common import SIM_REPLICATIONS, WARMUP_ROUNDS
 from tsadapt.experiments.fidelity.comparison import Row, compare, scenario_agrees
 from tsadapt.experiments.hostcpu import CpuLoad, CpuMonitor, Quiet, wait_for_quiet
+from tsadapt.markdown import rel
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
 from tsadapt.policy.sim.static_run import SimResult, pool_replications, run_static
 from tsadapt.policy.types import ModelSettings
@@ -99,7 +100,7 @@ def run_real(
     on_tick: Callable[[float, str], None] = lambda elapsed, what: None,
     quiet: Quiet = Quiet(0.0, 0.0),
 ) -> tuple[Any, CpuLoad, tuple[bool | None, float]]:
-    """One ``static`` run on a fresh, warmed-up server (``tsadapt bench``'s ``run_one``),
+    """One ``static`` run on a fresh, warmed-up server (``tsadapt lab bench``'s ``run_one``),
     after waiting for a quiet box; the result, the CPU load and (quiet, seconds waited)."""
     from tsadapt.experiments.bench import BenchConfig, run_one
     from tsadapt.experiments.bench_schedule import scenario_schedule
@@ -178,8 +179,8 @@ def run_scenario(
                 f"attempt {attempt}: other processes used {cpu.others_cores:.2f} cores, run again",
             )
     common = {
-        "scenario": scenario.name, "path": _rel(path), "duration_s": duration, "seed": seed,
-        "configs": configs, "rundir": _rel(real.rundir) if real.rundir else "", "cpu": cpu,
+        "scenario": scenario.name, "path": rel(path), "duration_s": duration, "seed": seed,
+        "configs": configs, "rundir": rel(real.rundir) if real.rundir else "", "cpu": cpu,
         "wall_s": wall, "quiet": calm, "quiet_wait_s": waited, "attempts": attempt,
     }  # fmt: skip
     if real.status != "ok":
@@ -194,5 +195,5 @@ def run_scenario(
                 compare(scenario.name, real.per_model, again.per_model, real.overall,
                         again.overall)
             )  # fmt: skip
-            common["repeat_rundir"] = _rel(again.rundir) if again.rundir else ""
+            common["repeat_rundir"] = rel(again.rundir) if again.rundir else ""
     return ScenarioRun(rows=tuple(rows), **common)

@@ -1,12 +1,13 @@
-"""The ``tsadapt gpu-check`` subcommand (wired into ``tsadapt`` by ``register``)."""
+"""The ``tsadapt lab gpu-check`` subcommand (wired into ``tsadapt`` by ``register``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
+
+from tsadapt.markdown import command_of
 
 #: Seconds the check gives itself by default: below the GPU machine's 10 minutes per command,
 #: less the kit's unpacking and a margin.
@@ -45,7 +46,7 @@ def _gpu_check(args: argparse.Namespace) -> int:
         from tsadapt.experiments.gpu_check.report import merge_runs
 
         out = args.out_dir or Path("docs/results")
-        typed = "tsadapt " + " ".join(sys.argv[1:])
+        typed = command_of(args)
         report = merge_runs(args.render, out, typed)
         print(
             f"wrote {out / 'gpu.md'} and gpu.json: "
@@ -56,7 +57,7 @@ def _gpu_check(args: argparse.Namespace) -> int:
         from tsadapt.experiments.gpu_check.sim_compare import REPORT_FILE, run_compare
 
         out = args.out_dir or args.compare.parent
-        rows = run_compare(args.compare, out, "tsadapt " + " ".join(sys.argv[1:]))
+        rows = run_compare(args.compare, out, command_of(args))
         agree = sum(r["agrees"] for r in rows)
         print(f"wrote {out / REPORT_FILE}: {agree} of {len(rows)} rows agree")
         return 0
@@ -70,8 +71,8 @@ def _gpu_check(args: argparse.Namespace) -> int:
         raise ValueError("give OUT_DIR (or --build-kit DIR, or --rehearse)")
     from tsadapt.experiments.gpu_check.runner import BUDGETS, run_check
 
-    typed = "tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["gpu-check"] else ""
-    command = os.environ.get("TSADAPT_GPU_CHECK_COMMAND") or typed or "tsadapt gpu-check"
+    typed = command_of(args, within="gpu-check")
+    command = os.environ.get("TSADAPT_GPU_CHECK_COMMAND") or typed or "tsadapt lab gpu-check"
     report = run_check(
         args.out_dir, args.parts, BUDGETS[args.budget], args.time_limit, command, args.work
     )

@@ -1,15 +1,14 @@
 """Part 1: batch-latency profiles of the demo models on the GPU and on the CPU.
 
-The timing loop is ``tsadapt models profile``'s
+The timing loop is ``tsadapt lab demo-models profile``'s
 (:func:`tsadapt.experiments.model_profiles.profile_model`)
 with the device as a parameter: the handler runs on ``cuda:0`` when CUDA is there, else on
-the CPU (the rehearsal). The GPU profiles are written as ``model-profiles.json`` is, so the
-part 2 scenario reads them like any profile.
+the CPU (the rehearsal). The GPU profiles are written as ``model-profiles.json`` is
+(:func:`tsadapt.profile.write_profiles`), so the part 2 scenario reads them like any profile.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,8 +18,9 @@ import numpy as np
 import torch
 
 from tsadapt.constants import REPO_DIR
-from tsadapt.experiments.model_profiles import ModelProfile, profile_model
+from tsadapt.experiments.model_profiles import profile_model
 from tsadapt.handlers.catalog import DEMO_MODELS
+from tsadapt.profile import ModelProfile, read_profiles, write_profiles
 
 GPU_PROFILES = "gpu-profiles.json"
 #: Workers per model the part 2 scenario allows (they share the one GPU).
@@ -53,7 +53,7 @@ def run_profiles(
         print(f"profiles: {name} done ({time.monotonic() - started:.0f} s)", flush=True)
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    (out / GPU_PROFILES).write_text(json.dumps([asdict(p) for p in gpu], indent=1))
+    write_profiles(out / GPU_PROFILES, gpu, device=device)
     plot_profiles(gpu, cpu, device, out / "gpu-profiles.png")
     rows = [{**asdict(p), "device": device} for p in gpu]
     rows += [{**asdict(p), "device": "cpu"} for p in cpu]
@@ -129,8 +129,7 @@ def scenario_from_profiles(
     # The controller config holds limits only (the SLOs are the scenario's, made here).
     entries = (yaml.safe_load(controller_config.read_text()) or {}).get("models") or {}
     delays = {name: int(e.get("max_delay_ms", 0)) for name, e in entries.items()}
-    data = json.loads(profiles_path.read_text())
-    by_name = {p["model"]: p for p in data}
+    by_name = {p["model"]: p for p in read_profiles(profiles_path)}
     models, workload, notes = [], [], []
     for i, (name, dm) in enumerate(DEMO_MODELS.items()):
         prof = by_name[name]

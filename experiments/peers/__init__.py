@@ -1,4 +1,4 @@
-"""Other serving systems run on the same work as ``tsadapt bench`` (``--peers``).
+"""Other serving systems run on the same work as ``tsadapt lab bench`` (``--peers``).
 
 ``rayserve``: the demo models on Ray Serve (``rayserve_app``); ``bentoml``: the same models
 on BentoML 1.4 (``bentoml_service``). Both run each replica or worker on our own handler
@@ -8,7 +8,7 @@ controllers, in two variants each (``VARIANTS``): fixed, against ``static``, and
 against our controllers.
 """
 
-#: Peers ``tsadapt bench --peers`` knows.
+#: Peers ``tsadapt lab bench --peers`` knows.
 PEERS = ("rayserve", "bentoml")
 #: The runs of each peer: (run name, mode); ``fixed`` is compared with TorchServe's
 #: ``static``, the other with our adaptive controllers.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsadapt.experiments.bench_report import RunResult, fmt
+from tsadapt.experiments.bench_run import RunResult, fmt
 from tsadapt.experiments.bench_schedule import read_records
 from tsadapt.experiments.peers.timing import read_accounts
 from tsadapt.markdown import table

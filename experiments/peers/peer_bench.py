@@ -1,4 +1,4 @@
-"""One ``tsadapt bench`` run of a peer (``--peers``): the peer's server in its own process
+"""One ``tsadapt lab bench`` run of a peer (``--peers``): the peer's server in its own process
 and venv (``envs``), the bench's Locust command with the same arrivals, the same records and
 the same table (replica- or worker-process-seconds in the worker-seconds column; replica
 count changes as reconfigurations)."""
@@ -18,7 +18,8 @@ import requests
 
 from tsadapt import constants as C
 from tsadapt.experiments.bench_controllers import end_process, log_tail
-from tsadapt.experiments.bench_report import PEER_NOTES, RunResult
+from tsadapt.experiments.bench_report import PEER_NOTES
+from tsadapt.experiments.bench_run import RunResult
 from tsadapt.experiments.bench_schedule import Schedule, read_records
 from tsadapt.experiments.bench_timeline import Poller, Sample
 from tsadapt.experiments.peers import VARIANTS
@@ -28,7 +29,7 @@ from tsadapt.experiments.peers.timing import ENV_DIR
 from tsadapt.policy.sim.scenario import Scenario
 
 if TYPE_CHECKING:
-    from tsadapt.experiments.bench import BenchConfig
+    from tsadapt.experiments.bench_run import BenchConfig
 
 #: Seconds BentoML gets to come up (every worker loads and warms up every model).
 BENTO_START_TIMEOUT_S = 240.0
@@ -237,7 +238,7 @@ def run_peer_variant(
     run: str, rundir: Path, on_tick: Callable[[float, str], None],
 ) -> RunResult:  # fmt: skip
     """Run one peer variant once; never leaves a process behind."""
-    from tsadapt.experiments.bench import drive_locust, locust_command, summarize_run
+    from tsadapt.experiments.bench_run import drive_locust, locust_command, summarize_run
 
     peer, mode = variant_of(run)
     python, where = peer_python(peer)
@@ -269,23 +270,3 @@ def run_peer_variant(
     records = read_records(rundir / "requests.csv")
     res = summarize_run(run, schedule, records, poller.samples, rundir)
     return shared_workers(res, len(scenario.models)) if peer == "bentoml" else res
-
-
-def write_report(cfg: BenchConfig, scenario: Scenario, duration_s: float, started: str,
-                 runs: dict[int, list[RunResult]], caps: list) -> Path:  # fmt: skip
-    """``peers.md`` / ``peers.json`` in the bench's report folder."""
-    from tsadapt.experiments.peers.breakdown import breakdown_section
-    from tsadapt.experiments.peers.peers_report import write_peers_report
-
-    first = runs[min(runs)]
-    peer_runs = [r.controller for r in first if r.controller in RUN_NAMES]
-    settings = [row for run in peer_runs for row in settings_rows(run, scenario)]
-    envs = {}
-    for peer in dict.fromkeys(variant_of(r)[0] for r in peer_runs):
-        python, where = peer_python(peer)
-        envs[peer] = where if python is not None else f"not installed ({where})"
-    return write_peers_report(
-        cfg.peers_report or cfg.out_dir / "peers.md", cfg.command, scenario.name, duration_s,
-        started, runs, caps, settings, envs, breakdown_section(runs),
-        str(cfg.out_dir / f"bench-{scenario.name}.md"),
-    )  # fmt: skip

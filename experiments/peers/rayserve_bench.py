@@ -1,4 +1,4 @@
-"""The Ray Serve peer's process for ``tsadapt bench``: start ``rayserve_app`` (with the
+"""The Ray Serve peer's process for ``tsadapt lab bench``: start ``rayserve_app`` (with the
 peer's own Python), read its status file (replicas per model), stop it and every Ray
 process it recorded."""
 
@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
@@ -23,9 +22,6 @@ from tsadapt.experiments.peers.rayserve_app import (
     peer_settings,
 )
 from tsadapt.policy.sim.scenario import Scenario
-
-if TYPE_CHECKING:
-    pass
 
 #: Seconds Ray and the three applications get to come up (Ray's start on 2 busy cores,
 #: each replica loading its model and warming up).

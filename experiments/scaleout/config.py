@@ -2,7 +2,9 @@
 
 ``experiments/scaleout/scaleout.yaml`` names pod scenarios (ordinary scenario files: the
 pod's models, cores and worker budget; their workloads are the load of *one pod's worth*,
-multiplied by each fleet ``scale``) and the Kubernetes settings of the three setups.
+multiplied by each fleet ``scale``) and the Kubernetes settings of the setups. The fourth
+setup, ``step-aware-sidecar``, is the third with the settings of the YAML's ``step_aware``
+mapping (:class:`StepAware`).
 """
 
 from __future__ import annotations
@@ -30,13 +32,49 @@ class Setup:
     label: str
     metric: str  # "queue_latency" (Value target, prometheus-adapter) | "demand" (KEDA)
     sidecar: bool
+    step_aware: bool = False  # the demand query and timings of ScaleOutConfig.step_aware
 
 
 SETUPS = (
     Setup("hpa-static", "HPA on queue latency, static batching", "queue_latency", False),
     Setup("hpa-sidecar", "HPA on queue latency, sidecar in every pod", "queue_latency", True),
     Setup("shortfall-sidecar", "KEDA on the sidecar's capacity demand", "demand", True),
+    Setup(
+        "step-aware-sidecar",
+        "KEDA on the sidecar's capacity demand and its trend, with headroom",
+        "demand",
+        True,
+        step_aware=True,
+    ),
 )
+
+
+@dataclass(frozen=True)
+class StepAware:
+    """Setup 4's KEDA ScaledObject: the query
+    ``s + clamp_min(predict_linear(s[W:scrape], predict_s) - s, 0) + spare x target``
+    with ``s = sum(tsadapt_controller_capacity_demand_ratio)`` (the trend only ever adds
+    pods; ``spare = spare_pods_per_scale x scale`` pods' worth of demand are always asked
+    for on top), a lower threshold (``demand_target``: each pod keeps in-pod headroom its
+    sidecar uses in the first seconds of a step), and shorter intervals (ServiceMonitor
+    ``interval``, KEDA ``pollingInterval``). The HPA's own sync period stays the cluster's 15 s."""
+
+    demand_target: float = 0.7
+    predict_s: float = 30.0
+    trend_window_s: float = 60.0
+    spare_pods_per_scale: float = 0.0
+    scrape_s: float = 5.0
+    keda_polling_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.demand_target > 0:
+            raise ValueError("step_aware.demand_target must be > 0")
+        for key in ("predict_s", "spare_pods_per_scale"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"step_aware.{key} must be >= 0")
+        for key in ("trend_window_s", "scrape_s", "keda_polling_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"step_aware.{key} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -56,6 +94,7 @@ class ScaleOutConfig:
     sidecar_policy: str = "queue"
     static_workers: Mapping[str, int] = field(default_factory=dict)
     scale_down_window_s: float = 300.0
+    step_aware: StepAware = field(default_factory=StepAware)
     setups: tuple[Setup, ...] = SETUPS
 
     def scenarios(self) -> list[Scenario]:
@@ -71,7 +110,14 @@ class ScaleOutConfig:
         )
         if setup.metric == "queue_latency":
             return HPASpec(target=self.queue_latency_target_ms, target_type="Value", **common)  # type: ignore[arg-type]
-        return HPASpec(target=self.demand_target, target_type="AverageValue", **common)  # type: ignore[arg-type]
+        target = self.step_aware.demand_target if setup.step_aware else self.demand_target
+        return HPASpec(target=target, target_type="AverageValue", **common)  # type: ignore[arg-type]
+
+    def intervals(self, setup: Setup) -> tuple[float, float]:
+        """(Prometheus scrape, KEDA polling) of ``setup``, in s."""
+        if setup.step_aware:
+            return self.step_aware.scrape_s, self.step_aware.keda_polling_s
+        return self.scrape_s, self.keda_polling_s
 
     def initial_replicas(self, scale: int) -> int:
         return max(1, round(self.initial_replicas_per_scale * scale))
@@ -97,4 +143,11 @@ def load_config(path: Path = DEFAULT_CONFIG) -> ScaleOutConfig:
     kw["scales"] = tuple(int(s) for s in raw["scales"])
     kw["seeds"] = tuple(int(s) for s in raw["seeds"])
     kw["static_workers"] = dict(raw.get("static_workers", {}))
+    step = raw.get("step_aware", {})
+    if not isinstance(step, dict):
+        raise ValueError(f"{path}: step_aware must be a mapping")
+    unknown = set(step) - set(StepAware.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{path}: unknown step_aware key(s) {sorted(unknown)}")
+    kw["step_aware"] = StepAware(**{k: float(v) for k, v in step.items()})
     return ScaleOutConfig(**kw)

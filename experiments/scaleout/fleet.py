@@ -2,7 +2,8 @@
 
 Every tick (1 s): each ready cohort of pods (:mod:`.pods`) runs one tick of the real
 simulator and its sidecar acts; every ``scrape_s`` Prometheus samples the pods' series;
-every ``keda_polling_s`` KEDA reads its query (setup 3); every HPA sync period the HPA
+every ``keda_polling_s`` KEDA reads its query (setups 3-4; setup 4's query adds the
+demand's linear trend and spare pods, :func:`step_aware_value`); every HPA sync period the HPA
 (:mod:`.hpa`) reconciles the replica count on the metric it last saw. New pods serve after
 ``pod_startup_s``; deleted pods leave the Service at once, newest first (the ReplicaSet's
 order: not ready before ready, then the most recently created), and drain their queues.
@@ -82,6 +83,26 @@ def fleet_rates(scenario: Scenario, scale: int, t: float) -> dict[str, float]:
     return out
 
 
+def predict_linear(samples: list[tuple[float, float]], at: float) -> float:
+    """PromQL ``predict_linear``: the least-squares line through ``samples`` (t, value),
+    evaluated at ``at``; the last value when there are fewer than two samples."""
+    if len(samples) < 2:
+        return samples[-1][1] if samples else math.nan
+    t = np.array([x for x, _ in samples])
+    v = np.array([y for _, y in samples])
+    slope, intercept = np.polyfit(t - t[-1], v, 1)
+    return float(intercept + slope * (at - t[-1]))
+
+
+def step_aware_value(
+    samples: list[tuple[float, float]], now: float, predict_s: float, spare: float
+) -> float:
+    """Setup 4's query on the scraped sums of demand ratios ``samples`` (the trend window):
+    ``s + clamp_min(predict_linear(s[window], predict_s) - s, 0) + spare``."""
+    current = samples[-1][1]
+    return current + max(predict_linear(samples, now + predict_s) - current, 0.0) + spare
+
+
 def static_configs(scenario: Scenario, workers: dict[str, int]) -> dict[str, ModelSettings]:
     """Setup 1's pods: each demo model's registration batch size and delay, and the
     operator's fixed worker split."""
@@ -114,6 +135,7 @@ class Fleet:
         # with no history would scale down at its first sync, whatever the window)
         self.hpa.recommendations.append((0.0, self.replicas))
         self.scraped: float | None = None  # the HPA's metric value as last seen
+        self.history: list[tuple[float, float]] = []  # setup 4: scraped sums, trend window
         self.polled: float | None = None
 
     @property
@@ -158,7 +180,14 @@ class Fleet:
             return None
         if self.setup.metric == "demand":
             # sum(tsadapt_controller_capacity_demand_ratio)
-            return float(sum(c.pods * c.demand_ratio() for c in ready))
+            total = float(sum(c.pods * c.demand_ratio() for c in ready))
+            if not self.setup.step_aware:
+                return total
+            step = self.cfg.step_aware
+            self.history = [(u, v) for u, v in self.history if u > t - step.trend_window_s]
+            self.history.append((t, total))
+            spare = step.spare_pods_per_scale * self.scale * step.demand_target
+            return step_aware_value(self.history, t, step.predict_s, spare)
         # sum(rate(ts_queue_latency_microseconds[1m])) / sum(rate(ts_inference_requests_total
         # [1m])), in ms: the fleet's mean queue latency
         waited = sum(c.pods * c.queue_wait()[0] for c in ready)
@@ -173,7 +202,7 @@ class Fleet:
         seen_log: list[float] = []
         series: dict[str, list[float]] = {k: [] for k in ("t", "pods", "ready", "rate", "good")}
         every = {k: max(1, round(v / tick)) for k, v in (
-            ("scrape", cfg.scrape_s), ("poll", cfg.keda_polling_s),
+            ("scrape", cfg.intervals(self.setup)[0]), ("poll", cfg.intervals(self.setup)[1]),
             ("sync", self.hpa.spec.sync_period_s))}  # fmt: skip
         for k in range(n_ticks + 1):
             t = k * tick

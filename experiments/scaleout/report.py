@@ -39,7 +39,7 @@ def _windows(r: FleetResult, slo_series: Sequence[float] | None = None) -> list[
 
 
 def verdict(results: dict[str, FleetResult], setups: Sequence[Setup], cfg: ScaleOutConfig) -> str:
-    """Whether setup 3 meets 99 % with fewer pod-seconds than setup 1; where not, why."""
+    """Whether the last setup meets 99 % with fewer pod-seconds than setup 1; where not, why."""
     base, ours = results[setups[0].name], results[setups[-1].name]
     att, fewer = ours.slo_attainment, ours.pod_seconds < base.pod_seconds
     text = (
@@ -68,11 +68,12 @@ def verdict(results: dict[str, FleetResult], setups: Sequence[Setup], cfg: Scale
         f"({w['pods']:.1f} asked for)"
         for w in worst
     )
+    scrape_s, polling_s = cfg.intervals(setups[-1])
     why = (
         f" {100 * share:.0f} % of its misses fall in minutes when pods it had asked for were "
         f"not serving yet: a new pod serves {cfg.pod_startup_s:.0f} s after it is created, "
-        f"and the signal reaches the HPA up to {cfg.scrape_s:.0f} s (scrape) + "
-        f"{cfg.keda_polling_s:.0f} s (KEDA poll) + "
+        f"and the signal reaches the HPA up to {scrape_s:.0f} s (scrape) + "
+        f"{polling_s:.0f} s (KEDA poll) + "
         f"{cfg.hpa_spec(setups[-1], 1).sync_period_s:.0f} s (sync) late, so a step above the "
         f"pods' headroom is missed until then. Worst minutes: {where}."
     )
@@ -126,6 +127,7 @@ def write_report(
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     setups = cfg.setups
+    st = cfg.step_aware
     by: dict[tuple[str, int, int], dict[str, FleetResult]] = {}
     for r in results:
         by.setdefault((r.scenario, r.scale, r.seed), {})[r.setup] = r
@@ -158,9 +160,27 @@ def write_report(
         "mode), so each ready pod gets a Poisson share rate/ready of the load. Deleted pods "
         "leave the Service at once, newest first, and drain their queues. Setup 1 runs each "
         "model with its registration batch size and delay and a fixed worker split "
-        f"({', '.join(f'{k} {v}' for k, v in cfg.static_workers.items())}); setups 2-3 run "
+        f"({', '.join(f'{k} {v}' for k, v in cfg.static_workers.items())}); setups 2-4 run "
         f"the `{cfg.sidecar_policy}` policy behind the guards in every pod, from the "
         "registration defaults.",
+        "",
+        f"Setup 4 (step-aware): KEDA on `s + clamp_min(predict_linear(s[{st.trend_window_s:.0f}s:"
+        f"{st.scrape_s:.0f}s], {st.predict_s:.0f}) - s, 0)"
+        + (
+            f" + {st.spare_pods_per_scale:g} x scale x {st.demand_target:g}"
+            if st.spare_pods_per_scale
+            else ""
+        )
+        + f"` with `s = sum(tsadapt_controller_capacity_demand_ratio)` (the demand's linear "
+        f"trend {st.predict_s:.0f} s ahead, added while it rises), "
+        f"threshold {st.demand_target:g}, Prometheus scraping the sidecars every "
+        f"{st.scrape_s:.0f} s (the ServiceMonitor's interval) and KEDA polling every "
+        f"{st.keda_polling_s:.0f} s; the HPA's sync stays 15 s. The sidecars first absorb a "
+        "step inside their pods (workers up to the budget, larger batches), and the lower "
+        "threshold keeps room for that in every pod; the trend asks for the pods the step "
+        "needs at the first syncs after it. Its price is in the pod-seconds column. Every "
+        "setup may "
+        f"reach {cfg.max_replicas_per_scale:g} x scale pods.",
         "",
         "Pod-level aggregate: pods created by one scaling event form a *cohort* that gets the "
         "same load share and runs the same controller, so one simulated pod (its own random "

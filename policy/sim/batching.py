@@ -17,18 +17,18 @@ from tsadapt.policy.defaults import HOST_LOAD_BIN_S, MAX_BATCH_LIMIT, ZERO_DELAY
 from tsadapt.policy.sim.specs import DeviceSpec
 from tsadapt.policy.types import ModelSettings
 
-_INF = math.inf
+INF = math.inf
 # Event kinds.
-_DISPATCH, _COMPLETE, _READY = 0, 1, 2
+DISPATCH, COMPLETE, READY = 0, 1, 2
 # Worker states.
-_LOADING, _IDLE, _FORMING, _BUSY, _DEAD = range(5)
-_NOISE_BLOCK = 4096
+LOADING, IDLE, _FORMING, BUSY, _DEAD = range(5)
+NOISE_BLOCK = 4096
 # Completed plain batches are kept as (time, qbuf range) and turned into latencies
 # (vectorised) at most this many at a time.
 _FLUSH_BLOCK = 4096
 
 
-class _Device:
+class DeviceState:
     __slots__ = (
         "spec",
         "capacity",
@@ -68,7 +68,7 @@ def host_load(
     return (load / (1000.0 * bin_s)).tolist()
 
 
-class _Worker:
+class WorkerState:
     """A worker; its batch is ``qbuf[bs:be]`` or, with requeued jobs, the array ``batch``."""
 
     __slots__ = ("state", "epoch", "start", "batch", "bs", "be", "wid", "par")
@@ -83,7 +83,7 @@ class _Worker:
         self.bs = self.be = 0
 
 
-class _Model:
+class ModelState:
     """Mutable per-model state (queue buffer, workers, the forming batch, counters)."""
 
     __slots__ = (
@@ -104,12 +104,12 @@ class _Model:
         return ModelSettings(self.B, self.delay_ms, len(self.workers))
 
 
-def _batch_cap(m: _Model) -> int:
+def _batch_cap(m: ModelState) -> int:
     """The most jobs one batch can take: TorchServe breaks after the 2nd job at delay 0."""
     return m.B if m.d_snap > 0 else min(m.B, ZERO_DELAY_BATCH_CAP)
 
 
-def _slot_time(dev: _Device, m: _Model, w: _Worker, t: float, exec_s: float) -> float:
+def _slot_time(dev: DeviceState, m: ModelState, w: WorkerState, t: float, exec_s: float) -> float:
     """Seconds from dispatch at ``t`` to completion on a slotted GPU (see the simulator's
     docs): a sequential batch waits its turn (FIFO, after everything already on the GPU) and
     runs alone; a parallel batch waits only for the sequential batch ahead and runs with the
@@ -127,7 +127,7 @@ def _slot_time(dev: _Device, m: _Model, w: _Worker, t: float, exec_s: float) -> 
     return end - t
 
 
-def _release(m: _Model, w: _Worker) -> None:
+def _release(m: ModelState, w: WorkerState) -> None:
     """The executing batch of ``w`` leaves its device."""
     if w.par:
         m.dev.active_par -= 1
@@ -140,7 +140,7 @@ class Batching:
     """The event handlers and batch formation of :class:`~tsadapt.policy.sim.simulator.Simulator`
     (which owns the event heap ``_heap``/``_seq`` and the generators ``rng``/``_ovh_rng``)."""
 
-    def _admit(self, m: _Model, t: float) -> None:
+    def _admit(self, m: ModelState, t: float) -> None:
         """Queue (or reject) the arrivals up to ``t`` not yet seen; no take since the last."""
         i0 = m.next_idx
         n = m.n_arr
@@ -166,7 +166,7 @@ class Batching:
             m.tail = tail + acc
         m.rejected += n_new - acc
 
-    def _acquire(self, m: _Model, t: float) -> None:
+    def _acquire(self, m: ModelState, t: float) -> None:
         """Idle workers take the model lock in turn and form batches at time ``t``."""
         i = m.next_idx
         if i < m.n_arr and m.arr_l[i] <= t:
@@ -187,7 +187,7 @@ class Batching:
             else:
                 self._form(m, t, 0, blocked=False)
 
-    def _form(self, m: _Model, t: float, k: int, blocked: bool) -> None:
+    def _form(self, m: ModelState, t: float, k: int, blocked: bool) -> None:
         """The lock holder, holding ``k`` jobs at ``t``, takes what is queued and plans."""
         B = _batch_cap(m)
         front = m.front
@@ -219,14 +219,14 @@ class Batching:
         else:  # blocked in poll: future arrivals until full or the deadline
             self._plan(m, t, need, first=False)
 
-    def _plan(self, m: _Model, t: float, need: int, first: bool) -> None:
+    def _plan(self, m: ModelState, t: float, need: int, first: bool) -> None:
         """Consume future arrivals into the forming batch; schedule its dispatch."""
         arr_l, i, n = m.arr_l, m.next_idx, m.n_arr
         m.f_i0 = i
         if first:
             if i >= n:  # no arrival will ever come: wait forever
                 m.f_i1 = i
-                m.f_t1 = m.f_deadline = m.f_t2 = _INF
+                m.f_t1 = m.f_deadline = m.f_t2 = INF
                 m.token += 1
                 return
             t1 = arr_l[i]
@@ -260,9 +260,9 @@ class Batching:
         if t2 <= t:
             self._dispatch(m, t)
         else:
-            heapq.heappush(self._heap, (t2, next(self._seq), _DISPATCH, m, None, m.token))
+            heapq.heappush(self._heap, (t2, next(self._seq), DISPATCH, m, None, m.token))
 
-    def _unwind(self, m: _Model, t: float) -> int:
+    def _unwind(self, m: ModelState, t: float) -> int:
         """Return the forming batch to its state at ``t``; the count of jobs it holds."""
         c = m.f_i1 - m.f_i0
         if c:
@@ -276,16 +276,16 @@ class Batching:
                 m.f_i1 = m.next_idx
         m.f_i0 = m.f_i1 = m.next_idx
         m.token += 1
-        m.f_t2 = _INF
+        m.f_t2 = INF
         return (len(m.f_front) if m.f_front else 0) + m.f_e - m.f_s
 
-    def _holder_batch(self, m: _Model) -> np.ndarray:
+    def _holder_batch(self, m: ModelState) -> np.ndarray:
         part = m.qbuf[m.f_s : m.f_e]
         if m.f_front:
             return np.concatenate([np.asarray(m.f_front, dtype=np.float64), part])
         return part
 
-    def _dispatch(self, m: _Model, t: float) -> None:
+    def _dispatch(self, m: ModelState, t: float) -> None:
         """The lock holder sends its batch to execution at ``t``; the lock passes on."""
         w = m.holder
         s = w.bs = m.f_s
@@ -309,9 +309,9 @@ class Batching:
             exec_s *= self._noise(m)
         if dev.slotted:
             exec_s = _slot_time(dev, m, w, t, exec_s)
-        w.state = _BUSY
+        w.state = BUSY
         w.start = t
-        heapq.heappush(self._heap, (t + exec_s, next(self._seq), _COMPLETE, m, w, w.epoch))
+        heapq.heappush(self._heap, (t + exec_s, next(self._seq), COMPLETE, m, w, w.epoch))
         m.batches += 1
         m.size_sum += b
         m.fill_sum += b / m.B
@@ -320,7 +320,7 @@ class Batching:
         if m.idle:
             self._acquire(m, t)
 
-    def _complete(self, m: _Model, w: _Worker, t: float) -> None:
+    def _complete(self, m: ModelState, w: WorkerState, t: float) -> None:
         """Worker ``w`` finishes its batch at ``t``: record it; the worker goes idle."""
         _release(m, w)
         batch = w.batch
@@ -344,12 +344,12 @@ class Batching:
             m.completed += len(batch)
             w.batch = None
         m.busy_done += t - w.start
-        w.state = _IDLE
+        w.state = IDLE
         m.idle.append(w)
         if m.holder is None:
             self._acquire(m, t)
 
-    def _flush(self, m: _Model) -> None:
+    def _flush(self, m: ModelState) -> None:
         """Turn the recorded plain batches into latency chunks (completion order kept)."""
         if not m.done_t:
             return
@@ -365,26 +365,26 @@ class Batching:
         starts = np.repeat(s - (np.cumsum(sizes) - sizes), sizes)
         m.lat_chunks.append(np.repeat(t, sizes) - m.qbuf[starts + np.arange(total)])
 
-    def _overheads(self, m: _Model, k: int) -> np.ndarray:
+    def _overheads(self, m: ModelState, k: int) -> np.ndarray:
         """``k`` draws (s) from the model's overhead distribution (block-buffered)."""
         if m.ovh_i + k > m.ovh_buf.size:
             q = m.ovh_q
-            u = self._ovh_rng.random(max(_NOISE_BLOCK, k)) * (q.size - 1)
+            u = self._ovh_rng.random(max(NOISE_BLOCK, k)) * (q.size - 1)
             m.ovh_buf = np.interp(u, np.arange(q.size, dtype=np.float64), q)
             m.ovh_i = 0
         out = m.ovh_buf[m.ovh_i : m.ovh_i + k]
         m.ovh_i += k
         return out
 
-    def _noise(self, m: _Model) -> float:
-        if m.noise_i >= _NOISE_BLOCK:
+    def _noise(self, m: ModelState) -> float:
+        if m.noise_i >= NOISE_BLOCK:
             s2 = math.log1p(m.spec.exec_cv**2)
-            m.noise = self.rng.lognormal(-0.5 * s2, math.sqrt(s2), _NOISE_BLOCK).tolist()
+            m.noise = self.rng.lognormal(-0.5 * s2, math.sqrt(s2), NOISE_BLOCK).tolist()
             m.noise_i = 0
         m.noise_i += 1
         return m.noise[m.noise_i - 1]
 
-    def _requeue(self, m: _Model, jobs: np.ndarray) -> None:
+    def _requeue(self, m: ModelState, jobs: np.ndarray) -> None:
         """``addFirst`` each job in batch order (so reversed); overflow is lost."""
         space = max(m.cap - (len(m.front) + m.tail - m.head), 0)
         acc = min(space, len(jobs))
@@ -392,10 +392,10 @@ class Batching:
             m.front[:0] = jobs[:acc][::-1].tolist()
         m.failed += len(jobs) - acc
 
-    def _kill(self, m: _Model, w: _Worker, t: float) -> bool:
+    def _kill(self, m: ModelState, w: WorkerState, t: float) -> bool:
         """Scale-down of one worker (no drain); True if jobs went back to the queue."""
         requeued = False
-        if w.state == _IDLE:
+        if w.state == IDLE:
             m.idle.remove(w)
         elif w.state == _FORMING:
             self._unwind(m, t)
@@ -404,7 +404,7 @@ class Batching:
             m.f_front = None
             self._requeue(m, jobs)
             requeued = len(jobs) > 0
-        elif w.state == _BUSY:
+        elif w.state == BUSY:
             _release(m, w)
             m.busy_done += t - w.start
             self._requeue(m, m.qbuf[w.bs : w.be] if w.batch is None else w.batch)

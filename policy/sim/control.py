@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tsadapt.policy.batch_cap import apply_latencies, feasible
 from tsadapt.policy.controller_config import (
     DEFAULT_COOLDOWN_S,
-    ConfigError,
     ControllerConfig,
     ModelLimits,
     load,
@@ -32,7 +32,7 @@ from tsadapt.policy.loop import ApplyResult, LoopState, control_step
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
 from tsadapt.policy.sim.scenario import ModelEntry, Scenario, load_scenario
 from tsadapt.policy.sim.simulator import Simulator
-from tsadapt.policy.sim.specs import IntervalStats, LatencyModel
+from tsadapt.policy.sim.specs import IntervalStats
 from tsadapt.policy.types import (
     Action,
     HostObservation,
@@ -41,10 +41,14 @@ from tsadapt.policy.types import (
     Observation,
     Policy,
 )
+from tsadapt.profile import SLO_BATCH_SHARE, slo_feasible_batch
 
 __all__ = [
+    "SLO_BATCH_SHARE",  # the cap rule's home is tsadapt.profile; kept importable from here
+    "slo_feasible_batch",
     "ControlResult",
     "apply_latencies",
+    "feasible",
     "scenario_config",
     "SimBackend",
     "SimControlConfig",
@@ -59,9 +63,6 @@ __all__ = [
 
 #: Largest max batch delay (ms) a simulated controller may set, unless the SLO is tighter.
 SIM_MAX_DELAY_MS = 50
-#: Share of the SLO one batch's execution may take when it bounds max_batch (Nexus's rule),
-#: of the SLO left after the latency outside the worker (:func:`outside_latency_ms`).
-SLO_BATCH_SHARE = 0.5
 #: Quantile of a model's latency outside the worker that :func:`slo_feasible_batch` sets
 #: aside from the SLO (a request's outside time is drawn per request; the bound must hold
 #: for nearly all of them, not the median one).
@@ -84,28 +85,6 @@ class SimControlConfig:
             raise ValueError("need tick_s > 0, window_s >= tick_s, cooldown_s >= 0")
 
 
-def slo_feasible_batch(
-    latency: LatencyModel, slo_ms: float, max_batch: int, outside_ms: float = 0.0
-) -> int:
-    """The largest batch size <= ``max_batch`` whose profiled execution takes at most
-    :data:`SLO_BATCH_SHARE` of what the SLO leaves after ``outside_ms`` (at least 1).
-
-    Nexus's rule: when batches run back to back a request can wait for one whole batch to
-    finish and then run in the next, so a batch taking more than half the SLO misses it
-    under exactly the load that fills it. A request also spends time outside the worker
-    (client and HTTP stack, frontend, the hop to the worker: ``outside_ms``, measured by
-    ``tsadapt fidelity calibrate``), which the worker's two batches must leave room for:
-    wait + execution <= SLO - outside. This is the one cap rule: the simulated sidecar
-    (:func:`controller_config_for`) and the real one (:func:`feasible`) both use it.
-    """
-    if not (math.isfinite(outside_ms) and outside_ms >= 0):
-        raise ValueError(f"outside_ms must be >= 0 and finite, got {outside_ms!r}")
-    sizes = np.arange(1, max(1, max_batch) + 1)
-    room = SLO_BATCH_SHARE * (slo_ms - outside_ms)
-    ok = sizes[np.asarray(latency.batch_ms(sizes)) <= room]
-    return int(ok[-1]) if ok.size else 1
-
-
 def outside_latency_ms(model: ModelEntry) -> float:
     """The :data:`OUTSIDE_QUANTILE` of ``model``'s latency outside the worker, as the
     simulator draws it: the constant ``overhead_ms``, or that quantile of
@@ -125,7 +104,7 @@ def controller_config_for(
 
     ``max_batch`` is the scenario's, lowered to :func:`slo_feasible_batch` of the model's
     profile and its latency outside the worker (:func:`outside_latency_ms`): the bound an
-    operator derives from ``tsadapt profile`` and ``tsadapt fidelity calibrate``.
+    operator derives from ``tsadapt profile`` and ``tsadapt lab fidelity calibrate``.
     """
     sim = sim or SimControlConfig()
     limits = tuple(
@@ -306,7 +285,7 @@ class ControlResult:
     overrides: int
 
     def as_dict(self) -> dict:
-        """The ``tsadapt simulate --json`` object."""
+        """The ``tsadapt lab simulate --json`` object."""
 
         def one(r: ModelResult, reconf: int) -> dict:
             return {
@@ -438,7 +417,7 @@ def run_named(
     initial: Mapping[str, ModelSettings] | None = None,
 ) -> ControlResult:
     """:func:`run_controlled` with the policy named ``policy`` (the one factory) and the guard
-    limits a sidecar would get for ``scenario``: what ``tsadapt simulate``/``evaluate`` and
+    limits a sidecar would get for ``scenario``: what ``tsadapt lab simulate``/``evaluate`` and
     seed selection run."""
     from tsadapt.policy.factory import make_policy
 
@@ -448,29 +427,6 @@ def run_named(
 
 
 # --------------------------------------------------------------------------- real-server limits
-
-
-def feasible(limits: ModelLimits, latency: LatencyModel, outside_ms: float = 0.0) -> ModelLimits:
-    """``limits`` with ``max_batch`` lowered to the SLO-feasible batch of ``latency`` with
-    ``outside_ms`` of latency outside the worker (:func:`slo_feasible_batch`)."""
-    cap = slo_feasible_batch(latency, limits.slo_ms, limits.max_batch, outside_ms)
-    return replace(limits, max_batch=max(cap, limits.min_batch))
-
-
-def apply_latencies(
-    config: ControllerConfig, latencies: list[tuple[str, LatencyModel, float, str]]
-) -> ControllerConfig:
-    """``config`` with each ``(model, latency, outside_ms, source)``'s ``max_batch`` lowered by
-    the profile rule (a model only ``default:`` covers gets its own entry)."""
-    models = {m.name: m for m in config.models}
-    for name, latency, outside_ms, source in latencies:
-        base = models.get(name)
-        if base is None and config.default is not None:
-            base = replace(config.default, name=name)
-        if base is None:
-            raise ConfigError(source, f"model {name!r} is not in the config (and no default:)")
-        models[name] = feasible(base, latency, outside_ms)
-    return replace(config, models=tuple(models.values()))
 
 
 def scenario_config(path: Path, scenario_file: Path, **overrides: object) -> ControllerConfig:

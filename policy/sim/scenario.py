@@ -25,12 +25,14 @@ Format::
       - {model: image, kind: bursty, base_rate: 40, spike_rate: 160, spike_s: 10, period_s: 60}
     budget: {workers: 6}
 
-``calibration: PATH`` (optional) names a JSON file as ``tsadapt fidelity calibrate`` writes
+``calibration: PATH`` (optional) names a JSON file as ``tsadapt lab fidelity calibrate`` writes
 it (``{"models": {NAME: {"batch_overhead_ms": ..., "exec_cv": ..., "overhead_quantiles_ms":
-[...], "host_cpu_ms": ...}}}``): it gives each model these (or ``overhead_ms``) unless the
-model sets them itself (a model's own ``overhead_ms`` or ``overhead_quantiles_ms`` replaces both).
+[...], "host_cpu_ms": ..., "load_delay_s": ...}}}``; ``load_delay_s`` is the worker start
+delay ``tsadapt lab fidelity load-delay`` measured): it gives each model these (or
+``overhead_ms``) unless the model sets them itself (a model's own ``overhead_ms`` or
+``overhead_quantiles_ms`` replaces both).
 
-``profile`` may also name a JSON file as ``tsadapt models profile`` writes it
+``profile`` may also name a JSON file as ``tsadapt lab demo-models profile`` writes it
 (``docs/results/model-profiles.json``: a list of ``{model, threads, batch_sizes, median_ms,
 ...}``): the entry of the same model name and thread count gives the latency table (the
 measured medians, interpolated between batch sizes).
@@ -43,7 +45,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,7 @@ from tsadapt.policy.sim.specs import DeviceSpec, LatencyModel, ModelSpec
 from tsadapt.policy.sim.workload_files import workload_from_dict
 from tsadapt.policy.sim.workloads import Mix, Workload
 from tsadapt.policy.types import ModelSettings
+from tsadapt.profile import latency_of, read_profiles
 
 __all__ = [
     "Budget",
@@ -73,42 +76,23 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ModelEntry:
-    """A model of the scenario: SLO, latency profile, limits and placement."""
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry(ModelSpec):
+    """A model of the scenario: the simulator's :class:`ModelSpec` (latency profile,
+    placement, queue, overheads) plus its SLO, limits and where its profile came from.
+    Its own fields are keyword-only."""
 
-    name: str
     slo_ms: float
-    latency: LatencyModel
     min_workers: int
     max_workers: int
     max_batch: int
-    device: str = DEFAULT_DEVICE
-    threads: int = WORKER_THREADS
-    queue_size: int = JOB_QUEUE_SIZE
-    load_delay_s: float = LOAD_DELAY_S
-    exec_cv: float = 0.0
     profile_path: str | None = None
-    overhead_ms: float = 0.0
-    overhead_quantiles_ms: tuple[float, ...] | None = None
     batch_overhead_ms: float = 0.0  # already inside ``latency`` (kept for reports)
-    host_cpu_ms: float = 0.0  # CPU per request outside the workers (simulator docs)
 
     def spec(self, config: ModelSettings) -> ModelSpec:
         """The simulator's :class:`ModelSpec` starting from ``config``."""
-        return ModelSpec(
-            name=self.name,
-            latency=self.latency,
-            device=self.device,
-            threads=self.threads,
-            queue_size=self.queue_size,
-            load_delay_s=self.load_delay_s,
-            exec_cv=self.exec_cv,
-            initial=config,
-            overhead_ms=self.overhead_ms,
-            overhead_quantiles_ms=self.overhead_quantiles_ms,
-            host_cpu_ms=self.host_cpu_ms,
-        )
+        base = {f.name: getattr(self, f.name) for f in fields(ModelSpec)}
+        return ModelSpec(**{**base, "initial": config})
 
 
 @dataclass(frozen=True)
@@ -211,7 +195,7 @@ def _num(where: str, v: Any, *, positive: bool = False, integer: bool = False) -
     return int(v) if integer else float(v)
 
 
-def _mapping(where: str, v: Any) -> Mapping[str, Any]:
+def require_mapping(where: str, v: Any) -> Mapping[str, Any]:
     if not isinstance(v, Mapping):
         raise ValueError(f"{where} must be a mapping, got {v!r}")
     return v
@@ -223,7 +207,7 @@ def _require(where: str, d: Mapping[str, Any], key: str) -> Any:
     return d[key]
 
 
-def _no_extra(where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
+def reject_unknown(where: str, d: Mapping[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(d) - allowed)
     if extra:
         raise ValueError(f"{where}: unknown field {extra[0]!r} (allowed: {sorted(allowed)})")
@@ -240,6 +224,7 @@ _TOP_KEYS = {
 #: Model keys a calibration file may give (see the module docstring).
 _CALIBRATED_KEYS = (
     "batch_overhead_ms", "overhead_ms", "overhead_quantiles_ms", "exec_cv", "host_cpu_ms",
+    "load_delay_s",
 )  # fmt: skip
 _OVERHEAD_KEYS = ("overhead_ms", "overhead_quantiles_ms")
 
@@ -247,11 +232,7 @@ _OVERHEAD_KEYS = ("overhead_ms", "overhead_quantiles_ms")
 def json_profile(path: str | Path, model: str, threads: int) -> LatencyModel:
     """The latency table of ``model`` at ``threads`` from a ``model-profiles.json`` file."""
     p = Path(path)
-    try:
-        raw = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"profile {p}: invalid JSON: {exc}") from None
-    entries = raw if isinstance(raw, list) else [raw]
+    entries = read_profiles(p)
     mine = [e for e in entries if isinstance(e, Mapping) and e.get("model") == model]
     if not mine:
         known = sorted(str(e.get("model")) for e in entries if isinstance(e, Mapping))
@@ -263,11 +244,7 @@ def json_profile(path: str | Path, model: str, threads: int) -> LatencyModel:
             f"profile {p}: model {model!r} was measured at threads {have}, not {threads} "
             "(set the model's 'threads' to the profile's)"
         )
-    e = match[0]
-    bs, ms = e.get("batch_sizes"), e.get("median_ms")
-    if not isinstance(bs, list) or not isinstance(ms, list) or len(bs) != len(ms) or not bs:
-        raise ValueError(f"profile {p}: model {model!r} needs equal-length batch_sizes, median_ms")
-    return LatencyModel(table=tuple(zip(bs, ms, strict=True)))
+    return latency_of(match[0])
 
 
 def with_batch_overhead(latency: LatencyModel, ms: float) -> LatencyModel:
@@ -292,8 +269,8 @@ def _profile(
             return LatencyModel.from_csv(p, threads=threads), str(p)
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{where}: {exc}") from None
-    d = _mapping(where, v)
-    _no_extra(where, d, {"alpha_ms", "beta_ms"})
+    d = require_mapping(where, v)
+    reject_unknown(where, d, {"alpha_ms", "beta_ms"})
     alpha = _num(f"{where}.alpha_ms", _require(where, d, "alpha_ms"))
     beta = _num(f"{where}.beta_ms", _require(where, d, "beta_ms"))
     if alpha + beta <= 0:
@@ -308,22 +285,24 @@ def _calibration(v: Any, base: Path) -> dict[str, Mapping[str, Any]]:
     p = Path(v) if Path(v).is_absolute() else base / v
     if not p.is_file():
         raise ValueError(
-            f"calibration: no such file {str(p)!r} (write it with 'tsadapt fidelity calibrate')"
+            f"calibration: no such file {str(p)!r} (write it with 'tsadapt lab fidelity calibrate')"
         )
     try:
         raw = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"calibration {p}: invalid JSON: {exc}") from None
-    models = _mapping(f"calibration {p}: models", _mapping(f"calibration {p}", raw).get("models"))
-    return {str(k): _mapping(f"calibration {p}: models.{k}", e) for k, e in models.items()}
+    models = require_mapping(
+        f"calibration {p}: models", require_mapping(f"calibration {p}", raw).get("models")
+    )
+    return {str(k): require_mapping(f"calibration {p}: models.{k}", e) for k, e in models.items()}
 
 
 def _model(
     i: int, d: Any, base: Path, calibration: Mapping[str, Mapping[str, Any]] | None = None
 ) -> ModelEntry:
     w = f"models[{i}]"
-    d = _mapping(w, d)
-    _no_extra(w, d, _MODEL_KEYS)
+    d = require_mapping(w, d)
+    reject_unknown(w, d, _MODEL_KEYS)
     name = _require(w, d, "name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{w}.name must be a non-empty string, got {name!r}")
@@ -384,8 +363,8 @@ def _quantiles(where: str, d: Mapping[str, Any]) -> tuple[float, ...] | None:
 
 def _device(i: int, d: Any) -> DeviceSpec:
     w = f"devices[{i}]"
-    d = _mapping(w, d)
-    _no_extra(w, d, {"name", "cores", "capacity"})
+    d = require_mapping(w, d)
+    reject_unknown(w, d, {"name", "cores", "capacity"})
     name = _require(w, d, "name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{w}.name must be a non-empty string, got {name!r}")
@@ -397,8 +376,8 @@ def _device(i: int, d: Any) -> DeviceSpec:
 
 def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario") -> Scenario:
     """Validate a parsed scenario; ``ValueError`` names the offending field."""
-    d = _mapping("scenario", d)
-    _no_extra("scenario", d, _TOP_KEYS)
+    d = require_mapping("scenario", d)
+    reject_unknown("scenario", d, _TOP_KEYS)
     base = Path(base_dir)
     duration = _num("duration_s", _require("scenario", d, "duration_s"), positive=True)
     seed = _num("seed", d.get("seed", 0), integer=True)
@@ -411,8 +390,8 @@ def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ValueError(f"models[{i}].name {n!r} is a duplicate")
-    budget_raw = _mapping("budget", _require("scenario", d, "budget"))
-    _no_extra("budget", budget_raw, {"workers"})
+    budget_raw = require_mapping("budget", _require("scenario", d, "budget"))
+    reject_unknown("budget", budget_raw, {"workers"})
     budget = Budget(
         _num(
             "budget.workers", _require("budget", budget_raw, "workers"), positive=True, integer=True
@@ -428,7 +407,7 @@ def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario
         raise ValueError("workload must be a non-empty list")
     entries = []
     for i, w in enumerate(wl_raw):
-        w = _mapping(f"workload[{i}]", w)
+        w = require_mapping(f"workload[{i}]", w)
         model = _require(f"workload[{i}]", w, "model")
         if model not in names:
             raise ValueError(f"workload[{i}].model {model!r} is not one of {names}")

@@ -85,21 +85,21 @@ import numpy as np
 
 from tsadapt.policy.defaults import HOST_LOAD_BIN_S, MAX_BATCH_LIMIT
 from tsadapt.policy.sim.batching import (
-    _BUSY,
-    _COMPLETE,
-    _DISPATCH,
-    _IDLE,
-    _INF,
-    _LOADING,
-    _NOISE_BLOCK,
-    _READY,
+    BUSY,
+    COMPLETE,
+    DISPATCH,
+    IDLE,
+    INF,
+    LOADING,
+    NOISE_BLOCK,
+    READY,
     Batching,
-    _Device,
-    _Model,
-    _Worker,
+    DeviceState,
+    ModelState,
+    WorkerState,
     host_load,
 )
-from tsadapt.policy.sim.specs import DeviceSpec, IntervalStats, ModelSpec, _check_batch_limit
+from tsadapt.policy.sim.specs import DeviceSpec, IntervalStats, ModelSpec, check_batch_limit
 from tsadapt.policy.types import ModelSettings
 
 __all__ = ["Simulator"]
@@ -126,12 +126,12 @@ class Simulator(Batching):
         unknown = set(arrivals) - set(names)
         if unknown:
             raise ValueError(f"arrivals for unknown model(s): {sorted(unknown)}")
-        devs = {d.name: _Device(d) for d in devices}
+        devs = {d.name: DeviceState(d) for d in devices}
         for m in models:
             if m.device not in devs:
                 if devices:
                     raise ValueError(f"model {m.name!r}: unknown device {m.device!r}")
-                devs[m.device] = _Device(DeviceSpec(m.device, capacity=_INF))
+                devs[m.device] = DeviceState(DeviceSpec(m.device, capacity=INF))
         self.devices = devs
         self.rng = np.random.default_rng(seed)
         # overhead draws (overhead_quantiles_ms) have a stream of their own
@@ -139,8 +139,8 @@ class Simulator(Batching):
         self.now = 0.0
         self._heap: list[tuple] = []
         self._seq = itertools.count(1)
-        self._models: dict[str, _Model] = {}
-        self._order: list[_Model] = []
+        self._models: dict[str, ModelState] = {}
+        self._order: list[ModelState] = []
         for i, spec in enumerate(models):
             a = np.ascontiguousarray(arrivals.get(spec.name, np.empty(0)), dtype=np.float64)
             if a.ndim != 1 or (a.size and (np.any(np.diff(a) < 0) or a[0] < 0)):
@@ -157,8 +157,8 @@ class Simulator(Batching):
 
     # ----------------------------------------------------------------- setup
 
-    def _new_model(self, idx: int, spec: ModelSpec, arr: np.ndarray) -> _Model:
-        m = _Model()
+    def _new_model(self, idx: int, spec: ModelSpec, arr: np.ndarray) -> ModelState:
+        m = ModelState()
         m.spec, m.name, m.idx = spec, spec.name, idx
         m.dev = self.devices[spec.device]
         m.threads = spec.threads
@@ -183,7 +183,7 @@ class Simulator(Batching):
         m.holder = None
         m.d_snap = m.delay_s
         m.f_front, m.f_s, m.f_e, m.f_i0, m.f_i1 = None, 0, 0, 0, 0
-        m.f_t1 = m.f_deadline = m.f_t2 = _INF
+        m.f_t1 = m.f_deadline = m.f_t2 = INF
         m.token = 0
         m.rejected = m.failed = m.completed = m.batches = m.size_sum = 0
         m.fill_sum = 0.0
@@ -205,9 +205,9 @@ class Simulator(Batching):
         }
         m.jitter = spec.exec_cv > 0
         m.parallel = bool(spec.parallel)
-        m.noise, m.noise_i = None, _NOISE_BLOCK
+        m.noise, m.noise_i = None, NOISE_BLOCK
         for _ in range(spec.initial.workers):
-            w = _Worker(m.next_wid, _IDLE)
+            w = WorkerState(m.next_wid, IDLE)
             m.next_wid += 1
             m.workers.append(w)
             m.idle.append(w)
@@ -224,7 +224,7 @@ class Simulator(Batching):
         return m.settings()
 
     def ready_workers(self, model: str) -> int:
-        return sum(1 for w in self._model(model).workers if w.state != _LOADING)
+        return sum(1 for w in self._model(model).workers if w.state != LOADING)
 
     def queue_depth(self, model: str) -> int:
         m = self._model(model)
@@ -246,7 +246,7 @@ class Simulator(Batching):
             cur.max_batch_delay_ms if max_batch_delay_ms is None else max_batch_delay_ms,
             cur.workers if workers is None else workers,
         )
-        _check_batch_limit(new.batch_size)
+        check_batch_limit(new.batch_size)
         t = self.now
         self._admit(m, t)
         m.delay_ms = new.max_batch_delay_ms
@@ -257,10 +257,10 @@ class Simulator(Batching):
         if new.workers != len(m.workers):
             self._account_workers(m, t)
             while len(m.workers) < new.workers:
-                w = _Worker(m.next_wid, _LOADING)
+                w = WorkerState(m.next_wid, LOADING)
                 m.next_wid += 1
                 m.workers.append(w)
-                self._push(t + m.load_delay, _READY, m, w, w.epoch)
+                self._push(t + m.load_delay, READY, m, w, w.epoch)
             while len(m.workers) > new.workers:
                 requeued |= self._kill(m, m.workers[-1], t)
         if m.holder is not None and (b_changed or (requeued and m.front)):
@@ -336,14 +336,14 @@ class Simulator(Batching):
         while heap and heap[0][0] <= t_end:
             t, _, kind, m, w, token = pop(heap)
             self.now = t
-            if kind == _COMPLETE:
+            if kind == COMPLETE:
                 if w.epoch == token:
                     self._complete(m, w, t)
-            elif kind == _DISPATCH:
+            elif kind == DISPATCH:
                 if m.token == token:
                     self._dispatch(m, t)
-            elif w.epoch == token:  # _READY
-                w.state = _IDLE
+            elif w.epoch == token:  # READY
+                w.state = IDLE
                 m.idle.append(w)
                 if m.holder is None:
                     self._acquire(m, t)
@@ -360,24 +360,24 @@ class Simulator(Batching):
 
     # ----------------------------------------------------------------- internals
 
-    def _model(self, name: str) -> _Model:
+    def _model(self, name: str) -> ModelState:
         try:
             return self._models[name]
         except KeyError:
             raise ValueError(f"unknown model {name!r} (known: {self.model_names})") from None
 
-    def _push(self, t: float, kind: int, m: _Model, w: _Worker | None, token: int) -> None:
+    def _push(self, t: float, kind: int, m: ModelState, w: WorkerState | None, token: int) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), kind, m, w, token))
 
-    def _account_workers(self, m: _Model, t: float) -> None:
+    def _account_workers(self, m: ModelState, t: float) -> None:
         m.worker_s_acc += len(m.workers) * (t - m.wcount_since)
         m.wcount_since = t
 
-    def _collect(self, m: _Model, t: float) -> IntervalStats:
+    def _collect(self, m: ModelState, t: float) -> IntervalStats:
         self._admit(m, t)
         p = m.prev
         arr_idx = int(m.arr.searchsorted(t, "right")) if math.isfinite(t) else m.n_arr
-        busy_now = m.busy_done + sum(t - w.start for w in m.workers if w.state == _BUSY)
+        busy_now = m.busy_done + sum(t - w.start for w in m.workers if w.state == BUSY)
         if math.isfinite(t):
             self._account_workers(m, t)
         self._flush(m)
@@ -409,7 +409,7 @@ class Simulator(Batching):
             forming=forming,
             oldest_wait_s=oldest if math.isfinite(oldest) else 0.0,
             config=m.settings(),
-            ready_workers=sum(1 for w in m.workers if w.state != _LOADING),
+            ready_workers=sum(1 for w in m.workers if w.state != LOADING),
         )
         m.prev = {
             "t": t,

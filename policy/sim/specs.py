@@ -1,15 +1,14 @@
 """What the simulator is given and what it reports: a model's batch latency
-(:class:`LatencyModel`), the devices workers share (:class:`DeviceSpec`), a served model's
-profile, limits and initial configuration (:class:`ModelSpec`), and one model's figures
-over an interval (:class:`IntervalStats`). The semantics are in
+(:class:`LatencyModel`, whose home is :mod:`tsadapt.profile`), the devices workers share
+(:class:`DeviceSpec`), a served model's profile, limits and initial configuration
+(:class:`ModelSpec`), and one model's figures over an interval (:class:`IntervalStats`).
+The semantics are in
 :mod:`tsadapt.policy.sim.simulator`."""
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +20,7 @@ from tsadapt.policy.defaults import (
     WORKER_THREADS,
 )
 from tsadapt.policy.types import ModelSettings
+from tsadapt.profile import LatencyModel
 
 __all__ = [
     "DeviceSpec",
@@ -28,69 +28,6 @@ __all__ = [
     "LatencyModel",
     "ModelSpec",
 ]
-
-
-@dataclass(frozen=True)
-class LatencyModel:
-    """Batch execution time in ms: ``alpha_ms * b + beta_ms``, or a measured table.
-
-    ``table`` holds ``(batch, ms)`` points; between points the time is interpolated
-    linearly, beyond the last point extrapolated along the last segment, below the
-    first point the first point's time is used.
-    """
-
-    alpha_ms: float = 0.0
-    beta_ms: float = 0.0
-    table: tuple[tuple[int, float], ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.table is None:
-            if self.alpha_ms < 0 or self.beta_ms < 0 or self.alpha_ms + self.beta_ms <= 0:
-                raise ValueError(
-                    f"latency: alpha_ms and beta_ms must be >= 0 and not both 0, got "
-                    f"alpha_ms={self.alpha_ms}, beta_ms={self.beta_ms}"
-                )
-            return
-        pts = tuple(sorted((int(b), float(ms)) for b, ms in self.table))
-        if not pts:
-            raise ValueError("latency: table must not be empty")
-        bs = [b for b, _ in pts]
-        if bs[0] < 1 or len(set(bs)) != len(bs):
-            raise ValueError("latency: table batch sizes must be >= 1 and unique")
-        if any(ms <= 0 for _, ms in pts):
-            raise ValueError("latency: table times must be > 0")
-        object.__setattr__(self, "table", pts)
-
-    def batch_ms(self, b: int | np.ndarray) -> float | np.ndarray:
-        """Execution time (ms) of a batch of ``b`` requests without contention."""
-        if self.table is None:
-            return self.alpha_ms * np.asarray(b, dtype=np.float64) + self.beta_ms
-        bs = np.array([p[0] for p in self.table], dtype=np.float64)
-        ms = np.array([p[1] for p in self.table], dtype=np.float64)
-        x = np.asarray(b, dtype=np.float64)
-        y = np.interp(x, bs, ms)
-        if len(bs) >= 2:
-            slope = (ms[-1] - ms[-2]) / (bs[-1] - bs[-2])
-            y = np.where(x > bs[-1], ms[-1] + slope * (x - bs[-1]), y)
-        return np.maximum(y, 1e-6)
-
-    @classmethod
-    def from_csv(cls, path: str | Path, threads: int | None = None) -> LatencyModel:
-        """Read ``batch,latency_ms`` rows (optionally a ``threads`` column, filtered)."""
-        p = Path(path)
-        with p.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        if not rows or not {"batch", "latency_ms"} <= set(rows[0]):
-            raise ValueError(f"profile {p}: need a header with 'batch' and 'latency_ms'")
-        if "threads" in rows[0]:
-            want = threads if threads is not None else min(int(r["threads"]) for r in rows)
-            rows = [r for r in rows if int(r["threads"]) == want]
-            if not rows:
-                raise ValueError(f"profile {p}: no rows with threads={want}")
-        agg: dict[int, list[float]] = {}
-        for r in rows:
-            agg.setdefault(int(r["batch"]), []).append(float(r["latency_ms"]))
-        return cls(table=tuple((b, float(np.mean(v))) for b, v in agg.items()))
 
 
 @dataclass(frozen=True)
@@ -129,7 +66,7 @@ class DeviceSpec:
         return f[-1] + step * (k - len(f))
 
 
-def _check_batch_limit(batch_size: int) -> None:
+def check_batch_limit(batch_size: int) -> None:
     if batch_size > MAX_BATCH_LIMIT:
         raise ValueError(f"batch_size must be <= {MAX_BATCH_LIMIT}, got {batch_size}")
 
@@ -156,7 +93,7 @@ class ModelSpec:
     parallel: bool = False
 
     def __post_init__(self) -> None:
-        _check_batch_limit(self.initial.batch_size)
+        check_batch_limit(self.initial.batch_size)
         if not (self.host_cpu_ms >= 0 and math.isfinite(self.host_cpu_ms)):
             raise ValueError(f"model {self.name!r}: host_cpu_ms must be >= 0 and finite")
         if self.threads < 1:

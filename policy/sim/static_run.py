@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from tsadapt.policy.sim.metrics import ModelResult, pool, summarize
-from tsadapt.policy.sim.scenario import Scenario, _mapping, _no_extra
+from tsadapt.policy.sim.scenario import Scenario, reject_unknown, require_mapping
 from tsadapt.policy.types import ModelSettings
 
 __all__ = ["SimResult", "pool_replications", "run_static"]
@@ -34,8 +34,8 @@ class SimResult:
 def _as_config(name: str, c: ModelSettings | Mapping[str, Any]) -> ModelSettings:
     if isinstance(c, ModelSettings):
         return c
-    c = _mapping(f"config[{name}]", c)
-    _no_extra(f"config[{name}]", c, {"batch_size", "max_batch_delay_ms", "workers"})
+    c = require_mapping(f"config[{name}]", c)
+    reject_unknown(f"config[{name}]", c, {"batch_size", "max_batch_delay_ms", "workers"})
     try:
         return ModelSettings(**c)
     except ValueError as exc:

@@ -1,5 +1,6 @@
 """Workloads as scenario files give them: the ``trace`` kind (a CSV of per-second rates
-or of timestamps, read and checked once) and :func:`workload_from_dict`, which builds any
+or of timestamps, read and checked once; lines starting with ``#`` are comments, e.g. where
+``tsadapt trace`` took the arrivals from) and :func:`workload_from_dict`, which builds any
 kind from a ``{"kind": ..., **params}`` mapping and names the bad field. The kinds and
 their semantics are in :mod:`tsadapt.policy.sim.workloads`."""
 
@@ -20,9 +21,9 @@ from tsadapt.policy.sim.workloads import (
     Poisson,
     Step,
     Workload,
-    _check_duration,
-    _piecewise_poisson,
-    _set,
+    check_duration,
+    piecewise_poisson,
+    set_frozen,
 )
 
 __all__ = ["WORKLOAD_KINDS", "Trace", "workload_from_dict"]
@@ -44,9 +45,13 @@ class Trace(Workload):
         p = Path(self.path)
         if not p.is_file():
             raise ValueError(f"{k}.path: no such file: {p}")
-        _set(self, "path", str(p))
+        set_frozen(self, "path", str(p))
         with p.open(newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+            rows = [
+                r
+                for r in csv.reader(fh)
+                if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")
+            ]
         if not rows:
             raise ValueError(f"{k}.path: {p} is empty")
         header = [c.strip().lower() for c in rows[0]]
@@ -69,8 +74,8 @@ class Trace(Workload):
             ts = np.sort(data[:, 0])
             if ts[0] < 0:
                 raise ValueError(f"{k}.path: {p}: timestamps must be >= 0")
-            _set(self, "_times", ts)
-            _set(self, "_rates", None)
+            set_frozen(self, "_times", ts)
+            set_frozen(self, "_rates", None)
         elif len(names) == 2 and "rate" in names:
             ri = names.index("rate")
             times, rates = data[:, 1 - ri], data[:, ri]
@@ -78,8 +83,8 @@ class Trace(Workload):
                 raise ValueError(f"{k}.path: {p}: times must be strictly increasing")
             if np.any(rates < 0) or times[0] < 0:
                 raise ValueError(f"{k}.path: {p}: times and rates must be >= 0")
-            _set(self, "_times", times)
-            _set(self, "_rates", rates)
+            set_frozen(self, "_times", times)
+            set_frozen(self, "_rates", rates)
         else:
             raise ValueError(
                 f"{k}.path: {p}: header must be one timestamp column or two columns "
@@ -113,13 +118,13 @@ class Trace(Workload):
         return float(self._rates.max())
 
     def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-        d = _check_duration(duration_s)
+        d = check_duration(duration_s)
         if self._rates is None:
             return self._times[self._times < d].copy()
         starts, ends = self._edges()
         starts, ends = np.minimum(starts, d), np.minimum(ends, d)
         keep = ends > starts
-        return _piecewise_poisson(starts[keep], ends[keep], self._rates[keep], rng)
+        return piecewise_poisson(starts[keep], ends[keep], self._rates[keep], rng)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path}

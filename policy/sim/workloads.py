@@ -97,11 +97,11 @@ def _check_offset(kind: str, value: Any, period_s: float) -> float:
     return offset
 
 
-def _set(obj: Any, name: str, value: Any) -> None:
+def set_frozen(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
 
 
-def _piecewise_poisson(
+def piecewise_poisson(
     starts: np.ndarray, ends: np.ndarray, rates: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """Poisson arrivals with rate ``rates[i]`` on ``[starts[i], ends[i])`` (sorted)."""
@@ -123,7 +123,7 @@ def _segments(breaks: list[float], duration_s: float) -> tuple[np.ndarray, np.nd
     return edges[:-1], edges[1:]
 
 
-def _check_duration(duration_s: float) -> float:
+def check_duration(duration_s: float) -> float:
     d = float(duration_s)
     if not d >= 0 or not math.isfinite(d):
         raise ValueError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
@@ -184,7 +184,7 @@ class Poisson(Workload):
     rate: float
 
     def __post_init__(self) -> None:
-        _set(self, "rate", _check(self.kind, "rate", self.rate))
+        set_frozen(self, "rate", _check(self.kind, "rate", self.rate))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         return np.full(np.shape(t), self.rate)
@@ -193,7 +193,7 @@ class Poisson(Workload):
         return self.rate
 
     def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-        d = _check_duration(duration_s)
+        d = check_duration(duration_s)
         n = int(rng.poisson(self.rate * d))
         t = rng.random(n) * d
         t.sort()
@@ -213,16 +213,16 @@ class Bursty(Workload):
 
     def __post_init__(self) -> None:
         k = self.kind
-        _set(self, "base_rate", _check(k, "base_rate", self.base_rate))
-        _set(self, "spike_rate", _check(k, "spike_rate", self.spike_rate))
-        _set(self, "spike_s", _check(k, "spike_s", self.spike_s, positive=True))
-        _set(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
+        set_frozen(self, "base_rate", _check(k, "base_rate", self.base_rate))
+        set_frozen(self, "spike_rate", _check(k, "spike_rate", self.spike_rate))
+        set_frozen(self, "spike_s", _check(k, "spike_s", self.spike_s, positive=True))
+        set_frozen(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
         if self.spike_s > self.period_s:
             raise ValueError(
                 f"{k}.spike_s must be <= period_s ({self.period_s}), got {self.spike_s}"
             )
         offset = 0.5 * self.period_s if self.offset_s is None else self.offset_s
-        _set(self, "offset_s", _check_offset(k, offset, self.period_s))
+        set_frozen(self, "offset_s", _check_offset(k, offset, self.period_s))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         phase = np.mod(np.asarray(t, dtype=np.float64) - self.offset_s, self.period_s)
@@ -232,7 +232,7 @@ class Bursty(Workload):
         return max(self.base_rate, self.spike_rate)
 
     def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-        d = _check_duration(duration_s)
+        d = check_duration(duration_s)
         assert self.offset_s is not None
         k_max = math.ceil(d / self.period_s) + 1
         breaks: list[float] = []
@@ -241,7 +241,7 @@ class Bursty(Workload):
             breaks += [s, s + self.spike_s]
         starts, ends = _segments(breaks, d)
         rates = self.rates_at(0.5 * (starts + ends))
-        return _piecewise_poisson(starts, ends, rates, rng)
+        return piecewise_poisson(starts, ends, rates, rng)
 
 
 @dataclass(frozen=True)
@@ -256,14 +256,14 @@ class Diurnal(Workload):
 
     def __post_init__(self) -> None:
         k = self.kind
-        _set(self, "min_rate", _check(k, "min_rate", self.min_rate))
-        _set(self, "max_rate", _check(k, "max_rate", self.max_rate))
-        _set(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
+        set_frozen(self, "min_rate", _check(k, "min_rate", self.min_rate))
+        set_frozen(self, "max_rate", _check(k, "max_rate", self.max_rate))
+        set_frozen(self, "period_s", _check(k, "period_s", self.period_s, positive=True))
         if self.max_rate < self.min_rate:
             raise ValueError(
                 f"{k}.max_rate must be >= min_rate ({self.min_rate}), got {self.max_rate}"
             )
-        _set(self, "offset_s", _check_offset(k, self.offset_s, self.period_s))
+        set_frozen(self, "offset_s", _check_offset(k, self.offset_s, self.period_s))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         x = np.asarray(t, dtype=np.float64) - self.offset_s
@@ -274,7 +274,7 @@ class Diurnal(Workload):
         return self.max_rate
 
     def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-        d = _check_duration(duration_s)
+        d = check_duration(duration_s)
         lam = self.max_rate
         n = int(rng.poisson(lam * d))
         cand = rng.random(n) * d
@@ -299,9 +299,9 @@ class GammaRenewal(Workload):
 
     def __post_init__(self) -> None:
         k = self.kind
-        _set(self, "mean_rate", _check(k, "mean_rate", self.mean_rate, positive=True))
-        _set(self, "cv", _check(k, "cv", self.cv, positive=True))
-        _set(self, "interval_s", _check(k, "interval_s", self.interval_s, positive=True))
+        set_frozen(self, "mean_rate", _check(k, "mean_rate", self.mean_rate, positive=True))
+        set_frozen(self, "cv", _check(k, "cv", self.cv, positive=True))
+        set_frozen(self, "interval_s", _check(k, "interval_s", self.interval_s, positive=True))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         return np.full(np.shape(t), self.mean_rate)
@@ -310,7 +310,7 @@ class GammaRenewal(Workload):
         return self.mean_rate
 
     def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-        d = _check_duration(duration_s)
+        d = check_duration(duration_s)
         shape = 1.0 / (self.cv * self.cv)
         scale = 1.0 / (self.mean_rate * shape)
         burn = self.BURN_IN_GAPS / self.mean_rate
@@ -347,8 +347,8 @@ class Step(Workload):
         if len(self.rates) == 0:
             raise ValueError(f"{k}.rates must not be empty")
         rates = tuple(_check(k, f"rates[{i}]", r) for i, r in enumerate(self.rates))
-        _set(self, "rates", rates)
-        _set(self, "step_s", _check(k, "step_s", self.step_s, positive=True))
+        set_frozen(self, "rates", rates)
+        set_frozen(self, "step_s", _check(k, "step_s", self.step_s, positive=True))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         idx = np.clip(
@@ -360,10 +360,10 @@ class Step(Workload):
         return max(self.rates)
 
     def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
-        d = _check_duration(duration_s)
+        d = check_duration(duration_s)
         breaks = [i * self.step_s for i in range(1, len(self.rates))]
         starts, ends = _segments(breaks, d)
-        return _piecewise_poisson(starts, ends, self.rates_at(0.5 * (starts + ends)), rng)
+        return piecewise_poisson(starts, ends, self.rates_at(0.5 * (starts + ends)), rng)
 
 
 @dataclass(frozen=True)
@@ -376,7 +376,7 @@ class Mix(Workload):
     def __post_init__(self) -> None:
         if not self.parts:
             raise ValueError("mix.parts must not be empty")
-        _set(self, "parts", tuple(self.parts))
+        set_frozen(self, "parts", tuple(self.parts))
 
     def rates_at(self, t: np.ndarray) -> np.ndarray:
         return np.sum([p.rates_at(t) for p in self.parts], axis=0)

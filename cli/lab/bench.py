@@ -1,4 +1,4 @@
-"""The ``tsadapt bench`` subcommand (wired into ``tsadapt`` by ``register``)."""
+"""The ``tsadapt lab bench`` subcommand (wired into ``tsadapt`` by ``register``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from tsadapt.cli.arg_types import positive_float, positive_int
 from tsadapt.experiments.bench_schedule import MAX_REQUESTS
+from tsadapt.markdown import command_of
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -23,10 +24,10 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         expand_peers(peers)
     except ValueError as exc:
-        print(f"tsadapt bench: error: --{exc}", file=sys.stderr)
+        print(f"tsadapt lab bench: error: --{exc}", file=sys.stderr)
         return 2
     if not controllers and not peers:
-        print("tsadapt bench: error: --controllers: nothing to run", file=sys.stderr)
+        print("tsadapt lab bench: error: --controllers: nothing to run", file=sys.stderr)
         return 2
     cfg = BenchConfig(
         scenario=args.scenario,
@@ -42,7 +43,7 @@ def _bench(args: argparse.Namespace) -> int:
         locustfile=args.locustfile,
         capacity_s=args.capacity_s,
         peers_report=args.peers_report,
-        command="tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "",
+        command=command_of(args, within="bench"),
     )
     results, _ = run_bench(cfg)
     return 0 if any(r.status == "ok" for r in results) else 1

@@ -1,4 +1,4 @@
-"""``tsadapt evaluate``: every policy over scenarios x seeds, the budget-matched best-static,
+"""``tsadapt lab evaluate``: every policy over scenarios x seeds, the budget-matched best-static,
 and (``--random N``) N random held-out scenarios -> ``docs/results/simulation.md``."""
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tsadapt.cli.learn_commands import (
-    DEFAULT_POLICY_FILE,
-    DEFAULT_SCENARIOS,
-    RESULTS_DIR,
-    _command_line,
-    _err,
-    _rel,
+from tsadapt.cli.arg_types import usage_error
+from tsadapt.constants import RESULTS_DIR, SCENARIOS_DIR
+from tsadapt.markdown import rel, typed_command
+from tsadapt.policy.ppo_policy import SHIPPED_POLICY as DEFAULT_POLICY_FILE
+
+DEFAULT_SCENARIOS = tuple(
+    str(SCENARIOS_DIR / f"{n}.yaml")
+    for n in ("bursty", "diurnal", "step", "bursty-shared", "diurnal-shared")
 )
 
 
@@ -114,13 +115,13 @@ def evaluate(args: argparse.Namespace) -> int:
     from tsadapt.policy.sim.scenario import load_scenario
 
     if args.random < 0:
-        return _err(f"--random: need a count >= 0, got {args.random}")
+        return usage_error(f"--random: need a count >= 0, got {args.random}")
     if args.random and "ppo" not in args.policies:
-        return _err("--random: needs ppo among --policies")
+        return usage_error("--random: needs ppo among --policies")
     if args.random_horizon is not None and not args.random_horizon > 0:
-        return _err(f"--random-horizon: need seconds > 0, got {args.random_horizon}")
+        return usage_error(f"--random-horizon: need seconds > 0, got {args.random_horizon}")
     if args.processes < 1:
-        return _err(f"--processes: need >= 1, got {args.processes}")
+        return usage_error(f"--processes: need >= 1, got {args.processes}")
     try:
         scenarios = [load_scenario(p) for p in args.scenarios]
         meta = read_metadata(args.policy_file) if "ppo" in args.policies else {}
@@ -130,7 +131,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
             check_heldout(load_train_config(args.train_config), args.random)
     except (PolicyFileError, ValueError, OSError) as exc:
-        return _err(str(exc))
+        return usage_error(str(exc))
     total = len(scenarios) * args.seeds * len(args.policies) + args.random
     if "best-static" in args.policies:
         total += sum(static_search_size(s) for s in scenarios)
@@ -141,7 +142,7 @@ def evaluate(args: argparse.Namespace) -> int:
         try:
             rows, starts = _named_rows(args, scenarios, prog, task)
         except PolicyFileError as exc:
-            return _err(str(exc))
+            return usage_error(str(exc))
         t_named = time.perf_counter() - t0
         sections: list[str] = []
         if args.random:
@@ -166,13 +167,13 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _header(args: argparse.Namespace, meta: dict, wall_s: float, named_s: float) -> dict:
     header: dict[str, Any] = {
-        "command": f"`{_command_line('evaluate', args.argv)}`",
-        "scenarios": ", ".join(f"`{_rel(Path(p))}`" for p in args.scenarios),
+        "command": f"`{typed_command(['lab', 'evaluate', *args.argv])}`",
+        "scenarios": ", ".join(f"`{rel(Path(p))}`" for p in args.scenarios),
         "evaluation wall time": f"{wall_s:.0f} s"
         + (f" ({named_s:.0f} s the named scenarios)" if args.random else ""),
     }
     if "ppo" in args.policies:
-        header["policy file"] = f"`{_rel(Path(args.policy_file))}`"
+        header["policy file"] = f"`{rel(Path(args.policy_file))}`"
         header["policy training"] = (
             f"{meta.get('total_timesteps')} steps in {meta.get('train_seconds')} s wall, "
             f"{meta.get('train_cpu_seconds')} s CPU (one thread), on a "

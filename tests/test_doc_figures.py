@@ -1,0 +1,203 @@
+"""Figures quoted in the README and docs/ against the JSON under docs/results/ they come from.
+
+Each entry of :data:`FIGURES` is one quoted figure: the page, the text around it with ``{}``
+where the figure goes, the JSON file, the key path to the value and its format. The test
+fills the value in from the JSON and looks for the text in the page, so a figure that drifts
+from its source (the page edited, or the result regenerated) fails here. To add a figure, add
+a line; a key path is dotted (a key holding dots is matched whole), ``#len`` takes a list's
+length, ``[k=v,k=v]`` picks the row of a list whose keys have those values; several ``{}``
+in one text take a tuple of paths, and a text may carry its own formats (``{:.2f}``) instead
+of ``fmt``; ``scale`` multiplies (100 for a fraction quoted in %).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "results"
+
+
+class Figure(NamedTuple):
+    """One quoted figure (or several in one text): where it is and where it comes from."""
+
+    doc: str
+    text: str  # the page's text, ``{}`` for each figure
+    source: str  # JSON file under docs/results/
+    paths: tuple[str, ...]  # dotted key path per ``{}``; ``#len`` = the list's length
+    fmt: str = ".1f"
+    scale: float = 1.0  # e.g. 100 for a fraction quoted in %
+
+
+def bench(doc: str, text: str, scenario: str, ctrl: str, key: str, fmt: str = ".1f") -> Figure:
+    """A figure of ``docs/results/bench-<scenario>.json``: a controller's mean over seeds."""
+    return Figure(doc, text, f"bench-{scenario}.json", (f"controllers.{ctrl}.{key}.mean",), fmt)
+
+
+def gpu(text: str, model: str, device: str, fmt: str) -> Figure:
+    """A model's fitted alpha (ms per request) on the H200 run's GPU or one CPU thread."""
+    row = f"parts.profiles.profiles[model={model},device={device}]"
+    return Figure("docs/gpu-check.md", text, "gpu.json", (f"{row}.fit.alpha_ms",), fmt)
+
+
+ATT, GOOD = "slo_attainment_pct", "goodput_rps"
+FIGURES: list[Figure] = [
+    # README: results summary
+    bench("README.md", "aimd attains {} % of", "surge", "aimd", ATT),
+    bench("README.md", "SLOs ({} req/s of goodput)", "surge", "aimd", GOOD, ".2f"),
+    bench("README.md", "against {} % (", "surge", "static", ATT),
+    bench("README.md", " ({} req/s) for the", "surge", "static", GOOD, ".2f"),
+    bench("README.md", "on `co-surge`, {} % against", "co-surge", "aimd", ATT),
+    bench("README.md", "against {} %. Details", "co-surge", "static", ATT),
+    Figure("README.md", "server on {} of {} scenarios", "fidelity.json",
+           ("scenarios_agreeing#len", "scenarios#len"), "d"),
+    Figure("README.md", "holds\n  {} MiB resident", "sidecar-rss.json",
+           ("numpy (tsadapt control --policy ppo).median_mb",)),
+    Figure("README.md", "({} MiB on the torch path", "sidecar-rss.json",
+           ("torch (PPOPolicy, the previous path).median_mb",)),
+    # docs/simulator-and-learning.md
+    Figure("docs/simulator-and-learning.md", "(`load_worker_cpu_s`; the committed run: {})",
+           "fidelity-calibration.json", ("cpu.load_worker_cpu_s",), ".2f"),
+    # docs/kubernetes.md: the sidecar's memory (the scale-out figures: test_scaleout_readme.py)
+    Figure("docs/kubernetes.md", "holds {} MiB resident", "sidecar-rss.json",
+           ("numpy (tsadapt control --policy ppo).median_mb",)),
+    Figure("docs/kubernetes.md", "against {} MiB for the same", "sidecar-rss.json",
+           ("torch (PPOPolicy, the previous path).median_mb",)),
+    # docs/gpu-check.md: the H200 run
+    gpu("image 3.52 vs {},", "image", "cpu", ".2f"),
+    gpu("image {} vs 5.90,", "image", "cuda:0", ".2f"),
+    gpu("text {} vs 1.071,", "text", "cuda:0", ".3f"),
+    gpu("text 0.026 vs {},", "text", "cpu", ".3f"),
+    gpu("tabular {} vs 0.055.", "tabular", "cuda:0", ".3f"),
+    gpu("tabular 0.043 vs {}.", "tabular", "cpu", ".3f"),
+    Figure("docs/gpu-check.md", "one image worker {} req/s, two {}\n  (1.34x), four {} (1.18x)",
+           "gpu.json", tuple(f"parts.colocation.cases[setting=image x{n}].throughput_rps"
+                             for n in (1, 2, 4))),
+    # docs/benches-and-peers.md: the withdrawn Ray Serve rows, named; the multi-seed table's
+    # rows are added below
+    bench("docs/benches-and-peers.md", "these two reports ({} % on co-surge)", "co-surge",
+          "rayserve", ATT),
+]  # fmt: skip
+
+#: The multi-seed table's rows in docs/benches-and-peers.md: (scenario, controller, label).
+BENCH_ROWS = [
+    (scenario, ctrl, label)
+    for scenario in ("surge", "co-surge")
+    for ctrl, label in (
+        ("static", "static"),
+        ("aimd", "**aimd**"),
+        ("queue", "queue"),
+        ("ppo", "ppo"),
+    )
+]
+for _scenario, _ctrl, _label in BENCH_ROWS:
+    _base = f"controllers.{_ctrl}"
+    FIGURES.append(
+        Figure(
+            "docs/benches-and-peers.md",
+            f"| {_scenario} | {_label} | {{:.1f}} ± {{:.1f}} | {{:.2f}} ± {{:.2f}} | {{:.0f}} |",
+            f"bench-{_scenario}.json",
+            tuple(
+                f"{_base}.{k}"
+                for k in (
+                    "slo_attainment_pct.mean",
+                    "slo_attainment_pct.sd",
+                    "goodput_rps.mean",
+                    "goodput_rps.sd",
+                    "worker_seconds.mean",
+                )
+            ),
+        )
+    )
+
+
+@cache
+def _json(name: str) -> Any:
+    return json.loads((RESULTS / name).read_text())
+
+
+@cache
+def _page(doc: str) -> str:
+    return (REPO / doc).read_text()
+
+
+def _key(node: dict[str, Any], rest: str) -> str | None:
+    """The longest key of ``node`` that ``rest`` starts with, followed by ``.``, ``[`` or
+    nothing."""
+    for k in sorted(node, key=len, reverse=True):
+        if rest == k or (rest.startswith(k) and rest[len(k)] in ".["):
+            return k
+    return None
+
+
+def value(doc: Any, path: str) -> Any:
+    """The value at a dotted key path (a key may hold dots: the longest match wins)."""
+    length = path.endswith("#len")
+    path = path.removesuffix("#len")
+    node, rest = doc, path
+    while rest:
+        if isinstance(node, list):
+            selector, _, rest = rest.partition("]")
+            wanted = dict(kv.split("=", 1) for kv in selector.strip("[").split(","))
+            rows = [r for r in node if all(str(r.get(k)) == v for k, v in wanted.items())]
+            if len(rows) != 1:
+                raise KeyError(f"{selector}]: {len(rows)} rows match")
+            node, rest = rows[0], rest.removeprefix(".")
+            continue
+        key = _key(node, rest)
+        if key is None:
+            raise KeyError(f"{rest!r} not in {sorted(node)}")
+        node, rest = node[key], rest[len(key) :].removeprefix(".")
+    return len(node) if length else node
+
+
+def expected(fig: Figure) -> str:
+    """The figure's text with its values filled in from the JSON."""
+    values = [value(_json(fig.source), p) for p in fig.paths]
+    values = [v * fig.scale if fig.scale != 1.0 else v for v in values]
+    if "{:" in fig.text:  # formats written into the text
+        return fig.text.format(*values)
+    return fig.text.format(*(format(v, fig.fmt) for v in values))
+
+
+@pytest.mark.parametrize("fig", FIGURES, ids=lambda f: f"{f.doc}:{f.text[:40]}")
+def test_a_quoted_figure_matches_its_json(fig: Figure) -> None:
+    text = expected(fig)
+    assert text in _page(fig.doc), f"{fig.doc} should quote {text!r} ({fig.source})"
+
+
+def test_a_drifted_figure_is_caught() -> None:
+    """The check itself: the same text with another value is not in the page."""
+    fig = FIGURES[0]
+    real = value(_json(fig.source), fig.paths[0])
+    assert fig.text.format(format(real + 0.1, fig.fmt)) not in _page(fig.doc)
+    assert expected(fig) in _page(fig.doc)
+
+
+def test_key_paths() -> None:
+    with pytest.raises(KeyError):
+        value({"a": {"b": 1}}, "a.c")
+    assert value({"a.b": [1, 2, 3]}, "a.b#len") == 3
+    rows = {"r": [{"k": "x", "n": 1, "v": 5}, {"k": "x", "n": 2, "v": 7}]}
+    assert value(rows, "r[k=x,n=2].v") == 7
+    with pytest.raises(KeyError):
+        value(rows, "r[k=x].v")  # two rows match: ambiguous
+
+
+def test_the_readme_is_short_its_links_resolve_and_ci_runs_its_test_command() -> None:
+    readme = _page("README.md")
+    assert len(readme.splitlines()) <= 300
+    links = re.findall(r"\]\(((?:docs/)[^)#]+)\)", readme)
+    assert links and all((REPO / link).exists() for link in links), links
+    for page in (REPO / "docs").glob("*.md"):
+        for link in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
+            assert (page.parent / link).exists(), f"{page.name}: {link}"
+    assert "make test " in readme and "make demo " in readme
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test\b", ci, flags=re.MULTILINE), ci
