@@ -1,5 +1,5 @@
 """Each system's steady capacity per model, measured before the open-loop runs of
-``tsadapt lab bench --peers``: a closed loop (``loadtests/closedloop.py``: ``USERS`` Locust users
+``tsadapt lab bench --peers``: a closed loop (``loadtests/_closedloop.py``: ``USERS`` Locust users
 each sending the next request as soon as the last is answered, the open-loop runs' payloads)
 against one model at a time, on a fresh server per system, for ``seconds`` after a warm-up.
 
@@ -93,7 +93,7 @@ def closed_loop(url: str, workdir: Path, model: str, seconds: float, out: Path) 
     from tsadapt.experiments.bench_run import favour_load_generator
 
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR / "closedloop.py"),
+        sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR / "_closedloop.py"),
         "--headless", "--only-summary", "--loglevel", "WARNING", "-u", str(USERS),
         "-r", str(USERS), "--run-time", f"{math.ceil(seconds + WARMUP_S)}s", "--host", url,
         "--model", model, "--warmup", str(WARMUP_S), "--out", str(out),

@@ -1,8 +1,10 @@
 """Closed loop: a fixed number of users, each sending the next request to one model as soon
 as the last is answered, to measure a server's steady capacity (``tsadapt lab bench --peers``
-measures every system with it before the open-loop runs).
+measures every system with it before the open-loop runs). The leading underscore keeps it
+out of ``locust -f loadtests`` (Locust skips such files when it loads a folder): its users
+must never join an open-loop run.
 
-    locust -f loadtests/closedloop.py --headless -u 32 -r 32 --run-time 12s \\
+    locust -f loadtests/_closedloop.py --headless -u 32 -r 32 --run-time 12s \\
         --host http://127.0.0.1:8080 --model image --warmup 2 --out cap.json
 
 The payloads are the open-loop runs' (``PAYLOADS_PER_MODEL`` bodies drawn as the scenarios
