@@ -71,14 +71,14 @@ def run_cpu16(
         "cores": os.cpu_count(),
         "steps": [],
     }
-    packrat = ["packrat", "bench", "--model", "text", *packrat_args,
+    packrat = ["lab", "packrat", "bench", "--model", "text", *packrat_args,
                "--out", str(extras / "packrat"), "--workdir", str(work / "packrat")]  # fmt: skip
     step = run_step("Packrat: planned vs fat instance, live switches", packrat,
                     0.5 * seconds_left() - 10, extras / "packrat.log",
                     extras / "packrat" / "packrat.md")  # fmt: skip
     part["steps"].append(step)
     on_step(part)
-    shared = ["bench", "--scenario", "bursty-shared", "--controllers", shared_controllers,
+    shared = ["lab", "bench", "--scenario", "bursty-shared", "--controllers", shared_controllers,
               "--controller-config", str(REPO_DIR / "configs" / "controller.yaml"),
               "--duration", f"{shared_s:g}", "--out", str(extras / "shared"),
               "--runs-dir", str(work / "shared")]  # fmt: skip
