@@ -18,9 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-## The optional peers extra (Ray Serve) for `tsadapt lab bench --peers rayserve` and its test.
+## The bench's peers (Ray Serve, BentoML) for `tsadapt lab bench --peers` and their tests, each
+## in its own venv under .venv-peers/ (their pins clash): the setup.cfg extras peer-<name>.
 install-peers: install
-	$(PY) -m pip install --quiet -e '.[learn,bench,dev,peers]'
+	$(PY) -m tsadapt.experiments.peers.envs install
 
 ## Start a real TorchServe with the demo models, send real requests, print latency, stop.
 demo: install

@@ -45,6 +45,7 @@ from tsadapt.experiments.bench_run import (  # noqa: F401 - BenchConfig and the 
     fmt,
     locust_command,
     run_t0,
+    start_server,
     summarize_run,
 )
 from tsadapt.experiments.bench_schedule import (
@@ -62,12 +63,8 @@ from tsadapt.policy.sim.scenario import Scenario, load_scenario
 
 # --------------------------------------------------------------------------- constants
 
-#: Tries at starting a server (see ``_start_server``).
-SERVER_START_ATTEMPTS = 5
 #: Seconds of quiet between the warm-up and the load.
 WARMUP_SETTLE_S = 1.0
-
-
 # --------------------------------------------------------------------------- one run
 
 
@@ -95,7 +92,7 @@ def run_one(
         models=tuple(scenario.model_names),
     )
     on_tick(0.0, "starting TorchServe")
-    server = _start_server(start, server_cfg)
+    server = start_server(start, server_cfg)
     ctrl = poller = None
     try:
         if cfg.warmup_rounds > 0:
@@ -129,12 +126,21 @@ def run_one(
             end_process(ctrl)
         finally:
             on_tick(schedule.duration_s, "stopping TorchServe")
+            _save_metrics(server_cfg.metrics_url, rundir / "server-metrics.txt")
             stop(server_cfg.workdir)
     records = read_records(records_path)
     return summarize_run(
         controller, schedule, records, poller.samples if poller else [], rundir,
         decisions if decisions.is_file() else None,
     )  # fmt: skip
+
+
+def _save_metrics(url: str, path: Path) -> None:
+    """TorchServe's Prometheus metrics at the end of a run (for the peers report's time
+    breakdown); a failure only loses them."""
+    from tsadapt.experiments.peers.peer_bench import save_text
+
+    save_text(url, path)
 
 
 def warm_up(server, models: Sequence[str], rounds: int, seed: int = 0) -> int:  # noqa: ANN001
@@ -166,19 +172,6 @@ def warm_up(server, models: Sequence[str], rounds: int, seed: int = 0) -> int:  
     return ok
 
 
-def _start_server(start: Callable, config):  # noqa: ANN001, ANN202 - tsadapt.serve.server types
-    """``start(config)``, tried twice: a key file read while TorchServe is still writing it
-    fails with a JSON error (``start`` stops the half-started server before raising)."""
-    for attempt in range(SERVER_START_ATTEMPTS):
-        try:
-            return start(config)
-        except ValueError:
-            if attempt + 1 == SERVER_START_ATTEMPTS:
-                raise
-            time.sleep(1.0)
-    raise AssertionError("unreachable")
-
-
 # --------------------------------------------------------------------------- entry
 
 
@@ -193,7 +186,9 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
     seeds = bench_seeds(scenario.seed if cfg.seed is None else cfg.seed, cfg.seeds)
     schedules = {s: scenario_schedule(scenario, s, cfg.duration_s, cfg.max_requests) for s in seeds}
     controllers = expand_controllers(cfg.controllers, cfg.controller_config, scenario_path)
-    peers = expand_peers(cfg.peers)
+    from tsadapt.experiments.peers.peer_bench import variant_names
+
+    peers = tuple(variant_names(expand_peers(cfg.peers)))
     console = Console(stderr=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     started_text = time.strftime("%Y-%m-%d %H:%M")
@@ -206,6 +201,14 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
         + (f", peers {', '.join(peers)}" if peers else "")
     )
     runs: dict[int, list[RunResult]] = {}
+    caps = []
+    if peers and cfg.capacity_s > 0:
+        from tsadapt.experiments.bench_capacity import capacity_systems, measure
+
+        for system in capacity_systems(peers):
+            console.print(f"capacity: {system} (closed loop, {cfg.capacity_s:.0f} s per model)")
+            rundir = cfg.runs_dir / scenario.name / f"{stamp}-capacity-{system}"
+            caps += measure(cfg, system, scenario_path, scenario, rundir, cfg.capacity_s)
     with Progress(
         TextColumn("{task.fields[ctl]:<14}"), BarColumn(), TextColumn("{task.completed:>4.0f}/"
         "{task.total:.0f} s"), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -240,6 +243,11 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
     summary = summary_json(scenario.name, runs, cfg.command, first.duration_s)
     md.with_suffix(".json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _print_tables(scenario.name, schedules, runs, md)
+    if peers:
+        from tsadapt.experiments.peers.peers_report import write_report
+
+        peers_md = write_report(cfg, scenario, first.duration_s, started_text, runs, caps)
+        console.print(f"wrote {peers_md} and {peers_md.with_suffix('.json').name}")
     results = [r for seed in seeds for r in runs[seed]]
     (cfg.runs_dir / scenario.name / f"{stamp}-summary.json").write_text(
         json.dumps(
@@ -261,15 +269,13 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
 
 
 def run_peer(
-    cfg: BenchConfig, scenario_path: Path, scenario: Scenario, schedule: Schedule, peer: str,
+    cfg: BenchConfig, scenario_path: Path, scenario: Scenario, schedule: Schedule, run: str,
     rundir: Path, on_tick: Callable[[float, str], None],
 ) -> RunResult:  # fmt: skip
-    """One run of a peer system (``--peers``), the same arrivals and Locust machinery."""
-    from tsadapt.experiments.peers.rayserve_bench import run_rayserve
+    """One run of a peer system's variant (``--peers``), the same arrivals and Locust."""
+    from tsadapt.experiments.peers.peer_bench import run_peer_variant
 
-    if peer != "rayserve":
-        raise ValueError(f"peers: unknown peer {peer!r}")
-    return run_rayserve(cfg, scenario_path, scenario, schedule, rundir, on_tick)
+    return run_peer_variant(cfg, scenario_path, scenario, schedule, run, rundir, on_tick)
 
 
 def _print_tables(

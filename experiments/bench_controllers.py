@@ -67,13 +67,15 @@ def expand_controllers(names: Sequence[str], config: Path, scenario: Path) -> tu
 
 
 def expand_peers(names: Sequence[str]) -> tuple[str, ...]:
-    """Validate ``--peers`` names (each once, in the given order)."""
-    from tsadapt.experiments.peers import PEERS
+    """Validate ``--peers`` names (each once, in the given order): a peer (all its
+    variants) or one variant of it (``rayserve-auto``)."""
+    from tsadapt.experiments.peers import PEERS, VARIANTS
 
+    known = [*PEERS, *(name for v in VARIANTS.values() for name, _ in v)]
     out: list[str] = []
     for n in names:
-        if n not in PEERS:
-            raise ValueError(f"peers: unknown peer {n!r}; known: {', '.join(PEERS)}")
+        if n not in known:
+            raise ValueError(f"peers: unknown peer {n!r}; known: {', '.join(known)}")
         if n not in out:
             out.append(n)
     return tuple(out)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tsadapt.experiments.bench_run import BenchConfig, RunResult, fmt
-from tsadapt.experiments.bench_schedule import Schedule
+from tsadapt.experiments.bench_schedule import LATENESS_LIMIT_MS, Schedule
 from tsadapt.experiments.bench_seeds import (
     PAIRED_HEADER,
     SUMMARY_HEADER,
@@ -38,7 +38,7 @@ def table_rows(results: Sequence[RunResult]) -> list[list[str]]:
             nre = sum(res.reconfigurations.values()) if name == "overall" else (
                 res.reconfigurations.get(name, 0))  # fmt: skip
             rows.append([
-                res.controller, name, fmt(r.slo_ms, ".0f"), str(r.requests),
+                res.label, name, fmt(r.slo_ms, ".0f"), str(r.requests),
                 f"{100 * r.slo_attainment:.1f}%", fmt(r.goodput_rps, ".2f"), fmt(r.p50_ms),
                 fmt(r.p99_ms), fmt(r.worker_seconds, ".0f"), str(nre),
                 str(r.requests - r.completed),
@@ -62,7 +62,11 @@ def write_markdown(
     seeds = sorted(runs)
     first = schedules[seeds[0]]
     multi = len(seeds) > 1
-    peers = [r.controller for r in runs[seeds[0]] if r.controller in PEER_NOTES]
+    peers = list(
+        dict.fromkeys(
+            peer_of(r.controller) for r in runs[seeds[0]] if peer_of(r.controller) in PEER_NOTES
+        )
+    )
     lines = [
         f"# Benchmark: scenario `{scenario.name}` on a real TorchServe",
         "",
@@ -94,7 +98,9 @@ def write_markdown(
             f"## Across {len(seeds)} seeds",
             "",
             "Mean ± sample standard deviation over the seeds each controller ran on "
-            "(overall figures).",
+            f"validly (overall figures): a run whose load generator sent late by more than "
+            f"{LATENESS_LIMIT_MS:.0f} ms at the p99 is marked `(invalid)` and left out, "
+            "for every controller and peer alike.",
             "",
             *markdown_table(SUMMARY_HEADER, summary_rows(runs)),
             "",
@@ -122,6 +128,11 @@ def write_markdown(
 
 #: Text the report adds when a peer ran (filled in by the peers' modules).
 PEER_NOTES: dict[str, str] = {}
+
+
+def peer_of(run: str) -> str:
+    """The peer a run name belongs to (``rayserve-auto`` -> ``rayserve``), else the name."""
+    return run.split("-", 1)[0]
 
 
 def _run_sections(

@@ -1,4 +1,4 @@
-"""One ``tsadapt bench`` run's parts that the bench and its peers share: the configuration
+"""One ``tsadapt lab bench`` run's parts that the bench and its peers share: the configuration
 (:class:`BenchConfig`), the headless Locust command and its bounded run, and the run's
 outcome (:class:`RunResult`, :func:`summarize_run`). Below ``bench``, ``bench_report``,
 ``bench_seeds`` and the peers, so that none of them imports another in a circle."""
@@ -18,6 +18,7 @@ import numpy as np
 
 from tsadapt.experiments.bench_controllers import end_process, log_tail
 from tsadapt.experiments.bench_schedule import (
+    LATENESS_LIMIT_MS,
     LOADTESTS_DIR,
     MAX_REQUESTS,
     REQUEST_TIMEOUT_S,
@@ -42,11 +43,17 @@ DEFAULT_RUNS = Path("runs/bench")
 LOCUST_GRACE_S = 10.0
 #: Seconds after Locust's own bound before the bench kills it.
 KILL_GRACE_S = REQUEST_TIMEOUT_S + 30.0
+#: Tries at starting a server (see ``start_server``).
+SERVER_START_ATTEMPTS = 5
+#: Niceness change of the Locust process (negative: scheduled ahead of the servers under
+#: test, so that on a busy box the load generator keeps its schedule for every system
+#: alike; needs root, else Locust runs at the bench's own priority).
+LOCUST_NICE = -5
 
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One ``tsadapt bench`` invocation."""
+    """One ``tsadapt lab bench`` invocation."""
 
     scenario: str
     controllers: tuple[str, ...] = ("static",)
@@ -61,6 +68,8 @@ class BenchConfig:
     warmup_rounds: int = 0  # rounds of warm-up bursts per model before the load (see warm_up)
     seeds: int = 1  # arrival draws: seed, seed + 1, ... (each run by every controller)
     peers: tuple[str, ...] = ()  # other serving systems on the same arrivals (see peers/)
+    capacity_s: float = 10.0  # with peers: closed-loop capacity per model and system (0: skip)
+    peers_report: Path | None = None  # with peers: where peers.md goes (default: out_dir)
 
 
 @dataclass(frozen=True)
@@ -78,10 +87,49 @@ class RunResult:
     rundir: Path | None = None
     decision_log: Path | None = None
 
+    @property
+    def lateness_p99_ms(self) -> float:
+        """The load generator's send lateness p99 over all models (NaN if unknown)."""
+        return next((rc.lateness_p99_ms for rc in self.rates if rc.model == "all"), math.nan)
+
+    @property
+    def valid(self) -> bool:
+        """An ok run whose load generator kept up (lateness p99 within the limit)."""
+        return self.status == "ok" and not self.lateness_p99_ms > LATENESS_LIMIT_MS
+
+    @property
+    def label(self) -> str:
+        """The table's name of the run: ``(invalid)`` appended when it is not valid."""
+        return self.controller if self.valid or self.status != "ok" else (
+            f"{self.controller} (invalid)")  # fmt: skip
+
 
 def fmt(x: float | None, spec: str = ".1f") -> str:
     """``x`` formatted by ``spec`` for a table cell; '–' for None or NaN."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def start_server(start: Callable, config):  # noqa: ANN001, ANN202 - tsadapt.serve.server types
+    """``start(config)``, tried twice: a key file read while TorchServe is still writing it
+    fails with a JSON error (``start`` stops the half-started server before raising)."""
+    for attempt in range(SERVER_START_ATTEMPTS):
+        try:
+            return start(config)
+        except ValueError:
+            if attempt + 1 == SERVER_START_ATTEMPTS:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def favour_load_generator() -> None:
+    """``preexec_fn`` of Locust: raise its CPU priority by ``-LOCUST_NICE`` if allowed."""
+    import os
+
+    try:
+        os.nice(LOCUST_NICE)
+    except OSError:
+        pass
 
 
 def locustfile_for(cfg: BenchConfig, scenario: Scenario) -> Path:
@@ -120,7 +168,9 @@ def drive_locust(
     (rundir / "locust.cmd").write_text(shlex.join(cmd) + "\n")
     bound = duration_s + LOCUST_GRACE_S + KILL_GRACE_S
     with (rundir / "locust.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=favour_load_generator
+        )
         started = time.monotonic()
         while proc.poll() is None:
             elapsed = time.monotonic() - started

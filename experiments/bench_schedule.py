@@ -44,6 +44,10 @@ PAYLOADS_PER_MODEL = 8
 WINDOW_S = 5.0
 #: Achieved rate must be within this fraction of the intended one.
 RATE_TOLERANCE = 0.05
+#: A run whose load generator sent late by more than this at the p99 (all models) measured
+#: the load generator, not the server: the report marks it invalid and leaves it out of the
+#: figures across seeds, for every controller and peer alike.
+LATENESS_LIMIT_MS = 50.0
 #: Columns of the per-request CSV written by the Locust ``request`` event hook.
 RECORD_FIELDS = (
     "sent_epoch",  # wall clock when the request was sent (s since the epoch)

@@ -22,11 +22,15 @@ from typing import Any
 import numpy as np
 
 from tsadapt.experiments.bench_run import RunResult, fmt
+from tsadapt.experiments.bench_schedule import LATENESS_LIMIT_MS
 
 #: Controllers that adapt (the demo's "best adaptive" is chosen among these).
 ADAPTIVE = ("aimd", "queue", "ppo")
 #: Figures summarised across seeds: (key, column title, from the overall result).
-FIGURES = ("slo_attainment_pct", "goodput_rps", "p99_ms", "worker_seconds", "reconfigurations")
+FIGURES = (
+    "slo_attainment_pct", "goodput_rps", "p50_ms", "p99_ms", "worker_seconds",
+    "reconfigurations", "failed",
+)  # fmt: skip
 #: A goodput difference smaller than this (req/s) counts as a tie in the sign count.
 TIE_RPS = 0.05
 #: Version of the JSON summary's layout (``bench-<scenario>.json``).
@@ -50,9 +54,12 @@ def figures(res: RunResult) -> dict[str, float]:
     return {
         "slo_attainment_pct": 100.0 * r.slo_attainment,
         "goodput_rps": r.goodput_rps,
+        "p50_ms": r.p50_ms,
         "p99_ms": r.p99_ms,
         "worker_seconds": r.worker_seconds,
         "reconfigurations": float(sum(res.reconfigurations.values())),
+        "failed": float(r.requests - r.completed),
+        "lateness_p99_ms": res.lateness_p99_ms,
     }
 
 
@@ -107,13 +114,24 @@ class Paired:
 
 
 def per_controller(runs: SeedRuns) -> dict[str, dict[int, dict[str, float]]]:
-    """controller -> seed -> figures, for the ok runs (controllers in first-seen order)."""
+    """controller -> seed -> figures, for the valid runs (ok, and the load generator kept
+    up: ``RunResult.valid``); controllers in first-seen order."""
     out: dict[str, dict[int, dict[str, float]]] = {}
     for seed, results in runs.items():
         for res in results:
             out.setdefault(res.controller, {})
-            if res.status == "ok":
+            if res.valid:
                 out[res.controller][seed] = figures(res)
+    return out
+
+
+def invalid_runs(runs: SeedRuns) -> dict[str, dict[int, float]]:
+    """controller -> seed -> lateness p99 (ms) of its ok runs that are not valid."""
+    out: dict[str, dict[int, float]] = {}
+    for seed, results in runs.items():
+        for res in results:
+            if res.status == "ok" and not res.valid:
+                out.setdefault(res.controller, {})[seed] = res.lateness_p99_ms
     return out
 
 
@@ -176,8 +194,8 @@ def best_adaptive(runs: SeedRuns) -> str | None:
 
 
 SUMMARY_HEADER = [
-    "controller", "seeds ok", "SLO attainment %", "goodput req/s", "p99 ms", "worker-s",
-    "reconfigs",
+    "controller", "seeds valid", "SLO attainment %", "goodput req/s", "p99 ms", "worker-s",
+    "reconfigs", "invalid (lateness p99 ms)",
 ]  # fmt: skip
 PAIRED_HEADER = [
     "controller", "against", "goodput diff per seed (req/s)", "mean", "better / tied / worse",
@@ -187,6 +205,7 @@ PAIRED_HEADER = [
 
 def summary_rows(runs: SeedRuns) -> list[list[str]]:
     per = per_controller(runs)
+    bad = invalid_runs(runs)
     n = len(runs)
     rows = []
     for c, st in stats(runs).items():
@@ -194,6 +213,7 @@ def summary_rows(runs: SeedRuns) -> list[list[str]]:
             c, f"{len(per[c])}/{n}", st["slo_attainment_pct"].text(".1f"),
             st["goodput_rps"].text(".2f"), st["p99_ms"].text(".1f"),
             st["worker_seconds"].text(".0f"), st["reconfigurations"].text(".0f"),
+            ", ".join(f"s{s}: {v:.0f}" for s, v in bad.get(c, {}).items()) or "–",
         ])  # fmt: skip
     return rows
 
@@ -215,7 +235,7 @@ def summary_json(scenario: str, runs: SeedRuns, command: str, duration_s: float)
     """The machine-readable half of the report (``bench-<scenario>.json``)."""
     st = stats(runs)
     per = per_controller(runs)
-    return _finite(
+    return finite_json(
         {
             "version": SUMMARY_VERSION,
             "scenario": scenario,
@@ -224,9 +244,11 @@ def summary_json(scenario: str, runs: SeedRuns, command: str, duration_s: float)
             "seeds": sorted(runs),
             "ranking": ranking(runs),
             "best_adaptive": best_adaptive(runs),
+            "lateness_limit_ms": LATENESS_LIMIT_MS,
             "controllers": {
                 c: {
                     "seeds_ok": sorted(per[c]),
+                    "invalid": {str(s): v for s, v in invalid_runs(runs).get(c, {}).items()},
                     "per_seed": {str(s): v for s, v in sorted(per[c].items())},
                     **{f: {"mean": s.mean, "sd": s.sd} for f, s in st[c].items()},
                 }
@@ -246,12 +268,12 @@ def summary_json(scenario: str, runs: SeedRuns, command: str, duration_s: float)
     )
 
 
-def _finite(x: Any) -> Any:  # noqa: ANN401 - JSON values
+def finite_json(x: Any) -> Any:  # noqa: ANN401 - JSON values
     """``x`` with every NaN or infinite float replaced by None (strict JSON)."""
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite_json(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_finite(v) for v in x]
+        return [finite_json(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x

@@ -78,8 +78,29 @@ def require_field(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
-def numeric_tensor(value: Any, field_name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """A float32 tensor of exactly ``shape`` from nested JSON lists of numbers."""
+def may_hold_booleans(request: dict[str, Any]) -> bool:
+    """Whether a request's JSON may hold a boolean: False only when its raw text (as the
+    worker got it) has no ``true`` or ``false`` token, True when it came decoded.
+
+    ``torch.tensor`` takes every JSON value but numbers and booleans with an error, and
+    booleans silently as 1.0 / 0.0; so without a boolean token the per-number walk of
+    :func:`numeric_tensor` can be skipped (about 2 ms of a 64x64x3 image's ~3.5 ms parse).
+    """
+    body = request.get("data")
+    if body is None:
+        body = request.get("body")
+    if isinstance(body, (bytes, bytearray)):
+        return b"true" in body or b"false" in body
+    if isinstance(body, str):
+        return "true" in body or "false" in body
+    return True
+
+
+def numeric_tensor(
+    value: Any, field_name: str, shape: tuple[int, ...], check_booleans: bool = True
+) -> torch.Tensor:
+    """A float32 tensor of exactly ``shape`` from nested JSON lists of numbers
+    (``check_booleans=False``: the caller knows the JSON holds no boolean)."""
     if not isinstance(value, list):
         raise InvalidRequest(f"field '{field_name}' must be a list of numbers")
     try:
@@ -88,7 +109,7 @@ def numeric_tensor(value: Any, field_name: str, shape: tuple[int, ...]) -> torch
         raise InvalidRequest(
             f"field '{field_name}' must hold numbers only, in a regular nested list ({exc})"
         ) from None
-    if _has_non_numbers(value):
+    if check_booleans and _has_non_numbers(value):
         raise InvalidRequest(f"field '{field_name}' must hold numbers only (no booleans)")
     if tuple(tensor.shape) != shape:
         raise InvalidRequest(
@@ -118,6 +139,9 @@ class AdaptiveHandler(BaseHandler):
     """Base for the demo handlers; subclasses implement :meth:`parse_request` only."""
 
     reporter: BatchReporter
+    #: Whether the request being parsed may hold a boolean (:func:`may_hold_booleans`; set
+    #: by :meth:`preprocess` before each :meth:`parse_request`).
+    check_booleans: bool = True
 
     @property
     def placement(self) -> WorkerPlacement | None:
@@ -194,6 +218,7 @@ class AdaptiveHandler(BaseHandler):
         errors: dict[int, str] = {}
         for idx, request in enumerate(data):
             try:
+                self.check_booleans = may_hold_booleans(request)
                 items.append(self.parse_request(decode_body(request)))
                 valid.append(idx)
             except InvalidRequest as exc:

@@ -15,7 +15,9 @@ class ImageHandler(AdaptiveHandler):
     """Classifies one 3x64x64 float image (channels first) per request."""
 
     def parse_request(self, body: dict[str, Any]) -> torch.Tensor:
-        return numeric_tensor(require_field(body, "image"), "image", IMAGE_SHAPE)
+        return numeric_tensor(
+            require_field(body, "image"), "image", IMAGE_SHAPE, self.check_booleans
+        )
 
     def warmup_input(self) -> torch.Tensor:
         return torch.full(IMAGE_SHAPE, 0.5)

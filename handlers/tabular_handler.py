@@ -14,7 +14,9 @@ class TabularHandler(AdaptiveHandler):
     """Classifies one row of 16 numeric features per request."""
 
     def parse_request(self, body: dict[str, Any]) -> torch.Tensor:
-        return numeric_tensor(require_field(body, "features"), "features", (NUM_FEATURES,))
+        return numeric_tensor(
+            require_field(body, "features"), "features", (NUM_FEATURES,), self.check_booleans
+        )
 
     def warmup_input(self) -> torch.Tensor:
         return torch.zeros(NUM_FEATURES)

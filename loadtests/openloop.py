@@ -253,6 +253,9 @@ def _on_init(environment: Environment, **_: Any) -> None:
         RUN.records_path,
     )
     gevent.spawn(_flusher)
+    # Locust arms --run-time on gevent's cached clock; after a slow start-up on a busy box
+    # (building the schedule and payloads) that clock is stale and the cap fires early.
+    gevent.get_hub().loop.update_now()
 
 
 def _flusher() -> None:

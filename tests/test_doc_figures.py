@@ -54,9 +54,7 @@ FIGURES: list[Figure] = [
     bench("README.md", "against {} % (", "surge", "static", ATT),
     bench("README.md", " ({} req/s) for the", "surge", "static", GOOD, ".2f"),
     bench("README.md", "on `co-surge`, {} % against", "co-surge", "aimd", ATT),
-    bench("README.md", "against {} %. Ray Serve", "co-surge", "static", ATT),
-    bench("README.md", "2 cores served {} and", "surge", "rayserve", GOOD, ".2f"),
-    bench("README.md", "and {} req/s of goodput.", "co-surge", "rayserve", GOOD, ".2f"),
+    bench("README.md", "against {} %. Details", "co-surge", "static", ATT),
     Figure("README.md", "server on {} of {} scenarios", "fidelity.json",
            ("scenarios_agreeing#len", "scenarios#len"), "d"),
     Figure("README.md", "holds\n  {} MiB resident", "sidecar-rss.json",
@@ -81,7 +79,10 @@ FIGURES: list[Figure] = [
     Figure("docs/gpu-check.md", "one image worker {} req/s, two {}\n  (1.34x), four {} (1.18x)",
            "gpu.json", tuple(f"parts.colocation.cases[setting=image x{n}].throughput_rps"
                              for n in (1, 2, 4))),
-    # docs/benches-and-peers.md: the multi-seed table, rows added below
+    # docs/benches-and-peers.md: the withdrawn Ray Serve rows, named; the multi-seed table's
+    # rows are added below
+    bench("docs/benches-and-peers.md", "these two reports ({} % on co-surge)", "co-surge",
+          "rayserve", ATT),
 ]  # fmt: skip
 
 #: The multi-seed table's rows in docs/benches-and-peers.md: (scenario, controller, label).
@@ -93,7 +94,6 @@ BENCH_ROWS = [
         ("aimd", "**aimd**"),
         ("queue", "queue"),
         ("ppo", "ppo"),
-        ("rayserve", "Ray Serve"),
     )
 ]
 for _scenario, _ctrl, _label in BENCH_ROWS:

@@ -277,13 +277,13 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, model_store: Path):
     (The session ``torchserve`` fixture can fail on a loaded box: ``server._wait_healthy``
     may read ``key_file.json`` while TorchServe is still writing it.)
     """
-    from tsadapt.experiments.bench import _start_server
+    from tsadapt.experiments.bench_run import start_server
     from tsadapt.serve.server import ServerConfig, start, stop
 
     config = ServerConfig.with_free_ports(
         workdir=tmp_path_factory.mktemp("loadtests-server"), model_store=model_store
     )
-    server = _start_server(start, config)
+    server = start_server(start, config)
     try:
         yield server
     finally:

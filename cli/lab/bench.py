@@ -41,6 +41,8 @@ def _bench(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         controller_config=args.controller_config,
         locustfile=args.locustfile,
+        capacity_s=args.capacity_s,
+        peers_report=args.peers_report,
         command=command_of(args, within="bench"),
     )
     results, _ = run_bench(cfg)
@@ -82,9 +84,18 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--peers",
         default="",
-        help="comma-separated other serving systems on the same arrivals: rayserve "
-        "(needs `pip install .[peers]`)",
+        help="comma-separated other serving systems on the same arrivals: rayserve, bentoml "
+        "(each in its own venv: `make install-peers`); also writes docs/results/peers.md",
     )
+    p.add_argument(
+        "--capacity-s",
+        type=float,
+        default=10.0,
+        help="with --peers: seconds of closed-loop capacity measurement per model and system "
+        "before the runs (0 = skip; default: 10)",
+    )
+    p.add_argument("--peers-report", type=Path,
+                   help="with --peers: path of peers.md (default: <out>/peers.md)")  # fmt: skip
     p.add_argument("--max-requests", type=int, default=MAX_REQUESTS, help="cap per run")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
     p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS, help="server dirs, records")

@@ -1,11 +1,9 @@
-"""One ``tsadapt lab bench`` run of the Ray Serve peer: the demo models on Ray Serve
-(``rayserve_app``, in its own process), the bench's Locust command with the same arrivals,
-the same records and the same table (replica-seconds in the worker-seconds column, replica
-count changes as reconfigurations)."""
+"""The Ray Serve peer's process for ``tsadapt lab bench``: start ``rayserve_app`` (with the
+peer's own Python), read its status file (replicas per model), stop it and every Ray
+process it recorded."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -13,26 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from tsadapt import constants as C
 from tsadapt.experiments.bench_controllers import log_tail
-from tsadapt.experiments.bench_report import PEER_NOTES
-from tsadapt.experiments.bench_run import (
-    BenchConfig,
-    RunResult,
-    drive_locust,
-    locust_command,
-    summarize_run,
-)
-from tsadapt.experiments.bench_schedule import Schedule, read_records
-from tsadapt.experiments.bench_timeline import Poller, Sample
+from tsadapt.experiments.bench_timeline import Sample
 from tsadapt.experiments.peers.rayserve_app import (
     RAY_ENV,
-    TUNED_ONGOING_PER_BATCH,
     peer_settings,
 )
 from tsadapt.policy.sim.scenario import Scenario
@@ -44,40 +30,11 @@ START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 60.0
 MODULE = "tsadapt.experiments.peers.rayserve_app"
 
-PEER_NOTES["rayserve"] = (
-    "`rayserve` = the same three models on Ray Serve (`tsadapt lab bench --peers rayserve`; "
-    "`pip install .[peers]`): one application per model, each replica running our handler "
-    "code on the same JSON bodies; `@serve.batch` at our registration defaults (batch size, "
-    "max batch delay), `autoscaling_config` with replicas bounded by the scenario's "
-    "min/max workers, every other setting Ray Serve's documented default except ONE tuned "
-    f"setting: `max_ongoing_requests` = {TUNED_ONGOING_PER_BATCH} x the batch size (default "
-    "5), because a replica is sent at most that many requests at a time, so at the default a "
-    "batch of 8 or 16 could never fill (Ray's batching guide says to raise it above the "
-    "batch size); twice lets the next batch gather while one runs, as TorchServe's queue "
-    "does. Its worker-s column is replica-seconds and its reconfigs are replica-count "
-    "changes. Ray's own processes (GCS, raylet, proxy, controller) share the same cores."
-)
 
-
-@dataclass(frozen=True)
-class PeerEndpoint:
-    """What ``locust_command`` needs of a server: its URL and a work dir (no TorchServe
-    record there, so Locust sends no token)."""
-
-    inference_url: str
-    workdir: Path
-
-
-def unavailable() -> str | None:
-    """Why the peer cannot run here, or None."""
-    if importlib.util.find_spec("ray") is None:
-        return "Ray Serve is not installed: pip install .[peers]"
-    return None
-
-
-def status_reader(path: Path, scenario: Scenario) -> Callable[[], list[Sample]]:
+def status_reader(path: Path, scenario: Scenario, mode: str = "auto"
+                  ) -> Callable[[], list[Sample]]:  # fmt: skip
     """A poll function: one :class:`Sample` per model from the app's status file."""
-    settings = {s.model: s for s in peer_settings(scenario)}
+    settings = {s.model: s for s in peer_settings(scenario, mode)}
 
     def read() -> list[Sample]:
         data = json.loads(path.read_text())
@@ -92,13 +49,16 @@ def status_reader(path: Path, scenario: Scenario) -> Callable[[], list[Sample]]:
     return read
 
 
-def start_app(scenario_path: Path, rundir: Path, port: int) -> tuple[subprocess.Popen, Path]:
+def start_app(
+    scenario_path: Path, rundir: Path, port: int, mode: str = "auto", python: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen, Path]:
     """Start the Ray Serve process; return it once every application is up."""
     status = rundir / "rayserve-status.json"
     status.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", MODULE, "--scenario", str(scenario_path), "--port", str(port),
-           "--status", str(status)]  # fmt: skip
-    env = {**os.environ, **RAY_ENV}
+    cmd = [str(python or sys.executable), "-m", MODULE, "--scenario", str(scenario_path),
+           "--port", str(port), "--status", str(status), "--mode", mode]  # fmt: skip
+    env = {**os.environ, **RAY_ENV, **(extra_env or {})}
     with (rundir / "rayserve.log").open("ab") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -155,47 +115,3 @@ def stop_app(proc: subprocess.Popen, status: Path | None = None) -> None:
             left.kill()
         except psutil.Error:
             pass
-
-
-def run_rayserve(
-    cfg: BenchConfig, scenario_path: Path, scenario: Scenario, schedule: Schedule,
-    rundir: Path, on_tick: Callable[[float, str], None],
-) -> RunResult:  # fmt: skip
-    """Run the peer once; never leaves a process behind."""
-    from tsadapt.serve.server import free_port
-
-    why = unavailable()
-    if why:
-        return RunResult("rayserve", "skipped", why)
-    rundir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    on_tick(0.0, "starting Ray Serve")
-    try:
-        proc, status = start_app(scenario_path, rundir, port)
-    except RuntimeError as exc:
-        return RunResult("rayserve", "failed", str(exc), rundir=rundir)
-    poller = None
-    try:
-        poller = Poller(status_reader(status, scenario))
-        poller.start()
-        endpoint = PeerEndpoint(f"http://{C.LOOPBACK}:{port}", rundir)
-        cmd = locust_command(
-            cfg, scenario_path, scenario, endpoint, rundir / "requests.csv",
-            schedule.duration_s, schedule.seed,
-        )  # fmt: skip
-
-        def gone() -> str | None:
-            if proc.poll() is None:
-                return None
-            return f"Ray Serve exited ({proc.returncode}): {log_tail(rundir / 'rayserve.log')}"
-
-        failed = drive_locust(cmd, rundir, schedule.duration_s, on_tick, gone)
-        if failed:
-            return RunResult("rayserve", "failed", failed, rundir=rundir)
-    finally:
-        if poller is not None:
-            poller.stop()
-        on_tick(schedule.duration_s, "stopping Ray Serve")
-        stop_app(proc, status)
-    records = read_records(rundir / "requests.csv")
-    return summarize_run("rayserve", schedule, records, poller.samples, rundir)
