@@ -236,6 +236,7 @@ def _component_commands() -> list:
         "tsadapt.cli.fleet_commands",
         "tsadapt.cli.packrat_commands",
         "tsadapt.cli.bench_commands",
+        "tsadapt.cli.soak_commands",
         "tsadapt.experiments.gpu_check.commands",
         "tsadapt.experiments.scaleout.commands",
     ):

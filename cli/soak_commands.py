@@ -1,0 +1,68 @@
+"""``tsadapt soak``: a long run of a real TorchServe with the PPO controller under a bursty,
+trace-driven load, watched for leaks (:mod:`tsadapt.experiments.soak`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from tsadapt.cli.arg_types import positive_float
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from tsadapt.experiments.soak import SoakConfig, render, run_soak
+
+    if args.render is not None:
+        report = render(args.render, args.out)
+        print(f"wrote {args.out / 'soak.md'} from {args.render}")
+        return 0
+    command = "tsadapt " + shlex.join(sys.argv[1:]) if "soak" in sys.argv[1:3] else "tsadapt soak"
+    cfg = SoakConfig(
+        duration_s=args.duration,
+        sample_s=args.sample_s,
+        out_dir=args.out,
+        runs_dir=args.runs_dir,
+        model_store=args.model_store,
+        policy_file=args.policy_file,
+        seed=args.seed,
+        command=command,
+        length_note=f" ({args.note})" if args.note else "",
+    )
+    report = run_soak(cfg)
+    for name, met in report["verdicts"].items():
+        print(f"{name}: {'met' if met else 'NOT met'}")
+    print(f"wrote {args.out / 'soak.md'}")
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from tsadapt.experiments.soak import DEFAULT_OUT, DEFAULT_RUNS
+
+    p.add_argument("--duration", type=positive_float, default=3600.0,
+                   help="seconds of load (default: %(default)s)")  # fmt: skip
+    p.add_argument("--sample-s", type=positive_float, default=10.0,
+                   help="seconds between process samples (default: %(default)s)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=7, help="arrival seed (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS, help="server dir, logs")
+    p.add_argument("--model-store", type=Path, help="default: <runs-dir>/model-store")
+    p.add_argument("--policy-file", type=Path, help="PPO policy (default: the shipped one)")
+    p.add_argument("--render", type=Path, metavar="RUN_DIR",
+                   help="only rewrite the report from a finished run's folder")  # fmt: skip
+    p.add_argument("--note", default="", help="said next to the run length in the report")
+    p.set_defaults(func=_soak)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``soak`` to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "soak",
+        help="research: a long real-server run with the PPO controller, watched for leaks",
+        description="Serve the demo models and a plain BaseHandler model on a fresh TorchServe "
+        "under a bursty trace-driven open-loop load with the PPO controller; sample memory, "
+        "fds and threads of every process; write docs/results/soak.md, .json and .png.",
+    )
+    add_arguments(p)
