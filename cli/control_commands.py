@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 from tsadapt import constants as C
+from tsadapt.client import TorchServeClient
 from tsadapt.serve.attach import add_attach_args
 
 DEFAULT_CONFIG = Path("configs/controller.yaml")
@@ -94,6 +95,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_control)
 
 
+def require_plugin(client: TorchServeClient) -> None:
+    """Refuse to start against a TorchServe without the tsadapt plugin: the controller reads
+    and changes the batching through ``/adapt``, so without it it could do nothing."""
+    from tsadapt.plugin.adapt_client import AdaptClient, PluginNotLoadedError
+    from tsadapt.serve.attach import AttachError
+
+    try:
+        AdaptClient(client, timeout_s=5.0, retries=1).info()
+    except PluginNotLoadedError:
+        raise AttachError(
+            f"the tsadapt plugin is not loaded by the TorchServe at {client.management_url} "
+            "(it does not know /adapt): set plugins_path in its config.properties to the folder "
+            "`tsadapt plugin path` prints and restart it; the controller changed nothing"
+        ) from None
+
+
 def run_control(args: argparse.Namespace) -> int:
     if args.action == "init":
         from tsadapt.cli.control_init import run_init
@@ -116,7 +133,8 @@ def run_control(args: argparse.Namespace) -> int:
         config = load(args.config, policy=args.policy, tick_s=args.tick_s)
     if args.profile:
         config = apply_profiles(config, args.profile)
-    _, _, registered = connect_checked(args)  # names what is wrong before the loop starts
+    client, _, registered = connect_checked(args)  # names what is wrong before the loop starts
+    require_plugin(client)
     logger.info("attached: registered models %s", ", ".join(registered) or "none")
 
     def connect_again():
