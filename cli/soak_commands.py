@@ -1,5 +1,7 @@
-"""``tsadapt soak``: a long run of a real TorchServe with the PPO controller under a bursty,
-trace-driven load, watched for leaks (:mod:`tsadapt.experiments.soak`)."""
+"""Research commands on reliability: ``tsadapt soak``, a long run of a real TorchServe with
+the PPO controller under a bursty, trace-driven load, watched for leaks
+(:mod:`tsadapt.experiments.soak`); ``tsadapt reliability``, faults injected under load
+(:mod:`tsadapt.experiments.reliability`)."""
 
 from __future__ import annotations
 
@@ -56,8 +58,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_soak)
 
 
+def _reliability(args: argparse.Namespace) -> int:
+    from tsadapt.experiments.reliability import run_reliability
+
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip()) if args.faults else None
+    command = "tsadapt " + shlex.join(sys.argv[1:]) if "reliability" in sys.argv[1:3] else ""
+    kwargs = {"faults": faults} if faults else {}
+    results = run_reliability(
+        args.out, args.runs_dir, command or "tsadapt reliability", model_store=args.model_store,
+        **kwargs,
+    )  # fmt: skip
+    print(f"wrote {args.out / 'reliability.md'}")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def add_reliability_arguments(p: argparse.ArgumentParser) -> None:
+    from tsadapt.experiments.fault_cases import FAULTS
+    from tsadapt.experiments.reliability import DEFAULT_OUT, DEFAULT_RUNS
+
+    p.add_argument("--faults", default="",
+                   help=f"comma-separated subset of {','.join(FAULTS)} (default: all)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
+    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS, help="server dirs, logs")
+    p.add_argument("--model-store", type=Path, help="default: <runs-dir>/model-store")
+    p.set_defaults(func=_reliability)
+
+
 def register(subparsers: Any) -> None:
-    """Add ``soak`` to an ``argparse`` subparsers object."""
+    """Add ``soak`` and ``reliability`` to an ``argparse`` subparsers object."""
     p = subparsers.add_parser(
         "soak",
         help="research: a long real-server run with the PPO controller, watched for leaks",
@@ -66,3 +94,11 @@ def register(subparsers: Any) -> None:
         "fds and threads of every process; write docs/results/soak.md, .json and .png.",
     )
     add_arguments(p)
+    p = subparsers.add_parser(
+        "reliability",
+        help="research: faults injected into a real TorchServe under load with the controller",
+        description="Kill a worker, the frontend, the sidecar; cut the management API; run "
+        "without the plugin; unregister a model mid-change; feed bad policy and config files; "
+        "fill the decision log; overload: write docs/results/reliability.md and .json.",
+    )
+    add_reliability_arguments(p)

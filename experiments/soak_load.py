@@ -76,7 +76,8 @@ class Sent:
     """Per-request outcomes, filled by the sender threads (one slot per scheduled request)."""
 
     def __init__(self, n: int) -> None:
-        self.latency_ms = np.full(n, np.nan)
+        self.latency_ms = np.full(n, np.nan)  # from the scheduled send time
+        self.service_ms = np.full(n, np.nan)  # from the actual send (the server's share)
         self.status = np.zeros(n, dtype=np.int64)  # 0: no answer (or not sent yet)
         self.done = np.zeros(n, dtype=bool)
 
@@ -98,6 +99,7 @@ def send(
     def one(i: int, at: float) -> None:
         model = schedule.model_of(i)
         body = encoded[model][i % len(encoded[model])]
+        went = time.perf_counter()
         try:
             code = client.request(
                 "inference", "POST", f"predictions/{model}", data=body, headers=JSON_HEADERS,
@@ -106,7 +108,9 @@ def send(
         except OSError:
             code = 0
         with lock:
-            sent.latency_ms[i] = (time.perf_counter() - start - at) * 1000.0
+            now = time.perf_counter()
+            sent.latency_ms[i] = (now - start - at) * 1000.0
+            sent.service_ms[i] = (now - went) * 1000.0
             sent.status[i] = code
             sent.done[i] = True
 
