@@ -7,6 +7,7 @@ exercised on a handler it knows nothing about.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,7 @@ def build_archive(store: Path, name: str = NAME) -> Path:
             "--export-path", str(store), "--force",
         ],
         check=True,
+        env={**os.environ, "TMPDIR": str(src)},  # the archiver stages in <temp dir>/<name>
     )  # fmt: skip
     return mar
 
