@@ -116,9 +116,9 @@ def worker_kill(env: FaultEnv) -> FaultResult:
     try:
         sc.wait_ticks(2)
         t0 = time.perf_counter()
-        load = Load(client, 60.0, 16.0, t0)
+        load = Load(client, 50.0, 14.0, t0)
         load.start()
-        time.sleep(6.0)
+        time.sleep(5.0)
         victims = ready_workers(client)
         fault_wall, fault_s = time.time(), time.perf_counter() - t0
         os.kill(victims[0], signal.SIGKILL)
@@ -168,7 +168,7 @@ def frontend_restart(env: FaultEnv) -> FaultResult:
         sc.wait_ticks(2)
         client = server.client(10)
         t0 = time.perf_counter()
-        load = Load(client, 20.0, 50.0, t0)
+        load = Load(client, 20.0, 40.0, t0)
         load.start()
         time.sleep(8.0)
         kill_wall, fault_s = time.time(), time.perf_counter() - t0
@@ -222,7 +222,7 @@ def sidecar_restart(env: FaultEnv) -> FaultResult:
     sc = env.sidecar("sidecar-kill")
     sc.wait_ticks(3)
     t0 = time.perf_counter()
-    load = Load(client, 40.0, 20.0, t0)
+    load = Load(client, 40.0, 16.0, t0)
     load.start()
     time.sleep(6.0)
     os.kill(sc.pid, signal.SIGKILL)
@@ -269,9 +269,9 @@ def management_unreachable(env: FaultEnv) -> FaultResult:
         sc.wait_ticks(2)
         base = proc_stat(sc.pid)
         t0 = time.perf_counter()
-        load = Load(env.client(), 30.0, 36.0, t0)
+        load = Load(env.client(), 30.0, 28.0, t0)
         load.start()
-        phases = ((5.0, "pass"), (10.0, "delay"), (11.0, "blackhole"), (10.0, "pass"))
+        phases = ((4.0, "pass"), (8.0, "delay"), (9.0, "blackhole"), (7.0, "pass"))
         walls = {}
         for length, mode in phases:
             proxy.set_mode(mode, 4.0)
@@ -387,7 +387,7 @@ def unregister_in_flight(env: FaultEnv) -> FaultResult:
     sidecar = Sidecar(cfg, _ScaleOnce(), lambda: (env.client(30), env.server.metrics_url), log)
     thread = threading.Thread(target=sidecar.run, daemon=True)
     t0 = time.perf_counter()
-    load = Load(client, 20.0, 25.0, t0)
+    load = Load(client, 20.0, 20.0, t0)
     load.start()
     time.sleep(2.0)
     fault_wall = time.time()
@@ -505,7 +505,7 @@ def decision_log_full(env: FaultEnv) -> FaultResult:
     try:
         sc.wait_ticks(1)
         t0 = time.perf_counter()
-        load = Load(client, 30.0, 30.0, t0)
+        load = Load(client, 30.0, 22.0, t0)
         load.start()
         full = _wait(lambda: sc.decisions.stat().st_size >= LOG_LIMIT_BYTES - 2048, 30)
         full_at = time.monotonic()
@@ -540,7 +540,7 @@ def overload_burst(env: FaultEnv) -> FaultResult:
     holds): fast 503s, no worker lost, recovery measured on a steady load beside it."""
     import numpy as np
 
-    n, at = 400, 6.0
+    n, at, steady_s = 400, 5.0, 26.0
     rate, length = n / 0.2, 0.2  # as fast as the sender can: four times the job queue
     r = FaultResult(f"burst far past capacity ({n} requests at once, job queue 100)")
     sc = env.sidecar("burst")
@@ -551,7 +551,7 @@ def overload_burst(env: FaultEnv) -> FaultResult:
         client = env.client()
         workers_before = len(ready_workers(client))
         t0 = time.perf_counter()
-        steady = Load(client, 20.0, 30.0, t0, seed=1)
+        steady = Load(client, 20.0, steady_s, t0, seed=1)
         burst = Load(env.client(), rate, length, t0 + at, seed=2, threads=n)
         steady.start()
         burst.start()
@@ -580,7 +580,7 @@ def overload_burst(env: FaultEnv) -> FaultResult:
         "the burst was past capacity (requests were shed)": r.shed > 0,
         "nothing failed but shedding": r.failed == 0,
         "no worker lost": deaths == 0 and bool(workers_after),
-        "recovered before the steady load ended": r.recovery_s < 30.0 - (at + length) - 1.0,
+        "recovered before the steady load ended": r.recovery_s < steady_s - (at + length) - 1.0,
         "the controller kept running": alive and code == 0,
     }  # fmt: skip
     return r
