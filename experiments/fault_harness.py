@@ -207,5 +207,72 @@ def applied(records: Sequence[dict[str, Any]], since_wall: float = 0.0,
             for a in r.get("applied", ())]  # fmt: skip
 
 
+@dataclass
+class FaultEnv:
+    """A running server for the faults that share one, and where to put files."""
+
+    server: Any  # RunningServer
+    server_config: Any  # ServerConfig
+    tmp: Path
+    model_store: Path
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.server.workdir)
+
+    def client(self, timeout_s: float = 30.0) -> Any:  # noqa: ANN401
+        from tsadapt.serve.server import RunningServer
+
+        return RunningServer.load(self.workdir).client(timeout_s)
+
+    def sidecar(self, name: str, *extra: str, workdir: Path | None = None,
+                preexec: Callable[[], None] | None = None) -> SidecarProc:  # fmt: skip
+        cfg = write_controller_config(self.tmp / f"{name}.yaml")
+        args = ["--config", str(cfg), "--workdir", str(workdir or self.workdir), *extra]
+        return SidecarProc(args, self.tmp / f"{name}.jsonl", preexec)
+
+
+def start_server(config: Any, attempts: int = 3) -> Any:  # noqa: ANN401
+    """``serve.server.start``, retried: a key file read half-written fails with a JSON error."""
+    from tsadapt.serve.server import start
+
+    for attempt in range(attempts):
+        try:
+            return start(config)
+        except ValueError:
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
+def wait_for(pred: Callable[[], Any], timeout_s: float, period_s: float = 0.2) -> Any:  # noqa: ANN401
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = pred()
+        except Exception:  # noqa: BLE001 - the server may be between states
+            value = None
+        if value:
+            return value
+        time.sleep(period_s)
+    return None
+
+
+def control_summary(records: list[dict[str, Any]], since: float, until: float = 1e18) -> str:
+    ev = events(records, since)
+    done = applied(records, since, until)
+    ok = sum(bool(a.get("ok")) for a in done)
+    return (f"{ev.get('tick', 0)} ticks, {ev.get('reapply', 0)} re-applies, "
+            f"{ev.get('unreachable', 0)} unreachable; {ok} changes applied, "
+            f"{len(done) - ok} failed")  # fmt: skip
+
+
+def last_settings(records: list[dict[str, Any]], before_wall: float) -> tuple[int, int, int]:
+    last = [x for x in records if "settings" in x and x.get("wall_time", 0) < before_wall][-1]
+    s = last["settings"][MODEL]
+    return s["batch_size"], s["max_batch_delay_ms"], s["workers"]
+
+
 def dumps(results: Sequence[FaultResult]) -> str:
     return json.dumps([r.as_dict() for r in results], indent=1)
