@@ -62,8 +62,13 @@ class FaultResult:
     def ok(self) -> bool:
         return bool(self.checks) and all(self.checks.values())
 
-    def count(self, sent: Sent) -> None:
-        """Add a load's outcomes to the row."""
+    def count(self, sent: Sent, times: np.ndarray | None = None) -> None:
+        """Add a load's outcomes to the row (``times``: their scheduled offsets, to list
+        when the first failures were sent)."""
+        bad = (sent.status != 200) & (sent.status != SHED_STATUS)
+        if times is not None and bad.any():
+            at = self.details.setdefault("failed_sent_at_s", [])
+            at += [round(float(t), 2) for t in times[bad][:20]]
         self.sent += len(sent.status)
         self.answered += int((sent.status == 200).sum())
         self.shed += int((sent.status == SHED_STATUS).sum())
@@ -126,21 +131,32 @@ class SidecarProc:
     """``tsadapt control`` as a subprocess; its output is read by a thread (never a full
     pipe), so a run with a file-size limit still sees every line."""
 
-    def __init__(self, args: Sequence[str], decisions: Path,
-                 preexec: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        args: Sequence[str],
+        decisions: Path,
+        preexec: Callable[[], None] | None = None,
+        out: Path | None = None,
+    ) -> None:
+        """``out``: append the output to this file instead (long runs); :attr:`lines` stays
+        empty then."""
         self.decisions = decisions
         cmd = [sys.executable, "-m", "tsadapt.cli", "control", *args,
                "--decision-log", str(decisions), "--metrics-port", "0"]  # fmt: skip
+        sink = out.open("ab") if out is not None else subprocess.PIPE
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cmd, stdout=sink, stderr=subprocess.STDOUT, text=out is None,
             preexec_fn=preexec, start_new_session=True,
         )  # fmt: skip
+        if out is not None:
+            sink.close()
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
+        if self.proc.stdout is None:
+            return
         for line in self.proc.stdout:
             self.lines.append(line.rstrip("\n"))
 
@@ -224,6 +240,16 @@ class FaultEnv:
         from tsadapt.serve.server import RunningServer
 
         return RunningServer.load(self.workdir).client(timeout_s)
+
+    def reset(self) -> None:
+        """Put the model back to its registration defaults (one worker), so every fault
+        starts from the same state whatever the controller left behind."""
+        from tsadapt.plugin.adapt_client import AdaptClient
+
+        client = self.client()
+        model = DEMO_MODELS[MODEL]
+        AdaptClient(client).set_batching(MODEL, model.batch_size, model.max_batch_delay_ms)
+        client.scale_workers(MODEL, 1, synchronous=True)
 
     def sidecar(self, name: str, *extra: str, workdir: Path | None = None,
                 preexec: Callable[[], None] | None = None) -> SidecarProc:  # fmt: skip

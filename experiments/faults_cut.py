@@ -54,6 +54,7 @@ def management_unreachable(env: FaultEnv) -> FaultResult:
         load.start()
         phases = ((4.0, "pass"), (8.0, "delay"), (9.0, "blackhole"), (7.0, "pass"))
         walls = {}
+        r.details["phases_start_s"] = round(time.perf_counter() - t0, 2)
         for length, mode in phases:
             proxy.set_mode(mode, 4.0)
             walls.setdefault(mode, []).append(time.time())
@@ -67,25 +68,29 @@ def management_unreachable(env: FaultEnv) -> FaultResult:
     finally:
         code = sc.stop()
         proxy.close()
-    r.count(sent)
+    r.count(sent, load.times)
     recs = sc.records()
     slow_from, back_at = walls["delay"][0], walls["pass"][-1]
     lost = [x for x in recs if x.get("event") == "unreachable" and slow_from <= x["wall_time"]]
-    changed = [a for a in applied(recs, slow_from, back_at) if a.get("ok")]
+    during = applied(recs, slow_from, back_at)
+    changed = [a for a in during if a.get("ok")]
+    retried = [line for line in sc.lines if "failed (try" in line]  # the actuator's warnings
     again = [
         x for x in recs if x.get("wall_time", 0) >= back_at and x.get("event") != "unreachable"
     ]
     r.recovery_s = again[0]["wall_time"] - back_at if again else float("nan")
     r.recovery = "API back to the controller's next full tick"
-    r.controller = (f"reported {len(lost)} unreachable ticks "
+    r.controller = (f"reported {len(lost)} unreachable ticks and {len(retried)} failed tries "
                     f"({lost[0]['error'][:80] if lost else 'none'}), applied {len(changed)} "
                     f"changes while cut off; threads {base.threads if base else '?'} before, "
                     f"{max(threads) if threads else '?'} at most")  # fmt: skip
-    r.details = {"threads_before": base.threads if base else None,
+    r.details |= {"threads_before": base.threads if base else None,
                  "threads_max": max(threads) if threads else None,
                  "proxy_connections": proxy.connections, "sidecar_exit": code}  # fmt: skip
     r.checks = {
-        "the controller reported the server unreachable": bool(lost),
+        "the controller reported the server unreachable (or its calls failing)": bool(
+            lost or retried
+        ),
         "it held (no change applied while cut off)": not changed,
         "no pile-up of threads": bool(threads) and base is not None
         and max(threads) <= base.threads + MAX_EXTRA_THREADS,
@@ -202,7 +207,7 @@ def unregister_in_flight(env: FaultEnv) -> FaultResult:
     changes = [(x["added"], x["removed"]) for x in models]
     r.controller = f"scale-up result (ok, error): {results}; model set changes: {changes}"
     live_workers = ready_workers(client)
-    r.details = {"unregister_status": unreg.status_code, "inflight_seen": bool(inflight),
+    r.details |= {"unregister_status": unreg.status_code, "inflight_seen": bool(inflight),
                  "workers_after": live_workers}  # fmt: skip
     ticks = [x for x in recs if x.get("event") in ("tick", "reapply") and "settings" in x]
     believed = ticks[-1]["settings"].get(MODEL) if ticks else None
@@ -262,7 +267,7 @@ def bad_inputs(env: FaultEnv) -> FaultResult:
     r.recovery = "n/a (refused at start)"
     r.controller = "; ".join(f"{k}: exit {v['exit']}, '{v['message'][:90]}'"
                              for k, v in outcomes.items())  # fmt: skip
-    r.details = outcomes
+    r.details |= outcomes
     r.checks = {
         "each refused at start": all(v["exit"] != 0 for v in outcomes.values()),
         "each message names the file or field": all(v["names_it"] for v in outcomes.values()),
@@ -304,7 +309,7 @@ def decision_log_full(env: FaultEnv) -> FaultResult:
     first = errors[0][-120:] if errors else "none"
     r.controller = (f"{ticks} ticks in all, {logged} of them logged before the limit; "
                     f"{len(errors)} error line(s): {first}")  # fmt: skip
-    r.details = {"ticks": ticks, "logged_ticks": logged, "seconds_after_full": beyond_s,
+    r.details |= {"ticks": ticks, "logged_ticks": logged, "seconds_after_full": beyond_s,
                  "log_bytes": sc.decisions.stat().st_size, "sidecar_exit": code}  # fmt: skip
     r.checks = {
         "the log reached the limit": bool(full),

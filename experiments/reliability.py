@@ -50,6 +50,7 @@ def run_reliability(
         for name in faults:
             on_progress(f"fault {name} ...")
             try:
+                env.reset()
                 row = FAULTS[name](env)
             except Exception as exc:  # noqa: BLE001 - a broken run is a row, not a crash
                 row = FaultResult(name, checks={"the run completed": False})

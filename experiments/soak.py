@@ -15,9 +15,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -29,8 +26,8 @@ import yaml
 
 from tsadapt.experiments import foreign_model, soak_report
 from tsadapt.experiments.bench import warm_up
-from tsadapt.experiments.bench_controllers import log_tail
 from tsadapt.experiments.bench_schedule import Schedule
+from tsadapt.experiments.fault_harness import SidecarProc
 from tsadapt.experiments.hostcpu import CpuMonitor
 from tsadapt.experiments.soak_load import LoadShape, Sent, build_schedule, send
 from tsadapt.experiments.soak_probe import Prober, ProbeSample, find_frontend, worker_pids
@@ -98,42 +95,6 @@ def _start_server(config: Any) -> Any:  # noqa: ANN401 - serve.server types
     raise AssertionError("unreachable")
 
 
-def start_sidecar(workdir: Path, cfg_path: Path, log: Path, decisions: Path,
-                  policy_file: Path | None) -> subprocess.Popen:  # fmt: skip
-    """``tsadapt control --policy ppo`` on the server in ``workdir``; waits for a first tick."""
-    cmd = [
-        sys.executable, "-m", "tsadapt.cli", "control", "--config", str(cfg_path),
-        "--policy", "ppo", "--workdir", str(workdir), "--decision-log", str(decisions),
-        "--metrics-port", "0",
-    ]  # fmt: skip
-    if policy_file is not None:
-        cmd += ["--policy-file", str(policy_file)]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + CONTROLLER_START_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"controller exited with {proc.returncode}: {log_tail(log)}")
-        if decisions.is_file() and any("tick" in r for r in read_log(decisions)):
-            return proc
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"controller wrote no tick within {CONTROLLER_START_S:.0f} s")
-
-
-def stop_sidecar(proc: subprocess.Popen) -> int | None:
-    """SIGTERM, as a user stops it; its exit code (None: it had to be killed)."""
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-        return None
-
-
 def bodies(models: list[str]) -> dict[str, list[Any]]:
     """Eight valid request bodies per model."""
     out: dict[str, list[Any]] = {}
@@ -171,9 +132,12 @@ def run_soak(cfg: SoakConfig, on_progress: Any = print) -> dict[str, Any]:  # no
         client = server.client(timeout_s=30)
         foreign_model.register(client)
         warm_up(server, list(DEMO_SLO_MS), 1)
-        sidecar = start_sidecar(
-            server_cfg.workdir, ctl_path, rundir / "controller.log", decisions, cfg.policy_file
-        )
+        policy = ["--policy-file", str(cfg.policy_file)] if cfg.policy_file else []
+        sidecar = SidecarProc(
+            ["--config", str(ctl_path), "--policy", "ppo", "--workdir", str(server_cfg.workdir),
+             *policy], decisions, out=rundir / "controller.log",
+        )  # fmt: skip
+        sidecar.wait_ticks(1, CONTROLLER_START_S)
         frontend = find_frontend(server.pid)
         sc_pid = sidecar.pid
         t0 = time.perf_counter()
@@ -187,13 +151,13 @@ def run_soak(cfg: SoakConfig, on_progress: Any = print) -> dict[str, Any]:  # no
         prober.stop()
         prober.samples.append(prober.sample())  # the state at the very end
         cpu_load = cpu.stop()
-        sidecar_alive = sidecar.poll() is None
-        sidecar_exit = stop_sidecar(sidecar)
+        sidecar_alive = sidecar.proc.poll() is None
+        sidecar_exit = sidecar.stop()
     finally:
         if prober is not None and prober.is_alive():
             prober.stop()
-        if sidecar is not None and sidecar.poll() is None:
-            stop_sidecar(sidecar)
+        if sidecar is not None:
+            sidecar.stop()
         stop(server_cfg.workdir)
     extra = {
         "run_dir": str(rundir),

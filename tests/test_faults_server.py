@@ -33,6 +33,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault(env: FaultEnv, fault: str) -> None:
+    env.reset()
     result = FAULTS[fault](env)
     print(result.as_dict())
     failed = [name for name, ok in result.checks.items() if not ok]
