@@ -18,7 +18,7 @@ import numpy as np
 
 from tsadapt.experiments.bench_schedule import Schedule
 from tsadapt.experiments.soak_load import SHED_STATUS, Sent
-from tsadapt.experiments.soak_probe import ProbeSample
+from tsadapt.experiments.soak_probe import ProbeSample, ProcStat
 from tsadapt.markdown import table
 
 #: Largest RSS growth over the judged window (percent) that passes.
@@ -49,6 +49,14 @@ def _flat(first: float, last: float) -> bool:
     return last - first <= max(FLAT_ABS, FLAT_FRAC * first)
 
 
+def _mean_stat(stats: Sequence[ProcStat]) -> ProcStat | None:
+    if not stats:
+        return None
+    n = len(stats)
+    return ProcStat(0, sum(s.rss_mb for s in stats) / n, round(sum(s.fds for s in stats) / n),
+                    round(sum(s.threads for s in stats) / n))  # fmt: skip
+
+
 def process_trends(samples: Sequence[ProbeSample], t_from: float) -> list[dict[str, Any]]:
     """One row per watched process alive through the whole judged window."""
     window = [s for s in samples if s.t_s >= t_from]
@@ -63,9 +71,15 @@ def process_trends(samples: Sequence[ProbeSample], t_from: float) -> list[dict[s
         for model, stats in s.workers.items():
             for st in stats:
                 pids.setdefault((model, st.pid), []).append(st)
-    for (model, pid), stats in sorted(pids.items()):
-        if len(stats) == len(window):
+    models = sorted({m for s in window for m in s.workers})
+    for model in models:
+        whole = {p: st for (m, p), st in pids.items() if m == model and len(st) == len(window)}
+        for pid, stats in sorted(whole.items()):
             series[f"worker {model} (pid {pid})"] = stats
+        if not whole:  # every worker replaced in the window: judge the mean per worker
+            series[f"workers {model} (mean per worker, replaced in the window)"] = [
+                _mean_stat(s.workers.get(model, [])) for s in window
+            ]
     rows = []
     for name, stats in series.items():
         if any(st is None for st in stats):

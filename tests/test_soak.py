@@ -50,11 +50,15 @@ def test_process_trends_judge_growth_by_the_ends_medians(
     assert [r["process"] for r in rows] == ["frontend (JVM)", "sidecar", "worker m (pid 7)"]
 
 
-def test_a_worker_replaced_in_the_window_is_not_judged_as_one_process() -> None:
+def test_workers_replaced_in_the_window_are_judged_by_their_mean() -> None:
     first, second = _samples([100.0] * 6, [80] * 6), _samples([100.0] * 6, [80] * 6, 8)
     samples = first + [dataclasses.replace(s, t_s=s.t_s + 60.0) for s in second]
     rows = soak_report.process_trends(samples, 0.0)
-    assert not any(r["process"].startswith("worker") for r in rows)
+    workers = [r for r in rows if r["process"].startswith("worker")]
+    assert [r["process"] for r in workers] == [
+        "workers m (mean per worker, replaced in the window)"
+    ]
+    assert workers[0]["complete"] and workers[0]["rss_growth_pct"] == 0.0
 
 
 def test_outcomes_count_shed_apart_from_failed() -> None:
