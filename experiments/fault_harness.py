@@ -122,6 +122,65 @@ def last_bad_after(load: Load, sent: Sent, fault_s: float, slo_ms: float = SLO_M
     return float(load.times[bad].max() - fault_s)
 
 
+def attainment(load: Load, sent: Sent, start_s: float, end_s: float,
+               slo_ms: float = SLO_MS) -> float:  # fmt: skip
+    """Share of the requests scheduled in ``[start_s, end_s)`` answered within the SLO."""
+    sel = (load.times >= start_s) & (load.times < end_s)
+    good = (sent.status == 200) & (sent.latency_ms <= slo_ms)
+    return float(good[sel].mean()) if sel.any() else math.nan
+
+
+def back_to_baseline(load: Load, sent: Sent, baseline_end_s: float, from_s: float,
+                     window_s: float = 3.0, step_s: float = 0.5) -> float | None:  # fmt: skip
+    """Seconds from ``from_s`` to the start of the first ``window_s`` window whose SLO
+    attainment is back to what it was before ``baseline_end_s`` (None: never)."""
+    baseline = attainment(load, sent, 0.0, baseline_end_s)
+    end = float(load.times.max()) if len(load.times) else from_s
+    t = from_s
+    while t + window_s <= end + 1e-9:
+        if attainment(load, sent, t, t + window_s) >= baseline:
+            return t - from_s
+        t += step_s
+    return None
+
+
+class QueuePoller(threading.Thread):
+    """The model's job queue depth every ``period_s`` (describe), from ``t0`` (perf_counter)."""
+
+    def __init__(self, client: Any, t0: float, period_s: float = 0.25) -> None:  # noqa: ANN401
+        super().__init__(daemon=True, name="queue-poller")
+        self.client, self.t0, self.period_s = client, t0, period_s
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                d = self.client.describe(MODEL)
+                depth = int(d.get("jobQueueStatus", {}).get("pendingRequests", 0))
+                self.samples.append((time.perf_counter() - self.t0, depth))
+            except Exception:  # noqa: BLE001 - a missed poll is not fatal
+                pass
+            self._halt.wait(self.period_s)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+    def drained_after(self, from_s: float) -> float | None:
+        """Seconds from ``from_s`` until the queue is back to its deepest before ``from_s``
+        (None: never, or never polled)."""
+        before = [q for t, q in self.samples if t < from_s]
+        limit = max(before, default=0)
+        after = [(t, q) for t, q in self.samples if t >= from_s]
+        peaked = False
+        for t, q in after:
+            peaked = peaked or q > limit
+            if peaked and q <= limit:
+                return t - from_s
+        return 0.0 if after and not peaked else None
+
+
 def write_controller_config(path: Path, **overrides: Any) -> Path:  # noqa: ANN401
     path.write_text(yaml.safe_dump({**CONTROLLER, **overrides}))
     return path
