@@ -59,8 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _reliability(args: argparse.Namespace) -> int:
-    from tsadapt.experiments.reliability import run_reliability
+    from tsadapt.experiments.reliability import render, run_reliability
 
+    if args.render:
+        print(f"wrote {render(args.out)}")
+        return 0
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip()) if args.faults else None
     command = "tsadapt " + shlex.join(sys.argv[1:]) if "reliability" in sys.argv[1:3] else ""
     kwargs = {"faults": faults} if faults else {}
@@ -76,6 +79,8 @@ def add_reliability_arguments(p: argparse.ArgumentParser) -> None:
     from tsadapt.experiments.fault_cases import FAULTS
     from tsadapt.experiments.reliability import DEFAULT_OUT, DEFAULT_RUNS
 
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite reliability.md from reliability.json in --out")  # fmt: skip
     p.add_argument("--faults", default="",
                    help=f"comma-separated subset of {','.join(FAULTS)} (default: all)")  # fmt: skip
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")

@@ -265,7 +265,7 @@ def bad_inputs(env: FaultEnv) -> FaultResult:
     after = settings(client)
     r.count(sent)
     r.recovery = "n/a (refused at start)"
-    r.controller = "; ".join(f"{k}: exit {v['exit']}, '{v['message'][:90]}'"
+    r.controller = "; ".join(f"{k}: exit {v['exit']}, '{v['message'][:200]}'"
                              for k, v in outcomes.items())  # fmt: skip
     r.details |= outcomes
     r.checks = {

@@ -22,6 +22,13 @@ DEFAULT_OUT = Path("docs/results")
 DEFAULT_RUNS = Path("runs/reliability")
 
 
+def render(out_dir: Path) -> Path:
+    """Rewrite ``reliability.md`` (and the JSON) from ``reliability.json`` in ``out_dir``."""
+    doc, rows = load_results(out_dir / "reliability.json")
+    return write(rows, out_dir, doc["command"], doc["load_average_before"],
+                 doc["load_average_after"], doc["date"])  # fmt: skip
+
+
 def run_reliability(
     out_dir: Path,
     runs_dir: Path,
@@ -64,6 +71,22 @@ def run_reliability(
     return results
 
 
+def relative_paths(text: str) -> str:
+    """``text`` with this checkout's absolute path removed (reports name relative paths)."""
+    return text.replace(str(Path.cwd().resolve()) + "/", "")
+
+
+def load_results(path: Path) -> tuple[dict, list[FaultResult]]:
+    """A written ``reliability.json``: its header and its rows."""
+    doc = json.loads(Path(path).read_text())
+    rows = []
+    for d in doc["faults"]:
+        d = {k: v for k, v in d.items() if k != "ok"}
+        d["recovery_s"] = math.nan if d.get("recovery_s") is None else d["recovery_s"]
+        rows.append(FaultResult(**d))
+    return doc, rows
+
+
 def _fmt_recovery(r: FaultResult) -> str:
     if not math.isfinite(r.recovery_s):
         return r.recovery or "n/a"
@@ -71,10 +94,11 @@ def _fmt_recovery(r: FaultResult) -> str:
 
 
 def write(results: Sequence[FaultResult], out_dir: Path, command: str,
-          load_before: tuple[float, ...], load_after: tuple[float, ...]) -> Path:  # fmt: skip
+          load_before: Sequence[float], load_after: Sequence[float],
+          date: str | None = None) -> Path:  # fmt: skip
     """``reliability.md`` and ``reliability.json`` in ``out_dir``; the markdown's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    date = date or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc = {
         "command": command,
         "date": date,
@@ -84,7 +108,8 @@ def write(results: Sequence[FaultResult], out_dir: Path, command: str,
         "controller_config": CONTROLLER,
         "faults": [r.as_dict() for r in results],
     }
-    (out_dir / "reliability.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    text = relative_paths(json.dumps(doc, indent=1, default=str))
+    (out_dir / "reliability.json").write_text(text + "\n")
     lines = [
         "# Reliability: faults injected into a real TorchServe under load",
         "",
@@ -122,5 +147,5 @@ def write(results: Sequence[FaultResult], out_dir: Path, command: str,
             lines.append(f"- details: `{json.dumps(shown, default=str)}`")
         lines.append("")
     md = out_dir / "reliability.md"
-    md.write_text("\n".join(lines))
+    md.write_text(relative_paths("\n".join(lines)) + "\n")
     return md

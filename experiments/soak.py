@@ -267,6 +267,8 @@ def _finite(x: Any) -> Any:  # noqa: ANN401 - JSON values
 def write(report: dict[str, Any], out_dir: Path) -> Path:
     """``soak.json``, ``soak.png`` and ``soak.md`` in ``out_dir``; the markdown's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    here = str(Path.cwd().resolve()) + "/"
+    report = {**report, "run_dir": str(report.get("run_dir", "")).replace(here, "")}
     (out_dir / "soak.json").write_text(json.dumps(_finite(report), indent=1) + "\n")
     png = soak_report.plot(report, out_dir / "soak.png")
     md = out_dir / "soak.md"
