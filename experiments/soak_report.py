@@ -67,18 +67,19 @@ def process_trends(samples: Sequence[ProbeSample], t_from: float) -> list[dict[s
         series["frontend (JVM)"].append(s.frontend)
         series["sidecar"].append(s.sidecar)
     pids: dict[tuple[str, int], list[Any]] = {}
-    for s in window:
+    read = [s for s in window if not s.error]  # a failed read of the workers is no data
+    for s in read:
         for model, stats in s.workers.items():
             for st in stats:
                 pids.setdefault((model, st.pid), []).append(st)
-    models = sorted({m for s in window for m in s.workers})
+    models = sorted({m for s in read for m in s.workers})
     for model in models:
-        whole = {p: st for (m, p), st in pids.items() if m == model and len(st) == len(window)}
+        whole = {p: st for (m, p), st in pids.items() if m == model and len(st) == len(read)}
         for pid, stats in sorted(whole.items()):
             series[f"worker {model} (pid {pid})"] = stats
         if not whole:  # every worker replaced in the window: judge the mean per worker
             series[f"workers {model} (mean per worker, replaced in the window)"] = [
-                _mean_stat(s.workers.get(model, [])) for s in window
+                _mean_stat(s.workers.get(model, [])) for s in read
             ]
     rows = []
     for name, stats in series.items():
@@ -86,6 +87,7 @@ def process_trends(samples: Sequence[ProbeSample], t_from: float) -> list[dict[s
             rows.append({"process": name, "complete": False})
             continue
         rss = _growth([st.rss_mb for st in stats])
+        half = _growth([st.rss_mb for st in stats[len(stats) // 2 :]])
         fds = _growth([st.fds for st in stats])
         thr = _growth([st.threads for st in stats])
         rows.append(
@@ -93,7 +95,7 @@ def process_trends(samples: Sequence[ProbeSample], t_from: float) -> list[dict[s
                 "process": name,
                 "complete": True,
                 "rss_mb_first": rss[0], "rss_mb_last": rss[1], "rss_growth_pct": rss[2],
-                "rss_ok": rss[2] < MAX_RSS_GROWTH_PCT,
+                "rss_ok": rss[2] < MAX_RSS_GROWTH_PCT, "rss_growth_2nd_half_pct": half[2],
                 "fds_first": fds[0], "fds_last": fds[1], "fds_max": max(st.fds for st in stats),
                 "fds_flat": _flat(fds[0], fds[1]),
                 "threads_first": thr[0], "threads_last": thr[1],
@@ -218,10 +220,11 @@ def write_markdown(report: dict[str, Any], path: Path, png: Path | None) -> None
     )
     lines += ["", "## Processes over the judged window", ""]
     lines += _table(
-        ["process", "RSS MiB first", "last", "growth %", "fds first", "last", "max",
-         "threads first", "last", "max"],
+        ["process", "RSS MiB first", "last", "growth %", "growth % (2nd half)", "fds first",
+         "last", "max", "threads first", "last", "max"],
         [[r["process"], _fmt(r.get("rss_mb_first")), _fmt(r.get("rss_mb_last")),
-          _fmt(r.get("rss_growth_pct"), ".2f"), _fmt(r.get("fds_first"), ".0f"),
+          _fmt(r.get("rss_growth_pct"), ".2f"), _fmt(r.get("rss_growth_2nd_half_pct"), ".2f"),
+          _fmt(r.get("fds_first"), ".0f"),
           _fmt(r.get("fds_last"), ".0f"), _fmt(r.get("fds_max"), ".0f"),
           _fmt(r.get("threads_first"), ".0f"), _fmt(r.get("threads_last"), ".0f"),
           _fmt(r.get("threads_max"), ".0f")] for r in report["processes"]],
