@@ -32,6 +32,7 @@ def _soak(args: argparse.Namespace) -> int:
         seed=args.seed,
         command=command,
         length_note=f" ({args.note})" if args.note else "",
+        token_expiration_min=args.token_expiration_min,
     )
     report = run_soak(cfg)
     for name, met in report["verdicts"].items():
@@ -54,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy-file", type=Path, help="PPO policy (default: the shipped one)")
     p.add_argument("--render", type=Path, metavar="RUN_DIR",
                    help="only rewrite the report from a finished run's folder")  # fmt: skip
+    p.add_argument("--token-expiration-min", type=int, default=None,
+                   help="TorchServe's key lifetime in minutes (default: its own, 60); shorter "
+                   "runs the key renewal during the soak")  # fmt: skip
     p.add_argument("--note", default="", help="said next to the run length in the report")
     p.set_defaults(func=_soak)
 

@@ -67,6 +67,7 @@ class SoakConfig:
     seed: int = 7
     command: str = "tsadapt soak"
     length_note: str = ""  # e.g. why the run is shorter than the hour
+    token_expiration_min: int | None = None  # TorchServe's key lifetime (default 60 min)
 
 
 def controller_config() -> dict[str, Any]:
@@ -117,7 +118,9 @@ def run_soak(cfg: SoakConfig, on_progress: Any = print) -> dict[str, Any]:  # no
     store.mkdir(parents=True, exist_ok=True)
     foreign_model.build_archive(store)
     models = [*DEMO_SLO_MS, foreign_model.NAME]
-    server_cfg = ServerConfig.with_free_ports(workdir=rundir / "server", model_store=store)
+    server_cfg = ServerConfig.with_free_ports(
+        workdir=rundir / "server", model_store=store, token_expiration_min=cfg.token_expiration_min
+    )
     decisions = rundir / "decisions.jsonl"
     ctl_path = rundir / "controller.yaml"
     ctl_path.write_text(yaml.safe_dump(controller_config()))
@@ -227,6 +230,7 @@ def build_report(cfg: SoakConfig, schedule: Any, sent: Any, samples: list, decis
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "duration_s": cfg.duration_s,
         "length_note": cfg.length_note,
+        "token_expiration_min": cfg.token_expiration_min,
         "sample_s": cfg.sample_s,
         "judged_from_s": t_from,
         "host": f"{platform.system()} {platform.machine()}, {_cores()} cores",
