@@ -18,7 +18,7 @@ def _soak(args: argparse.Namespace) -> int:
     from tsadapt.experiments.soak import SoakConfig, render, run_soak
 
     if args.render is not None:
-        report = render(args.render, args.out)
+        report = render(args.render, args.out, args.note or None)
         print(f"wrote {args.out / 'soak.md'} from {args.render}")
         return 0
     command = "tsadapt " + shlex.join(sys.argv[1:]) if "soak" in sys.argv[1:3] else "tsadapt soak"

@@ -192,9 +192,12 @@ def save_raw(rundir: Path, cfg: SoakConfig, schedule: Any, sent: Any, samples: l
     (rundir / "raw.json").write_text(json.dumps(_finite(meta)) + "\n")
 
 
-def render(rundir: Path, out_dir: Path) -> dict[str, Any]:
-    """Compute the report from a run dir's raw files; write it to ``out_dir``; return it."""
+def render(rundir: Path, out_dir: Path, note: str | None = None) -> dict[str, Any]:
+    """Compute the report from a run dir's raw files; write it to ``out_dir``; return it
+    (``note``: a new length note)."""
     meta = json.loads((Path(rundir) / "raw.json").read_text())
+    if note is not None:
+        meta["config"]["length_note"] = f" ({note})" if note else ""
     arrays = np.load(Path(rundir) / "requests.npz")
     cfg_fields = dict(meta["config"])
     cfg = SoakConfig(**{
