@@ -18,6 +18,7 @@ TorchServe rewrites the file) and reads the file again. The client never writes 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import requests
+
+logger = logging.getLogger(__name__)
 
 Api = Literal["management", "inference"]
 
@@ -192,8 +195,10 @@ class TorchServeClient:
         except requests.RequestException:
             return False
         if not resp.ok:
+            logger.warning("TorchServe refused to renew the %s key: %s", api, resp.status_code)
             return False
         self.keys.reload()
+        logger.info("renewed the expired %s key (TorchServe rewrote %s)", api, self.keys.path)
         return True
 
     def checked(self, api: Api, method: str, path: str, **kwargs: Any) -> Any:
