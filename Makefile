@@ -12,19 +12,19 @@ PYTEST_ARGS ?=
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[learn,bench,dev]'
 	$(PY) -m tsadapt.plugin.build
 	touch $(STAMP)
 
 install: $(STAMP)
 
-## The optional peers extra (Ray Serve) for `tsadapt bench --peers rayserve` and its test.
+## The optional peers extra (Ray Serve) for `tsadapt lab bench --peers rayserve` and its test.
 install-peers: install
-	$(PY) -m pip install --quiet -e '.[dev,peers]'
+	$(PY) -m pip install --quiet -e '.[learn,bench,dev,peers]'
 
 ## Start a real TorchServe with the demo models, send real requests, print latency, stop.
 demo: install
-	$(VENV)/bin/tsadapt demo
+	$(VENV)/bin/tsadapt lab demo
 
 ## The whole test suite (unit + real-server integration tests).
 test: install
@@ -39,7 +39,7 @@ lint: install
 
 ## Regenerate docs/results/model-profiles.md (batch latency b=1..32 on this machine).
 profiles: install
-	$(VENV)/bin/tsadapt models profile
+	$(VENV)/bin/tsadapt lab demo-models profile
 
 clean:
 	rm -rf runs build plugin/build *.egg-info .pytest_cache

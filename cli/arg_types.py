@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 
 def positive_float(value: str) -> float:
@@ -25,3 +27,17 @@ def positive_int(value: str) -> int:
     if x < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {x}")
     return x
+
+
+def with_argv(func: Callable[[argparse.Namespace], int], name: str) -> Callable:
+    """``func`` with ``args.argv`` set to the words after ``name`` on the command line (for
+    the command line a report prints at its top), unless the caller set it already. The
+    command line is ``args.cli_argv`` when :func:`tsadapt.cli.main.main` parsed a list."""
+
+    def run(args: argparse.Namespace) -> int:
+        if not hasattr(args, "argv"):
+            argv = getattr(args, "cli_argv", None) or sys.argv[1:]
+            args.argv = argv[argv.index(name) + 1 :] if name in argv else argv
+        return func(args)
+
+    return run

@@ -1,8 +1,10 @@
 """``tsadapt control``: run the adaptive controller sidecar beside a running TorchServe.
 
-``tsadapt control [run] --config FILE ...`` runs the controller; ``tsadapt control init``
-prints a starting config for the models the server has registered (:mod:`.control_init`).
-Either attaches to the server the attach options name (:mod:`tsadapt.serve.attach`).
+``tsadapt control --config FILE ...`` runs the controller; ``tsadapt control init`` prints a
+starting config for the models the server has registered (:mod:`.control_init`). Either
+attaches to the server the attach options name (:mod:`tsadapt.serve.attach`). With neither
+``--config`` nor ``--scenario`` it runs the demo: the shipped configs/controller.yaml with the
+SLOs of the demo scenario, against the demo server.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tsadapt import constants as C
 from tsadapt.client import TorchServeClient
 from tsadapt.serve.attach import add_attach_args
 
+#: The demo's controller config (shipped in the package as tsadapt/configs/controller.yaml).
 DEFAULT_CONFIG = Path("configs/controller.yaml")
 DEFAULT_METRICS_PORT = 9091
 
@@ -28,17 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the adaptive batching/worker controller beside a running TorchServe "
         "(`control init`: write a starting config)",
         description="Observe every tick, decide with a policy, guard, apply, and log decisions. "
-        "`tsadapt control init` prints a controller config for the models the server serves.",
+        "`tsadapt control init` prints a controller config for the models the server serves. "
+        f"With neither --config nor --scenario: the demo ({DEFAULT_CONFIG} with the SLOs of "
+        f"scenario {C.DEMO_SCENARIO!r}).",
     )
     p.add_argument(
-        "action",
-        nargs="?",
-        choices=("run", "init"),
-        default="run",
-        help="run the controller (default) or print a starting config (init)",
-    )
-    p.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="controller YAML (default: %(default)s)"
+        "--config",
+        type=Path,
+        default=None,
+        help="controller YAML, e.g. from `tsadapt control init` (default: the demo's "
+        f"{DEFAULT_CONFIG} with --scenario {C.DEMO_SCENARIO})",
     )
     p.add_argument(
         "--policy", default=None, help="static | aimd | queue | ppo (default: the config's)"
@@ -83,16 +85,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         help="a `tsadapt profile` JSON (repeatable): lowers that model's max_batch to the "
-        "largest batch whose profiled latency is at most half its SLO; with init, also "
-        "sets SLOs when --slo-ms is not given",
-    )
-    p.add_argument(
-        "--slo-ms",
-        type=float,
-        default=None,
-        help="init: the SLO (ms) to write for every model (default: from --profile, else 100)",
+        "largest batch whose profiled latency is at most half its SLO",
     )
     p.set_defaults(func=run_control)
+    actions = p.add_subparsers(dest="control_action", metavar="ACTION")
+    actions.default = "run"  # no action: run the controller
+    from tsadapt.cli.control_init import add_init_arguments
+
+    init = actions.add_parser(
+        "init",
+        help="print a starting controller config for the models the server serves",
+        description="A controller config for every registered model: its current batch, "
+        "delay and workers as the starting point, the SLO you give (--slo-ms, or "
+        "--slo-from-profile with --profile), max_batch capped by the profile rule.",
+    )
+    add_attach_args(init)
+    add_init_arguments(init)
+    init.set_defaults(func=run_control)
+
+
+def _shipped_config() -> Path:
+    from tsadapt import configs
+
+    return Path(configs.__file__).parent / DEFAULT_CONFIG.name
 
 
 def require_plugin(client: TorchServeClient) -> None:
@@ -112,25 +127,46 @@ def require_plugin(client: TorchServeClient) -> None:
 
 
 def run_control(args: argparse.Namespace) -> int:
-    if args.action == "init":
+    if args.control_action == "init":
         from tsadapt.cli.control_init import run_init
 
         return run_init(args)
     from tsadapt.cli.control_init import apply_profiles
-    from tsadapt.policy.controller_config import load
+    from tsadapt.policy.controller_config import ConfigError, load
     from tsadapt.policy.factory import make_policy
     from tsadapt.serve.attach import connect, connect_checked
     from tsadapt.sidecar.runner import Sidecar
 
-    if args.scenario:
-        from tsadapt.experiments.bench_schedule import resolve_scenario
-        from tsadapt.policy.sim.control import scenario_config
+    config_path, scenario = args.config, args.scenario
+    if config_path is None:
+        config_path = DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else _shipped_config()
+        if scenario is None:
+            scenario = C.DEMO_SCENARIO
+            print(
+                f"controller: the demo config {DEFAULT_CONFIG} with the SLOs of scenario "
+                f"{scenario!r} (your own models: `tsadapt control init --slo-ms MS > "
+                "controller.yaml`, then `tsadapt control --config controller.yaml`)",
+                flush=True,
+            )
+    try:
+        if scenario:
+            from tsadapt.policy.sim.control import scenario_config
+            from tsadapt.scenario_files import resolve_scenario
 
-        config = scenario_config(
-            args.config, resolve_scenario(args.scenario), policy=args.policy, tick_s=args.tick_s
-        )
-    else:
-        config = load(args.config, policy=args.policy, tick_s=args.tick_s)
+            config = scenario_config(
+                config_path, resolve_scenario(scenario), policy=args.policy, tick_s=args.tick_s
+            )
+        else:
+            config = load(config_path, policy=args.policy, tick_s=args.tick_s)
+    except ConfigError as exc:
+        if "slo_ms" in exc.path and not scenario:
+            raise ConfigError(
+                exc.path,
+                f"{str(exc).split(': ', 1)[-1]} (write slo_ms in {config_path}, e.g. with "
+                "`tsadapt control init --slo-ms MS`, or pass --scenario NAME|FILE whose "
+                "models state their SLOs)",
+            ) from None
+        raise
     if args.profile:
         config = apply_profiles(config, args.profile)
     client, _, registered = connect_checked(args)  # names what is wrong before the loop starts

@@ -1,4 +1,5 @@
-"""``tsadapt fleet simulate|train|evaluate``: GPU slots at fleet scale (docs/results/fleet.md)."""
+"""``tsadapt lab fleet simulate|train|evaluate``: GPU slots at fleet scale
+(docs/results/fleet.md)."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
         for mix in MIXES
     ]
     out = policy_path(args.out_dir)
-    command = "tsadapt fleet train" + "".join(f" {a}" for a in sys.argv[3:])
+    command = "tsadapt lab fleet train" + "".join(f" {a}" for a in sys.argv[3:])
     with _progress() as prog:
         task = prog.add_task("PPO", total=args.timesteps)
 
@@ -179,7 +180,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                     f"({len(runs)} seeds, {wall:.0f} s)"
                 )
             results.append(p)
-    command = "tsadapt fleet evaluate" + "".join(f" {a}" for a in sys.argv[3:])
+    command = "tsadapt lab fleet evaluate" + "".join(f" {a}" for a in sys.argv[3:])
     path = write_report(results, args.out_dir, command, time.perf_counter() - t0)
     print(f"wrote {path}")
     return 0

@@ -1,4 +1,6 @@
-"""``tsadapt profile | simulate | train | evaluate``: the learned half of the controller.
+"""``tsadapt profile | train``: a served model's batch latency, and the PPO policy's training.
+
+(``simulate`` and ``evaluate`` are lab commands: :mod:`tsadapt.cli.lab.simulate`.)
 
 Wired into the ``tsadapt`` CLI by :func:`register`; ``python -m tsadapt.cli.learn_commands``
 runs the same commands without the CLI.
@@ -7,12 +9,12 @@ runs the same commands without the CLI.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from tsadapt.cli.arg_types import with_argv as _with_argv
 from tsadapt.serve.attach import add_attach_args
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,38 +38,6 @@ def _rel(p: Path) -> Path:
 def _err(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return 2
-
-
-# ----------------------------------------------------------------------------- simulate
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from tsadapt.experiments.evaluate import run_policy
-    from tsadapt.policy.ppo_policy import PolicyFileError
-    from tsadapt.policy.sim.scenario import load_scenario
-
-    try:
-        scenario = load_scenario(args.scenario)
-        result = run_policy(
-            scenario,
-            args.policy,
-            scenario.seed if args.seed is None else args.seed,
-            args.policy_file,
-        )
-    except (PolicyFileError, ValueError, OSError) as exc:
-        return _err(str(exc))
-    if args.json:
-        print(json.dumps(result, default=lambda x: None))
-    else:
-        r, nan = result, float("nan")
-        print(
-            f"{r['scenario']} / {r['policy']} / seed {r['seed']}: "
-            f"goodput {r['goodput_rps']:.1f} rps, SLO {100 * r['slo_attainment']:.2f} %, "
-            f"p50 {r['p50_ms'] or nan:.1f} ms, p99 {r['p99_ms'] or nan:.1f} ms, "
-            f"{r['worker_seconds']:.0f} worker-s, {r['reconfigurations']} reconfigurations, "
-            f"{r['requests']} requests, {r['rejected']} rejected"
-        )
-    return 0
 
 
 # ----------------------------------------------------------------------------- train
@@ -183,42 +153,8 @@ def _profile(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- wiring
 
 
-def _with_argv(func: Any, name: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        if not hasattr(args, "argv"):
-            args.argv = _argv_after(name)
-        return func(args)
-
-    return run
-
-
-def _argv_after(name: str) -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index(name) + 1 :] if name in argv else argv
-
-
 def register(subparsers: Any) -> None:
-    """Add ``profile``, ``simulate``, ``train`` and ``evaluate`` (handler in ``func``)."""
-    from tsadapt.experiments.evaluate import POLICIES
-
-    p = subparsers.add_parser(
-        "simulate",
-        help="run a scenario in the simulator under a policy",
-        description="Simulate a scenario YAML (the same file the Locust "
-        "scenarios replay) with a policy behind the guards.",
-    )
-    p.add_argument("--scenario", type=Path, required=True, help="scenario YAML")
-    p.add_argument("--policy", choices=POLICIES, required=True)
-    p.add_argument(
-        "--policy-file",
-        type=Path,
-        default=None,
-        help="policy file for --policy ppo (default: the shipped policy)",
-    )
-    p.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_with_argv(_simulate, "simulate"))
-
+    """Add ``train`` and ``profile`` (handler in ``func``)."""
     p = subparsers.add_parser(
         "train",
         help="train the PPO policy in the simulator",
@@ -236,10 +172,6 @@ def register(subparsers: Any) -> None:
         "of the config; 1 = just --seed)",
     )
     p.set_defaults(func=_with_argv(_train, "train"))
-
-    from tsadapt.cli.evaluate_command import add_evaluate_parser
-
-    add_evaluate_parser(subparsers, _with_argv)
 
     p = subparsers.add_parser(
         "profile",

@@ -1,74 +1,34 @@
-"""The ``tsadapt`` command: one entry point, one subcommand per component."""
+"""The ``tsadapt`` command.
+
+The product's commands are at the top (``tsadapt --help``): the plugin, profiling a served
+model, the controller, a server's status, the Packrat CPU planner, traces and training.
+Research and benchmarks live under ``tsadapt lab``; a command that moved there says where.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
-from pathlib import Path
 
-from tsadapt import constants as C
-from tsadapt.cli.arg_types import positive_int
+from tsadapt.cli import moved
 from tsadapt.serve.attach import add_attach_args
 
-
-def _add_server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workdir",
-        type=Path,
-        default=C.DEFAULT_WORKDIR,
-        help="server dir: config, logs, key_file.json (default: %(default)s)",
-    )
-
-
-def _serve_start(args: argparse.Namespace) -> int:
-    from tsadapt.serve.server import ServerConfig, start
-
-    base = args.port_base
-    ports = (
-        {
-            "inference_port": base,
-            "management_port": base + 1,
-            "metrics_port": base + 2,
-            "grpc_inference_port": base + 3,
-            "grpc_management_port": base + 4,
-        }
-        if base
-        else {}
-    )
-    config = ServerConfig(
-        workdir=args.workdir,
-        model_store=args.model_store,
-        auth=not args.no_auth,
-        plugin=not args.no_plugin,
-        models=tuple(args.models.split(",")) if args.models else ServerConfig.models,
-        **ports,
-    )
-    logging.getLogger("tsadapt").info("server config: %s", config)
-    server = start(config)
-    print(f"TorchServe is running (pid {server.pid}), work dir {server.workdir}")
-    print(f"  inference   {server.inference_url}")
-    print(f"  management  {server.management_url}")
-    print(f"  metrics     {server.metrics_url}")
-    print(f"  tokens      {server.key_file or 'auth OFF (--no-auth)'}")
-    print(f"  plugin      {server.plugins_path or 'not loaded (--no-plugin)'}")
-    print(f"  logs        {Path(server.workdir) / 'logs'}")
-    print(f"  models      {', '.join(server.models)}")
-    return 0
+#: Modules whose ``register(subparsers)`` adds a top-level command, in ``--help`` order.
+#: ``trace_commands`` (``tsadapt trace``) registers here once that module exists.
+TOP_LEVEL = (
+    "tsadapt.cli.plugin_commands",  # plugin build | path
+    "tsadapt.cli.learn_commands",  # profile, train
+    "tsadapt.cli.control_commands",  # control [init]
+    "tsadapt.cli.packrat_commands",  # packrat plan | profile | apply | control
+    "tsadapt.cli.trace_commands",  # trace (optional: registered when present)
+)
+OPTIONAL = frozenset({"tsadapt.cli.trace_commands"})
 
 
-def _serve_stop(args: argparse.Namespace) -> int:
-    from tsadapt.serve.server import stop
-
-    if stop(args.workdir):
-        print(f"TorchServe in {args.workdir} stopped")
-    else:
-        print(f"no TorchServe was running from {args.workdir}")
-    return 0
-
-
-def _serve_status(args: argparse.Namespace) -> int:
+def _status(args: argparse.Namespace) -> int:
     from tsadapt.serve.attach import connect_checked
     from tsadapt.serve.server import models_status, status
 
@@ -105,151 +65,57 @@ def _serve_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _archive(args: argparse.Namespace) -> int:
-    from tsadapt.serve.archive import archive_all
-
-    for path in archive_all(args.model_store, args.models.split(",") if args.models else None):
-        print(path)
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from tsadapt.experiments.demo import run_demo
-
-    return run_demo(
-        args.workdir, args.requests, args.concurrency, args.bench_s, scenario=args.scenario
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="a running TorchServe: models, workers, batch settings, queue depth",
+        description="Attach to a TorchServe (--ts-config, or the URLs and key file) and "
+        "print each model's batch size, delay, workers and queue depth.",
     )
-
-
-def _models_profile(args: argparse.Namespace) -> int:
-    from tsadapt.experiments import model_profiles
-
-    names = args.models.split(",") if args.models else list(_demo_names())
-    command = "tsadapt models profile " + " ".join(sys.argv[3:])
-    profiles = model_profiles.run(
-        names, args.max_batch, args.repeats, args.warmup, args.out, command.strip()
-    )
-    for p in profiles:
-        print(
-            f"{p.model:<8} alpha={p.fit.alpha_ms:.3f} ms  beta={p.fit.beta_ms:.3f} ms  "
-            f"R^2={p.fit.r2:.4f}"
-        )
-    print(f"wrote {args.out / 'model-profiles.md'}")
-    return 0
-
-
-def _demo_names() -> list[str]:
-    from tsadapt.handlers.catalog import DEMO_MODELS
-
-    return list(DEMO_MODELS)
-
-
-def _models_arg(value: str) -> str:
-    known = _demo_names()
-    bad = [n for n in value.split(",") if n not in known]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown model(s) {bad}; known: {','.join(known)}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tsadapt", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("archive", help="build the demo models' .mar files")
-    p.add_argument("--model-store", type=Path, default=C.DEFAULT_WORKDIR / "model-store")
-    p.add_argument("--models", type=_models_arg, help="comma-separated subset (default: all)")
-    p.set_defaults(func=_archive)
-
-    serve = sub.add_parser("serve", help="start, stop or inspect TorchServe with the demo models")
-    serve_sub = serve.add_subparsers(dest="action", required=True)
-    p = serve_sub.add_parser("start", help="start TorchServe, register the demo models")
-    _add_server_args(p)
-    p.add_argument("--model-store", type=Path, help="default: <workdir>/model-store")
-    p.add_argument(
-        "--port-base",
-        type=positive_int,
-        help="use ports N..N+4 (inference, management, metrics, 2x gRPC); "
-        "default 8080-8082 and 7070-7071",
-    )
-    p.add_argument("--models", type=_models_arg, help="comma-separated subset (default: all)")
-    p.add_argument(
-        "--no-auth",
-        action="store_true",
-        help="turn TorchServe's token authorization off (local experiments only)",
-    )
-    p.add_argument("--no-plugin", action="store_true", help="do not load the tsadapt plugin")
-    p.set_defaults(func=_serve_start)
-    p = serve_sub.add_parser("stop", help="stop TorchServe and every process it started")
-    _add_server_args(p)
-    p.set_defaults(func=_serve_stop)
-    p = serve_sub.add_parser("status", help="models, workers, batch settings, queue depth")
     add_attach_args(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_serve_status)
+    p.set_defaults(func=_status)
 
-    p = sub.add_parser("demo", help="start TorchServe, send real requests, print latency, stop")
-    p.add_argument("--workdir", type=Path, default=Path("runs/demo"))
-    p.add_argument("--requests", type=positive_int, default=200, help="per model")
-    p.add_argument("--concurrency", type=positive_int, default=8)
-    p.add_argument(
-        "--bench-s",
-        type=float,
-        default=60.0,
-        help="seconds per controller of the short bench (0: skip it)",
-    )
-    p.add_argument(
-        "--scenario",
-        default=C.DEMO_SCENARIO,
-        help="the short bench's scenario, a name or YAML path (default: %(default)s)",
-    )
-    p.set_defaults(func=_demo)
 
-    models = sub.add_parser("models", help="the demo models")
-    models_sub = models.add_subparsers(dest="action", required=True)
-    p = models_sub.add_parser(
-        "profile", help="batch latency b=1..N, fitted; writes docs/results/model-profiles.md"
+def build_parser(lab: bool = True) -> argparse.ArgumentParser:
+    """The whole parser; ``lab=False`` leaves the lab's commands out (lighter: their
+    modules import the benches' stacks), with ``tsadapt lab`` still listed."""
+    parser = argparse.ArgumentParser(
+        prog="tsadapt",
+        description="Adaptive batching for TorchServe: the plugin, the controller beside your "
+        "server, and the tools to profile and plan.",
+        epilog="Research and benchmarks: tsadapt lab --help",
     )
-    p.add_argument("--models", type=_models_arg)
-    p.add_argument("--max-batch", type=positive_int, default=32)
-    p.add_argument("--repeats", type=positive_int, default=15)
-    p.add_argument("--warmup", type=positive_int, default=3)
-    p.add_argument("--out", type=Path, default=Path("docs/results"))
-    p.set_defaults(func=_models_profile)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in TOP_LEVEL:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if name in OPTIONAL and exc.name == name:
+                continue
+            raise
+        module.register(sub)
+        if name == "tsadapt.cli.control_commands":
+            _add_status(sub)
+    from tsadapt.cli.lab import register as register_lab
 
-    for register in _component_commands():
-        register(sub)
+    register_lab(sub, full=lab)
     return parser
 
 
-def _component_commands() -> list:
-    """Subcommands contributed by the components (plugin, policy, packrat_cpu)."""
-    import importlib
-
-    registers = []
-    for module in (
-        "tsadapt.cli.plugin_commands",
-        "tsadapt.cli.control_commands",
-        "tsadapt.cli.sim_commands",
-        "tsadapt.cli.learn_commands",
-        "tsadapt.cli.fleet_commands",
-        "tsadapt.cli.packrat_commands",
-        "tsadapt.cli.bench_commands",
-        "tsadapt.cli.soak_commands",
-        "tsadapt.experiments.gpu_check.commands",
-        "tsadapt.experiments.scaleout.commands",
-    ):
-        try:
-            registers.append(importlib.import_module(module).register)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    return registers
+def _command_word(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    where = moved.where(argv)
+    if where:
+        print(f"tsadapt: moved: {where}", file=sys.stderr)
+        return moved.EXIT_MOVED
+    args = build_parser(lab=_command_word(argv) == "lab").parse_args(argv)
+    args.cli_argv = argv
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -258,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "tsadapt").startswith("tsadapt"):
+            raise
+        from tsadapt.cli.lab import EXIT_MISSING_EXTRA, missing_extra
+
+        command = " ".join(
+            w for w in ("tsadapt", args.command, getattr(args, "lab_command", None)) if w
+        )
+        print(f"tsadapt: error: {missing_extra(command, exc.name)}", file=sys.stderr)
+        return EXIT_MISSING_EXTRA
     except (RuntimeError, ValueError, OSError) as exc:
         print(f"tsadapt: error: {exc}", file=sys.stderr)
         return 1

@@ -1,9 +1,9 @@
 """``tsadapt packrat ...`` subcommands.
 
-``register(subparsers)`` adds ``packrat`` with ``plan``, ``bench-planner``, ``profile``,
-``apply``, ``control`` and ``bench``; each leaf parser sets ``func`` (``args.func(args) -> int``
-is the exit code). ``main(argv)`` is a standalone entry point for tests and
-``python -m tsadapt.cli.packrat_commands``.
+``register(subparsers)`` adds ``packrat`` with ``plan``, ``profile``, ``apply`` and
+``control`` (the benches are ``tsadapt lab packrat ...``); each leaf parser sets ``func``
+(``args.func(args) -> int`` is the exit code). ``main(argv)`` is a standalone entry point
+for tests and ``python -m tsadapt.cli.packrat_commands``.
 
 Exit codes: 0 ok, 1 infeasible request (no plan exists), 2 bad input (arguments or profile).
 """
@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tsadapt.experiments import packrat_planner_speed as bench_planner
 from tsadapt.packrat_cpu.planner import Plan, PlanError, plan, plan_uniform
 from tsadapt.packrat_cpu.profile_table import bundled_profiles, load_profile, resolve_profile
 
@@ -32,9 +31,7 @@ def register(subparsers: Any) -> None:
     packrat = subparsers.add_parser(
         "packrat", help="Packrat CPU planner: <instances, threads, batch> for a profiled model"
     )
-    sub = packrat.add_subparsers(
-        dest="packrat_command", metavar="{plan,bench-planner,profile,apply,control,bench}"
-    )
+    sub = packrat.add_subparsers(dest="packrat_command", metavar="{plan,profile,apply,control}")
     sub.required = True
 
     p = sub.add_parser("plan", help="optimal instance plan for a batch on a number of cores")
@@ -51,10 +48,6 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=cmd_plan)
-
-    b = sub.add_parser("bench-planner", help="time the planner (synthetic and published profiles)")
-    bench_planner.add_arguments(b)
-    b.set_defaults(func=cmd_bench)
 
     pr = sub.add_parser(
         "profile",
@@ -146,15 +139,6 @@ def summary(result: Plan, source: str) -> str:
             f"+{result.uniform_gap_ms:.2f} ms ({result.uniform_gap_ratio:.3f}x)"
         )
     return "\n".join(lines)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Handle ``packrat bench-planner``."""
-    try:
-        return bench_planner.run_args(args)
-    except (OSError, ValueError) as exc:
-        _error(str(exc))
-        return EXIT_BAD_INPUT
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

@@ -1,9 +1,9 @@
-"""``tsadapt packrat apply|control|bench``: Packrat on a live TorchServe.
+"""``tsadapt packrat apply|control``: Packrat on a live TorchServe.
 
-* ``apply``: switch one model of a running ``tsadapt serve`` server to a plan, live.
+* ``apply``: switch one model of a running server to a plan, live.
 * ``control``: the online loop (queue-depth estimator -> re-plan -> apply) until stopped.
-* ``bench``: planned vs fat on a fresh server over a range of batch sizes, plus a live switch
-  under load; writes ``docs/results/packrat.md``.
+
+(The bench, planned vs fat on a fresh server, is ``tsadapt lab packrat bench``.)
 
 Exit codes: 0 ok, 1 the server refused or failed, 2 bad input (flags, plan or profile).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import signal
 import sys
 import threading
@@ -30,7 +29,7 @@ def _error(message: str) -> None:
 
 
 def register(sub: Any) -> None:
-    """Add ``apply``, ``control`` and ``bench`` to the ``packrat`` sub-parsers."""
+    """Add ``apply`` and ``control`` to the ``packrat`` sub-parsers."""
     a = sub.add_parser(
         "apply",
         help="switch a live model to a plan (workers, threads + cores, batch) with no restart",
@@ -57,21 +56,6 @@ def register(sub: Any) -> None:
     c.add_argument("--max-batch-delay-ms", type=int, default=None, help="delay to set on switch")
     c.set_defaults(func=cmd_control)
 
-    b = sub.add_parser(
-        "bench", help="planned vs fat instance on a real server; writes docs/results/packrat.md"
-    )
-    b.add_argument("--model", required=True, help="demo model name")
-    b.add_argument("--profile", metavar="FILE.csv", help="default: profile now (quick)")
-    b.add_argument("--batches", default="2,4,8,16,32", help="batch sizes B to compare")
-    b.add_argument("--rounds", type=int, default=30, help="bursts per configuration and B")
-    b.add_argument("--switch-batch", type=int, default=8, help="B of the live-switch run")
-    b.add_argument("--switch-rate", type=float, default=30.0, help="req/s of the switch run")
-    b.add_argument("--switch-period", type=float, default=8.0, help="s between switches")
-    b.add_argument("--no-switch", action="store_true", help="skip the live-switch run")
-    b.add_argument("--out", default="docs/results", help="report folder")
-    b.add_argument("--workdir", default="runs/packrat/bench", help="server work dir")
-    b.set_defaults(func=cmd_bench)
-
 
 def _server_flags(p: argparse.ArgumentParser) -> None:
     from tsadapt.serve.attach import add_attach_args
@@ -81,7 +65,7 @@ def _server_flags(p: argparse.ArgumentParser) -> None:
         "--placement-dir",
         default=None,
         help="the TSADAPT_PLACEMENT_DIR the server's workers were started with "
-        "(default: <workdir>/placement for a `tsadapt serve start` server, "
+        "(default: <workdir>/placement for a `tsadapt lab serve start` server, "
         "else $TSADAPT_PLACEMENT_DIR)",
     )
     p.add_argument("--cores", default=None, help="cores to place workers on (default: usable)")
@@ -120,7 +104,7 @@ def _connect(args: argparse.Namespace) -> tuple[Any, Any, Path]:
 
     client, _, _ = connect_checked(args, timeout_s=120)
     placement = args.placement_dir
-    if placement is None and args.ts_config is None:  # `tsadapt serve start` sets it so
+    if placement is None and args.ts_config is None:  # `tsadapt lab serve start` sets it so
         placement = Path(args.workdir) / PLACEMENT_SUBDIR
     placement = placement or os.environ.get(PLACEMENT_DIR_ENV)
     if placement is None:
@@ -235,15 +219,3 @@ def cmd_control(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json()))
     print(f"{loop.samples} samples, {len(switches)} switches")
     return EXIT_OK
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Handle ``packrat bench``."""
-
-    try:
-        from tsadapt.experiments import packrat_bench_run as bench_run
-
-        return bench_run.run(args, " ".join(["tsadapt", *map(shlex.quote, sys.argv[1:])]))
-    except bench_run.BenchInputError as exc:
-        _error(str(exc))
-        return EXIT_BAD_INPUT

@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from tsadapt.plugin.build import JAR_NAME, PluginBuildError, build_plugin, plugins_path
+from tsadapt.plugin.build import (
+    JAR_NAME,
+    PINNED_TORCHSERVE,
+    PluginBuildError,
+    build_plugin,
+    plugins_path,
+)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
@@ -29,36 +35,8 @@ def _cmd_path(args: argparse.Namespace) -> int:
     return 0
 
 
-def _publish(report_text: str, out: Path | None) -> int:
-    """Print a generated report and write it to ``out`` (under docs/results/ by default)."""
-    print(report_text)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report_text)
-        print(f"wrote {out}")
-    return 0
-
-
-def _cmd_bench_overhead(args: argparse.Namespace) -> int:
-    from tsadapt.experiments.plugin_overhead import OverheadConfig, report, run
-
-    config = OverheadConfig(args.model, args.rate, args.round_s, args.rounds, args.seed)
-    text = report(
-        config, run(config), ("tsadapt plugin bench-overhead " + " ".join(sys.argv[3:])).strip()
-    )
-    return _publish(text, args.out)
-
-
-def _cmd_check_telemetry(args: argparse.Namespace) -> int:
-    from tsadapt.experiments.telemetry_check import report, run
-
-    agreement = run(args.duration, args.seed)
-    text = report(agreement, ("tsadapt plugin check-telemetry " + " ".join(sys.argv[3:])).strip())
-    return _publish(text, args.out)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``plugin build``; each leaf parser sets ``func(args) -> int`` via set_defaults."""
+    """Add ``plugin build`` and ``plugin path`` (each leaf sets ``func(args) -> int``)."""
     plugin = subparsers.add_parser("plugin", help="the TorchServe frontend plugin (/adapt)")
     actions = plugin.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
     build = actions.add_parser("build", help="compile the plugin jar (cached) and print its path")
@@ -71,23 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "path",
         help="print the folder to put in config.properties as plugins_path=",
         description="The folder holding the plugin jar: the prebuilt one a wheel ships "
-        "(only a Java runtime needed), else built here from plugin/java (needs a JDK).",
+        f"(built for TorchServe {PINNED_TORCHSERVE}; only a Java runtime needed), else built "
+        "here from plugin/java (needs a JDK).",
     )
     path.set_defaults(func=_cmd_path)
-    bench = actions.add_parser(
-        "bench-overhead", help="p50/p99 of stock TorchServe vs TorchServe + plugin, one run"
-    )
-    bench.add_argument("--model", default="tabular", choices=["image", "text", "tabular"])
-    bench.add_argument("--rate", type=float, default=80.0, help="requests/s (open loop)")
-    bench.add_argument("--round-s", type=float, default=15.0, help="seconds per round")
-    bench.add_argument("--rounds", type=int, default=4)
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--out", type=Path, default=Path("docs/results/plugin-overhead.md"))
-    bench.set_defaults(func=_cmd_bench_overhead)
-    check = actions.add_parser(
-        "check-telemetry", help="plugin p50/p99/SLO attainment vs Locust's client-side figures"
-    )
-    check.add_argument("--duration", type=float, default=50.0, help="seconds of load")
-    check.add_argument("--seed", type=int, default=3)
-    check.add_argument("--out", type=Path, default=Path("docs/results/telemetry-agreement.md"))
-    check.set_defaults(func=_cmd_check_telemetry)

@@ -1,4 +1,4 @@
-"""``tsadapt bench``: controllers side by side on a real TorchServe, same scenario and seed.
+"""``tsadapt lab bench``: controllers side by side on a real TorchServe, same scenario and seed.
 
 For each controller in turn: a fresh server (free loopback ports, its own work dir under
 ``runs/bench/<scenario>/<stamp>-<controller>/``), the controller sidecar unless ``static``,
@@ -85,7 +85,7 @@ WARMUP_SETTLE_S = 1.0
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """One ``tsadapt bench`` invocation."""
+    """One ``tsadapt lab bench`` invocation."""
 
     scenario: str
     controllers: tuple[str, ...] = ("static",)

@@ -1,4 +1,4 @@
-"""The controllers of ``tsadapt bench``: which can run here, and the ``tsadapt control``
+"""The controllers of ``tsadapt lab bench``: which can run here, and the ``tsadapt control``
 subprocess that runs one against the bench's server (start, end, its log's tail)."""
 
 from __future__ import annotations

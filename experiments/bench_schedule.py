@@ -1,6 +1,6 @@
 """Open-loop arrival schedules, per-request records and rate/SLO summaries (no Locust here).
 
-The Locust scenarios (``loadtests/``) and ``tsadapt bench`` share this module, so the
+The Locust scenarios (``loadtests/``) and ``tsadapt lab bench`` share this module, so the
 schedule a load test replays, the records it writes and the figures the benchmark reports
 come from one place. The arrivals are the simulator's: :func:`scenario_schedule` draws each
 model's arrivals exactly as :meth:`Simulator.from_workloads` does for the same scenario and
@@ -24,12 +24,14 @@ from tsadapt.policy.sim.metrics import percentile
 from tsadapt.policy.sim.scenario import Scenario
 from tsadapt.policy.sim.workload_files import workload_from_dict
 from tsadapt.policy.sim.workloads import Mix, Workload, realized_rates
+from tsadapt.scenario_files import (  # noqa: F401 - re-exported: the load tests' lookup
+    LOADTESTS_DIR,
+    SCENARIO_DIRS,
+    resolve_scenario,
+)
 
 # --------------------------------------------------------------------------- constants
 
-LOADTESTS_DIR = C.REPO_DIR / "loadtests"
-#: Where ``--scenario NAME`` is looked up, first match wins.
-SCENARIO_DIRS = (LOADTESTS_DIR / "scenarios", C.REPO_DIR / "configs" / "scenarios")
 #: Hard cap on the requests of one run (a shape's ``max_requests`` may lower it).
 MAX_REQUESTS = 200_000
 #: Requests in flight at most; far above what open-loop runs on this box reach.
@@ -56,21 +58,6 @@ RECORD_FIELDS = (
 UNFINISHED = "unfinished"
 
 # --------------------------------------------------------------------------- scenarios
-
-
-def resolve_scenario(name_or_path: str | Path) -> Path:
-    """A scenario YAML from a path, or from a name in :data:`SCENARIO_DIRS`."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ValueError(f"scenario file not found: {p}")
-        return p.resolve()
-    for d in SCENARIO_DIRS:
-        cand = d / f"{p.name}.yaml"
-        if cand.is_file():
-            return cand.resolve()
-    known = sorted({f.stem for d in SCENARIO_DIRS if d.is_dir() for f in d.glob("*.yaml")})
-    raise ValueError(f"unknown scenario {str(name_or_path)!r}; known: {', '.join(known)}")
 
 
 def check_loopback(url: str) -> str:

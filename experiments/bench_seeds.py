@@ -1,4 +1,4 @@
-"""``tsadapt bench --seeds N``: the same scenario on N arrival draws, every controller (and
+"""``tsadapt lab bench --seeds N``: the same scenario on N arrival draws, every controller (and
 peer) on each draw, and the figures across draws.
 
 Seed ``k`` of a run is ``base + k`` (``base`` = ``--seed``, else the scenario's seed): one
@@ -266,7 +266,7 @@ def best_adaptive_from_report(path: Path, scenario: str | None = None, min_seeds
     scenario must be ``scenario`` when given)."""
     if not path.is_file():
         raise ReportError(
-            f"no multi-seed bench report at {path}: run `tsadapt bench --scenario "
+            f"no multi-seed bench report at {path}: run `tsadapt lab bench --scenario "
             f"{scenario or '<name>'} --controllers static,aimd,queue,ppo --seeds 3` first"
         )
     try:

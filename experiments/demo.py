@@ -69,7 +69,7 @@ def run_demo(
     results_dir: Path = RESULTS_DIR,
 ) -> int:
     """Part 1: per-model latency on a real server. Part 2 (``bench_s`` > 0): a short
-    ``tsadapt bench`` of ``scenario``, static against the best adaptive controller of the
+    ``tsadapt lab bench`` of ``scenario``, static against the best adaptive controller of the
     committed multi-seed report (a missing or malformed report fails before part 1)."""
     best = best_adaptive(scenario, results_dir) if bench_s > 0 else ""
     status = latency_demo(workdir, requests_per_model, concurrency, seed)
@@ -88,7 +88,7 @@ def run_demo(
                 duration_s=bench_s,
                 out_dir=workdir / "bench",
                 runs_dir=workdir / "bench-runs",
-                command=f"tsadapt demo --scenario {scenario} --bench-s {bench_s:g}",
+                command=f"tsadapt lab demo --scenario {scenario} --bench-s {bench_s:g}",
             )
         )
         status = status or (0 if all(r.status == "ok" for r in results) else 1)

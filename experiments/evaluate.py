@@ -251,7 +251,7 @@ def run_policy(
     static_configs: Mapping[str, ModelSettings] | None = None,
     initial: Mapping[str, ModelSettings] | None = None,
 ) -> dict[str, Any]:
-    """One run as the ``tsadapt simulate --json`` object (adaptive runs start at ``initial``,
+    """One run as the ``tsadapt lab simulate --json`` object (adaptive runs start at ``initial``,
     default :func:`sim_control.initial_configs`)."""
     if policy == "best-static":
         cfgs = dict(static_configs) if static_configs is not None else best_static(scenario)
@@ -375,7 +375,7 @@ def write_markdown(
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     policies = [p for p in REPORT_POLICIES if any(r["policy"] == p for r in rows)]
     seeds = sorted({r["seed"] for r in rows})
-    command = header.get("command", "`tsadapt evaluate`")
+    command = header.get("command", "`tsadapt lab evaluate`")
     lines = [
         f"# Simulation results: {command}",
         "",

@@ -1,4 +1,4 @@
-"""``tsadapt evaluate --random N``: every policy on N random held-out scenarios, the
+"""``tsadapt lab evaluate --random N``: every policy on N random held-out scenarios, the
 budget-matched best-static, and how well seed selection ranks the candidates.
 
 Held-out scenarios come from :func:`scenario_sets.check_heldout` (generator seeds no

@@ -1,7 +1,7 @@
 """The faults of the reliability report, in the order it lists them. Each is injected into a
 real TorchServe under open-loop load with the controller (the PPO policy) running and returns
 its :class:`FaultResult` row with the checks it must pass; ``tests/test_faults_server.py`` runs
-them one by one, ``tsadapt reliability`` all of them (:mod:`.reliability`)."""
+them one by one, ``tsadapt lab reliability`` all of them (:mod:`.reliability`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Batch-latency profiles of the demo models on this machine (``tsadapt models profile``).
+"""Batch-latency profiles of the demo models on this machine (``tsadapt lab demo-models profile``).
 
 Each demo model runs in this process through its real handler (JSON decoding of the request
 bodies, validation, collation, forward pass, answers), exactly the code a TorchServe worker

@@ -1,4 +1,4 @@
-"""``tsadapt packrat bench``: planned configuration vs the fat instance, on a real TorchServe.
+"""``tsadapt lab packrat bench``: planned configuration vs the fat instance, on a real TorchServe.
 
 For each batch size ``B`` the uniform Packrat plan for the profile (``i`` workers x <``t``
 threads, batch ``b``>) and the fat baseline (1 worker x <all cores, batch ``B``>) are applied

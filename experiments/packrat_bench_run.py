@@ -1,4 +1,4 @@
-"""Orchestration of ``tsadapt packrat bench``: profile (if needed), server, cells, report."""
+"""Orchestration of ``tsadapt lab packrat bench``: profile (if needed), server, cells, report."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Two servers with the same model run side by side (one loads the plugin, one does not).
 The same open-loop Poisson load goes to each in alternating rounds (A B, B A, ...), so slow
 drifts of the machine hit both equally; the p50/p99 ratios come from the pooled rounds, and
-the per-round ratios show the spread. ``tsadapt plugin bench-overhead`` writes
+the per-round ratios show the spread. ``tsadapt lab plugin bench-overhead`` writes
 ``docs/results/plugin-overhead.md``.
 """
 

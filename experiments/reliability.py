@@ -1,4 +1,4 @@
-"""``tsadapt reliability``: every fault of :mod:`.fault_cases` against a real TorchServe under
+"""``tsadapt lab reliability``: every fault of :mod:`.fault_cases` against a real TorchServe under
 load with the PPO controller, one after the other; writes ``reliability.md`` and
 ``reliability.json`` (one row per fault: requests sent, answered, shed, failed otherwise,
 recovery time, what the controller did, and which checks held)."""

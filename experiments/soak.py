@@ -1,4 +1,4 @@
-"""``tsadapt soak``: a real TorchServe under a long, bursty, trace-driven load with the PPO
+"""``tsadapt lab soak``: a real TorchServe under a long, bursty, trace-driven load with the PPO
 controller acting, watched for leaks.
 
 One run: a fresh server on free loopback ports with the three demo models and a model that is
@@ -65,7 +65,7 @@ class SoakConfig:
     model_store: Path | None = None  # default: <runs_dir>/model-store
     policy_file: Path | None = None  # default: the shipped PPO policy
     seed: int = 7
-    command: str = "tsadapt soak"
+    command: str = "tsadapt lab soak"
     length_note: str = ""  # e.g. why the run is shorter than the issue's hour
     token_expiration_min: int | None = None  # TorchServe's key lifetime (default 60 min)
 

@@ -1,6 +1,6 @@
 """Does the plugin's server-side latency telemetry agree with what clients measure?
 
-Method (``tsadapt plugin check-telemetry``):
+Method (``tsadapt lab plugin check-telemetry``):
 
 1. Start TorchServe with the plugin and the ``tabular`` model; read the plugin's cumulative
    telemetry for it.

@@ -1,6 +1,6 @@
 """A synthetic heterogeneous catalogue of GPU models, Zipf popularity and phase-shifted loads.
 
-Why synthetic: the demo models are handler/CPU-bound on a GPU (``tsadapt gpu-check`` saw ~3 %
+Why synthetic: the demo models are handler/CPU-bound on a GPU (``tsadapt lab gpu-check`` saw ~3 %
 GPU utilisation on an H200), so their GPU profiles say little about GPU packing. The catalogue
 scales *published* GPU batch-latency tables instead: TensorRT 4 ResNet-50 on an NVIDIA V100
 (CUDA 9, cuDNN 7), FP32, FP16 (tensor cores) and INT8, from the public benchmark "TensorRT
@@ -63,7 +63,7 @@ PUBLISHED = "published"
 
 
 def measured_tables(path: Path) -> dict[str, tuple[tuple[int, float], ...]]:
-    """Batch latency tables from ``tsadapt gpu-check``'s ``gpu-profiles.json`` (median ms per
+    """Batch latency tables from ``tsadapt lab gpu-check``'s ``gpu-profiles.json`` (median ms per
     batch size, one table per profiled model), named ``gpu-check-<model>``."""
     try:
         rows = json.loads(Path(path).read_text())

@@ -12,7 +12,7 @@ SLOTS_PER_GPU = 4
 #: GPU memory (GiB) the memory guard packs workers into (a 16 GiB V100, the tables' GPU).
 GPU_MEMORY_GIB = 16.0
 #: Memory of one worker before its weights (GiB): CUDA context + runtime, measured ~744-750 MiB
-#: per TorchServe worker on the H200 (``tsadapt gpu-check`` co-location, docs/results/gpu.json).
+#: per TorchServe worker on the H200 (``tsadapt lab gpu-check`` co-location, docs/results/gpu.json).
 WORKER_BASE_GIB = 0.73
 #: Seconds from placing a worker until it serves (process start, CUDA context, weights).
 WORKER_START_S = 5.0

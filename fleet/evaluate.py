@@ -25,7 +25,7 @@ POLICIES = ("static", "hold", "sidecar", "nexus", "ppo")
 #: The SLO attainment the criterion asks for, and the key of Nexus's runs at it (when Nexus
 #: at its default headroom falls short, see :func:`nexus_at_target`).
 TARGET, NEXUS_99 = 0.99, "nexus-99"
-#: Where ``tsadapt fleet train`` writes and ``evaluate`` looks for policies.
+#: Where ``tsadapt lab fleet train`` writes and ``evaluate`` looks for policies.
 TRAINED_DIR = Path(__file__).resolve().parent / "trained"
 
 

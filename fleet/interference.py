@@ -1,4 +1,4 @@
-"""The parallel flag's slow-down, fitted from ``tsadapt gpu-check``'s co-location runs.
+"""The parallel flag's slow-down, fitted from ``tsadapt lab gpu-check``'s co-location runs.
 
 Measured on one H200 through a real TorchServe (closed loop, 32 requests in flight):
 ``image x1`` 135.0 req/s, ``x2`` 180.6 req/s, ``x4`` 159.9 req/s. With ``k`` workers of one

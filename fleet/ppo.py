@@ -162,7 +162,7 @@ def load_policy(path: Path):
     cls = _policy_class()
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no fleet policy at {path}: run `tsadapt fleet train` first")
+        raise FileNotFoundError(f"no fleet policy at {path}: run `tsadapt lab fleet train` first")
     net = cls.load(str(path), device="cpu")
     if net.observation_space.shape != (obs_size(),):
         raise ValueError(

@@ -55,7 +55,7 @@ def _tables(points: Sequence[PointResult]) -> str:
             f"1duo/efd3be1d...), each scaled by a size factor log-uniform in {SIZE_RANGE}"
         )
     return (
-        "the GPU profiles `tsadapt gpu-check` measured "
+        "the GPU profiles `tsadapt lab gpu-check` measured "
         f"({', '.join(sorted(labels - {PUBLISHED}))}: median ms per batch size), unscaled"
     )
 
@@ -219,7 +219,7 @@ def write_report(
         "slots take turns on the GPU (FIFO, non-preemptive); parallel slots run together, "
         f"each batch slowed by f(k) = 1 + {FIT_A:.4f}(k-1) + {FIT_B:.4f}(k-1)^2 for k "
         f"parallel batches (f = {', '.join(f'{x:.2f}' for x in f)} for k = 1..{len(f)}), "
-        f"fitted to the H200 co-location runs of `tsadapt gpu-check` ({_measured()}). "
+        f"fitted to the H200 co-location runs of `tsadapt lab gpu-check` ({_measured()}). "
         "Those demo models are "
         "handler/CPU-bound on an H200 (GPU utilisation ~3 %), so the curve measures "
         "co-location on a GPU host rather than kernel interference of GPU-bound models.",

@@ -17,7 +17,7 @@ scale-down, the worker moves to the lowest free slot in range, calls
 ``torch.set_num_threads(threads)`` and pins every thread of its process
 (``/proc/self/task``) to its core set.
 
-The directory comes from ``TSADAPT_PLACEMENT_DIR`` (``tsadapt serve start`` sets it to
+The directory comes from ``TSADAPT_PLACEMENT_DIR`` (``tsadapt lab serve start`` sets it to
 ``<workdir>/placement``); without it, or without a file for the model, nothing changes.
 """
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable naming the placement directory (inherited by the backend workers).
 PLACEMENT_DIR_ENV = "TSADAPT_PLACEMENT_DIR"
-#: Sub-directory of a ``tsadapt serve`` work dir that holds the placement files.
+#: Sub-directory of a ``tsadapt lab serve`` work dir that holds the placement files.
 PLACEMENT_SUBDIR = "placement"
 #: Response header: the placement that served the request, "generation/slot/threads/cores".
 PLACEMENT_HEADER = "X-TSAdapt-Placement"

@@ -1,6 +1,6 @@
 """Bursty traffic: MMPP spikes (the simulator's ``bursty`` workload), open loop.
 
-    locust -f loadtests/bursty.py --headless            # against `tsadapt serve start`
+    locust -f loadtests/bursty.py --headless            # against `tsadapt lab serve start`
     locust -f loadtests/bursty.py --headless --scenario bursty   # a scenario file instead
 
 Options and environment variables: see ``loadtests/openloop.py``.

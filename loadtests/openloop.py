@@ -17,8 +17,12 @@ status. At the end the requests still in flight get ``REQUEST_TIMEOUT_S`` to fin
 model, the dispatcher's lateness and the SLO attainment; it is also saved as JSON next to
 the records.
 
+``locust -f loadtests`` (the whole folder) loads every shape; the run uses one, named by
+``--shape`` (``TSADAPT_SHAPE``, default :data:`DEFAULT_SHAPE`), and ``--scenario`` replaces
+its arrivals with the scenario file's. ``locust -f loadtests/<shape>.py`` loads just one.
+
 Connection: ``--host`` (``TSADAPT_HOST`` / ``LOCUST_HOST``), else the server recorded in
-``--server-workdir`` (``TSADAPT_WORKDIR``, default ``runs/server``, as ``tsadapt serve
+``--server-workdir`` (``TSADAPT_WORKDIR``, default ``runs/server``, as ``tsadapt lab serve
 start`` writes it), else ``http://127.0.0.1:8080``. The inference token comes from
 ``--key-file`` (``TSADAPT_KEY_FILE``), else from that server's record. Loopback only.
 One run per Locust process; single process only (no ``--processes``, no workers).
@@ -69,6 +73,8 @@ from tsadapt.policy.sim.metrics import summarize
 from tsadapt.policy.sim.scenario import load_scenario
 
 logger = logging.getLogger("openloop")
+#: The shape a run of the whole folder uses unless ``--shape`` names another.
+DEFAULT_SHAPE = "bursty"
 
 
 class OpenLoopShape(LoadTestShape):
@@ -141,14 +147,19 @@ def _env(name: str, default: str = "") -> str:
     return os.environ.get(name, default)
 
 
-@events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
     g = parser.add_argument_group("tsadapt open-loop scenario")
     g.add_argument("--scenario", default=_env("TSADAPT_SCENARIO"), help="scenario name or YAML")
     g.add_argument(
+        "--shape",
+        default=_env("TSADAPT_SHAPE", DEFAULT_SHAPE),
+        help="the shape to run when several are loaded (locust -f loadtests): "
+        "bursty, diurnal, step or trace (default: %(default)s)",
+    )
+    g.add_argument(
         "--server-workdir",
         default=_env("TSADAPT_WORKDIR", str(C.DEFAULT_WORKDIR)),
-        help="workdir of 'tsadapt serve start' (host and key file)",
+        help="workdir of 'tsadapt lab serve start' (host and key file)",
     )
     g.add_argument("--key-file", default=_env("TSADAPT_KEY_FILE"), help="TorchServe key_file.json")
     g.add_argument("--records", default=_env("TSADAPT_RECORDS"), help="per-request CSV path")
@@ -188,12 +199,31 @@ def build_schedule(shape: type[OpenLoopShape] | OpenLoopShape, options: Any) -> 
     )
 
 
-@events.init.add_listener
+def choose_shape(available: dict[str, Any], name: str) -> Any:
+    """The shape ``--shape NAME`` names among those Locust loaded (``bursty`` or
+    ``BurstyShape``); ``ValueError`` naming the choices when none matches."""
+    wanted = name.strip().lower().removesuffix("shape")
+    for cls_name, shape in available.items():
+        if cls_name.lower().removesuffix("shape") == wanted:
+            return shape
+    known = ", ".join(sorted(c.lower().removesuffix("shape") for c in available))
+    raise ValueError(f"--shape {name!r}: no such shape loaded; loaded: {known}")
+
+
 def _on_init(environment: Environment, **_: Any) -> None:
     opts = environment.parsed_options
     shape = environment.shape_class
     if opts is None or shape is None:
         return
+    available = environment.available_shape_classes or {}
+    if len(available) > 1:  # a folder: Locust's pick is the file system's order, so choose
+        try:
+            shape = choose_shape(available, opts.shape)
+        except ValueError as exc:
+            sys.exit(f"openloop: error: {exc}")
+        shape.runner = environment.runner
+        environment.shape_class = shape
+        logger.info("open loop: shape %s of %d (--shape)", type(shape).__name__, len(available))
     record = _server_record(opts.server_workdir)
     host = environment.host or _env("TSADAPT_HOST") or (record or {}).get("inference_url")
     environment.host = check_loopback(host or f"http://{C.LOOPBACK}:{C.DEFAULT_INFERENCE_PORT}")
@@ -232,7 +262,6 @@ def _flusher() -> None:
             RUN.fh.flush()
 
 
-@events.request.add_listener
 def _record(
     response_time: float,
     response: Any,
@@ -332,12 +361,10 @@ def _finish_run() -> None:
     print(format_summary(report, RUN.records_path), flush=True)
 
 
-@events.test_stop.add_listener
 def _on_test_stop(**_: Any) -> None:
     _finish_run()
 
 
-@events.quitting.add_listener
 def _on_quitting(**_: Any) -> None:
     _finish_run()
 
@@ -411,3 +438,19 @@ def format_summary(report: dict[str, Any], records_path: Path) -> str:
             f"{s['p50_ms'] or float('nan'):>8.1f} {s['p99_ms'] or float('nan'):>8.1f}"
         )
     return "\n".join(lines)
+
+
+def _register_hooks() -> None:
+    """Add the options and event hooks, once per process: ``locust -f loadtests`` loads this
+    file itself after the shapes imported it, and a second copy must not add them again."""
+    if getattr(events, "_tsadapt_openloop", False):
+        return
+    events._tsadapt_openloop = True
+    events.init_command_line_parser.add_listener(_add_options)
+    events.init.add_listener(_on_init)
+    events.request.add_listener(_record)
+    events.test_stop.add_listener(_on_test_stop)
+    events.quitting.add_listener(_on_quitting)
+
+
+_register_hooks()

@@ -164,16 +164,18 @@ def build_plugin(out_dir: Path | None = None, force: bool = False) -> Path:
 
 
 def prebuilt_dir() -> Path | None:
-    """The wheel's prebuilt plugin folder, if there is one and TorchServe is the pinned one."""
+    """The wheel's prebuilt plugin folder, if there is one and fits this environment: built
+    against the pinned TorchServe, it serves that TorchServe, or a server this environment
+    does not hold (a sidecar-only install beside the user's own TorchServe)."""
     folder = Path(__file__).resolve().parent / PREBUILT_DIR
     if not (folder / JAR_NAME).is_file():
         return None
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         installed = version("torchserve")
-    except Exception:  # noqa: BLE001 - no TorchServe metadata: cannot vouch for the jar
-        return None
+    except PackageNotFoundError:  # the server runs elsewhere: the jar is for the pinned one
+        return folder
     return folder if installed == PINNED_TORCHSERVE else None
 
 

@@ -31,12 +31,12 @@ REPLAY_INTERVAL_S = 1.0
 #: Percentiles reported by default.
 PERCENTILES = (50.0, 99.0)
 #: Seeds on which the simulation's tuned baselines are chosen: best-static's configuration
-#: (``tsadapt evaluate``) and the PPO seed ``tsadapt train`` keeps. None is an evaluation
+#: (``tsadapt lab evaluate``) and the PPO seed ``tsadapt train`` keeps. None is an evaluation
 #: seed (those are 0, 1, 2, ...), so neither choice sees the runs it is judged on.
 TUNING_SEEDS = (10_007, 10_008, 10_009)
 #: Generator seed of the first random validation scenario seed selection scores candidates
 #: on (``select.random_scenarios`` of them, consecutive seeds; ``policy/learn/scenario_sets.py``).
 SELECTION_SCENARIO_SEED = 40_000_000
-#: Generator seed of the first random held-out scenario of ``tsadapt evaluate --random N``
+#: Generator seed of the first random held-out scenario of ``tsadapt lab evaluate --random N``
 #: (consecutive seeds): never a training environment's seed nor a selection scenario's.
 HELDOUT_SCENARIO_SEED = 50_000_000

@@ -13,7 +13,7 @@ A policy file is a zip with two members:
 :class:`PPOPolicy` has the rules' shape (``decide(observation, state) -> (actions, state)``),
 applies the network to every configured model (own features + global context, see
 :mod:`policy.agent_view`) and, like every policy, is wrapped by :mod:`policy.guards` by the
-caller (``tsadapt simulate`` / ``tsadapt control``).
+caller (``tsadapt lab simulate`` / ``tsadapt control``).
 """
 
 from __future__ import annotations

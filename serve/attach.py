@@ -4,7 +4,7 @@ Where the server is comes from, in order:
 
 1. ``--ts-config PATH``: the user's ``config.properties`` (TorchServe's defaults for what it
    leaves out: inference ``http://127.0.0.1:8080``, management ``:8081``, metrics ``:8082``);
-2. otherwise the server ``tsadapt serve start`` recorded in ``--workdir``;
+2. otherwise the server ``tsadapt lab serve start`` recorded in ``--workdir``;
 3. otherwise, when only URLs are given, TorchServe's default addresses.
 
 ``--inference-url``/``--management-url``/``--metrics-url`` override any of them. The token
@@ -114,7 +114,7 @@ def add_attach_args(parser: argparse.ArgumentParser, workdir_default: Path | Non
         "--workdir",
         type=Path,
         default=workdir_default if workdir_default is not None else C.DEFAULT_WORKDIR,
-        help="work dir of a server `tsadapt serve start` started (default: %(default)s)",
+        help="work dir of a server `tsadapt lab serve start` started (default: %(default)s)",
     )
     g.add_argument("--key-file", type=Path, default=None, help="TorchServe's key_file.json")
     g.add_argument("--no-auth", action="store_true", help="the server has token auth off")
@@ -200,7 +200,7 @@ def resolve(args: argparse.Namespace) -> Endpoint:
         raise AttachError(
             f"no server to attach to: no {C.SERVER_STATE_FILE} in {recorded.parent.resolve()}; "
             "give --ts-config PATH (the config.properties TorchServe runs with), or "
-            "--workdir of a server `tsadapt serve start` started"
+            "--workdir of a server `tsadapt lab serve start` started"
         )
     for key, value in overrides.items():
         if value:

@@ -1,4 +1,4 @@
-"""Start, stop and inspect a real TorchServe with the demo models (``tsadapt serve``).
+"""Start, stop and inspect a real TorchServe with the demo models (``tsadapt lab serve``).
 
 One code path for the demo, the tests and CI: :func:`start` writes ``config.properties``
 from ``configs/config.properties.template``, launches ``torchserve --foreground`` in its
@@ -189,7 +189,7 @@ def start(config: ServerConfig) -> RunningServer:
         if _is_running(previous.pid):
             raise ServerError(
                 f"a server is already running from {config.workdir} (pid {previous.pid}); "
-                "run 'tsadapt serve stop' first"
+                "run 'tsadapt lab serve stop' first"
             )
         state_path.unlink()
     for name, port in config.ports().items():

@@ -58,7 +58,7 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def runs_dir(tmp_path: Path, model_store: Path) -> Path:
-    """A fresh runs folder for ``tsadapt bench``/``fidelity`` whose model store is the
+    """A fresh runs folder for ``tsadapt lab bench``/``fidelity`` whose model store is the
     session's (they archive into ``<runs>/model-store`` otherwise)."""
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -323,12 +323,19 @@ def test_profile_init_and_ppo_on_the_users_server(user_server: UserServer, tmp_p
     # the profiler put the model back as it found it
     assert user_server.client.describe(MODEL)["batchSize"] == 1
 
-    init = tsadapt("control", "init", *user_server.attach(), "--profile", str(profile))
+    unasked = tsadapt("control", "init", *user_server.attach(), "--profile", str(profile))
+    assert unasked.returncode == 2 and not unasked.stdout  # no SLO invented
+    assert f"no SLO for {MODEL}" in unasked.stderr and "--slo-from-profile" in unasked.stderr
+    init = tsadapt(
+        "control", "init", *user_server.attach(), "--profile", str(profile), "--slo-from-profile"
+    )
     assert init.returncode == 0, init.stderr
     config = yaml.safe_load(init.stdout)
     entry = config["models"][MODEL]
-    assert entry["slo_ms"] >= 10 and 1 <= entry["max_batch"] <= 32
-    assert "default" in config and "# Tune:" in init.stdout
+    # the rule sets the SLO at twice the batch-8 latency, so batching up to 8 fits it
+    assert entry["slo_ms"] >= 10 and 8 <= entry["max_batch"] <= 32
+    assert "slo_ms from --slo-from-profile: 2 x" in init.stdout
+    assert "default" not in config and "# Tune:" in init.stdout
     ctl = tmp_path / "ctl.yaml"
     ctl.write_text(init.stdout)
 
@@ -346,7 +353,7 @@ def test_profile_init_and_ppo_on_the_users_server(user_server: UserServer, tmp_p
 
 def test_key_file_is_found_in_the_servers_working_directory(user_server: UserServer) -> None:
     assert find_key_file(user_server.config) == user_server.key_file
-    status = tsadapt("serve", "status", "--ts-config", str(user_server.config), "--json")
+    status = tsadapt("status", "--ts-config", str(user_server.config), "--json")
     assert status.returncode == 0, status.stderr
     assert [m["model"] for m in json.loads(status.stdout)["models"]] == [MODEL]
 

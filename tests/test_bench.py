@@ -1,4 +1,4 @@
-"""``tsadapt bench``: pure pieces (timeline accounting, controllers, CLI) and a short real run."""
+"""``tsadapt lab bench``: pure pieces (timeline accounting, controllers, CLI), a short real run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tsadapt.cli.bench_commands import register
+from tsadapt.cli.lab.bench import register
 from tsadapt.experiments.bench import BenchConfig, run_bench, summarize_run
 from tsadapt.experiments.bench_controllers import controller_unavailable, expand_controllers
 from tsadapt.experiments.bench_report import table_rows

@@ -1,4 +1,4 @@
-"""``tsadapt bench --seeds N``: figures across seeds, paired differences, the report and the
+"""``tsadapt lab bench --seeds N``: figures across seeds, paired differences, the report and the
 demo's reading of it (no server: the runs' results are built from known figures)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tsadapt.cli.bench_commands import register
+from tsadapt.cli.lab.bench import register
 from tsadapt.cli.main import main
 from tsadapt.experiments.bench import BenchConfig
 from tsadapt.experiments.bench_report import RunResult, write_markdown
@@ -125,7 +125,7 @@ def test_summary_json_is_strict_and_the_demo_reads_it(
 ) -> None:
     runs[5][1] = ok("aimd", 110.0, p99=math.nan)
     path = tmp_path / "bench-co-surge.json"
-    path.write_text(json.dumps(summary_json("co-surge", runs, "tsadapt bench", 90.0),
+    path.write_text(json.dumps(summary_json("co-surge", runs, "tsadapt lab bench", 90.0),
                                allow_nan=False))  # fmt: skip
     data = json.loads(path.read_text())
     assert data["seeds"] == [5, 6, 7] and data["best_adaptive"] == "queue"
@@ -169,7 +169,7 @@ def test_multi_seed_report_has_the_summary_pairs_and_each_seed(
     path = resolve_scenario("co-surge")
     scenario = load_scenario(path)
     schedules = {s: scenario_schedule(scenario, s, 5.0) for s in runs}
-    cfg = BenchConfig(scenario="co-surge", seeds=3, command="tsadapt bench --seeds 3")
+    cfg = BenchConfig(scenario="co-surge", seeds=3, command="tsadapt lab bench --seeds 3")
     md = write_markdown(tmp_path / "bench-co-surge.md", cfg, scenario, schedules, runs,
                         "2026-11-30 00:00", 1.0)  # fmt: skip
     text = md.read_text()
@@ -188,7 +188,7 @@ def test_cli_takes_seeds_and_peers(tmp_path: Path, capsys: pytest.CaptureFixture
     assert args.seeds == 3 and args.peers == "rayserve"
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--scenario", "surge", "--seeds", "0"])
-    assert main(["bench", "--scenario", "surge", "--peers", "triton"]) == 2
+    assert main(["lab", "bench", "--scenario", "surge", "--peers", "triton"]) == 2
     assert "--peers: unknown peer 'triton'" in capsys.readouterr().err
-    assert main(["bench", "--scenario", "surge", "--controllers", ""]) == 2
+    assert main(["lab", "bench", "--scenario", "surge", "--controllers", ""]) == 2
     assert "--controllers: nothing to run" in capsys.readouterr().err

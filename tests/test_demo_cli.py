@@ -1,4 +1,4 @@
-"""``tsadapt demo`` argument checks that need no server."""
+"""``tsadapt lab demo`` argument checks that need no server."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tsadapt.experiments.bench_schedule import resolve_scenario
 def test_demo_refuses_an_unknown_scenario_before_starting_a_server(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["demo", "--scenario", "nope", "--workdir", str(tmp_path / "demo")]) == 1
+    assert main(["lab", "demo", "--scenario", "nope", "--workdir", str(tmp_path / "demo")]) == 1
     err = capsys.readouterr().err
     assert "unknown scenario 'nope'" in err and C.DEMO_SCENARIO in err
     assert not (tmp_path / "demo").exists()

@@ -1,4 +1,4 @@
-"""``tsadapt evaluate``'s held-out scoring, rank agreement and budget-matched best-static."""
+"""``tsadapt lab evaluate``'s held-out scoring, rank agreement and budget-matched best-static."""
 
 from __future__ import annotations
 

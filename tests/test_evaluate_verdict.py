@@ -1,4 +1,4 @@
-"""``tsadapt evaluate``'s verdict: PPO beats a policy only by more than a tie."""
+"""``tsadapt lab evaluate``'s verdict: PPO beats a policy only by more than a tie."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``tsadapt fidelity``: comparison, calibration and report logic; one short real run."""
+"""``tsadapt lab fidelity``: comparison, calibration and report logic; one short real run."""
 
 from __future__ import annotations
 
@@ -108,9 +108,9 @@ def test_report_json_and_markdown(tmp_path: Path) -> None:
         _run("diurnal", [], status="failed"),
     ]
     cal = {"notes": ["calibration note"], "per_scenario": {}}
-    md, js = F.write_report(runs, tmp_path, "tsadapt fidelity --duration 60", "2026-01-01", cal)
+    md, js = F.write_report(runs, tmp_path, "tsadapt lab fidelity --duration 60", "2026-01-01", cal)
     doc = json.loads(js.read_text())
-    assert doc["command"] == "tsadapt fidelity --duration 60"
+    assert doc["command"] == "tsadapt lab fidelity --duration 60"
     assert doc["machine"]["cores"] >= 1
     assert doc["targets"] == {"p99_rel_error_max": 0.2, "attainment_diff_points_max": 3.0,
                               "scenarios_needed": 3}  # fmt: skip
@@ -141,7 +141,7 @@ def test_report_shows_how_far_a_second_real_run_agrees(tmp_path: Path) -> None:
         _run("diurnal", _rows("diurnal", True)),
     ]  # fmt: skip
     assert [r.repeat_agrees for r in runs] == [True, False, None]
-    md, js = F.write_report(runs, tmp_path, "tsadapt fidelity --repeat", "2026-01-01",
+    md, js = F.write_report(runs, tmp_path, "tsadapt lab fidelity --repeat", "2026-01-01",
                             {"notes": [], "per_scenario": {}})  # fmt: skip
     doc = json.loads(js.read_text())
     assert doc["scenarios"][0]["repeat"]["agrees"] is True
@@ -350,15 +350,15 @@ def test_cpu_monitor_and_load() -> None:
 
 
 def test_cli_parses_fidelity() -> None:
-    from tsadapt.cli.sim_commands import register
+    from tsadapt.cli.lab.sim import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["fidelity", "--scenarios", "bursty,step", "--duration", "30"])
-    assert args.action == "compare" and args.scenarios == "bursty,step"
+    assert args.fidelity_action == "compare" and args.scenarios == "bursty,step"
     assert args.duration == 30.0 and args.seed is None and args.quiet_wait == F.QUIET_TIMEOUT_S
     args = parser.parse_args(["fidelity", "calibrate", "--quiet-wait", "0"])
-    assert args.action == "calibrate" and args.quiet_wait == 0
+    assert args.fidelity_action == "calibrate" and args.quiet_wait == 0
     with pytest.raises(SystemExit):
         parser.parse_args(["fidelity", "--duration", "-1"])
 

@@ -1,4 +1,4 @@
-"""``tsadapt fleet simulate`` and ``evaluate`` end to end on a tiny fleet."""
+"""``tsadapt lab fleet simulate`` and ``evaluate`` end to end on a tiny fleet."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from tsadapt.cli.main import main
 @pytest.mark.parametrize("shapes", ["8", "8x0", "axb", ""])
 def test_train_names_bad_shapes(shapes: str, capsys) -> None:
     with pytest.raises(SystemExit):
-        main(["fleet", "train", "--shapes", shapes])
+        main(["lab", "fleet", "train", "--shapes", shapes])
     assert "--shapes" in capsys.readouterr().err
 
 
 def test_simulate_json_fields(capsys) -> None:
-    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "30", "--json"]
+    argv = ["lab", "fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "30", "--json"]
     assert main(argv) == 0
     text = capsys.readouterr().out
     r = json.loads(text[text.index("{") :])
@@ -28,10 +28,10 @@ def test_simulate_json_fields(capsys) -> None:
 
 def test_evaluate_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "results"
-    argv = ["fleet", "evaluate", "--points", "2x3x30,1x9x30", "--out-dir", str(out)]
+    argv = ["lab", "fleet", "evaluate", "--points", "2x3x30,1x9x30", "--out-dir", str(out)]
     assert main([*argv, "--seeds", "2", "--jobs", "1", "--trained", str(tmp_path / "none")]) == 0
     text = (out / "fleet.md").read_text()
-    assert text.splitlines()[2].startswith("Written by `tsadapt fleet evaluate")
+    assert text.splitlines()[2].startswith("Written by `tsadapt lab fleet evaluate")
     assert "not run: no fleet policy at" in text
     assert "Not run: 9 models need a slot each; 1 GPUs x 4 slots = 4." in text
     assert (out / "fleet-diurnal-g2-m3.png").stat().st_size > 0
@@ -44,20 +44,20 @@ def test_evaluate_writes_the_report(tmp_path: Path) -> None:
 
 
 def test_bad_points_name_the_option(capsys) -> None:
-    assert main(["fleet", "evaluate", "--points", "8x10"]) == 1
+    assert main(["lab", "fleet", "evaluate", "--points", "8x10"]) == 1
     assert "--points" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("policy", ["sidecar", "hold"])
 def test_simulate_each_baseline(policy: str, capsys) -> None:
-    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20"]
+    argv = ["lab", "fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20"]
     assert main([*argv, "--policy", policy]) == 0
     assert f"{policy}:" in capsys.readouterr().out
 
 
 def test_simulate_on_the_committed_gpu_check_profiles(capsys) -> None:
     profiles = Path(__file__).resolve().parents[1] / "docs/results/gpu-profiles.json"
-    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20", "--json"]
+    argv = ["lab", "fleet", "simulate", "--gpus", "2", "--models", "3", "--horizon", "20", "--json"]
     assert main([*argv, "--profiles", str(profiles)]) == 0
     text = capsys.readouterr().out
     assert json.loads(text[text.index("{") :])["requests"] > 0
@@ -66,6 +66,6 @@ def test_simulate_on_the_committed_gpu_check_profiles(capsys) -> None:
 def test_simulate_names_a_bad_profiles_file(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "p.json"
     bad.write_text("{}")
-    argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--profiles", str(bad)]
+    argv = ["lab", "fleet", "simulate", "--gpus", "2", "--models", "3", "--profiles", str(bad)]
     assert main(argv) == 1
     assert "--profiles" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def test_trained_policy_runs_behind_the_guards(trained: Path, gpus: int, models:
 
 def test_a_missing_policy_names_the_command(tmp_path: Path) -> None:
     cat = build_catalogue(2, 3, "diurnal", 40.0)
-    with pytest.raises(FileNotFoundError, match="tsadapt fleet train"):
+    with pytest.raises(FileNotFoundError, match="tsadapt lab fleet train"):
         FleetPPOPolicy(policy_path(tmp_path), cat)
 
 

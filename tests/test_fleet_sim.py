@@ -25,7 +25,7 @@ GPU = DeviceSpec("gpu0", 1.0, slowdown_table())
 
 
 def _demo_catalogue(rates: dict[str, float], horizon: float = 30.0) -> Catalogue:
-    """The demo models with their measured H200 profiles (tsadapt gpu-check), Poisson load."""
+    """The demo models with their measured H200 profiles (tsadapt lab gpu-check), Poisson load."""
     models = []
     for p in json.loads(PROFILES.read_text()):
         if p["model"] not in rates:

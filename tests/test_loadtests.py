@@ -323,3 +323,40 @@ def test_shape_runs_open_loop_at_the_intended_rate(live_server, tmp_path: Path, 
     rec = read_records(records)
     assert len(rec) == total["scheduled"] and rec.ok.all()
     assert set(rec.model) <= {"tabular", "text", "image"}
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_the_whole_folder_runs_one_shape(live_server, tmp_path: Path) -> None:
+    """``locust -f loadtests``: every file loads once (no option registered twice), and one
+    shape, the one ``--shape`` names, sends one schedule."""
+    records = tmp_path / "folder.csv"
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR), "--shape", "step",
+        "--headless", "--only-summary", "--loglevel", "INFO", "--run-time", "40s",
+        "--server-workdir", str(live_server.workdir), "--duration", "3",
+        "--max-requests", "30", "--records", str(records), "--weights", TEST_WEIGHTS,
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "Traceback" not in out, out[-4000:]
+    assert "shape StepShape of 4 (--shape)" in out, out[-4000:]
+    assert out.count("open loop: ") == 2, out[-4000:]  # the shape line and one schedule
+    report = json.loads(records.with_suffix(".summary.json").read_text())
+    total = report["rates"][-1]
+    assert 0 < total["scheduled"] <= 30 and total["sent"] == total["scheduled"], total
+    assert len(read_records(records)) == total["scheduled"]
+
+
+@pytest.mark.slow
+def test_the_whole_folder_names_an_unknown_shape(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR), "--shape", "nope",
+        "--headless", "--host", "http://127.0.0.1:9", "--run-time", "5s",
+        "--records", str(tmp_path / "r.csv"),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
+    assert "--shape 'nope': no such shape loaded; loaded: bursty, diurnal, step, trace" in (
+        res.stderr
+    )

@@ -286,10 +286,12 @@ def test_bench_report_states_speedups_cores_and_command() -> None:
         )
         for b in (4, 8)
     )
-    report = BenchReport("text", (0, 1), "p.csv", rows, None, "tsadapt packrat bench --model text")
+    report = BenchReport(
+        "text", (0, 1), "p.csv", rows, None, "tsadapt lab packrat bench --model text"
+    )
     assert report.mean_speedup == pytest.approx((1.5 + 1.0) / 2)
     text = render_markdown(report)
-    assert "**2**" in text and "tsadapt packrat bench --model text" in text
+    assert "**2**" in text and "tsadapt lab packrat bench --model text" in text
     row = "| 4 | 2 x <1 thread, batch 2> | 15.0 / 10.0 | 1.50x | 30.0 / 30.0 | 20.0 / 20.0 | 1.50x"
     assert row in text
     assert "Mean measured speedup: 1.25x" in text

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tsadapt.cli.main import main as tsadapt_main
 from tsadapt.cli.packrat_commands import main as packrat_main
 from tsadapt.constants import BATCH_ID_HEADER
 from tsadapt.experiments.loadgen import open_loop, send_requests
@@ -197,18 +198,29 @@ def test_bench_command_writes_the_report(tmp_path: Path, capsys) -> None:
     rows = [f"{t},{b},{0.5 + 0.05 * b / t}" for t in (1, 2) for b in (1, 2, 4)]
     profile.write_text("threads,batch,latency_ms\n" + "\n".join(rows) + "\n")
     out = tmp_path / "results"
-    code = packrat_main(
-        ["packrat", "bench", "--model", "tabular", "--profile", str(profile), "--batches", "2,4",
-         "--rounds", "2", "--no-switch", "--out", str(out), "--workdir", str(tmp_path / "w")]
+    code = tsadapt_main(
+        ["lab", "packrat", "bench", "--model", "tabular", "--profile", str(profile),
+         "--batches", "2,4", "--rounds", "2", "--no-switch", "--out", str(out),
+         "--workdir", str(tmp_path / "w")]
     )  # fmt: skip
     assert code == 0
     data = json.loads((out / "packrat.json").read_text())
     assert [r["batch"] for r in data["rows"]] == [2, 4]
     assert all(r["failed"] == 0 and r["speedup"] > 0 for r in data["rows"])
     assert "Mean measured speedup" in (out / "packrat.md").read_text()
-    bad = ["packrat", "bench", "--model", "tabular", "--profile", str(profile), "--out", str(out)]
-    assert packrat_main([*bad, "--batches", "2,x"]) == 2
-    assert packrat_main([*bad, "--batches", "64"]) == 2  # beyond the profile
+    bad = [
+        "lab",
+        "packrat",
+        "bench",
+        "--model",
+        "tabular",
+        "--profile",
+        str(profile),
+        "--out",
+        str(out),
+    ]
+    assert tsadapt_main([*bad, "--batches", "2,x"]) == 2
+    assert tsadapt_main([*bad, "--batches", "64"]) == 2  # beyond the profile
     assert "--" in capsys.readouterr().err
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tsadapt.cli.main import main as tsadapt_main
 from tsadapt.cli.packrat_commands import EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_OK, main
 from tsadapt.experiments import packrat_planner_speed as bench_planner
 from tsadapt.packrat_cpu.estimator import (
@@ -452,8 +453,8 @@ def test_cli_unreachable_batch(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 
 def test_bench_planner_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["packrat", "bench-planner", "--cores", "8", "--batch", "16", "--repeat", "1", "bert"]
-    assert main(argv) == EXIT_OK
+    argv = ["lab", "packrat", "bench-planner", "--cores", "8", "--batch", "16", "--repeat", "1"]
+    assert tsadapt_main([*argv, "bert"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "synthetic 7x11 T=8 B=16" in out and "bert (176 points)" in out
 

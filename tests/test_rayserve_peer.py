@@ -1,4 +1,4 @@
-"""The Ray Serve peer of ``tsadapt bench --peers rayserve``: its settings (no Ray needed)
+"""The Ray Serve peer of ``tsadapt lab bench --peers rayserve``: its settings (no Ray needed)
 and a short real run on loopback (needs the ``peers`` extra, which CI installs)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Held-out scenarios of ``tsadapt evaluate --random`` never share a seed with training or
+"""Held-out scenarios of ``tsadapt lab evaluate --random`` never share a seed with training or
 selection (``policy/learn/scenario_sets.py``)."""
 
 from __future__ import annotations

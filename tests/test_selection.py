@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tsadapt.cli.learn_commands import main
+from tsadapt.cli.main import main as tsadapt_main
 from tsadapt.policy.learn.ppo_train import train
 from tsadapt.policy.learn.selection import (
     SCORE_TIE_RPS,
@@ -163,9 +164,9 @@ def test_evaluate_reports_the_selection(
     chosen: tuple[Path, dict, TrainConfig, set[int]], small_scenario: Path, tmp_path: Path
 ) -> None:
     out, meta, _, _ = chosen
-    argv = ["evaluate", "--scenarios", str(small_scenario), "--policies", "ppo"]
+    argv = ["lab", "evaluate", "--scenarios", str(small_scenario), "--policies", "ppo"]
     argv += ["--policy-file", str(out), "--seeds", "1", "--out-dir", str(tmp_path)]
-    assert main(argv) == 0
+    assert tsadapt_main(argv) == 0
     md = (tmp_path / "simulation.md").read_text()
     seed = meta["selection"]["chosen_seed"]
     assert f"- policy selection: seed {seed} kept of 2 trained" in md

@@ -158,7 +158,7 @@ def test_calibration_file_fills_what_the_model_does_not_set(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     "setup, match",
     [
-        (lambda d, p: d.update(calibration="missing.json"), "tsadapt fidelity calibrate"),
+        (lambda d, p: d.update(calibration="missing.json"), "tsadapt lab fidelity calibrate"),
         (lambda d, p: d.update(calibration=_calibration(p, {}).name) or
          d["models"][0].update(name="other") or d["workload"][0].update(model="other"),
          "no entry for model"),

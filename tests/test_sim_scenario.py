@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tsadapt.cli import sim_commands as commands
+from tsadapt.cli.lab import sim as commands
 from tsadapt.experiments.sim_speed import bench
 from tsadapt.policy.sim.metrics import goodput_rps, percentile, slo_attainment, summarize
 from tsadapt.policy.sim.scenario import load_scenario, scenario_from_dict

@@ -1,4 +1,4 @@
-"""``tsadapt simulate`` / ``evaluate`` through argparse (the learn_commands register())."""
+"""``tsadapt lab simulate`` / ``evaluate`` through argparse (the lab module's register())."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tsadapt.cli.learn_commands import register
+from tsadapt.cli.lab.simulate import register
 
 REPO = Path(__file__).resolve().parent.parent
 FIELDS = (
@@ -194,7 +194,7 @@ def test_evaluate_random_writes_the_held_out_section(small_scenario: Path, tmp_p
     argv += ["--policies", "static", "aimd", "queue", "ppo"]
     assert _run(argv) == 0
     md = (tmp_path / "simulation.md").read_text()
-    assert md.startswith("# Simulation results: `tsadapt evaluate --scenarios")
+    assert md.startswith("# Simulation results: `tsadapt lab evaluate --scenarios")
     assert "## Random held-out scenarios (2)" in md and "4 s each (training episodes" in md
     assert "| best rule | 2 |" in md
     held = json.loads((tmp_path / "simulation-heldout.json").read_text())

@@ -1,4 +1,4 @@
-"""``tsadapt soak``: the report's arithmetic on made-up samples, and a 2-minute real run (a
+"""``tsadapt lab soak``: the report's arithmetic on made-up samples, and a 2-minute real run (a
 fresh TorchServe, the demo models and a plain BaseHandler MLP, the PPO controller, bursty
 open-loop load) whose report must hold together."""
 
@@ -83,13 +83,13 @@ def test_a_two_minute_soak_holds_together(model_store: Path, tmp_path: Path) -> 
         out_dir=tmp_path / "out",
         runs_dir=tmp_path / "runs",
         model_store=model_store,
-        command="tsadapt soak --duration 120 --token-expiration-min 1",
+        command="tsadapt lab soak --duration 120 --token-expiration-min 1",
         token_expiration_min=1,  # the keys expire during the run: every client must renew
     )
     report = run_soak(cfg, on_progress=lambda *_: None)
     saved = json.loads((cfg.out_dir / "soak.json").read_text())
     md = (cfg.out_dir / "soak.md").read_text()
-    assert md.splitlines()[2].startswith("Written by `tsadapt soak --duration 120 --token")
+    assert md.splitlines()[2].startswith("Written by `tsadapt lab soak --duration 120 --token")
     assert (cfg.out_dir / "soak.png").stat().st_size > 0
     assert report["requests_not_done"] == 0
     assert report["sidecar_alive_at_end"] and report["sidecar_exit_code"] == 0

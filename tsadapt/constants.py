@@ -18,7 +18,7 @@ DEFAULT_METRICS_PORT = 8082
 DEFAULT_GRPC_INFERENCE_PORT = 7070
 DEFAULT_GRPC_MANAGEMENT_PORT = 7071
 DEFAULT_JOB_QUEUE_SIZE = 100
-#: `tsadapt demo`'s short bench: surges the registration defaults do not absorb on a 2-core
+#: `tsadapt lab demo`'s short bench: surges the registration defaults do not absorb on a 2-core
 #: box (bursty and diurnal are light there: every controller meets every SLO).
 DEMO_SCENARIO = "surge"
 

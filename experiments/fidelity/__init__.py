@@ -1,4 +1,4 @@
-"""``tsadapt fidelity``: the simulator against the real TorchServe on the same workload.
+"""``tsadapt lab fidelity``: the simulator against the real TorchServe on the same workload.
 
 For each scenario (a real-server scenario file, ``loadtests/scenarios``), with the same
 seed and duration on both sides:
@@ -6,7 +6,7 @@ seed and duration on both sides:
 * **real**: a fresh TorchServe with the demo models at their registration defaults
   (``handlers/catalog.py``: the ``static`` controller, nothing changes during the run),
   warmed up, then Locust replays the scenario's exact arrivals -- all through
-  :func:`tsadapt.experiments.bench.run_one`, the machinery of ``tsadapt bench``;
+  :func:`tsadapt.experiments.bench.run_one`, the machinery of ``tsadapt lab bench``;
 * **sim**: :func:`policy.sim.static_run.run_static` with the same fixed configuration, the
   scenario's calibrated profiles (``profile``, ``threads``, ``exec_cv``, ``overhead_ms``,
   ``devices``) and the same arrivals (both sides draw them from the same seed streams).
@@ -15,8 +15,8 @@ Per model (and pooled) the report puts real against simulated p99 and SLO attain
 checks them against the acceptance targets: p99 within :data:`P99_TOLERANCE` (relative to
 the real one) and attainment within :data:`ATTAINMENT_POINTS` percentage points. A
 scenario agrees when every row does. Nothing is tuned to the runs being reported: the
-calibration comes from ``tsadapt models profile`` (handler-only batch latency) and
-``tsadapt fidelity calibrate`` (a separate run with steady load, see :func:`calibrate`).
+calibration comes from ``tsadapt lab demo-models profile`` (handler-only batch latency) and
+``tsadapt lab fidelity calibrate`` (a separate run with steady load, see :func:`calibrate`).
 
 During each real run the box's CPU is sampled: the report says how many cores our own
 processes (TorchServe, its workers, Locust, this process) used and how many others did,
@@ -24,7 +24,7 @@ since foreign load on a small box shows up directly in the real tail latencies.
 
 The check is a package, one job per module: :mod:`.common` (targets, defaults,
 :class:`FidelityConfig`), :mod:`.comparison` (real against simulated, row by row),
-:mod:`.runs` (both sides of one scenario), :mod:`.calibration` (``tsadapt fidelity
+:mod:`.runs` (both sides of one scenario), :mod:`.calibration` (``tsadapt lab fidelity
 calibrate``), :mod:`.report` (``fidelity.md`` and ``fidelity.json``) and :mod:`.entry`
 (:func:`run_fidelity`); the CPU sampling is :mod:`tsadapt.experiments.hostcpu`.
 """

@@ -1,4 +1,4 @@
-"""``tsadapt fidelity calibrate``: what the handler-only profile misses, measured on a
+"""``tsadapt lab fidelity calibrate``: what the handler-only profile misses, measured on a
 real run with steady load (:func:`calibrate`): the worker's time per batch from the
 server's log and the outside overhead as a distribution, fitted so that the simulator
 reproduces the real latencies (:func:`derive_calibration`)."""
@@ -34,7 +34,7 @@ from tsadapt.policy.sim.scenario import Scenario, load_scenario, with_batch_over
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-model values ``tsadapt fidelity calibrate`` derives (see :func:`calibrate`)."""
+    """Per-model values ``tsadapt lab fidelity calibrate`` derives (see :func:`calibrate`)."""
 
     model: str
     batch_overhead_ms: float
@@ -311,7 +311,7 @@ def calibrate(
     out: Path = CALIBRATION_FILE,
     duration_s: float | None = None,
     profiles: Path = RESULTS_DIR / "model-profiles.json",
-    command: str = "tsadapt fidelity calibrate",
+    command: str = "tsadapt lab fidelity calibrate",
     on_tick: Callable[[float, str], None] = lambda elapsed, what: None,
     quiet: Quiet = Quiet(),
     attempts: int = CALIBRATION_ATTEMPTS,

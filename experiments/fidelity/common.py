@@ -21,7 +21,7 @@ ATTAINMENT_POINTS = 3.0
 #: Scenarios agreeing needed for the acceptance item.
 SCENARIOS_NEEDED = 3
 DEFAULT_SCENARIOS = ("bursty", "diurnal", "step", "surge")
-#: The scenario ``tsadapt fidelity calibrate`` runs (not one of the compared).
+#: The scenario ``tsadapt lab fidelity calibrate`` runs (not one of the compared).
 CALIBRATION_SCENARIO = "calibrate"
 CALIBRATION_FILE = RESULTS_DIR / "fidelity-calibration.json"
 DEFAULT_RUNS = Path("runs/fidelity")
@@ -42,7 +42,7 @@ class FidelityConfig:
     seed: int | None = None  # default: each scenario's
     out_dir: Path = RESULTS_DIR
     runs_dir: Path = DEFAULT_RUNS
-    command: str = "tsadapt fidelity"
+    command: str = "tsadapt lab fidelity"
     extra_notes: tuple[str, ...] = field(default_factory=tuple)
     quiet: Quiet = field(default_factory=Quiet)
     attempts: int = 2  # real runs per scenario at most (see run_scenario)

@@ -1,4 +1,4 @@
-"""``tsadapt fidelity``: every scenario in turn, real then simulated, and the report, with
+"""``tsadapt lab fidelity``: every scenario in turn, real then simulated, and the report, with
 what the simulator was given and where it came from (:func:`run_fidelity`)."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ def calibration_summary(scenarios: Sequence[Scenario]) -> dict[str, Any]:
         "of it comes from the runs above:",
         "",
         "- **service time** per batch = the handler-only batch latency measured in-process on "
-        "this box by `tsadapt models profile` (`docs/results/model-profiles.json`, medians, "
-        "interpolated between batch sizes) + `batch_overhead_ms`, the worker's work that "
+        "this box by `tsadapt lab demo-models profile` (`docs/results/model-profiles.json`, "
+        "medians, interpolated between batch sizes) + `batch_overhead_ms`, the worker's work that "
         "profile misses (the hop to the Python backend and back, request decoding, metrics, "
         "waking an idle worker), with log-normal jitter `exec_cv`;",
         "- **contention**: `threads` = the intra-op threads the profile was measured with (= "

@@ -137,7 +137,7 @@ LIMITS = (
     "- **Other jobs on the box** are invisible to the simulator: the *others* column above "
     "says how much CPU they took during each real run.",
     "- **The calibration is itself one measurement** (one 60 s run): its tail quantiles and "
-    "spreads carry that run's noise; `tsadapt fidelity calibrate` re-measures them.",
+    "spreads carry that run's noise; `tsadapt lab fidelity calibrate` re-measures them.",
 )
 
 TABLE_HEADER = [
@@ -198,7 +198,7 @@ def markdown(report: Mapping[str, Any], runs: Sequence[ScenarioRun]) -> str:
         "Method: for each scenario, a fresh TorchServe with the demo models at their "
         "registration defaults (the `static` controller: nothing changes during the run), "
         f"warmed up ({WARMUP_ROUNDS} rounds of bursts per model), then Locust replays the "
-        "scenario's exact arrivals (`tsadapt bench` machinery); the simulator runs the same "
+        "scenario's exact arrivals (`tsadapt lab bench` machinery); the simulator runs the same "
         "arrivals (same seed and duration) with the same fixed configuration and the "
         f"scenario's calibrated profiles, {report['sim_replications']} times (each with its "
         "own draws of service-time jitter and outside overhead), and its figures pool the "

@@ -99,7 +99,7 @@ def run_real(
     on_tick: Callable[[float, str], None] = lambda elapsed, what: None,
     quiet: Quiet = Quiet(0.0, 0.0),
 ) -> tuple[Any, CpuLoad, tuple[bool | None, float]]:
-    """One ``static`` run on a fresh, warmed-up server (``tsadapt bench``'s ``run_one``),
+    """One ``static`` run on a fresh, warmed-up server (``tsadapt lab bench``'s ``run_one``),
     after waiting for a quiet box; the result, the CPU load and (quiet, seconds waited)."""
     from tsadapt.experiments.bench import BenchConfig, run_one
     from tsadapt.experiments.bench_schedule import scenario_schedule

@@ -1,4 +1,4 @@
-"""The ``tsadapt gpu-check`` subcommand (wired into ``tsadapt`` by ``register``)."""
+"""The ``tsadapt lab gpu-check`` subcommand (wired into ``tsadapt`` by ``register``)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _gpu_check(args: argparse.Namespace) -> int:
     from tsadapt.experiments.gpu_check.runner import BUDGETS, run_check
 
     typed = "tsadapt " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["gpu-check"] else ""
-    command = os.environ.get("TSADAPT_GPU_CHECK_COMMAND") or typed or "tsadapt gpu-check"
+    command = os.environ.get("TSADAPT_GPU_CHECK_COMMAND") or typed or "tsadapt lab gpu-check"
     report = run_check(
         args.out_dir, args.parts, BUDGETS[args.budget], args.time_limit, command, args.work
     )

@@ -1,7 +1,7 @@
 """Part 4: what a 2-core box cannot show, on the GPU machine's 16 cores (CPU workers).
 
-``tsadapt packrat bench`` (planned ⟨instances, threads, batch⟩ against the fat instance, then
-live switches) and ``tsadapt bench`` on the shared-budget scenario, each run as the command
+``tsadapt lab packrat bench`` (planned ⟨instances, threads, batch⟩ against the fat instance, then
+live switches) and ``tsadapt lab bench`` on the shared-budget scenario, each run as the command
 itself in a subprocess with a deadline. ``CUDA_VISIBLE_DEVICES`` is empty there, so the
 workers TorchServe starts see no GPU and run on the CPU.
 """

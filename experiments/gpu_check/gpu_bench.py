@@ -1,6 +1,6 @@
 """Part 2: static, aimd, queue and ppo on a real TorchServe whose workers use the GPU.
 
-``tsadapt bench`` machinery (:func:`tsadapt.experiments.bench.run_bench`), one call per
+``tsadapt lab bench`` machinery (:func:`tsadapt.experiments.bench.run_bench`), one call per
 controller with
 the same scenario and seed (the same arrivals), so each controller's figures are saved as
 soon as its run ends. TorchServe gives every worker a ``gpu_id`` when it finds GPUs; the

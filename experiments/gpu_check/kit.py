@@ -1,4 +1,4 @@
-"""``tsadapt gpu-check --build-kit DIR``: everything the GPU machine lacks, in a few files.
+"""``tsadapt lab gpu-check --build-kit DIR``: everything the GPU machine lacks, in a few files.
 
 The kit travels with the repository's working tree (the check runs from that checkout, as
 an editable install does: the bench reads ``loadtests/`` and the scenarios from it):

@@ -1,6 +1,6 @@
 """Part 1: batch-latency profiles of the demo models on the GPU and on the CPU.
 
-The timing loop is ``tsadapt models profile``'s
+The timing loop is ``tsadapt lab demo-models profile``'s
 (:func:`tsadapt.experiments.model_profiles.profile_model`)
 with the device as a parameter: the handler runs on ``cuda:0`` when CUDA is there, else on
 the CPU (the rehearsal). The GPU profiles are written as ``model-profiles.json`` is, so the

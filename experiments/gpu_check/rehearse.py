@@ -1,4 +1,4 @@
-"""``tsadapt gpu-check --rehearse``: the kit, run here on the CPU as the GPU machine would.
+"""``tsadapt lab gpu-check --rehearse``: the kit, run here on the CPU as the GPU machine would.
 
 1. Copy what would travel: the working tree (tracked and untracked, not ignored files) and
    a kit built for this machine's Python, into a fresh folder; check it is within 64 MiB.

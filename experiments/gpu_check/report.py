@@ -34,7 +34,7 @@ def _f(x: Any, spec: str = ".1f") -> str:
 
 @dataclass
 class Report:
-    """Every figure of one ``tsadapt gpu-check`` run, part by part."""
+    """Every figure of one ``tsadapt lab gpu-check`` run, part by part."""
 
     out: Path
     scratch: Path  # detailed outputs, packed into out/extras.tar.gz
@@ -213,8 +213,9 @@ def _profiles(part: dict[str, Any]) -> list[str]:
     return [
         f"Each point: median of {part.get('repeats')} timed batches through the model's real "
         "handler in one process (JSON decoding, validation, collation, forward pass on the "
-        "device, answers), as `tsadapt models profile` times it; fit latency(b) = alpha*b + "
-        f"beta. GPU batch sizes {part.get('gpu_batch_sizes')}; CPU ({part.get('cpu_threads')} "
+        "device, answers), as `tsadapt lab demo-models profile` times it; fit latency(b) = "
+        f"alpha*b + beta. GPU batch sizes {part.get('gpu_batch_sizes')}; "
+        f"CPU ({part.get('cpu_threads')} "
         f"intra-op thread, as a worker registers) {part.get('cpu_batch_sizes')}. "
         f"{part.get('elapsed_s', 0):.0f} s.",
         "",
@@ -310,7 +311,7 @@ def _bench(part: dict[str, Any]) -> list[str]:
         f"Scenario `{sc.get('name')}` (written from the GPU profiles above: "
         f"{sc.get('description', '')}), {part.get('duration_s')} s, seed {sc.get('seed')}; "
         "every controller on a fresh TorchServe whose workers run on the GPU, with the same "
-        "arrivals (`tsadapt bench` machinery, one run per controller). The sidecars run "
+        "arrivals (`tsadapt lab bench` machinery, one run per controller). The sidecars run "
         "`configs/controller.yaml` with each model's batch and worker bounds from the "
         "scenario and the GPU memory guard on (`controller-gpu.yaml` in `extras.tar.gz`). "
         "busy GPU-s = mean NVML utilisation x run time. SLO attainment counts every "

@@ -1,4 +1,4 @@
-"""``tsadapt gpu-check OUT_DIR``: the four parts in order of value, within one deadline.
+"""``tsadapt lab gpu-check OUT_DIR``: the four parts in order of value, within one deadline.
 
 Each part is skipped when the time it needs is no longer left, and records its figures in
 the :class:`Report` as soon as it (or one of its runs) ends.

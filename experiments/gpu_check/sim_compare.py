@@ -1,4 +1,4 @@
-"""The simulator against the GPU bench (``tsadapt gpu-check --compare``).
+"""The simulator against the GPU bench (``tsadapt lab gpu-check --compare``).
 
 A GPU latency model from the check's own measurements: each model's batch latency is its
 GPU profile (part 1, interpolated); the workers on the GPU share one device whose capacity
@@ -8,7 +8,7 @@ payload transfer) is the co-location's one-worker batch period less its profiled
 Nothing is fitted to the bench that it is compared with.
 
 The scenario is the one the bench ran (``docs/results/gpu-surge.yaml`` is written from it,
-for ``tsadapt evaluate``). The real bench sent only the first requests of its arrivals (its
+for ``tsadapt lab evaluate``). The real bench sent only the first requests of its arrivals (its
 ``sent`` column), so each controller is simulated on those same arrivals (the scenario cut
 where the last sent request was scheduled), and both sides count attainment over the sent
 requests; the fidelity report's tolerances decide (p99 within 20 %, attainment within 3
@@ -92,7 +92,7 @@ def write_scenario(
     sc["models"] = models
     path = out / name
     head = (
-        "# Written by `tsadapt gpu-check --compare` from gpu.json: the GPU bench's scenario\n"
+        "# Written by `tsadapt lab gpu-check --compare` from gpu.json: the GPU bench's scenario\n"
         f"# with the GPU latency model (profiles, a GPU of capacity {capacity:.2f}, image\n"
         "# batch overhead).\n"
     )
@@ -222,7 +222,7 @@ def why_not(rows: list[dict[str, Any]], fit: dict[str, Any]) -> list[str]:
         "controller (its peak is above what two workers serve through the server), and "
         "the tail of an overloaded queue (timeouts, 503s) is where the two differ most. "
         "What would close the gap: a calibration run on the GPU machine (per-request "
-        "overhead quantiles per model, as `tsadapt fidelity calibrate` does here).",
+        "overhead quantiles per model, as `tsadapt lab fidelity calibrate` does here).",
     ]
     return lines
 

@@ -47,6 +47,9 @@ GPU_MACHINE_PACKAGES = frozenset(
 )
 #: The distribution whose requirements the kit satisfies.
 ROOT = "torchserve-adapt"
+#: The extras of :data:`ROOT` the check runs with: real servers and Locust (bench), the
+#: simulator's training stack (learn).
+ROOT_EXTRAS = ("bench", "learn")
 #: pip's platform tags for the GPU machine's x86-64 Linux.
 PLATFORMS = (
     "manylinux_2_28_x86_64",
@@ -72,20 +75,22 @@ class Target:
     def tag(self) -> str:
         return "cp" + self.python_version.replace(".", "")
 
-    def marker_env(self) -> dict[str, str]:
+    def marker_env(self, extra: str = "") -> dict[str, str]:
         env = dict(default_environment())
         env.update(
             python_version=self.python_version,
             python_full_version=f"{self.python_version}.0",
-            extra="",
+            extra=extra,
         )
         return env
 
 
-def needed_packages(target: Target, root: str = ROOT) -> dict[str, str]:
-    """``{name: version}`` of every distribution ``root`` needs (transitively, markers
-    evaluated for ``target``) that ``target`` does not have, at the versions installed here."""
-    env = target.marker_env()
+def needed_packages(
+    target: Target, root: str = ROOT, extras: tuple[str, ...] = ROOT_EXTRAS
+) -> dict[str, str]:
+    """``{name: version}`` of every distribution ``root`` with its ``extras`` needs
+    (transitively, markers evaluated for ``target``) that ``target`` does not have, at the
+    versions installed here."""
     need: dict[str, str] = {}
     todo = [root]
     seen: set[str] = set()
@@ -94,9 +99,10 @@ def needed_packages(target: Target, root: str = ROOT) -> dict[str, str]:
         if name in seen:
             continue
         seen.add(name)
+        envs = [target.marker_env(e) for e in ("", *(extras if name == normalise(root) else ()))]
         for text in metadata.requires(name) or []:
             req = Requirement(text)
-            if req.marker is not None and not req.marker.evaluate(env):
+            if req.marker is not None and not any(req.marker.evaluate(env) for env in envs):
                 continue
             dep = normalise(req.name)
             if dep in target.preinstalled or dep in need:

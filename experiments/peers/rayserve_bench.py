@@ -1,4 +1,4 @@
-"""One ``tsadapt bench`` run of the Ray Serve peer: the demo models on Ray Serve
+"""One ``tsadapt lab bench`` run of the Ray Serve peer: the demo models on Ray Serve
 (``rayserve_app``, in its own process), the bench's Locust command with the same arrivals,
 the same records and the same table (replica-seconds in the worker-seconds column, replica
 count changes as reconfigurations)."""
@@ -42,7 +42,7 @@ STOP_TIMEOUT_S = 60.0
 MODULE = "tsadapt.experiments.peers.rayserve_app"
 
 PEER_NOTES["rayserve"] = (
-    "`rayserve` = the same three models on Ray Serve (`tsadapt bench --peers rayserve`; "
+    "`rayserve` = the same three models on Ray Serve (`tsadapt lab bench --peers rayserve`; "
     "`pip install .[peers]`): one application per model, each replica running our handler "
     "code on the same JSON bodies; `@serve.batch` at our registration defaults (batch size, "
     "max batch delay), `autoscaling_config` with replicas bounded by the scenario's "

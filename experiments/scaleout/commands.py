@@ -1,5 +1,5 @@
-"""``tsadapt scaleout evaluate`` (fleet simulation -> docs/results/scale-out.md) and
-``tsadapt scaleout sidecar-rss`` (the sidecar's memory under load on a real server)."""
+"""``tsadapt lab scaleout evaluate`` (fleet simulation -> docs/results/scale-out.md) and
+``tsadapt lab scaleout sidecar-rss`` (the sidecar's memory under load on a real server)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 f"{100 * r.slo_attainment:.2f} % within SLO, {r.scaling_events} scaling events"
             )
             results.append(r)
-    command = "tsadapt scaleout evaluate" + "".join(f" {a}" for a in sys.argv[3:])
+    command = "tsadapt lab scaleout evaluate" + "".join(f" {a}" for a in sys.argv[3:])
     path = write_report(results, cfg, args.out_dir, command, time.perf_counter() - t0)
     print(f"wrote {path}")
     return 0

@@ -140,7 +140,7 @@ def measure(duration_s: float, rate: float, out_dir: Path) -> Path:
     lines = [
         "# Sidecar memory under load",
         "",
-        f"Written by `tsadapt scaleout sidecar-rss --duration {duration_s:g} --rate {rate:g}` "
+        f"Written by `tsadapt lab scaleout sidecar-rss --duration {duration_s:g} --rate {rate:g}` "
         f"({time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {wall:.0f} s wall, "
         f"{os.cpu_count()} CPUs). A real TorchServe 0.12 with the demo models and the plugin "
         f"receives {rate:g} requests/s (open loop; {mix}; "

@@ -8,7 +8,7 @@ Design (shared policy across models). Each episode draws a scenario (randomised,
    per episode (``queue``, ``aimd`` or ``static``), so the focus model shares cores and the
    worker budget with live, changing neighbours;
 2. all actions pass through the one control step (:func:`loop.control_step`: the same
-   guards as ``tsadapt control`` and ``tsadapt simulate``) and are applied to the simulator;
+   guards as ``tsadapt control`` and ``tsadapt lab simulate``) and are applied to the simulator;
 3. the simulator runs one tick; the reward is Eq. 2 (:mod:`policy.reward`) of the focus
    model over that tick, whose R_SLO counts the whole host's requests in proportion
    ``reward.team`` (:func:`reward.r_slo_team`), so that a worker of a shared budget held

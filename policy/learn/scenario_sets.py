@@ -14,7 +14,7 @@ independent streams and "never used" is a statement about seeds:
   :data:`~tsadapt.policy.defaults.SELECTION_SCENARIO_SEED` on, simulated with the
   scenario's own seed (:func:`selection_scenario_seeds`); the named scenario files run with
   ``select.seeds``, simulation seeds of their own;
-* held-out: ``tsadapt evaluate --random N`` draws from seeds
+* held-out: ``tsadapt lab evaluate --random N`` draws from seeds
   :data:`~tsadapt.policy.defaults.HELDOUT_SCENARIO_SEED` on (:func:`heldout_scenario_seeds`),
   and :func:`check_heldout` refuses a count or a training config under which they could
   meet any seed above.
@@ -31,7 +31,7 @@ from tsadapt.policy.learn.scenario_gen import random_scenario
 from tsadapt.policy.learn.train_config import TrainConfig
 from tsadapt.policy.sim.scenario import Scenario
 
-#: Most random held-out scenarios ``tsadapt evaluate --random`` draws.
+#: Most random held-out scenarios ``tsadapt lab evaluate --random`` draws.
 MAX_HELDOUT = 10_000
 
 

@@ -8,11 +8,11 @@ reconfigured 8 times as often as the best, for 15 req/s less on ``bursty`` (the
 ``tsadapt train`` trains seeds ``seed, seed + 1, ...`` (one process each, ``processes``
 at once), runs every candidate behind the guards over ``select.scenario_files`` x
 ``select.seeds`` - best-static's tuning seeds by default, none an evaluation seed, so the
-choice never sees the runs ``tsadapt evaluate`` reports - and keeps the candidate that
+choice never sees the runs ``tsadapt lab evaluate`` reports - and keeps the candidate that
 :func:`better` ranks first: highest validation goodput, then, within a tie, fewest
 worker-seconds, then fewest reconfigurations. Every candidate's scores go into the chosen
 file's metadata (``selection``), so the choice can be checked, and every candidate's file is
-kept next to it (:func:`candidates_dir`), so ``tsadapt evaluate --random`` can rank the
+kept next to it (:func:`candidates_dir`), so ``tsadapt lab evaluate --random`` can rank the
 candidates on held-out scenarios and say whether selection ranked them the same way.
 
 With ``select.random_scenarios`` > 0 every candidate is also run once on that many random
@@ -20,7 +20,7 @@ validation scenarios (:mod:`policy.learn.scenario_sets`: seeds of their own, non
 or a held-out one); their summed goodput is recorded as ``random_goodput_rps`` next to
 the ranking score, which it does not change.
 
-Adaptive validation runs start where ``tsadapt evaluate`` starts them: the demo models'
+Adaptive validation runs start where ``tsadapt lab evaluate`` starts them: the demo models'
 registration defaults (:func:`sim_control.registration_configs`).
 """
 

@@ -94,7 +94,7 @@ def slo_feasible_batch(
     finish and then run in the next, so a batch taking more than half the SLO misses it
     under exactly the load that fills it. A request also spends time outside the worker
     (client and HTTP stack, frontend, the hop to the worker: ``outside_ms``, measured by
-    ``tsadapt fidelity calibrate``), which the worker's two batches must leave room for:
+    ``tsadapt lab fidelity calibrate``), which the worker's two batches must leave room for:
     wait + execution <= SLO - outside. This is the one cap rule: the simulated sidecar
     (:func:`controller_config_for`) and the real one (:func:`feasible`) both use it.
     """
@@ -125,7 +125,7 @@ def controller_config_for(
 
     ``max_batch`` is the scenario's, lowered to :func:`slo_feasible_batch` of the model's
     profile and its latency outside the worker (:func:`outside_latency_ms`): the bound an
-    operator derives from ``tsadapt profile`` and ``tsadapt fidelity calibrate``.
+    operator derives from ``tsadapt profile`` and ``tsadapt lab fidelity calibrate``.
     """
     sim = sim or SimControlConfig()
     limits = tuple(
@@ -306,7 +306,7 @@ class ControlResult:
     overrides: int
 
     def as_dict(self) -> dict:
-        """The ``tsadapt simulate --json`` object."""
+        """The ``tsadapt lab simulate --json`` object."""
 
         def one(r: ModelResult, reconf: int) -> dict:
             return {
@@ -438,7 +438,7 @@ def run_named(
     initial: Mapping[str, ModelSettings] | None = None,
 ) -> ControlResult:
     """:func:`run_controlled` with the policy named ``policy`` (the one factory) and the guard
-    limits a sidecar would get for ``scenario``: what ``tsadapt simulate``/``evaluate`` and
+    limits a sidecar would get for ``scenario``: what ``tsadapt lab simulate``/``evaluate`` and
     seed selection run."""
     from tsadapt.policy.factory import make_policy
 

@@ -25,12 +25,12 @@ Format::
       - {model: image, kind: bursty, base_rate: 40, spike_rate: 160, spike_s: 10, period_s: 60}
     budget: {workers: 6}
 
-``calibration: PATH`` (optional) names a JSON file as ``tsadapt fidelity calibrate`` writes
+``calibration: PATH`` (optional) names a JSON file as ``tsadapt lab fidelity calibrate`` writes
 it (``{"models": {NAME: {"batch_overhead_ms": ..., "exec_cv": ..., "overhead_quantiles_ms":
 [...], "host_cpu_ms": ...}}}``): it gives each model these (or ``overhead_ms``) unless the
 model sets them itself (a model's own ``overhead_ms`` or ``overhead_quantiles_ms`` replaces both).
 
-``profile`` may also name a JSON file as ``tsadapt models profile`` writes it
+``profile`` may also name a JSON file as ``tsadapt lab demo-models profile`` writes it
 (``docs/results/model-profiles.json``: a list of ``{model, threads, batch_sizes, median_ms,
 ...}``): the entry of the same model name and thread count gives the latency table (the
 measured medians, interpolated between batch sizes).
@@ -308,7 +308,7 @@ def _calibration(v: Any, base: Path) -> dict[str, Mapping[str, Any]]:
     p = Path(v) if Path(v).is_absolute() else base / v
     if not p.is_file():
         raise ValueError(
-            f"calibration: no such file {str(p)!r} (write it with 'tsadapt fidelity calibrate')"
+            f"calibration: no such file {str(p)!r} (write it with 'tsadapt lab fidelity calibrate')"
         )
     try:
         raw = json.loads(p.read_text())

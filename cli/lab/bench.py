@@ -1,4 +1,4 @@
-"""The ``tsadapt bench`` subcommand (wired into ``tsadapt`` by ``register``)."""
+"""The ``tsadapt lab bench`` subcommand (wired into ``tsadapt`` by ``register``)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         expand_peers(peers)
     except ValueError as exc:
-        print(f"tsadapt bench: error: --{exc}", file=sys.stderr)
+        print(f"tsadapt lab bench: error: --{exc}", file=sys.stderr)
         return 2
     if not controllers and not peers:
-        print("tsadapt bench: error: --controllers: nothing to run", file=sys.stderr)
+        print("tsadapt lab bench: error: --controllers: nothing to run", file=sys.stderr)
         return 2
     cfg = BenchConfig(
         scenario=args.scenario,

@@ -1,4 +1,4 @@
-"""``tsadapt evaluate``: every policy over scenarios x seeds, the budget-matched best-static,
+"""``tsadapt lab evaluate``: every policy over scenarios x seeds, the budget-matched best-static,
 and (``--random N``) N random held-out scenarios -> ``docs/results/simulation.md``."""
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _header(args: argparse.Namespace, meta: dict, wall_s: float, named_s: float) -> dict:
     header: dict[str, Any] = {
-        "command": f"`{_command_line('evaluate', args.argv)}`",
+        "command": f"`{_command_line('lab evaluate', args.argv)}`",
         "scenarios": ", ".join(f"`{_rel(Path(p))}`" for p in args.scenarios),
         "evaluation wall time": f"{wall_s:.0f} s"
         + (f" ({named_s:.0f} s the named scenarios)" if args.random else ""),

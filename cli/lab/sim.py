@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tsadapt.cli.arg_types import positive_float
 
@@ -22,7 +22,7 @@ def _command_line() -> str:
     argv = sys.argv[1:]
     if "fidelity" in argv:
         argv = argv[argv.index("fidelity") :]
-    return " ".join(["tsadapt", *(shlex.quote(a) for a in argv)])
+    return " ".join(["tsadapt", "lab", *(shlex.quote(a) for a in argv)])
 
 
 def _progress(every_s: float = 15.0):  # noqa: ANN202
@@ -41,7 +41,7 @@ def _fidelity(args: argparse.Namespace) -> int:
     from tsadapt.experiments import fidelity as F
 
     command = _command_line()
-    if args.action == "calibrate":
+    if args.fidelity_action == "calibrate":
         cals, cpu = F.calibrate(
             runs_dir=args.runs_dir,
             out=args.calibration_out,
@@ -136,41 +136,57 @@ def register(subparsers: Any) -> None:
         description="For each scenario: a real run (fresh TorchServe, static configuration, "
         "Locust replaying the scenario's arrivals) and a simulated one (same arrivals, same "
         "configuration); writes docs/results/fidelity.md and fidelity.json. "
-        "'tsadapt fidelity calibrate' instead runs the calibration scenario and writes "
+        "'tsadapt lab fidelity calibrate' instead runs the calibration scenario and writes "
         "docs/results/fidelity-calibration.json, which the scenarios read.",
     )
-    p.add_argument(
-        "action", nargs="?", choices=("compare", "calibrate"), default="compare",
-        help="compare (default) or calibrate",
-    )  # fmt: skip
     p.add_argument(
         "--scenarios",
         default=",".join(DEFAULT_SCENARIOS),
         help="comma-separated scenario names (loadtests/scenarios) or YAML paths "
         "(default: %(default)s)",
     )
-    p.add_argument(
-        "--duration", type=positive_float, help="seconds of load (default: each scenario's)"
-    )
     p.add_argument("--seed", type=int, help="arrival seed (default: each scenario's)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="report folder")
-    p.add_argument("--runs-dir", type=Path, default=DEFAULT_RUNS, help="server dirs, records")
-    p.add_argument(
-        "--calibration-out", type=Path, default=CALIBRATION_FILE,
-        help="calibrate: file to write (default: %(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--quiet-wait", type=float, default=QUIET_TIMEOUT_S,
-        help="before each real run wait at most this many seconds for other processes to "
-        "go quiet; 0 = do not wait (default: %(default)s)",
-    )  # fmt: skip
-    p.add_argument(
-        "--quiet-cores", type=float, default=QUIET_CORES,
-        help="'quiet' = other processes use at most this many cores (default: %(default)s)",
-    )  # fmt: skip
     p.add_argument(
         "--repeat", action="store_true",
         help="run each scenario's real side twice and report how far the two real runs "
         "agree under the same tolerances (doubles the real runs)",
     )  # fmt: skip
+    _real_run_args(p, RunsDefaults(DEFAULT_RUNS, QUIET_CORES, QUIET_TIMEOUT_S))
     p.set_defaults(func=_fidelity)
+    actions = p.add_subparsers(dest="fidelity_action", metavar="ACTION")
+    actions.default = "compare"  # no action: compare
+    c = actions.add_parser(
+        "calibrate",
+        help="measure the overhead the handler-only profile misses -> fidelity-calibration.json",
+    )
+    c.add_argument(
+        "--calibration-out", type=Path, default=CALIBRATION_FILE,
+        help="file to write (default: %(default)s)",
+    )  # fmt: skip
+    _real_run_args(c, RunsDefaults(DEFAULT_RUNS, QUIET_CORES, QUIET_TIMEOUT_S))
+    c.set_defaults(func=_fidelity)
+
+
+class RunsDefaults(NamedTuple):
+    """Defaults of the options every real fidelity run takes."""
+
+    runs_dir: Path
+    quiet_cores: float
+    quiet_wait: float
+
+
+def _real_run_args(p: argparse.ArgumentParser, d: RunsDefaults) -> None:
+    p.add_argument(
+        "--duration", type=positive_float, help="seconds of load (default: each scenario's)"
+    )
+    p.add_argument("--runs-dir", type=Path, default=d.runs_dir, help="server dirs, records")
+    p.add_argument(
+        "--quiet-wait", type=float, default=d.quiet_wait,
+        help="before each real run wait at most this many seconds for other processes to "
+        "go quiet; 0 = do not wait (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quiet-cores", type=float, default=d.quiet_cores,
+        help="'quiet' = other processes use at most this many cores (default: %(default)s)",
+    )  # fmt: skip

@@ -1,6 +1,6 @@
-"""Research commands on reliability: ``tsadapt soak``, a long run of a real TorchServe with
+"""Research commands on reliability: ``tsadapt lab soak``, a long run of a real TorchServe with
 the PPO controller under a bursty, trace-driven load, watched for leaks
-(:mod:`tsadapt.experiments.soak`); ``tsadapt reliability``, faults injected under load
+(:mod:`tsadapt.experiments.soak`); ``tsadapt lab reliability``, faults injected under load
 (:mod:`tsadapt.experiments.reliability`)."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ def _soak(args: argparse.Namespace) -> int:
         report = render(args.render, args.out, args.note or None)
         print(f"wrote {args.out / 'soak.md'} from {args.render}")
         return 0
-    command = "tsadapt " + shlex.join(sys.argv[1:]) if "soak" in sys.argv[1:3] else "tsadapt soak"
+    typed = "soak" in sys.argv[1:3]
+    command = "tsadapt " + shlex.join(sys.argv[1:]) if typed else "tsadapt lab soak"
     cfg = SoakConfig(
         duration_s=args.duration,
         sample_s=args.sample_s,
@@ -72,7 +73,7 @@ def _reliability(args: argparse.Namespace) -> int:
     command = "tsadapt " + shlex.join(sys.argv[1:]) if "reliability" in sys.argv[1:3] else ""
     kwargs = {"faults": faults} if faults else {}
     results = run_reliability(
-        args.out, args.runs_dir, command or "tsadapt reliability", model_store=args.model_store,
+        args.out, args.runs_dir, command or "tsadapt lab reliability", model_store=args.model_store,
         **kwargs,
     )  # fmt: skip
     print(f"wrote {args.out / 'reliability.md'}")
@@ -94,7 +95,7 @@ def add_reliability_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``soak`` and ``reliability`` to an ``argparse`` subparsers object."""
+    """Add ``soak`` and ``reliability`` to ``tsadapt lab``'s subparsers."""
     p = subparsers.add_parser(
         "soak",
         help="research: a long real-server run with the PPO controller, watched for leaks",
