@@ -123,6 +123,10 @@ def outcomes(schedule: Schedule, sent: Sent, t_from: float = 0.0, t_to: float = 
             "answered": int(ok.sum()),
             "shed": int((status == SHED_STATUS).sum()),
             "failed": int((~ok & (status != SHED_STATUS)).sum()),
+            "failed_by_status": {
+                ("no answer" if int(c) == 0 else str(int(c))): int((status == c).sum())
+                for c in np.unique(status[~ok & (status != SHED_STATUS)])
+            },
             "within_slo": int((good <= slo).sum()),
             "attainment": float((good <= slo).sum() / n) if n else math.nan,
             "p50_ms": float(np.percentile(good, 50)) if good.size else math.nan,
@@ -244,9 +248,10 @@ def write_markdown(report: dict[str, Any], path: Path, png: Path | None) -> None
         "",
     ]
     lines += _table(
-        ["model", "SLO ms", "sent", "answered", "shed (503)", "failed", "SLO attainment",
-         "p50 ms", "p99 ms"],
+        ["model", "SLO ms", "sent", "answered", "shed (503)", "failed", "failed by status",
+         "SLO attainment", "p50 ms", "p99 ms"],
         [[m, _fmt(t["slo_ms"], ".0f"), t["sent"], t["answered"], t["shed"], t["failed"],
+          ", ".join(f"{k}: {v}" for k, v in t.get("failed_by_status", {}).items()) or "-",
           _fmt(100 * t["attainment"], ".2f") + " %", _fmt(t["p50_ms"]), _fmt(t["p99_ms"])]
          for m, t in report["totals"].items()],
     )  # fmt: skip
