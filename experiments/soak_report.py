@@ -203,8 +203,7 @@ def write_markdown(report: dict[str, Any], path: Path, png: Path | None) -> None
         f"{report['load']['burst_period_s']:.0f} s, split by weight "
         f"{report['load']['weights']}; open loop, {report['requests']} requests. "
         f"Controller: `tsadapt control --policy ppo` (decision log {report['decision_log']}). "
-        f"TorchServe's keys expire after {report.get('token_expiration_min') or 60} minutes; "
-        "the clients (load, probe, controller) renew them with the API key.",
+        f"TorchServe's keys expire after {report.get('token_expiration_min') or 60} minutes.",
         "",
         f"Machine: {report['host']}. The box is shared with other CPU-heavy work, so the "
         "latency and SLO figures are pessimistic for this server.",
