@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shlex
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -198,6 +199,10 @@ def render(rundir: Path, out_dir: Path, note: str | None = None) -> dict[str, An
     meta = json.loads((Path(rundir) / "raw.json").read_text())
     if note is not None:
         meta["config"]["length_note"] = f" ({note})" if note else ""
+        words = shlex.split(meta["config"]["command"])
+        if "--note" in words:  # the command line states the note the report shows
+            words[words.index("--note") + 1] = note
+            meta["config"]["command"] = shlex.join(words)
     arrays = np.load(Path(rundir) / "requests.npz")
     cfg_fields = dict(meta["config"])
     cfg = SoakConfig(**{
