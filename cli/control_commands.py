@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tsadapt import constants as C
+from tsadapt.client import TorchServeClient
 from tsadapt.serve.attach import add_attach_args
 
 #: The demo's controller config (shipped in the package as tsadapt/configs/controller.yaml).
@@ -121,8 +122,9 @@ def _shipped_config() -> Path:
     return Path(configs.__file__).parent / DEFAULT_CONFIG.name
 
 
-def attach_when_ready(args: argparse.Namespace, connect_checked: Callable) -> list[str]:
-    """The registered models, once the server answers; retried for ``--wait-s`` seconds."""
+def attach_when_ready(args: argparse.Namespace, connect_checked: Callable) -> tuple:
+    """``connect_checked(args)`` (client, metrics URL, registered models) once the server
+    answers; retried for ``--wait-s`` seconds."""
     from tsadapt.serve.attach import AttachError
 
     if args.wait_s < 0:
@@ -130,7 +132,7 @@ def attach_when_ready(args: argparse.Namespace, connect_checked: Callable) -> li
     deadline, last = time.monotonic() + args.wait_s, ""
     while True:
         try:
-            return connect_checked(args)[2]
+            return connect_checked(args)
         except AttachError as exc:
             if time.monotonic() >= deadline:
                 raise
@@ -138,6 +140,22 @@ def attach_when_ready(args: argparse.Namespace, connect_checked: Callable) -> li
                 logger.info("waiting for the server: %s", exc)
                 last = str(exc)
             time.sleep(1.0)
+
+
+def require_plugin(client: TorchServeClient) -> None:
+    """Refuse to start against a TorchServe without the tsadapt plugin: the controller reads
+    and changes the batching through ``/adapt``, so without it it could do nothing."""
+    from tsadapt.plugin.adapt_client import AdaptClient, PluginNotLoadedError
+    from tsadapt.serve.attach import AttachError
+
+    try:
+        AdaptClient(client, timeout_s=5.0, retries=1).info()
+    except PluginNotLoadedError:
+        raise AttachError(
+            f"the tsadapt plugin is not loaded by the TorchServe at {client.management_url} "
+            "(it does not know /adapt): set plugins_path in its config.properties to the folder "
+            "`tsadapt plugin path` prints and restart it; the controller changed nothing"
+        ) from None
 
 
 def run_control(args: argparse.Namespace) -> int:
@@ -184,7 +202,8 @@ def run_control(args: argparse.Namespace) -> int:
     if args.profile:
         config = apply_profiles(config, args.profile)
     # names what is wrong before the loop starts
-    registered = attach_when_ready(args, connect_checked)
+    client, _, registered = attach_when_ready(args, connect_checked)
+    require_plugin(client)
     logger.info("attached: registered models %s", ", ".join(registered) or "none")
 
     def connect_again():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,10 @@ def archive_model(model: DemoModel, model_store: Path) -> Path:
             str(model_store),
             "--force",
         ]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        # The archiver stages files in <temp dir>/<model name>: a temp dir of our own keeps
+        # archives of the same model built at the same time (tests, users) apart.
+        env = {**os.environ, "TMPDIR": tmp}
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise RuntimeError(
                 f"torch-model-archiver failed for {model.name}: {result.stderr.strip()}"

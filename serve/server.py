@@ -62,6 +62,7 @@ class ServerConfig:
     models: tuple[str, ...] = tuple(DEMO_MODELS)
     workers: dict[str, int] = field(default_factory=dict)  # per-model initial workers
     job_queue_size: int = C.DEFAULT_JOB_QUEUE_SIZE
+    token_expiration_min: int | None = None  # TorchServe's default (60) when None
     startup_timeout_s: float = C.STARTUP_TIMEOUT_S
 
     def __post_init__(self) -> None:
@@ -76,6 +77,8 @@ class ServerConfig:
             raise ValueError(f"ports must differ: {ports}")
         if self.job_queue_size < 1:
             raise ValueError("job_queue_size must be >= 1")
+        if self.token_expiration_min is not None and self.token_expiration_min < 1:
+            raise ValueError("token_expiration_min must be >= 1")
 
     @classmethod
     def with_free_ports(cls, **kwargs: Any) -> ServerConfig:
@@ -150,6 +153,10 @@ def render_config(config: ServerConfig, plugins_path: Path | None) -> str:
         metrics_config=str(metrics),
         plugins_path=plugins_path or "",
         job_queue_size=config.job_queue_size,
+    ) + (
+        f"token_expiration_min={config.token_expiration_min}\n"
+        if config.token_expiration_min is not None
+        else ""
     )
 
 

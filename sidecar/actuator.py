@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from tsadapt import constants as C
-from tsadapt.client import TorchServeClient
+from tsadapt.client import TorchServeClient, TorchServeError
 from tsadapt.plugin.adapt_client import AdaptClient
 from tsadapt.policy.loop import ApplyResult
 from tsadapt.policy.types import Action, ModelSettings
@@ -75,6 +75,8 @@ class Actuator:
                 logger.warning(
                     "apply %s %s failed (try %d): %s", action.model, changes, attempt, error
                 )
+                if _refused(exc):  # the same call would be refused again (model gone, bad value)
+                    return ApplyResult(action.model, changes, False, attempt, error)
                 if attempt <= self.retries:
                     self._sleep(self.backoff_s * 2 ** (attempt - 1))
         return ApplyResult(action.model, changes, False, self.retries + 1, error)
@@ -89,6 +91,11 @@ class Actuator:
             if result is not None:
                 results.append(result)
         return tuple(results)
+
+
+def _refused(exc: Exception) -> bool:
+    """A 4xx answer: the server understood the call and said no (not worth retrying)."""
+    return isinstance(exc, TorchServeError) and 400 <= exc.status < 500
 
 
 def restore_actions(

@@ -8,12 +8,17 @@ TorchServe 0.12 writes its tokens to ``key_file.json`` in its working directory:
 A request without ``Authorization: Bearer KEY`` (or with an expired key) gets
 HTTP 400 ``InvalidKeyException``. :class:`KeyFile` reads the file, hands out the
 right key per API, and re-reads it when the key has expired or the server
-rejected it (the server may have been restarted with new keys).
+rejected it (the server may have been restarted with new keys). TorchServe never
+renews an expired key by itself (keys last ``token_expiration_min``, 60 minutes by
+default): when the file holds no key the server accepts, :class:`TorchServeClient` asks
+for a new one with the ``API`` key (``GET /token?type=...`` on the management API;
+TorchServe rewrites the file) and reads the file again. The client never writes the file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import requests
+
+logger = logging.getLogger(__name__)
 
 Api = Literal["management", "inference"]
 
@@ -104,6 +111,14 @@ class KeyFile:
             raise KeyError(f"no '{api}' key in {self.path}")
         return tok.key
 
+    def api_key(self) -> str | None:
+        """The key that renews the others (the file's ``API`` entry), if there is one."""
+        if self.path is None:
+            return None
+        with self._lock:
+            tok = self._tokens.get("API")
+        return tok.key if tok is not None else None
+
     def headers(self, api: Api) -> dict[str, str]:
         key = self.token(api)
         return {"Authorization": f"Bearer {key}"} if key else {}
@@ -128,6 +143,7 @@ class TorchServeClient:
         self.keys = keys
         self.timeout_s = timeout_s
         self.session = requests.Session()
+        self._renew_lock = threading.Lock()
         # Enough pooled connections for load generators with many requests in flight.
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         self.session.mount("http://", adapter)
@@ -141,15 +157,49 @@ class TorchServeClient:
         url = f"{base}/{path.lstrip('/')}"
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         extra = kwargs.pop("headers", {})
-        resp = self.session.request(
-            method, url, headers={**self.keys.headers(api), **extra}, timeout=timeout, **kwargs
-        )
+
+        def send(auth: dict[str, str]) -> requests.Response:
+            return self.session.request(
+                method, url, headers={**auth, **extra}, timeout=timeout, **kwargs
+            )
+
+        resp = send(self.keys.headers(api))
         if _is_auth_failure(resp) and self.keys.path is not None:
             self.keys.reload()
-            resp = self.session.request(
-                method, url, headers={**self.keys.headers(api), **extra}, timeout=timeout, **kwargs
-            )
+            auth = self.keys.headers(api)
+            resp = send(auth)
+            if _is_auth_failure(resp) and self.renew_key(api, refused=auth):
+                resp = send(self.keys.headers(api))
         return resp
+
+    def renew_key(self, api: Api, refused: dict[str, str] | None = None) -> bool:
+        """Ask TorchServe for a new ``api`` key (it rewrites the key file), then re-read the
+        file; False when there is no API key or the server refused. ``refused``: the
+        ``Authorization`` header the server turned down (default: the current key)."""
+        api_key = self.keys.api_key()
+        if api_key is None:
+            return False
+        failed = refused if refused is not None else self.keys.headers(api)
+        with self._renew_lock:  # one renewal at a time; the others take its key
+            self.keys.reload()
+            if self.keys.headers(api) != failed:
+                return True  # renewed meanwhile (another thread, process or a restart)
+            return self._renew(api, api_key)
+
+    def _renew(self, api: Api, api_key: str) -> bool:
+        try:
+            resp = self.session.get(
+                f"{self.management_url}/token", params={"type": api},
+                headers={"Authorization": f"Bearer {api_key}"}, timeout=self.timeout_s,
+            )  # fmt: skip
+        except requests.RequestException:
+            return False
+        if not resp.ok:
+            logger.warning("TorchServe refused to renew the %s key: %s", api, resp.status_code)
+            return False
+        self.keys.reload()
+        logger.info("renewed the expired %s key (TorchServe rewrote %s)", api, self.keys.path)
+        return True
 
     def checked(self, api: Api, method: str, path: str, **kwargs: Any) -> Any:
         """Like :meth:`request` but raise :class:`TorchServeError` unless 2xx; return JSON."""

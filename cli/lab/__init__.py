@@ -24,6 +24,7 @@ LAB_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tsadapt.experiments.gpu_check.commands", ("gpu-check",)),
     ("tsadapt.cli.lab.packrat", ("packrat",)),
     ("tsadapt.cli.lab.plugin", ("plugin",)),
+    ("tsadapt.cli.lab.soak", ("soak", "reliability")),
 )
 #: The extra that brings a third-party module a lab command imports.
 EXTRA_OF = {
