@@ -72,15 +72,43 @@ class RandomiseConfig:
     load_delay_s: tuple[float, float] = (0.5, 2.0)
     exec_cv: tuple[float, float] = (0.0, 0.2)
     kinds: tuple[str, ...] = ("poisson", "bursty", "diurnal", "step", "gamma")
+    #: ``gamma``: the inter-arrival CV.
+    gamma_cv: tuple[float, float] = (1.0, 3.0)
+    #: ``onoff``: a two-state MMPP: bursts (short random ``on`` periods of mean
+    #: ``onoff_mean_on_s``) for this share of the time, near silence (``onoff_off_share`` of
+    #: the mean rate) in between; the ``on`` rate is capped at ``max_burst_rps``.
+    onoff_on_share: tuple[float, float] = (0.05, 0.3)
+    onoff_mean_on_s: tuple[float, float] = (0.2, 3.0)
+    onoff_off_share: tuple[float, float] = (0.0, 0.1)
+    max_burst_rps: float = 1000.0
+    #: ``swing``: a two-state MMPP between a low and a high rate ``swing_ratio`` apart, each
+    #: held for a random time of mean ``swing_hold_s`` (minute-scale swings).
+    swing_ratio: tuple[float, float] = (3.0, 12.0)
+    swing_hold_s: tuple[float, float] = (15.0, 60.0)
+    #: Latency outside the worker: with this probability a model gets one calibrated
+    #: model's ``overhead_quantiles_ms`` (from ``overhead_calibration``, relative to the repo)
+    #: scaled by a log-uniform factor from ``overhead_scale_log``, its p99 held to
+    #: ``overhead_max_slo_share`` of the SLO.
+    overhead_prob: float = 0.0
+    overhead_calibration: str = "docs/results/fidelity-calibration.json"
+    overhead_scale_log: tuple[float, float] = (0.5, 8.0)
+    overhead_max_slo_share: float = 0.3
     #: Probability of a multi-tenant draw instead (peaks take turns for one spare worker;
     #: see :func:`scenario_gen.shared_budget_scenario`).
     shared_budget_prob: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.shared_budget_prob <= 1:
-            raise ValueError(
-                f"randomise.shared_budget_prob must be in [0, 1], got {self.shared_budget_prob}"
-            )
+        for name in ("shared_budget_prob", "overhead_prob", "overhead_max_slo_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"randomise.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("gamma_cv", "onoff_on_share", "onoff_mean_on_s", "swing_ratio",
+                     "swing_hold_s", "overhead_scale_log"):  # fmt: skip
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"randomise.{name} must be [low, high] with 0 < low <= high")
+        lo, hi = self.onoff_off_share
+        if not (0 <= lo <= hi < 1 and self.onoff_on_share[1] < 1):
+            raise ValueError("randomise.onoff_off_share / onoff_on_share must be in [0, 1)")
 
 
 @dataclass(frozen=True)
