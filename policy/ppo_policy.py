@@ -29,15 +29,20 @@ from typing import Any, Protocol
 import numpy as np
 
 from tsadapt.policy.agent_view import (
-    ACTION_LAYOUT,
-    ACTION_NVEC,
     FEATURE_CONSTANTS,
-    NOOP_ACTION,
     OBS_LAYOUT,
     all_agent_features,
     decode_action,
 )
 from tsadapt.policy.controller_config import ControllerConfig
+from tsadapt.policy.supervisor import (
+    DIRECT,
+    SUPERVISOR,
+    ActionSpec,
+    RuleSetPoints,
+    action_spec,
+    supervise,
+)
 from tsadapt.policy.types import Decision, Observation, PolicyState
 
 FORMAT = "tsadapt-ppo-policy"
@@ -63,17 +68,17 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _spaces() -> tuple[Any, Any]:
+def _spaces(spec: ActionSpec) -> tuple[Any, Any]:
     from gymnasium import spaces
 
     obs = spaces.Box(0.0, 1.0, shape=(len(OBS_LAYOUT),), dtype=np.float32)
-    return obs, spaces.MultiDiscrete(np.array(ACTION_NVEC, dtype=np.int64))
+    return obs, spaces.MultiDiscrete(np.array(spec.nvec, dtype=np.int64))
 
 
-def _net(net_arch: list[int]) -> Any:
+def _net(net_arch: list[int], spec: ActionSpec) -> Any:
     from stable_baselines3.common.policies import ActorCriticPolicy
 
-    obs, act = _spaces()
+    obs, act = _spaces(spec)
     return ActorCriticPolicy(
         obs, act, lambda _: 0.0, net_arch={"pi": list(net_arch), "vf": list(net_arch)}
     )
@@ -86,7 +91,7 @@ def save_policy_file(path: Path, net: Any, metadata: dict[str, Any]) -> Path:
     """Write ``net``'s weights and ``metadata`` (layout fields filled in here) to ``path``."""
     import torch
 
-    meta = {**metadata, **_layout()}
+    meta = {**metadata, **_layout(metadata.get("action_design", DIRECT))}
     buf = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     torch.save(state, buf)
@@ -109,15 +114,25 @@ def copy_policy_file(src: Path, dst: Path, metadata: dict[str, Any]) -> Path:
     return dst
 
 
-def _layout() -> dict[str, Any]:
+def _layout(design: str = DIRECT) -> dict[str, Any]:
+    spec = action_spec(design)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "observation_layout": list(OBS_LAYOUT),
         "feature_constants": FEATURE_CONSTANTS,
-        "action_layout": ACTION_LAYOUT,
-        "action_nvec": list(ACTION_NVEC),
+        "action_design": spec.design,
+        "action_layout": spec.layout,
+        "action_nvec": list(spec.nvec),
     }
+
+
+def file_action_spec(path: Path, meta: dict[str, Any]) -> ActionSpec:
+    """The action design a policy file names (files without one are ``direct``)."""
+    try:
+        return action_spec(meta.get("action_design", DIRECT))
+    except ValueError as exc:
+        raise PolicyFileError(f"policy file {path}: {exc}") from None
 
 
 def _write(path: Path, meta: dict[str, Any], weights: bytes) -> None:
@@ -192,10 +207,12 @@ def check_metadata(path: Path, meta: dict[str, Any]) -> None:
         f"feature normalisation constants {consts} differ from this code's "
         f"{FEATURE_CONSTANTS}; retrain with `tsadapt train`",
     )
+    spec = file_action_spec(path, meta)
     _expect(
-        meta.get("action_nvec") == list(ACTION_NVEC) and meta.get("action_layout") == ACTION_LAYOUT,
+        meta.get("action_nvec") == list(spec.nvec) and meta.get("action_layout") == spec.layout,
         path,
-        f"action layout {meta.get('action_layout')} differs from this code's {ACTION_LAYOUT}",
+        f"action layout {meta.get('action_layout')} differs from this code's {spec.layout} "
+        f"(design {spec.design})",
     )
     arch = meta.get("net_arch")
     _expect(
@@ -218,7 +235,7 @@ def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
     path = Path(path)
     meta = read_metadata(path)
     check_metadata(path, meta)
-    net = _net(meta["net_arch"])
+    net = _net(meta["net_arch"], file_action_spec(path, meta))
     with zipfile.ZipFile(path) as z:
         raw = z.read(WEIGHTS_MEMBER)
     try:
@@ -268,6 +285,10 @@ class PPOPolicy:
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     name: str = "ppo"
 
+    @property
+    def spec(self) -> ActionSpec:
+        return action_spec(self.metadata.get("action_design", DIRECT))
+
     @classmethod
     def from_file(cls, path: Path, config: ControllerConfig, torch: bool = False) -> PPOPolicy:
         if torch:
@@ -279,21 +300,29 @@ class PPOPolicy:
         return cls(config, actor, int(meta["delay_step_ms"]), meta)
 
     def act(self, observation: Observation) -> np.ndarray:
-        """``(models, 3)`` deterministic incremental actions, rows in config order."""
+        """``(models, len(nvec))`` deterministic actions, rows in config order."""
         x = all_agent_features(observation, self.config)
         actions = self.actor.act(x)
-        return np.asarray(actions, dtype=np.int64).reshape(len(x), len(ACTION_NVEC))
+        return np.asarray(actions, dtype=np.int64).reshape(len(x), len(self.spec.nvec))
 
     def decide(self, observation: Observation, state: PolicyState) -> Decision:
-        out = []
+        spec, out = self.spec, []
+        proposals, next_state = {}, state.next()
+        if spec.design == SUPERVISOR:
+            proposals, next_state = RuleSetPoints.for_config(self.config).propose(
+                observation, state
+            )
         for name, a in zip(self.config.model_names, self.act(observation), strict=True):
-            if tuple(int(v) for v in a) == NOOP_ACTION:
+            if tuple(int(v) for v in a) == spec.noop:
                 continue
-            m = observation.model(name)
-            action = decode_action(a, m, self.config.limits(name), self.delay_step_ms)
+            m, lim = observation.model(name), self.config.limits(name)
+            if spec.design == SUPERVISOR:
+                action = supervise(a, m, lim, proposals[name])
+            else:
+                action = decode_action(a, m, lim, self.delay_step_ms)
             if not action.is_noop(m.settings):
                 out.append(action)
-        return tuple(out), state.next()
+        return tuple(out), next_state
 
 
 #: The trained policy that ships with the package (regenerate: see its metadata).

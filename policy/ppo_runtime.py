@@ -27,8 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from tsadapt.policy.agent_view import ACTION_NVEC
-from tsadapt.policy.ppo_policy import WEIGHTS_MEMBER, PolicyFileError, check_metadata, read_metadata
+from tsadapt.policy.ppo_policy import (
+    WEIGHTS_MEMBER,
+    PolicyFileError,
+    check_metadata,
+    file_action_spec,
+    read_metadata,
+)
 
 #: torch storage class name -> numpy dtype (little-endian, as torch.save writes on x86/ARM).
 _STORAGE_DTYPES = {
@@ -157,7 +162,8 @@ def load_actor(path: Path) -> tuple[ActorMLP, dict[str, Any]]:
     with zipfile.ZipFile(path) as z:
         raw = z.read(WEIGHTS_MEMBER)
     try:
-        actor = ActorMLP.from_state_dict(read_state_dict(raw), meta["net_arch"], ACTION_NVEC)
+        nvec = file_action_spec(path, meta).nvec
+        actor = ActorMLP.from_state_dict(read_state_dict(raw), meta["net_arch"], nvec)
     except (KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise PolicyFileError(
             f"policy file {path}: weights do not fit net_arch {meta['net_arch']}: {exc}"

@@ -233,7 +233,11 @@ def random_scenario(
         share = max(1.0, min(max_w, cores / n))
         capacity = share * b / ((alpha * b + beta) / 1000.0)
         rate = min(float(rng.uniform(*cfg.load)) * capacity, cfg.max_rate_rps)
-        kind = str(rng.choice(cfg.kinds))
+        if cfg.kind_weights:
+            w = np.asarray(cfg.kind_weights, dtype=np.float64)
+            kind = str(rng.choice(cfg.kinds, p=w / w.sum()))
+        else:
+            kind = str(rng.choice(cfg.kinds))
         w = _workload(rng, kind, max(rate, 1.0), cfg, duration_s)
         workload.append({"model": model["name"], **w})
     budget = int(rng.integers(n, sum(m["max_workers"] for m in models) + 1))

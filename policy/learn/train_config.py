@@ -36,8 +36,15 @@ class EnvConfig:
     #: Scenario files mixed into the randomised ones with this probability (0 = none).
     scenario_files: tuple[str, ...] = ()
     scenario_file_prob: float = 0.0
+    #: ``direct`` (the network sets batch, delay, workers) or ``supervisor`` (it picks a
+    #: fast rule and a worker bias each tick): :mod:`tsadapt.policy.supervisor`.
+    action_design: str = "direct"
 
     def __post_init__(self) -> None:
+        if self.action_design not in ("direct", "supervisor"):
+            raise ValueError(
+                f"env.action_design must be direct or supervisor, got {self.action_design!r}"
+            )
         if self.episode_ticks < 2:
             raise ValueError("env.episode_ticks must be >= 2")
         if self.delay_step_ms < 1:
@@ -72,6 +79,9 @@ class RandomiseConfig:
     load_delay_s: tuple[float, float] = (0.5, 2.0)
     exec_cv: tuple[float, float] = (0.0, 0.2)
     kinds: tuple[str, ...] = ("poisson", "bursty", "diurnal", "step", "gamma")
+    #: Relative probability of each of ``kinds`` (empty: uniform); the curriculum
+    #: (:mod:`policy.learn.curriculum`) sets them during training.
+    kind_weights: tuple[float, ...] = ()
     #: ``gamma``: the inter-arrival CV.
     gamma_cv: tuple[float, float] = (1.0, 3.0)
     #: ``onoff``: a two-state MMPP: bursts (short random ``on`` periods of mean
@@ -106,6 +116,9 @@ class RandomiseConfig:
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"randomise.{name} must be [low, high] with 0 < low <= high")
+        w = self.kind_weights
+        if w and (len(w) != len(self.kinds) or min(w) < 0 or sum(w) <= 0):
+            raise ValueError("randomise.kind_weights: one weight >= 0 per kind, not all 0")
         lo, hi = self.onoff_off_share
         if not (0 <= lo <= hi < 1 and self.onoff_on_share[1] < 1):
             raise ValueError("randomise.onoff_off_share / onoff_on_share must be in [0, 1)")
@@ -168,6 +181,34 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class CurriculumConfig:
+    """Genet-style curriculum (:mod:`policy.learn.curriculum`): every ``every_steps`` steps
+    the current policy and the rules run ``per_region`` sampled scenarios of each region (a
+    workload kind, or the shared-budget family) and the regions where the policy trails the
+    best rule most are drawn more often. ``every_steps`` 0: off (fixed ``randomise``)."""
+
+    every_steps: int = 0
+    per_region: int = 3
+    horizon_s: float = 60.0
+    #: Share of the probability spread evenly over the regions (the rest follows the gaps).
+    explore: float = 0.3
+    rules: tuple[str, ...] = ("aimd", "queue")
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.every_steps, int) and self.every_steps >= 0):
+            raise ValueError(f"curriculum.every_steps must be an int >= 0, got {self.every_steps}")
+        if not (isinstance(self.per_region, int) and self.per_region >= 1):
+            raise ValueError(f"curriculum.per_region must be an int >= 1, got {self.per_region}")
+        if not self.horizon_s > 0:
+            raise ValueError(f"curriculum.horizon_s must be > 0, got {self.horizon_s}")
+        if not 0 < self.explore <= 1:
+            raise ValueError(f"curriculum.explore must be in (0, 1], got {self.explore}")
+        bad = [r for r in self.rules if r not in ("static", "aimd", "queue")]
+        if bad or not self.rules:
+            raise ValueError(f"curriculum.rules: choose from static, aimd, queue; got {bad}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     total_timesteps: int = 200_000
@@ -176,6 +217,7 @@ class TrainConfig:
     randomise: RandomiseConfig = field(default_factory=RandomiseConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,6 +239,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         "randomise": RandomiseConfig,
         "ppo": PPOConfig,
         "select": SelectConfig,
+        "curriculum": CurriculumConfig,
     }
     kwargs = {}
     for k, v in data.items():
