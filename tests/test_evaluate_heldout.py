@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tsadapt.experiments.evaluate import (
@@ -17,11 +18,13 @@ from tsadapt.experiments.evaluate import (
 from tsadapt.experiments.evaluate_heldout import (
     TARGET_SHARE,
     best_rule,
+    bootstrap_ci,
     budget_static_rows,
     compare,
     heldout_markdown,
     kendall,
     matches,
+    paired_diffs,
     ranking_lines,
     spearman,
 )
@@ -89,6 +92,20 @@ def test_heldout_section_states_the_target_and_the_shortfalls() -> None:
     assert f">= {100 * TARGET_SHARE:.0f} % of held-out scenarios): **not met**, 33 %" in md
     assert "| b | static | 10.0 @ 100 | 9.0 @ 90 | goodput lower |" in md
     assert "| c-shared | queue | 6.0 @ 50 | 6.0 @ 60 | more worker-s |" in md
+    assert "| PPO - best rule | 3 | -0.33 | [-1.00, +0.00] |" in md
+
+
+def test_paired_diffs_and_bootstrap_ci() -> None:
+    assert paired_diffs(_scenarios(), "best-rule") == [0, -1, 0]
+    assert paired_diffs(_scenarios(), "best-static") == []
+    lo, hi = bootstrap_ci([2.0] * 5)
+    assert lo == hi == 2.0
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 1.0, 400)
+    lo, hi = bootstrap_ci(x)
+    assert lo < x.mean() < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.15)
+    assert bootstrap_ci(x) == (lo, hi)  # seeded: the report is reproducible
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
 
 
 @pytest.mark.parametrize(
