@@ -170,3 +170,18 @@ def test_budget_matched_static_holds_to_the_worker_seconds(small: Path) -> None:
     rows = budget_static_rows(sc, [_row("ppo", 1, 12), _row("ppo", 1, 18)], best, [0, 1], seeds)
     assert [r["policy"] for r in rows] == [BUDGET_STATIC] * 2
     assert all(r["worker_seconds"] <= 15.0 and r["budget_workers"] == 3 for r in rows)
+
+
+@pytest.mark.slow
+def test_parallel_best_static_searches_match_one_process(small: Path) -> None:
+    from tsadapt.experiments.evaluate_parallel import tune_best_statics
+
+    sc = load_scenario(small)
+    done: list[str] = []
+    one = tune_best_statics([sc], 1, lambda s: done.append(s.name))
+    two = tune_best_statics([sc, sc], 2, lambda s: done.append(s.name))
+    cache: dict = {}
+    expected = best_static(sc, cache=cache)
+    assert [t[0] for t in one + two] == [expected] * 3
+    assert two[0][1] == cache  # the cache comes back for budget-static
+    assert done == [sc.name] * 3
