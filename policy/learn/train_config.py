@@ -16,6 +16,7 @@ import yaml
 from tsadapt.constants import REPO_DIR
 from tsadapt.policy.defaults import TUNING_SEEDS
 from tsadapt.policy.learn.reward import RewardWeights
+from tsadapt.policy.supervisor import ACTION_DESIGNS
 
 DEFAULT_TRAIN_CONFIG = REPO_DIR / "configs" / "train.yaml"
 BACKGROUND_POLICIES = ("static", "aimd", "queue")
@@ -41,9 +42,10 @@ class EnvConfig:
     action_design: str = "direct"
 
     def __post_init__(self) -> None:
-        if self.action_design not in ("direct", "supervisor"):
+        if self.action_design not in ACTION_DESIGNS:
             raise ValueError(
-                f"env.action_design must be direct or supervisor, got {self.action_design!r}"
+                f"env.action_design must be one of {', '.join(ACTION_DESIGNS)}, "
+                f"got {self.action_design!r}"
             )
         if self.episode_ticks < 2:
             raise ValueError("env.episode_ticks must be >= 2")
