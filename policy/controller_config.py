@@ -105,6 +105,14 @@ class ControllerConfig:
     emergency_attainment: float = 0.5
     emergency_min_requests: int = 10
     emergency_delay_ms: int = 0
+    #: Hysteresis: a model leaves the emergency state only after its condition has been clear
+    #: for this many consecutive ticks (and attainment is back to ``emergency_exit_attainment``);
+    #: until then the policy may not raise the delay above ``emergency_delay_ms`` nor remove
+    #: workers. 0: leave as soon as the condition clears (no hysteresis).
+    emergency_exit_ticks: int = 5
+    #: SLO attainment (over >= ``emergency_min_requests``) a model must be back to before it
+    #: leaves the emergency state; above ``emergency_attainment``.
+    emergency_exit_attainment: float = 0.9
     retries: int = 2
     retry_backoff_s: float = 0.2
     aimd: AimdParams = field(default_factory=AimdParams)
@@ -222,6 +230,17 @@ def validate(config: ControllerConfig) -> None:
     _check(config.emergency_min_requests >= 1, "emergency_min_requests", "must be >= 1")
     _check(0 <= config.emergency_attainment <= 1, "emergency_attainment", "must be in [0, 1]")
     _check(config.emergency_delay_ms >= 0, "emergency_delay_ms", "must be >= 0")
+    _check(
+        isinstance(config.emergency_exit_ticks, int) and config.emergency_exit_ticks >= 0,
+        "emergency_exit_ticks",
+        f"must be an int >= 0, got {config.emergency_exit_ticks!r}",
+    )
+    _check(
+        config.emergency_attainment <= config.emergency_exit_attainment <= 1,
+        "emergency_exit_attainment",
+        f"must be in [emergency_attainment ({config.emergency_attainment}), 1], "
+        f"got {config.emergency_exit_attainment!r}",
+    )
     if config.memory_budget_mb is not None:
         _positive(config.memory_budget_mb, "memory_budget_mb")
     if config.gpu_memory_reserve_mb is not None:

@@ -5,6 +5,11 @@ Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)
 
 1. :func:`emergency`     - SLO attainment collapsed or the oldest request outlived the SLO:
                            cut the delay and add a worker now (exempt from step/cooldown).
+                           With hysteresis: the model stays in the emergency state until
+                           the condition has been clear ``emergency_exit_ticks`` ticks in a
+                           row and attainment is back to ``emergency_exit_attainment``; until
+                           then the policy may not raise the delay or remove workers (no
+                           cut-restore-cut flip-flop around the threshold).
 2. :func:`enforce_bounds` - per-model min/max workers, batch and delay from the config; a
                            delay of at least 1 ms when the batch size is above 2
                            (TorchServe caps batches at 2 when the delay is 0).
@@ -61,9 +66,11 @@ class Override:
 
 @dataclass(frozen=True)
 class GuardState:
-    """When each model was last changed (controller clock, seconds)."""
+    """When each model was last changed (controller clock, seconds), and, for each model in
+    the emergency state, for how many consecutive ticks its condition has been clear."""
 
     last_change_s: Mapping[str, float] = field(default_factory=frozen_map)
+    emergency_clear_ticks: Mapping[str, int] = field(default_factory=frozen_map)
 
 
 @dataclass(frozen=True)
@@ -110,18 +117,63 @@ def emergency_reason(m: ModelObservation, config: ControllerConfig) -> str | Non
     return None
 
 
-def emergency(
-    proposals: Proposals, observation: Observation, config: ControllerConfig
-) -> tuple[Proposals, list[Override], tuple[str, ...]]:
-    """Cut the delay to ``emergency_delay_ms`` and add a worker for every model in trouble."""
-    out, overrides, hit = dict(proposals), [], []
+def recovered(m: ModelObservation, config: ControllerConfig) -> bool:
+    """Whether ``m``'s attainment is back to ``emergency_exit_attainment`` (or too few
+    requests in the window to say otherwise)."""
+    return (
+        m.requests_in_window < config.emergency_min_requests
+        or math.isnan(m.slo_attainment)
+        or m.slo_attainment >= config.emergency_exit_attainment
+    )
+
+
+def emergency_hold(
+    observation: Observation, config: ControllerConfig, state: GuardState
+) -> dict[str, int]:
+    """Models that stay in the emergency state after this tick -> consecutive clear ticks
+    (0 for a model whose condition holds now). A model leaves once its condition has been
+    clear for ``emergency_exit_ticks`` ticks in a row and it has :func:`recovered`."""
+    held = {}
     for lim in config.models:
         m = observation.model(lim.name)
+        if emergency_reason(m, config) is not None:
+            held[lim.name] = 0
+        elif lim.name in state.emergency_clear_ticks:
+            clear = state.emergency_clear_ticks[lim.name] + 1
+            if clear < config.emergency_exit_ticks or not recovered(m, config):
+                held[lim.name] = clear
+    return held
+
+
+def emergency(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    state: GuardState | None = None,
+) -> tuple[Proposals, list[Override], tuple[str, ...]]:
+    """Cut the delay to ``emergency_delay_ms`` and add a worker for every model in trouble;
+    for a model still held in the emergency state (``state``, :func:`emergency_hold`) keep
+    the delay cut and the workers. Returns the models in trouble now."""
+    out, overrides, hit = dict(proposals), [], []
+    held = emergency_hold(observation, config, state or GuardState())
+    for lim in config.models:
+        m = observation.model(lim.name)
+        action, s = out.get(lim.name), m.settings
         reason = emergency_reason(m, config)
         if reason is None:
+            if lim.name not in held:
+                continue
+            why = (
+                f"emergency hold: clear {held[lim.name]} of {config.emergency_exit_ticks} ticks, "
+                f"attainment back to {config.emergency_exit_attainment:.2f} needed"
+            )
+            delay = min(_target(action, s, "max_batch_delay_ms"), config.emergency_delay_ms)
+            if delay < _target(action, s, "max_batch_delay_ms"):
+                _set(out, overrides, lim.name, "max_batch_delay_ms", delay, "emergency_hold", why)
+            if _target(action, s, "workers") < s.workers:
+                _set(out, overrides, lim.name, "workers", s.workers, "emergency_hold", why)
             continue
         hit.append(lim.name)
-        action, s = out.get(lim.name), m.settings
         delay = min(_target(action, s, "max_batch_delay_ms"), config.emergency_delay_ms)
         if delay != s.max_batch_delay_ms:
             _set(out, overrides, lim.name, "max_batch_delay_ms", delay, "emergency", reason)
@@ -408,9 +460,11 @@ def guard(
         updates = {f: getattr(action, f) for f in SETTING_FIELDS if getattr(action, f) is not None}
         proposals[action.model] = replace(merged, **updates)
     exempt: tuple[str, ...] = ()
+    held: dict[str, int] = {}
     if emergencies:
-        proposals, found, exempt = emergency(proposals, observation, config)
+        proposals, found, exempt = emergency(proposals, observation, config, state)
         overrides += found
+        held = emergency_hold(observation, config, state)
     proposals, found = enforce_bounds(proposals, observation, config)
     overrides += found
     proposals, found = limit_step(proposals, observation, config, exempt)
@@ -427,6 +481,6 @@ def guard(
     return GuardResult(
         actions=tuple(final[n] for n in sorted(final)),
         overrides=tuple(overrides),
-        state=GuardState(frozen_map(last)),
+        state=GuardState(frozen_map(last), frozen_map(held)),
         emergencies=exempt,
     )

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tsadapt.policy.agent_view import ACTION_LAYOUT, ACTION_NVEC, FEATURE_CONSTANTS, OBS_LAYOUT
+from tsadapt.policy.agent_view import FEATURE_CONSTANTS, OBS_LAYOUT
+from tsadapt.policy.supervisor import DIRECT, ActionSpec, action_spec
 
 FORMAT = "tsadapt-ppo-policy"
 FORMAT_VERSION = 1
@@ -45,7 +46,7 @@ def save_policy_file(path: Path, net: Any, metadata: dict[str, Any]) -> Path:
     """Write ``net``'s weights and ``metadata`` (layout fields filled in here) to ``path``."""
     import torch
 
-    meta = {**metadata, **_layout()}
+    meta = {**metadata, **_layout(metadata.get("action_design", DIRECT))}
     buf = io.BytesIO()
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     torch.save(state, buf)
@@ -61,22 +62,32 @@ def copy_policy_file(src: Path, dst: Path, metadata: dict[str, Any]) -> Path:
     read_metadata(src)
     with zipfile.ZipFile(src) as z:
         weights = z.read(WEIGHTS_MEMBER)
-    meta = {**metadata, **_layout()}
+    meta = {**metadata, **_layout(metadata.get("action_design", DIRECT))}
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     _write(dst, meta, weights)
     return dst
 
 
-def _layout() -> dict[str, Any]:
+def _layout(design: str = DIRECT) -> dict[str, Any]:
+    spec = action_spec(design)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "observation_layout": list(OBS_LAYOUT),
         "feature_constants": FEATURE_CONSTANTS,
-        "action_layout": ACTION_LAYOUT,
-        "action_nvec": list(ACTION_NVEC),
+        "action_design": spec.design,
+        "action_layout": spec.layout,
+        "action_nvec": list(spec.nvec),
     }
+
+
+def file_action_spec(path: Path, meta: dict[str, Any]) -> ActionSpec:
+    """The action design a policy file names (files without one are ``direct``)."""
+    try:
+        return action_spec(meta.get("action_design", DIRECT))
+    except ValueError as exc:
+        raise PolicyFileError(f"policy file {path}: {exc}") from None
 
 
 def _write(path: Path, meta: dict[str, Any], weights: bytes) -> None:
@@ -151,10 +162,12 @@ def check_metadata(path: Path, meta: dict[str, Any]) -> None:
         f"feature normalisation constants {consts} differ from this code's "
         f"{FEATURE_CONSTANTS}; retrain with `tsadapt train`",
     )
+    spec = file_action_spec(path, meta)
     _expect(
-        meta.get("action_nvec") == list(ACTION_NVEC) and meta.get("action_layout") == ACTION_LAYOUT,
+        meta.get("action_nvec") == list(spec.nvec) and meta.get("action_layout") == spec.layout,
         path,
-        f"action layout {meta.get('action_layout')} differs from this code's {ACTION_LAYOUT}",
+        f"action layout {meta.get('action_layout')} differs from this code's {spec.layout} "
+        f"(design {spec.design})",
     )
     arch = meta.get("net_arch")
     _expect(

@@ -28,8 +28,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from tsadapt.policy.agent_view import (
-    ACTION_NVEC,
-    NOOP_ACTION,
     OBS_LAYOUT,
     all_agent_features,
     decode_action,
@@ -45,25 +43,34 @@ from tsadapt.policy.policy_file import (  # noqa: F401 - the file format's names
     check_metadata,
     check_observation_size,
     copy_policy_file,
+    file_action_spec,
     file_sha256,
     library_versions,
     read_metadata,
     save_policy_file,
 )
+from tsadapt.policy.supervisor import (
+    DIRECT,
+    SUPERVISOR,
+    ActionSpec,
+    RuleSetPoints,
+    action_spec,
+    supervise,
+)
 from tsadapt.policy.types import Decision, Observation, PolicyState
 
 
-def _spaces() -> tuple[Any, Any]:
+def _spaces(spec: ActionSpec) -> tuple[Any, Any]:
     from gymnasium import spaces
 
     obs = spaces.Box(0.0, 1.0, shape=(len(OBS_LAYOUT),), dtype=np.float32)
-    return obs, spaces.MultiDiscrete(np.array(ACTION_NVEC, dtype=np.int64))
+    return obs, spaces.MultiDiscrete(np.array(spec.nvec, dtype=np.int64))
 
 
-def _net(net_arch: list[int]) -> Any:
+def _net(net_arch: list[int], spec: ActionSpec) -> Any:
     from stable_baselines3.common.policies import ActorCriticPolicy
 
-    obs, act = _spaces()
+    obs, act = _spaces(spec)
     return ActorCriticPolicy(
         obs, act, lambda _: 0.0, net_arch={"pi": list(net_arch), "vf": list(net_arch)}
     )
@@ -79,7 +86,7 @@ def load_policy_file(path: Path) -> tuple[Any, dict[str, Any]]:
     path = Path(path)
     meta = read_metadata(path)
     check_metadata(path, meta)
-    net = _net(meta["net_arch"])
+    net = _net(meta["net_arch"], file_action_spec(path, meta))
     with zipfile.ZipFile(path) as z:
         raw = z.read(WEIGHTS_MEMBER)
     try:
@@ -137,6 +144,10 @@ class PPOPolicy:
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     name: str = "ppo"
 
+    @property
+    def spec(self) -> ActionSpec:
+        return action_spec(self.metadata.get("action_design", DIRECT))
+
     @classmethod
     def from_file(cls, path: Path, config: ControllerConfig, torch: bool = False) -> PPOPolicy:
         if torch:
@@ -148,21 +159,29 @@ class PPOPolicy:
         return cls(config, actor, int(meta["delay_step_ms"]), meta)
 
     def act(self, observation: Observation) -> np.ndarray:
-        """``(models, 3)`` deterministic incremental actions, rows in config order."""
+        """``(models, len(nvec))`` deterministic actions, rows in config order."""
         x = all_agent_features(observation, self.config)
         actions = self.actor.act(x)
-        return np.asarray(actions, dtype=np.int64).reshape(len(x), len(ACTION_NVEC))
+        return np.asarray(actions, dtype=np.int64).reshape(len(x), len(self.spec.nvec))
 
     def decide(self, observation: Observation, state: PolicyState) -> Decision:
-        out = []
+        spec, out = self.spec, []
+        proposals, next_state = {}, state.next()
+        if spec.design == SUPERVISOR:
+            proposals, next_state = RuleSetPoints.for_config(self.config).propose(
+                observation, state
+            )
         for name, a in zip(self.config.model_names, self.act(observation), strict=True):
-            if tuple(int(v) for v in a) == NOOP_ACTION:
+            if tuple(int(v) for v in a) == spec.noop:
                 continue
-            m = observation.model(name)
-            action = decode_action(a, m, self.config.limits(name), self.delay_step_ms)
+            m, lim = observation.model(name), self.config.limits(name)
+            if spec.design == SUPERVISOR:
+                action = supervise(a, m, lim, proposals[name])
+            else:
+                action = decode_action(a, m, lim, self.delay_step_ms)
             if not action.is_noop(m.settings):
                 out.append(action)
-        return tuple(out), state.next()
+        return tuple(out), next_state
 
 
 #: The trained policy that ships with the package (regenerate: see its metadata).

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from tsadapt.policy.agent_view import ACTION_NVEC
 from tsadapt.policy.policy_file import (
     FIRST_LAYER,
     WEIGHTS_MEMBER,
     PolicyFileError,
     check_metadata,
     check_observation_size,
+    file_action_spec,
     read_metadata,
 )
 
@@ -172,7 +172,7 @@ def load_actor(path: Path) -> tuple[ActorMLP, dict[str, Any]]:
     if FIRST_LAYER in state:
         check_observation_size(path, tuple(state[FIRST_LAYER].shape))
     try:
-        actor = ActorMLP.from_state_dict(state, meta["net_arch"], ACTION_NVEC)
+        actor = ActorMLP.from_state_dict(state, meta["net_arch"], file_action_spec(path, meta).nvec)
     except (KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise PolicyFileError(
             f"policy file {path}: weights do not fit net_arch {meta['net_arch']}: {exc}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tsadapt.experiments.evaluate import (
@@ -17,11 +18,13 @@ from tsadapt.experiments.evaluate import (
 from tsadapt.experiments.evaluate_heldout import (
     TARGET_SHARE,
     best_rule,
+    bootstrap_ci,
     budget_static_rows,
     compare,
     heldout_markdown,
     kendall,
     matches,
+    paired_diffs,
     ranking_lines,
     spearman,
 )
@@ -89,6 +92,20 @@ def test_heldout_section_states_the_target_and_the_shortfalls() -> None:
     assert f">= {100 * TARGET_SHARE:.0f} % of held-out scenarios): **not met**, 33 %" in md
     assert "| b | static | 10.0 @ 100 | 9.0 @ 90 | goodput lower |" in md
     assert "| c-shared | queue | 6.0 @ 50 | 6.0 @ 60 | more worker-s |" in md
+    assert "| PPO - best rule | 3 | -0.33 | [-1.00, +0.00] |" in md
+
+
+def test_paired_diffs_and_bootstrap_ci() -> None:
+    assert paired_diffs(_scenarios(), "best-rule") == [0, -1, 0]
+    assert paired_diffs(_scenarios(), "best-static") == []
+    lo, hi = bootstrap_ci([2.0] * 5)
+    assert lo == hi == 2.0
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 1.0, 400)
+    lo, hi = bootstrap_ci(x)
+    assert lo < x.mean() < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.15)
+    assert bootstrap_ci(x) == (lo, hi)  # seeded: the report is reproducible
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
 
 
 @pytest.mark.parametrize(
@@ -153,3 +170,18 @@ def test_budget_matched_static_holds_to_the_worker_seconds(small: Path) -> None:
     rows = budget_static_rows(sc, [_row("ppo", 1, 12), _row("ppo", 1, 18)], best, [0, 1], seeds)
     assert [r["policy"] for r in rows] == [BUDGET_STATIC] * 2
     assert all(r["worker_seconds"] <= 15.0 and r["budget_workers"] == 3 for r in rows)
+
+
+@pytest.mark.slow
+def test_parallel_best_static_searches_match_one_process(small: Path) -> None:
+    from tsadapt.experiments.evaluate_parallel import tune_best_statics
+
+    sc = load_scenario(small)
+    done: list[str] = []
+    one = tune_best_statics([sc], 1, lambda s: done.append(s.name))
+    two = tune_best_statics([sc, sc], 2, lambda s: done.append(s.name))
+    cache: dict = {}
+    expected = best_static(sc, cache=cache)
+    assert [t[0] for t in one + two] == [expected] * 3
+    assert two[0][1] == cache  # the cache comes back for budget-static
+    assert done == [sc.name] * 3

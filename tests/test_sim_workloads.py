@@ -44,6 +44,7 @@ SPECS = {
         "offset_s": 500,
     },
     "gamma_cv2": {"kind": "gamma", "mean_rate": 60, "cv": 2.0},
+    "mmpp": {"kind": "mmpp", "rates": [150, 10], "mean_hold_s": [20, 20], "seed": 4},
     "gamma_cv05": {"kind": "gamma", "mean_rate": 60, "cv": 0.5, "interval_s": 2},
     "step": {"kind": "step", "rates": [10, 100, 40], "step_s": 300},
 }
@@ -66,7 +67,7 @@ def test_empirical_rate_matches_integral_of_rate_at(name, rate_trace, stamp_trac
 
 
 def test_every_kind_is_covered():
-    assert set(WORKLOAD_KINDS) == {"poisson", "bursty", "diurnal", "gamma", "step", "trace"}
+    assert set(WORKLOAD_KINDS) == {"poisson", "bursty", "diurnal", "gamma", "mmpp", "step", "trace"}
 
 
 def test_bursty_spikes_where_rate_at_says():

@@ -27,8 +27,10 @@ def _named_rows(args: argparse.Namespace, scenarios: list, prog: Any, task: Any)
         best_static,
         describe_start,
         run_policy,
+        static_search_size,
     )
     from tsadapt.experiments.evaluate_heldout import budget_static_rows
+    from tsadapt.experiments.evaluate_parallel import tune_best_statics
     from tsadapt.policy.defaults import TUNING_SEEDS
     from tsadapt.policy.sim.control import registration_configs
 
@@ -36,11 +38,16 @@ def _named_rows(args: argparse.Namespace, scenarios: list, prog: Any, task: Any)
     rows: list[dict[str, Any]] = []
     adaptive = [p for p in args.policies if p != "best-static"]
     starts = []
-    for sc in scenarios:
+    tuned = {}
+    if "best-static" in args.policies and args.processes > 1:  # the searches, in parallel
+        prog.update(task, description=f"tuning best-static ({args.processes} at a time)")
+        done = lambda sc: prog.advance(task, static_search_size(sc))  # noqa: E731
+        tuned = dict(enumerate(tune_best_statics(scenarios, args.processes, done)))
+    for k, sc in enumerate(scenarios):
         initial = registration_configs(sc) if args.start == "registration" else None
         starts.append((sc.name, describe_start(initial)))
-        statics, cache = None, {}
-        if "best-static" in args.policies:
+        statics, cache = tuned.get(k, (None, {}))
+        if "best-static" in args.policies and statics is None:
             prog.update(task, description=f"{sc.name}: tuning best-static")
             statics = best_static(sc, on_step=lambda n: prog.advance(task, n), cache=cache)
         for seed in seeds:
@@ -236,6 +243,10 @@ def add_evaluate_parser(subparsers: Any, with_argv: Callable[[Any, str], Any]) -
         "seeds they must avoid (default: configs/train.yaml)",
     )
     p.add_argument(
-        "--processes", type=int, default=1, help="held-out scenarios run at once (default 1)"
+        "--processes",
+        type=int,
+        default=1,
+        help="held-out scenarios, and the named scenarios' best-static searches, run at once "
+        "(default 1)",
     )
     p.set_defaults(func=with_argv(evaluate, "evaluate"))

@@ -27,7 +27,7 @@ Episodes end by truncation after ``episode_ticks`` ticks (there is no terminal s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +35,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tsadapt.policy.agent_view import (
-    ACTION_NVEC,
-    NOOP_ACTION,
-    OBS_LAYOUT,
-    agent_features,
-    decode_action,
-)
+from tsadapt.policy.agent_view import OBS_LAYOUT, agent_features, decode_action
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.factory import make_policy
 from tsadapt.policy.learn.reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
 from tsadapt.policy.learn.scenario_gen import random_scenario
-from tsadapt.policy.learn.train_config import TrainConfig
+from tsadapt.policy.learn.train_config import RandomiseConfig, TrainConfig
 from tsadapt.policy.loop import LoopState, control_step
 from tsadapt.policy.sim.control import (
     SimBackend,
@@ -55,6 +49,7 @@ from tsadapt.policy.sim.control import (
     observer_for,
 )
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
+from tsadapt.policy.supervisor import SUPERVISOR, RuleSetPoints, action_spec, supervise
 from tsadapt.policy.types import Action, Decision, ModelSettings, Observation, Policy, PolicyState
 
 
@@ -88,7 +83,8 @@ class AdaptEnv(gym.Env):
         e = self.config.env
         self.sim_config = SimControlConfig(e.tick_s, e.window_s, e.cooldown_s, e.max_delay_ms)
         self.observation_space = spaces.Box(0.0, 1.0, shape=(len(OBS_LAYOUT),), dtype=np.float32)
-        self.action_space = spaces.MultiDiscrete(np.array(ACTION_NVEC, dtype=np.int64))
+        self.design = action_spec(e.action_design)
+        self.action_space = spaces.MultiDiscrete(np.array(self.design.nvec, dtype=np.int64))
         files = tuple(load_scenario(Path(p)) for p in e.scenario_files)
         self._files: tuple[Scenario, ...] = tuple(scenarios or ()) + files
         self._fixed_only = scenarios is not None and e.scenario_file_prob == 0
@@ -98,6 +94,10 @@ class AdaptEnv(gym.Env):
         self._backend: SimBackend | None = None
         self._observation: Observation | None = None
         self._tick = 0
+
+    def set_randomise(self, randomise: RandomiseConfig) -> None:
+        """Draw the next episodes' random scenarios from ``randomise`` (the curriculum)."""
+        self.config = replace(self.config, randomise=randomise)
 
     # ------------------------------------------------------------------ episode set-up
 
@@ -135,6 +135,7 @@ class AdaptEnv(gym.Env):
         bg = self.config.env.background
         self._background = make_policy(bg[int(rng.integers(len(bg)))], cfg)
         self._state = LoopState()
+        self._rules, self._rule_state = RuleSetPoints.for_config(cfg), PolicyState()
         sim = sc.simulator(self._initial(sc, cfg), int(rng.integers(2**31)))
         self._backend = SimBackend(sim, observer_for(sc, self.sim_config))
         self._tick = 0
@@ -164,16 +165,19 @@ class AdaptEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.asarray(action, dtype=np.int64).reshape(-1)
-        if a.shape != (3,) or not self.action_space.contains(a):
+        if a.shape != (len(self.design.nvec),) or not self.action_space.contains(a):
             raise ValueError(f"action must be in {self.action_space}, got {action!r}")
         obs, cfg = self._observation, self.controller
         lim = cfg.limits(self.focus)
         focus_m = obs.model(self.focus)
-        own = (
-            None
-            if tuple(a) == NOOP_ACTION
-            else decode_action(a, focus_m, lim, self.config.env.delay_step_ms)
-        )
+        # the rules decide every tick, chosen or not (their memory stays current)
+        proposals, self._rule_state = self._rules.propose(obs, self._rule_state)
+        if tuple(a) == self.design.noop:
+            own = None
+        elif self.design.design == SUPERVISOR:
+            own = supervise(a, focus_m, lim, proposals[self.focus])
+        else:
+            own = decode_action(a, focus_m, lim, self.config.env.delay_step_ms)
         policy = FocusPolicy(self._background, self.focus, own)
         step = control_step(self._backend, policy, cfg, self._state, obs)
         self._state = step.state
@@ -201,7 +205,7 @@ class AdaptEnv(gym.Env):
         return self._features(), float(r), False, truncated, info
 
     def noop(self) -> np.ndarray:
-        return np.array(NOOP_ACTION, dtype=np.int64)
+        return np.array(self.design.noop, dtype=np.int64)
 
 
 def episode_return(env: AdaptEnv, seed: int, actions: Any = None) -> float:

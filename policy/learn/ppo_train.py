@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tsadapt.policy.learn.curriculum import CurriculumLog, curriculum_callback
 from tsadapt.policy.learn.train_config import TrainConfig
 from tsadapt.policy.ppo_policy import library_versions, save_policy_file
 
@@ -54,6 +55,7 @@ def train(
     """
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -84,12 +86,13 @@ def train(
         verbose=0,
     )
     curve: list[tuple[int, float]] = []
+    callbacks = [learning_curve_callback(curve, config.total_timesteps, on_progress)]
+    log = CurriculumLog([])
+    if config.curriculum.every_steps > 0:
+        callbacks.append(curriculum_callback(config, log))
 
     t0, c0 = time.perf_counter(), time.process_time()
-    model.learn(
-        total_timesteps=config.total_timesteps,
-        callback=learning_curve_callback(curve, config.total_timesteps, on_progress),
-    )
+    model.learn(total_timesteps=config.total_timesteps, callback=CallbackList(callbacks))
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     meta = {
         "created_unix": int(time.time()),
@@ -101,8 +104,10 @@ def train(
         "host": {"cpus": _cpus(), "platform": platform.platform()},
         "net_arch": list(p.net_arch),
         "delay_step_ms": int(config.env.delay_step_ms),
+        "action_design": config.env.action_design,
         "train_config": config.as_dict(),
         "learning_curve": [[s, round(r, 3)] for s, r in curve],
+        "curriculum": log.as_list(),
         "versions": library_versions(),
         "argv": list(sys.argv),
     }

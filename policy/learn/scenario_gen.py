@@ -8,18 +8,28 @@ probability ``shared_budget_prob``, the multi-tenant one (:func:`shared_budget_s
 models whose periodic peaks take turns, each peak needing a second worker, on a budget
 with exactly one spare worker. In the general family a binding budget with turn-taking
 demand is rare, so a policy learns little about handing a worker from one model to another.
+
+Workload kinds (``randomise.kinds``): ``poisson``, ``bursty``, ``diurnal``, ``step``,
+``gamma`` (inter-arrival CV from ``gamma_cv``), and two like production traffic, both an
+``mmpp`` workload: ``onoff`` (short random bursts and near silence between them: the
+inter-arrival CV reaches 10 and more) and ``swing`` (a low and a high rate up to 12x apart,
+each held for tens of seconds). With ``overhead_prob`` a model also gets latency outside
+the worker (:func:`outside_latency`), as ``simulation-calibrated`` scenarios do.
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tsadapt.constants import REPO_DIR
 from tsadapt.policy.learn.train_config import RandomiseConfig
 from tsadapt.policy.sim.control import slo_feasible_batch
-from tsadapt.policy.sim.scenario import Scenario, scenario_from_dict
+from tsadapt.policy.sim.scenario import Scenario, read_calibration, scenario_from_dict
 from tsadapt.policy.sim.specs import LatencyModel
 
 
@@ -38,8 +48,29 @@ def _workload(
         return {
             "kind": "gamma",
             "mean_rate": rate,
-            "cv": float(rng.uniform(1.0, 3.0)),
+            "cv": float(rng.uniform(*cfg.gamma_cv)),
             "interval_s": 1,
+        }
+    if kind == "onoff":
+        share = float(rng.uniform(*cfg.onoff_on_share))
+        mean_on = _log_uniform(rng, *cfg.onoff_mean_on_s)
+        off = rate * float(rng.uniform(*cfg.onoff_off_share))
+        on = min((rate - off * (1 - share)) / share, cfg.max_burst_rps)
+        return {
+            "kind": "mmpp",
+            "rates": [on, off],
+            "mean_hold_s": [mean_on, mean_on * (1 - share) / share],
+            "seed": int(rng.integers(2**31)),
+        }
+    if kind == "swing":
+        ratio = float(rng.uniform(*cfg.swing_ratio))
+        low = 2 * rate / (1 + ratio)
+        hold = float(rng.uniform(*cfg.swing_hold_s))
+        return {
+            "kind": "mmpp",
+            "rates": [low, min(low * ratio, cap)],
+            "mean_hold_s": [hold, hold],
+            "seed": int(rng.integers(2**31)),
         }
     if kind == "bursty":
         f = float(rng.uniform(*cfg.burst_factor))
@@ -69,6 +100,38 @@ def _workload(
     raise ValueError(f"randomise.kinds: unknown workload kind {kind!r}")
 
 
+@lru_cache(maxsize=4)
+def _overhead_tables(path: str) -> tuple[tuple[float, ...], ...]:
+    """The calibrated models' ``overhead_quantiles_ms`` of a calibration file."""
+    p = Path(path) if Path(path).is_absolute() else REPO_DIR / path
+    entries = read_calibration(p)
+    tables = tuple(
+        tuple(float(x) for x in e["overhead_quantiles_ms"])
+        for _, e in sorted(entries.items())
+        if "overhead_quantiles_ms" in e
+    )
+    if not tables:
+        raise ValueError(f"randomise.overhead_calibration: {p} has no overhead_quantiles_ms")
+    return tables
+
+
+def outside_latency(
+    rng: np.random.Generator, cfg: RandomiseConfig, slo_ms: float
+) -> list[float] | None:
+    """``overhead_quantiles_ms`` for a model of SLO ``slo_ms`` (None: no outside latency):
+    a calibrated model's table x a log-uniform scale, its p99 at most
+    ``overhead_max_slo_share`` x the SLO. Draws nothing when ``overhead_prob`` is 0."""
+    if cfg.overhead_prob <= 0 or rng.random() >= cfg.overhead_prob:
+        return None
+    tables = _overhead_tables(cfg.overhead_calibration)
+    q = np.asarray(tables[int(rng.integers(len(tables)))])
+    scale = _log_uniform(rng, *cfg.overhead_scale_log)
+    p99 = float(np.quantile(q, 0.99))
+    if p99 > 0:
+        scale = min(scale, cfg.overhead_max_slo_share * slo_ms / p99)
+    return [round(float(x), 3) for x in q * scale]
+
+
 def _model(rng: np.random.Generator, cfg: RandomiseConfig, name: str) -> dict[str, Any]:
     """A model of ``scenario_from_dict``: latency profile, SLO, limits, drawn from ``cfg``."""
     alpha = _log_uniform(rng, *cfg.alpha_ms_log)
@@ -77,7 +140,9 @@ def _model(rng: np.random.Generator, cfg: RandomiseConfig, name: str) -> dict[st
     ref = int(rng.integers(cfg.slo_ref_batch[0], cfg.slo_ref_batch[1] + 1))
     slo = max(cfg.min_slo_ms, float(rng.uniform(*cfg.slo_factor)) * (alpha * ref + beta))
     max_w = int(rng.integers(cfg.max_workers[0], cfg.max_workers[1] + 1))
-    return {
+    overhead = outside_latency(rng, cfg, slo)
+    extra = {} if overhead is None else {"overhead_quantiles_ms": overhead}
+    return extra | {
         "name": name,
         "slo_ms": round(slo, 1),
         "profile": {"alpha_ms": alpha, "beta_ms": beta},
@@ -168,7 +233,11 @@ def random_scenario(
         share = max(1.0, min(max_w, cores / n))
         capacity = share * b / ((alpha * b + beta) / 1000.0)
         rate = min(float(rng.uniform(*cfg.load)) * capacity, cfg.max_rate_rps)
-        kind = str(rng.choice(cfg.kinds))
+        if cfg.kind_weights:
+            w = np.asarray(cfg.kind_weights, dtype=np.float64)
+            kind = str(rng.choice(cfg.kinds, p=w / w.sum()))
+        else:
+            kind = str(rng.choice(cfg.kinds))
         w = _workload(rng, kind, max(rate, 1.0), cfg, duration_s)
         workload.append({"model": model["name"], **w})
     budget = int(rng.integers(n, sum(m["max_workers"] for m in models) + 1))

@@ -16,6 +16,7 @@ import yaml
 from tsadapt.constants import REPO_DIR
 from tsadapt.policy.defaults import TUNING_SEEDS
 from tsadapt.policy.learn.reward import RewardWeights
+from tsadapt.policy.supervisor import ACTION_DESIGNS
 
 DEFAULT_TRAIN_CONFIG = REPO_DIR / "configs" / "train.yaml"
 BACKGROUND_POLICIES = ("static", "aimd", "queue")
@@ -36,8 +37,16 @@ class EnvConfig:
     #: Scenario files mixed into the randomised ones with this probability (0 = none).
     scenario_files: tuple[str, ...] = ()
     scenario_file_prob: float = 0.0
+    #: ``direct`` (the network sets batch, delay, workers) or ``supervisor`` (it picks a
+    #: fast rule and a worker bias each tick): :mod:`tsadapt.policy.supervisor`.
+    action_design: str = "direct"
 
     def __post_init__(self) -> None:
+        if self.action_design not in ACTION_DESIGNS:
+            raise ValueError(
+                f"env.action_design must be one of {', '.join(ACTION_DESIGNS)}, "
+                f"got {self.action_design!r}"
+            )
         if self.episode_ticks < 2:
             raise ValueError("env.episode_ticks must be >= 2")
         if self.delay_step_ms < 1:
@@ -72,15 +81,49 @@ class RandomiseConfig:
     load_delay_s: tuple[float, float] = (0.5, 2.0)
     exec_cv: tuple[float, float] = (0.0, 0.2)
     kinds: tuple[str, ...] = ("poisson", "bursty", "diurnal", "step", "gamma")
+    #: Relative probability of each of ``kinds`` (empty: uniform); the curriculum
+    #: (:mod:`policy.learn.curriculum`) sets them during training.
+    kind_weights: tuple[float, ...] = ()
+    #: ``gamma``: the inter-arrival CV.
+    gamma_cv: tuple[float, float] = (1.0, 3.0)
+    #: ``onoff``: a two-state MMPP: bursts (short random ``on`` periods of mean
+    #: ``onoff_mean_on_s``) for this share of the time, near silence (``onoff_off_share`` of
+    #: the mean rate) in between; the ``on`` rate is capped at ``max_burst_rps``.
+    onoff_on_share: tuple[float, float] = (0.05, 0.3)
+    onoff_mean_on_s: tuple[float, float] = (0.2, 3.0)
+    onoff_off_share: tuple[float, float] = (0.0, 0.1)
+    max_burst_rps: float = 1000.0
+    #: ``swing``: a two-state MMPP between a low and a high rate ``swing_ratio`` apart, each
+    #: held for a random time of mean ``swing_hold_s`` (minute-scale swings).
+    swing_ratio: tuple[float, float] = (3.0, 12.0)
+    swing_hold_s: tuple[float, float] = (15.0, 60.0)
+    #: Latency outside the worker: with this probability a model gets one calibrated
+    #: model's ``overhead_quantiles_ms`` (from ``overhead_calibration``, relative to the repo)
+    #: scaled by a log-uniform factor from ``overhead_scale_log``, its p99 held to
+    #: ``overhead_max_slo_share`` of the SLO.
+    overhead_prob: float = 0.0
+    overhead_calibration: str = "docs/results/fidelity-calibration.json"
+    overhead_scale_log: tuple[float, float] = (0.5, 8.0)
+    overhead_max_slo_share: float = 0.3
     #: Probability of a multi-tenant draw instead (peaks take turns for one spare worker;
     #: see :func:`scenario_gen.shared_budget_scenario`).
     shared_budget_prob: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.shared_budget_prob <= 1:
-            raise ValueError(
-                f"randomise.shared_budget_prob must be in [0, 1], got {self.shared_budget_prob}"
-            )
+        for name in ("shared_budget_prob", "overhead_prob", "overhead_max_slo_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"randomise.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("gamma_cv", "onoff_on_share", "onoff_mean_on_s", "swing_ratio",
+                     "swing_hold_s", "overhead_scale_log"):  # fmt: skip
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"randomise.{name} must be [low, high] with 0 < low <= high")
+        w = self.kind_weights
+        if w and (len(w) != len(self.kinds) or min(w) < 0 or sum(w) <= 0):
+            raise ValueError("randomise.kind_weights: one weight >= 0 per kind, not all 0")
+        lo, hi = self.onoff_off_share
+        if not (0 <= lo <= hi < 1 and self.onoff_on_share[1] < 1):
+            raise ValueError("randomise.onoff_off_share / onoff_on_share must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -140,6 +183,34 @@ class SelectConfig:
 
 
 @dataclass(frozen=True)
+class CurriculumConfig:
+    """Genet-style curriculum (:mod:`policy.learn.curriculum`): every ``every_steps`` steps
+    the current policy and the rules run ``per_region`` sampled scenarios of each region (a
+    workload kind, or the shared-budget family) and the regions where the policy trails the
+    best rule most are drawn more often. ``every_steps`` 0: off (fixed ``randomise``)."""
+
+    every_steps: int = 0
+    per_region: int = 3
+    horizon_s: float = 60.0
+    #: Share of the probability spread evenly over the regions (the rest follows the gaps).
+    explore: float = 0.3
+    rules: tuple[str, ...] = ("aimd", "queue")
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.every_steps, int) and self.every_steps >= 0):
+            raise ValueError(f"curriculum.every_steps must be an int >= 0, got {self.every_steps}")
+        if not (isinstance(self.per_region, int) and self.per_region >= 1):
+            raise ValueError(f"curriculum.per_region must be an int >= 1, got {self.per_region}")
+        if not self.horizon_s > 0:
+            raise ValueError(f"curriculum.horizon_s must be > 0, got {self.horizon_s}")
+        if not 0 < self.explore <= 1:
+            raise ValueError(f"curriculum.explore must be in (0, 1], got {self.explore}")
+        bad = [r for r in self.rules if r not in ("static", "aimd", "queue")]
+        if bad or not self.rules:
+            raise ValueError(f"curriculum.rules: choose from static, aimd, queue; got {bad}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
     total_timesteps: int = 200_000
@@ -148,6 +219,7 @@ class TrainConfig:
     randomise: RandomiseConfig = field(default_factory=RandomiseConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +241,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
         "randomise": RandomiseConfig,
         "ppo": PPOConfig,
         "select": SelectConfig,
+        "curriculum": CurriculumConfig,
     }
     kwargs = {}
     for k, v in data.items():

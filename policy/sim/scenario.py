@@ -278,6 +278,11 @@ def _profile(
     return LatencyModel(alpha, beta), None
 
 
+def read_calibration(path: str | Path) -> dict[str, Mapping[str, Any]]:
+    """The per-model entries of a calibration file (``ValueError`` if it is missing or bad)."""
+    return _calibration(str(path), Path("."))
+
+
 def _calibration(v: Any, base: Path) -> dict[str, Mapping[str, Any]]:
     """The per-model entries of a calibration file (see the module docstring)."""
     if not isinstance(v, str) or not v:

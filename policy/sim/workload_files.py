@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tsadapt.policy.sim.workloads import (
+    MMPP,
     Bursty,
     Diurnal,
     GammaRenewal,
@@ -131,7 +132,7 @@ class Trace(Workload):
 
 
 WORKLOAD_KINDS: dict[str, type[Workload]] = {
-    cls.kind: cls for cls in (Poisson, Bursty, Diurnal, GammaRenewal, Step, Trace)
+    cls.kind: cls for cls in (Poisson, Bursty, Diurnal, GammaRenewal, MMPP, Step, Trace)
 }
 
 

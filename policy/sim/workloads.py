@@ -33,6 +33,15 @@ Kinds (``workload_from_dict({"kind": ..., **params})``):
     can only set a rate per tick replays the *same* sample path through
     ``realized_rates(arrivals, duration_s, interval_s)`` (rates averaged per
     ``interval_s`` window); the simulator uses the exact timestamps.
+``mmpp {rates: [...], mean_hold_s: [...], seed=0}``
+    Markov-modulated Poisson process with random holding times: state ``i`` has arrival
+    rate ``rates[i]`` and holds for an exponential time of mean ``mean_hold_s[i]``, then
+    jumps to another state drawn uniformly (two states alternate). The modulating path
+    comes from its own generator seeded with ``seed``, so ``rate_at`` is a function of
+    time (the Locust shape and the simulator see the same bursts); the start state is drawn
+    in proportion to the holding times (stationary). Two states with a silent or near-silent
+    ``off`` state and short ``on`` periods give on/off bursts whose inter-arrival CV reaches
+    10 and more; long holds and a 10x rate ratio give minute-scale swings.
 ``step {rates: [...], step_s}``
     ``rates[i]`` on ``[i*step_s, (i+1)*step_s)``; the last rate holds afterwards.
 ``trace {path}``
@@ -59,6 +68,7 @@ __all__ = [
     "Bursty",
     "Diurnal",
     "GammaRenewal",
+    "MMPP",
     "Mix",
     "Poisson",
     "Step",
@@ -364,6 +374,88 @@ class Step(Workload):
         breaks = [i * self.step_s for i in range(1, len(self.rates))]
         starts, ends = _segments(breaks, d)
         return piecewise_poisson(starts, ends, self.rates_at(0.5 * (starts + ends)), rng)
+
+
+@dataclass(frozen=True)
+class MMPP(Workload):
+    """Markov-modulated Poisson process with exponential holding times (module docstring)."""
+
+    kind: ClassVar[str] = "mmpp"
+    rates: tuple[float, ...]
+    mean_hold_s: tuple[float, ...]
+    seed: int = 0
+    #: States drawn per extension of the modulating path (fixed: the path is the same
+    #: however far it is read).
+    CHUNK: ClassVar[int] = 256
+
+    def __post_init__(self) -> None:
+        k = self.kind
+        for name in ("rates", "mean_hold_s"):
+            v = getattr(self, name)
+            if isinstance(v, str | bytes) or not isinstance(v, list | tuple) or len(v) < 2:
+                raise ValueError(f"{k}.{name} must be a list of at least 2 numbers, got {v!r}")
+        if len(self.rates) != len(self.mean_hold_s):
+            raise ValueError(f"{k}.mean_hold_s must have one entry per rate ({len(self.rates)})")
+        rates = tuple(_check(k, f"rates[{i}]", r) for i, r in enumerate(self.rates))
+        set_frozen(self, "rates", rates)
+        holds = tuple(
+            _check(k, f"mean_hold_s[{i}]", h, positive=True) for i, h in enumerate(self.mean_hold_s)
+        )
+        set_frozen(self, "mean_hold_s", holds)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer):
+            raise ValueError(f"{k}.seed must be an integer, got {self.seed!r}")
+        if self.seed < 0:
+            raise ValueError(f"{k}.seed must be >= 0, got {self.seed!r}")
+        set_frozen(self, "seed", int(self.seed))
+        rng = np.random.default_rng(self.seed)
+        p = np.asarray(holds) / sum(holds)
+        start = int(rng.choice(len(holds), p=p))
+        empty = np.empty(0, dtype=np.int64)
+        path = {"rng": rng, "state": start, "ends": np.empty(0), "states": empty}
+        set_frozen(self, "_path", path)
+
+    def path(self, until_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """The modulating path up to at least ``until_s``: segment end times and states
+        (segment ``i`` runs from ``ends[i-1]`` (0 for the first) to ``ends[i]``)."""
+        c = self._path  # type: ignore[attr-defined]
+        n = len(self.rates)
+        holds = np.asarray(self.mean_hold_s)
+        while not len(c["ends"]) or c["ends"][-1] < until_s:
+            rng, states = c["rng"], np.empty(self.CHUNK, dtype=np.int64)
+            jumps = rng.integers(1, n, size=self.CHUNK)  # to another state, uniformly
+            state = c["state"]
+            for i in range(self.CHUNK):
+                states[i] = state
+                state = (state + int(jumps[i])) % n
+            c["state"] = state
+            gaps = rng.exponential(holds[states])
+            start = c["ends"][-1] if len(c["ends"]) else 0.0
+            c["ends"] = np.concatenate([c["ends"], start + np.cumsum(gaps)])
+            c["states"] = np.concatenate([c["states"], states])
+        return c["ends"], c["states"]
+
+    def rates_at(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=np.float64)
+        ends, states = self.path(float(np.max(t, initial=0.0)))
+        idx = np.searchsorted(ends, t, side="right")
+        return np.asarray(self.rates)[states[np.minimum(idx, len(ends) - 1)]]
+
+    def peak_rate(self) -> float:
+        return max(self.rates)
+
+    def mean_rate(self) -> float:
+        """The stationary mean rate (holding-time-weighted)."""
+        return float(np.dot(self.rates, self.mean_hold_s) / sum(self.mean_hold_s))
+
+    def arrivals(self, duration_s: float, rng: np.random.Generator) -> np.ndarray:
+        d = check_duration(duration_s)
+        ends, _ = self.path(d)
+        starts, stops = _segments([float(e) for e in ends[ends < d]], d)
+        return piecewise_poisson(starts, stops, self.rates_at(0.5 * (starts + stops)), rng)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rates": list(self.rates),
+                "mean_hold_s": list(self.mean_hold_s), "seed": self.seed}  # fmt: skip
 
 
 @dataclass(frozen=True)
