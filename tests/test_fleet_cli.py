@@ -41,6 +41,15 @@ def test_evaluate_writes_the_report(tmp_path: Path) -> None:
     assert all(n.startswith("nexus x") for n in names - {"static", "hold", "sidecar", "nexus"})
     assert sorted({r["seed"] for r in rows}) == [0, 1]
     assert "| diurnal | 1 | 9 | - | - | - | - | - | infeasible |" in text
+    tuning = json.loads((out / "fleet-nexus-tuning.json").read_text())
+    assert {(t["mix"], t["gpus"], t["models"]) for t in tuning} == {
+        ("diurnal", 2, 3),
+        ("bursty", 2, 3),
+    }
+    for t in tuning:  # tuned on seeds that are not evaluated; exactly one setting chosen
+        assert not set(t["seeds"]) & {0, 1}
+        assert sum(x["chosen"] for x in t["tried"]) == 1
+        assert f"{next(x for x in t['tried'] if x['chosen'])['headroom']:g}" in text
 
 
 def test_bad_points_name_the_option(capsys) -> None:
