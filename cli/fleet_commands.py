@@ -23,6 +23,19 @@ def _shapes(text: str) -> tuple[tuple[int, int], ...]:
     return out
 
 
+PICKS_HELP = "PPO's slot actions per tick, at most (default: as many as it was trained with)"
+
+
+def _policies(text: str) -> tuple[str, ...]:
+    from tsadapt.fleet.evaluate import POLICIES
+
+    out = tuple(x for x in text.split(",") if x)
+    bad = [x for x in out if x not in POLICIES]
+    if not out or bad:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(POLICIES)}, got {text!r}")
+    return out
+
+
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -45,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--horizon", type=float, default=600.0, help="seconds (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--trained", type=Path, default=TRAINED_DIR)
+    s.add_argument("--picks", type=positive_int, default=None, help=PICKS_HELP)
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--profiles",
@@ -64,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--timesteps", type=positive_int, default=30_000)
     t.add_argument("--episode-ticks", type=positive_int, default=200)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--picks", type=positive_int, default=1, help="slot actions PPO picks per tick, at most"
+    )
+    t.add_argument("--init", type=Path, default=None, help="start from this policy's network")
     t.add_argument("--out-dir", type=Path, default=TRAINED_DIR)
     t.add_argument(
         "--profiles",
@@ -79,6 +97,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--seeds", type=positive_int, default=3, help="arrival seeds per point")
     e.add_argument("--jobs", type=positive_int, default=2, help="points run at once")
     e.add_argument("--trained", type=Path, default=TRAINED_DIR)
+    e.add_argument("--picks", type=positive_int, default=None, help=PICKS_HELP)
+    e.add_argument(
+        "--policies",
+        type=_policies,
+        default=POLICIES,
+        help=f"comma-separated, of {','.join(POLICIES)} (default: all)",
+    )
     e.add_argument("--out-dir", type=Path, default=Path("docs/results"))
     e.add_argument(
         "--profiles",
@@ -100,7 +125,7 @@ def _simulate(args: argparse.Namespace) -> int:
         prog.update(task, total=int(args.horizon))
         r = run_fleet(
             cat,
-            make(args.policy, cat, args.trained),
+            make(args.policy, cat, args.trained, args.picks),
             args.seed,
             lambda t: prog.update(task, completed=int(t)),
         )
@@ -133,7 +158,10 @@ def _train(args: argparse.Namespace) -> int:
         def show(done: int, total: int, mean: float) -> None:
             prog.update(task, completed=done, description=f"PPO, mean episode reward {mean:.1f}")
 
-        meta = train(cats, args.timesteps, out, args.seed, args.episode_ticks, command, show)
+        meta = train(
+            cats, args.timesteps, out, args.seed, args.episode_ticks, command, show,
+            picks_per_tick=args.picks, init=args.init,
+        )  # fmt: skip
     print(f"wrote {out} ({meta['timesteps']} steps, {meta['train_seconds']} s)")
     return 0
 
@@ -161,8 +189,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         overall = prog.add_task(f"sweep points ({args.jobs} at a time)", total=len(jobs))
         futures = [
             pool.submit(
-                evaluate_point, g, m, mix, h, args.seeds, args.trained, profiles=args.profiles
-            )
+                evaluate_point,
+                g,
+                m,
+                mix,
+                h,
+                args.seeds,
+                args.trained,
+                args.policies,
+                profiles=args.profiles,
+                picks=args.picks,
+            )  # fmt: skip
             for g, m, mix, h in jobs
         ]
         for (g, m, mix, _), fut in zip(jobs, futures, strict=True):

@@ -34,8 +34,9 @@ NEXUS_HEADROOM = 1.5
 #: attainment reaches 99 % on the tuning seeds is Nexus's setting there (the cheapest Nexus at
 #: 99 %); where none does, the one with the most goodput on them.
 NEXUS_HEADROOMS = (1.5, 1.75, 2.0, 2.5)
-#: Arrival seeds Nexus's headroom is tuned on; the sweep evaluates on seeds 0..n-1, never these.
-NEXUS_TUNING_SEEDS = (1000, 1001, 1002)
+#: Nexus's headroom is tuned on arrival seeds from this one on, as many as the sweep evaluates
+#: (which are 0..n-1, never these).
+NEXUS_TUNING_SEED0 = 1000
 #: A slot that switched model may not switch again within this many seconds (guard).
 SWITCH_COOLDOWN_S = 10.0
 #: Largest batch size any policy may set (the tables stop at 128; the SLO rule binds first).

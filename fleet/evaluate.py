@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,11 +14,11 @@ from tsadapt.fleet.catalog import MIXES, Catalogue, build_catalogue
 from tsadapt.fleet.constants import (
     NEXUS_HEADROOM,
     NEXUS_HEADROOMS,
-    NEXUS_TUNING_SEEDS,
+    NEXUS_TUNING_SEED0,
     SLOTS_PER_GPU,
 )
 from tsadapt.fleet.nexus import NexusPolicy
-from tsadapt.fleet.ppo import FleetPPOPolicy, policy_path
+from tsadapt.fleet.ppo import FleetPPOPolicy, picks_of, policy_path
 from tsadapt.fleet.run import FleetResult, mean_of, run_fleet
 
 #: The scale sweep: every (GPUs, models) of these, both mixes; horizon (s) by fleet size
@@ -48,11 +49,14 @@ class PointResult:
     infeasible: str | None = None
     #: Nexus on the tuning seeds, one :class:`Tuning` per headroom tried (see :func:`tune_nexus`)
     tuning: tuple[Tuning, ...] = ()
+    tuning_seeds: tuple[int, ...] = ()
+    #: PPO's picks per tick in these runs (None: PPO did not run)
+    ppo_picks: int | None = None
 
 
 @dataclass(frozen=True)
 class Tuning:
-    """Nexus at one headroom, means over :data:`NEXUS_TUNING_SEEDS`; ``chosen``: the setting
+    """Nexus at one headroom, means over the tuning seeds; ``chosen``: the setting
     the sweep evaluates; ``reason``: ``"99 %"`` (cheapest at the target) or ``"goodput"``
     (none reached it: the most goodput)."""
 
@@ -67,7 +71,8 @@ class Tuning:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def make(name: str, cat: Catalogue, trained: Path):
+def make(name: str, cat: Catalogue, trained: Path, picks: int | None = None):
+    """Policy ``name`` for ``cat``; ``picks``: PPO's picks per tick (default: as trained)."""
     if name == "static":
         return StaticDedicated(cat)
     if name == "hold":
@@ -77,7 +82,7 @@ def make(name: str, cat: Catalogue, trained: Path):
     if name == "nexus":
         return NexusPolicy(cat)
     if name == "ppo":
-        return FleetPPOPolicy(policy_path(trained), cat)
+        return FleetPPOPolicy(policy_path(trained), cat, picks)
     raise ValueError(f"policy: unknown {name!r}; known: {', '.join(POLICIES)}")
 
 
@@ -99,7 +104,12 @@ def choose(tried: list[Tuning]) -> tuple[Tuning, ...]:
     return tuple(replace(t, chosen=True, reason=why) if t is pick else t for t in tried)
 
 
-def tune_nexus(cat: Catalogue, seeds=NEXUS_TUNING_SEEDS) -> tuple[Tuning, ...]:
+def tuning_seeds(n: int) -> tuple[int, ...]:
+    """The ``n`` arrival seeds Nexus is tuned on (none of the evaluated ``0..n-1``)."""
+    return tuple(range(NEXUS_TUNING_SEED0, NEXUS_TUNING_SEED0 + n))
+
+
+def tune_nexus(cat: Catalogue, seeds: Sequence[int]) -> tuple[Tuning, ...]:
     """Nexus's headroom for ``cat``, chosen on ``seeds`` (never the evaluated ones): try
     :data:`NEXUS_HEADROOMS` in order until one reaches :data:`TARGET` (see :func:`choose`)."""
     tried = []
@@ -137,6 +147,7 @@ def evaluate_point(
     trained: Path = TRAINED_DIR,
     policies: tuple[str, ...] = POLICIES,
     profiles: Path | None = None,
+    picks: int | None = None,
 ) -> PointResult:
     """Run ``policies`` on one sweep point with arrival seeds ``0..seeds-1`` (a policy
     without a trained file is skipped; an infeasible point runs nothing). ``profiles``: build
@@ -150,17 +161,18 @@ def evaluate_point(
     why = infeasible(cat, bound)
     if why is not None:
         return PointResult(cat, {}, bound, {}, None, why)
-    runs, missing = {}, {}
+    runs: dict[str, list[FleetResult]] = {}
+    missing = {n: "not requested (--policies)" for n in POLICIES if n not in policies}
     for name in policies:
         if name == "ppo" and not policy_path(trained).exists():
             missing[name] = f"no fleet policy at {policy_path(trained)}"
             continue
         runs[name] = []
         for seed in range(seeds):
-            runs[name].append(run_fleet(cat, make(name, cat, trained), seed))
+            runs[name].append(run_fleet(cat, make(name, cat, trained, picks), seed))
     tuning: tuple[Tuning, ...] = ()
     if "nexus" in runs:
-        tuning = tune_nexus(cat)
+        tuning = tune_nexus(cat, tuning_seeds(seeds))
         h = next(t.headroom for t in tuning if t.chosen)
         if h == NEXUS_HEADROOM:  # the default's runs are those runs
             runs[NEXUS_99] = [replace(r, policy=f"nexus x{h:g}") for r in runs["nexus"]]
@@ -170,4 +182,8 @@ def evaluate_point(
     if "ppo" in runs:
         meta_file = policy_path(trained).with_suffix(".json")
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else None
-    return PointResult(cat, runs, bound, missing, meta, tuning=tuning)
+    return PointResult(
+        cat, runs, bound, missing, meta, tuning=tuning,
+        tuning_seeds=tuning_seeds(seeds) if tuning else (),
+        ppo_picks=(picks or picks_of(policy_path(trained))) if "ppo" in runs else None,
+    )  # fmt: skip

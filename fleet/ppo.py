@@ -193,6 +193,9 @@ class FleetPPOPolicy:
     name = "ppo"
 
     def __init__(self, path: Path, cat: Catalogue, picks: int | None = None) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one core decides (its CPU time is what run_fleet reports)
         self.cat = cat
         self.model = load_policy(path)
         self.picks = picks_of(path) if picks is None else picks

@@ -16,7 +16,6 @@ from tsadapt.fleet.constants import (
     NEXUS_EPOCH_S,
     NEXUS_HEADROOM,
     NEXUS_HEADROOMS,
-    NEXUS_TUNING_SEEDS,
     SLOTS_PER_GPU,
     SWITCH_COOLDOWN_S,
     TICK_S,
@@ -182,8 +181,16 @@ def _why(p: PointResult, ref: Sequence[FleetResult], name: str) -> str:
     return out
 
 
-def _seeds() -> str:
-    return ", ".join(str(s) for s in NEXUS_TUNING_SEEDS)
+def _picks(points: Sequence[PointResult]) -> str:
+    picks = sorted({p.ppo_picks for p in points if p.ppo_picks})
+    if not picks:
+        return "PPO did not run"
+    return "at most " + " or ".join(str(k) for k in picks) + " per tick"
+
+
+def _seeds(points: Sequence[PointResult]) -> str:
+    seeds = sorted({s for p in points for s in p.tuning_seeds})
+    return ", ".join(str(s) for s in seeds) or "none"
 
 
 def _shapes(shapes) -> str:
@@ -268,8 +275,11 @@ def write_report(
         "DNN-Adapt's slot action (a slot incl. no-op, a model incl. empty, a batch, the "
         f"parallel flag), masked to {K} candidates per tick (grow, remove, relocate, batch "
         "+-4, parallel on/off; `fleet/candidates.py`), which one network shared across "
-        "candidates scores, so one policy serves every fleet size; one action per tick, "
-        "Eq. 2 reward with R_GPU = GPUs in use and R_SSR = slot switches (`fleet/env.py`, "
+        "candidates scores, so one policy serves every fleet size; per tick it picks "
+        f"candidates one after another ({_picks(points)}: after each pick the candidates are "
+        "listed again for the layout it leaves, none on a slot already changed that tick, "
+        "until it picks the no-op), Eq. 2 reward with R_GPU = GPUs in use and R_SSR = slot "
+        "switches (`fleet/env.py`, "
         "`fleet/agent.py`, `fleet/ppo.py`). Infeasible points (more models than slots, or "
         "a peak bound above the fleet) are listed, not run. Lower bound, per tick, "
         "the largest of: the offered load at each model's best SLO-feasible throughput "
@@ -284,8 +294,8 @@ def write_report(
         "## The sweep at a glance",
         "",
         f"Time-averaged GPUs in use / SLO attainment, mean over {seeds} arrival seed(s) "
-        f"(0..{seeds - 1}). Nexus's headroom is tuned per point on other arrival seeds "
-        f"({', '.join(str(s) for s in NEXUS_TUNING_SEEDS)}): it tries "
+        f"(0..{seeds - 1}). Nexus's headroom is tuned per point on as many other arrival "
+        f"seeds ({_seeds(points)}): it tries "
         f"{', '.join(f'x{h:g}' for h in NEXUS_HEADROOMS)} in order and keeps the first whose "
         "mean attainment on them reaches 99 % (99 %: the cheapest Nexus at 99 %), else the "
         "one with the most goodput on them (goodput). The tuned Nexus then runs on the "
@@ -316,7 +326,7 @@ def write_report(
             runs = p.runs.get(name)
             if not runs:
                 if name != NEXUS_99:
-                    rows.append([name, "not run: " + p.missing.get(name, "-")] + [""] * 6)
+                    rows.append([name, "not run: " + p.missing.get(name, "-")] + [""] * 7)
                 continue
             rows.append(
                 [
@@ -327,12 +337,14 @@ def write_report(
                     f"{mean_of(runs, 'reconf_per_hour'):,.0f}",
                     f"{mean_of(runs, 'decision_ms_mean'):.2f} / "
                     f"{max(r.decision_ms_max for r in runs):.1f}",
+                    f"{mean_of(runs, 'decision_cpu_ms_mean'):.2f} / "
+                    f"{max(r.decision_cpu_ms_max for r in runs):.1f}",
                     f"{mean_of(runs, 'sim_rps'):,.0f}",
                     f"{mean_of(runs, 'overrides'):,.0f}",
                 ]
             )
             data += [r.as_dict() for r in runs]
-        rows.append(["lower bound", f"{p.bound.mean():.2f}", "", "", "", "", "", ""])
+        rows.append(["lower bound", f"{p.bound.mean():.2f}", "", "", "", "", "", "", ""])
         lines += table(
             [
                 "policy",
@@ -340,14 +352,15 @@ def write_report(
                 "goodput (req/s)",
                 "SLO attainment",
                 "reconfigurations/h",
-                "decision ms/tick (mean / max)",
+                "decision ms/tick, wall (mean / max)",
+                "decision CPU ms/tick (mean / max)",
                 "simulated req/s",
                 "guard overrides",
             ],
             rows,
         )
         if p.tuning:
-            lines += ["", f"Nexus's headroom, tuned on seeds {_seeds()}:", ""]
+            lines += ["", f"Nexus's headroom, tuned on seeds {_seeds([p])}:", ""]
             lines += table(
                 ["headroom", "GPUs in use", "SLO attainment", "goodput (req/s)", "chosen"],
                 [
@@ -363,7 +376,7 @@ def write_report(
             )
             tuning.append(
                 {"mix": p.cat.mix, "gpus": p.cat.gpus, "models": len(p.cat.models),
-                 "seeds": list(NEXUS_TUNING_SEEDS), "tried": [t.as_dict() for t in p.tuning]}
+                 "seeds": list(p.tuning_seeds), "tried": [t.as_dict() for t in p.tuning]}
             )  # fmt: skip
         lines += [
             "",

@@ -78,3 +78,19 @@ def test_simulate_names_a_bad_profiles_file(tmp_path: Path, capsys) -> None:
     argv = ["fleet", "simulate", "--gpus", "2", "--models", "3", "--profiles", str(bad)]
     assert main(argv) == 1
     assert "--profiles" in capsys.readouterr().err
+
+
+def test_evaluate_runs_only_the_policies_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = ["fleet", "evaluate", "--points", "2x3x20", "--out-dir", str(out), "--seeds", "1"]
+    assert main([*argv, "--jobs", "1", "--policies", "hold,nexus"]) == 0
+    names = {r["policy"] for r in json.loads((out / "fleet.json").read_text())}
+    assert {"hold", "nexus"} <= names and not {"static", "sidecar", "ppo"} & names
+    assert "not run: not requested (--policies)" in (out / "fleet.md").read_text()
+
+
+@pytest.mark.parametrize("policies", ["nexus,bogus", ","])
+def test_evaluate_names_bad_policies(policies: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fleet", "evaluate", "--policies", policies])
+    assert "--policies" in capsys.readouterr().err
