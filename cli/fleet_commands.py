@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tsadapt.cli.arg_types import positive_float, positive_int
@@ -184,7 +184,6 @@ def _evaluate(args: argparse.Namespace) -> int:
             ) from None
     t0 = time.perf_counter()
     jobs = [(g, m, mix, h) for g, m, h in points for mix in MIXES]
-    results = []
     with _progress() as prog, ProcessPoolExecutor(max_workers=args.jobs) as pool:
         overall = prog.add_task(f"sweep points ({args.jobs} at a time)", total=len(jobs))
         futures = [
@@ -202,8 +201,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             )  # fmt: skip
             for g, m, mix, h in jobs
         ]
-        for (g, m, mix, _), fut in zip(jobs, futures, strict=True):
-            p = fut.result()
+        command = "tsadapt fleet evaluate" + "".join(f" {a}" for a in sys.argv[3:])
+        done: dict[int, object] = {}
+        for fut in as_completed(futures):
+            i = futures.index(fut)
+            g, m, mix, _ = jobs[i]
+            p = done[i] = fut.result()
             prog.advance(overall)
             if p.infeasible:
                 prog.console.print(f"{mix} {g}x{m}: not run ({p.infeasible})")
@@ -215,8 +218,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                     f"{mix} {g}x{m} {name}: {gpus:.2f} GPUs, {100 * att:.2f} % within SLO "
                     f"({len(runs)} seeds, {wall:.0f} s)"
                 )
-            results.append(p)
-    command = "tsadapt fleet evaluate" + "".join(f" {a}" for a in sys.argv[3:])
-    path = write_report(results, args.out_dir, command, time.perf_counter() - t0)
+            left = [f"{mx} {gg}x{mm}" for k, (gg, mm, mx, _) in enumerate(jobs) if k not in done]
+            note = f"**Partial: not run (yet): {', '.join(left)}.**" if left else ""
+            results = [done[k] for k in sorted(done)]
+            path = write_report(results, args.out_dir, command, time.perf_counter() - t0, note)
     print(f"wrote {path}")
     return 0
