@@ -171,7 +171,7 @@ def _why(p: PointResult, ref: Sequence[FleetResult], name: str) -> str:
     ppo = p.runs["ppo"]
     ticks = max(1, int(p.cat.horizon_s / TICK_S) - 1)
     out = (
-        f"PPO proposed a change on {100 * mean_of(ppo, 'proposed') / ticks:.0f} % of ticks and "
+        f"PPO proposed {mean_of(ppo, 'proposed') / ticks:.2f} slot actions per tick and "
         f"made {mean_of(ppo, 'reconf_per_hour'):,.0f} slot changes/h; {name} re-planned to "
         f"{mean_of(ref, 'reconf_per_hour'):,.0f}/h."
     )
@@ -312,7 +312,9 @@ def write_report(
             f"PPO policy (one for every sweep point): `{meta.get('command', '')}`, "
             f"{meta.get('timesteps')} steps in {meta.get('train_seconds')} s on fleets "
             f"{_shapes(meta.get('shapes', []))} (both mixes; episodes "
-            f"of {meta.get('episode_ticks')} ticks, fresh arrival seeds).",
+            f"of {meta.get('episode_ticks')} ticks, fresh arrival seeds; "
+            f"{meta.get('picks_per_tick', 1)} pick(s) per tick in training, "
+            f"{_picks(points)} here).",
             "",
         ]
     data, tuning = [], []
