@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from tsadapt.cli.arg_types import positive_float, positive_int
@@ -21,6 +21,19 @@ def _shapes(text: str) -> tuple[tuple[int, int], ...]:
         raise argparse.ArgumentTypeError(f"expected GPUSxMODELS[,...], got {text!r}") from None
     if not out or any(g < 1 or m < 1 for g, m in out):
         raise argparse.ArgumentTypeError(f"GPUs and models must be >= 1, got {text!r}")
+    return out
+
+
+PICKS_HELP = "PPO's slot actions per tick, at most (default: as many as it was trained with)"
+
+
+def _policies(text: str) -> tuple[str, ...]:
+    from tsadapt.fleet.evaluate import POLICIES
+
+    out = tuple(x for x in text.split(",") if x)
+    bad = [x for x in out if x not in POLICIES]
+    if not out or bad:
+        raise argparse.ArgumentTypeError(f"expected some of {','.join(POLICIES)}, got {text!r}")
     return out
 
 
@@ -46,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--horizon", type=float, default=600.0, help="seconds (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--trained", type=Path, default=TRAINED_DIR)
+    s.add_argument("--picks", type=positive_int, default=None, help=PICKS_HELP)
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--profiles",
@@ -65,6 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--timesteps", type=positive_int, default=30_000)
     t.add_argument("--episode-ticks", type=positive_int, default=200)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--picks", type=positive_int, default=1, help="slot actions PPO picks per tick, at most"
+    )
+    t.add_argument("--init", type=Path, default=None, help="start from this policy's network")
     t.add_argument("--out-dir", type=Path, default=TRAINED_DIR)
     t.add_argument(
         "--profiles",
@@ -80,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--seeds", type=positive_int, default=3, help="arrival seeds per point")
     e.add_argument("--jobs", type=positive_int, default=2, help="points run at once")
     e.add_argument("--trained", type=Path, default=TRAINED_DIR)
+    e.add_argument("--picks", type=positive_int, default=None, help=PICKS_HELP)
+    e.add_argument(
+        "--policies",
+        type=_policies,
+        default=POLICIES,
+        help=f"comma-separated, of {','.join(POLICIES)} (default: all)",
+    )
     e.add_argument("--out-dir", type=Path, default=Path("docs/results"))
     e.add_argument(
         "--profiles",
@@ -101,7 +126,7 @@ def _simulate(args: argparse.Namespace) -> int:
         prog.update(task, total=int(args.horizon))
         r = run_fleet(
             cat,
-            make(args.policy, cat, args.trained),
+            make(args.policy, cat, args.trained, args.picks),
             args.seed,
             lambda t: prog.update(task, completed=int(t)),
         )
@@ -134,7 +159,10 @@ def _train(args: argparse.Namespace) -> int:
         def show(done: int, total: int, mean: float) -> None:
             prog.update(task, completed=done, description=f"PPO, mean episode reward {mean:.1f}")
 
-        meta = train(cats, args.timesteps, out, args.seed, args.episode_ticks, command, show)
+        meta = train(
+            cats, args.timesteps, out, args.seed, args.episode_ticks, command, show,
+            picks_per_tick=args.picks, init=args.init,
+        )  # fmt: skip
     print(f"wrote {out} ({meta['timesteps']} steps, {meta['train_seconds']} s)")
     return 0
 
@@ -157,17 +185,29 @@ def _evaluate(args: argparse.Namespace) -> int:
             ) from None
     t0 = time.perf_counter()
     jobs = [(g, m, mix, h) for g, m, h in points for mix in MIXES]
-    results = []
     with _progress() as prog, ProcessPoolExecutor(max_workers=args.jobs) as pool:
         overall = prog.add_task(f"sweep points ({args.jobs} at a time)", total=len(jobs))
         futures = [
             pool.submit(
-                evaluate_point, g, m, mix, h, args.seeds, args.trained, profiles=args.profiles
-            )
+                evaluate_point,
+                g,
+                m,
+                mix,
+                h,
+                args.seeds,
+                args.trained,
+                args.policies,
+                profiles=args.profiles,
+                picks=args.picks,
+            )  # fmt: skip
             for g, m, mix, h in jobs
         ]
-        for (g, m, mix, _), fut in zip(jobs, futures, strict=True):
-            p = fut.result()
+        command = command_of(args)
+        done: dict[int, object] = {}
+        for fut in as_completed(futures):
+            i = futures.index(fut)
+            g, m, mix, _ = jobs[i]
+            p = done[i] = fut.result()
             prog.advance(overall)
             if p.infeasible:
                 prog.console.print(f"{mix} {g}x{m}: not run ({p.infeasible})")
@@ -179,8 +219,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                     f"{mix} {g}x{m} {name}: {gpus:.2f} GPUs, {100 * att:.2f} % within SLO "
                     f"({len(runs)} seeds, {wall:.0f} s)"
                 )
-            results.append(p)
-    command = command_of(args)
-    path = write_report(results, args.out_dir, command, time.perf_counter() - t0)
+            left = [f"{mx} {gg}x{mm}" for k, (gg, mm, mx, _) in enumerate(jobs) if k not in done]
+            note = f"**Partial: not run (yet): {', '.join(left)}.**" if left else ""
+            results = [done[k] for k in sorted(done)]
+            path = write_report(results, args.out_dir, command, time.perf_counter() - t0, note)
     print(f"wrote {path}")
     return 0

@@ -24,6 +24,8 @@ GPUs in proportion to their capacity; a GPU's sequential slots take turns.
 
 from __future__ import annotations
 
+import copy
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -68,6 +70,7 @@ class Load:
         self.cat = cat
         self.lat = cat.latency_table
         self.slo = np.array([m.slo_ms for m in cat.models])
+        self.need = np.array([m.memory_gib for m in cat.models])
         self.rates = np.array([v.rate_rps for v in obs.models])
         self.slots = [list(r) for r in obs.slots]
         self.caps = [self._gpu_caps(r) for r in self.slots]  # per GPU: model -> req/s
@@ -75,9 +78,48 @@ class Load:
         for c in self.caps:
             for m, v in c.items():
                 self.cap[m] += v
-        self.busy_now = [self.busy(g) for g in range(len(self.slots))]
-        self.cycle = [self._cycle(r) for r in self.slots]
-        self.mem = [self.memory(r) for r in self.slots]
+        self.busy_now = np.array([self.busy(g) for g in range(len(self.slots))])
+        self.cycle = np.array([self._cycle(r) for r in self.slots])
+        self.mem = np.array([self.memory(r) for r in self.slots])
+        # per GPU x slot: batch latency and SLO of the slot's model (0 and inf when empty)
+        model = np.array([[s.model for s in r] for r in self.slots], dtype=np.int64)
+        batch = np.array([[s.batch for s in r] for r in self.slots], dtype=np.int64)
+        busy = model != EMPTY
+        self.slot_lat = np.where(busy, self.lat[np.where(busy, model, 0), batch], 0.0)
+        self.slot_slo = np.where(busy, self.slo[np.where(busy, model, 0)], np.inf)
+
+    def _row_arrays(self, g: int) -> None:
+        for k, s in enumerate(self.slots[g]):
+            busy = not s.empty
+            self.slot_lat[g, k] = self.lat[s.model, s.batch] if busy else 0.0
+            self.slot_slo[g, k] = self.slo[s.model] if busy else np.inf
+
+    def after(self, a: SlotAction) -> Load:
+        """The layout after ``a`` (as :meth:`FleetSim.apply` sets it: a model's slots on one
+        GPU share the acted slot's batch and flag), recomputing only what ``a`` changes."""
+        out = copy.copy(self)
+        g, new = a.gpu, a.slot_value()
+        row = self.slots[g].copy()
+        row[a.slot] = new
+        if not new.empty:
+            row = [new if s.model == new.model else s for s in row]
+        out.slots = self.slots.copy()
+        out.slots[g] = row
+        out.caps = self.caps.copy()
+        out.caps[g] = out._gpu_caps(row)
+        out.cap = self.cap.copy()
+        touched = set(self.caps[g]) | set(out.caps[g])
+        for m in touched:
+            out.cap[m] += out.caps[g].get(m, 0.0) - self.caps[g].get(m, 0.0)
+        out.cycle, out.mem = self.cycle.copy(), self.mem.copy()
+        out.cycle[g], out.mem[g] = out._cycle(row), out.memory(row)
+        out.slot_lat, out.slot_slo = self.slot_lat.copy(), self.slot_slo.copy()
+        out._row_arrays(g)
+        out.busy_now = self.busy_now.copy()
+        for h, r in enumerate(out.slots):
+            if h == g or any(s.model in touched for s in r):
+                out.busy_now[h] = out.busy(h)
+        return out
 
     def _cycle(self, row: list[Slot]) -> float:
         return float(sum(self.lat[s.model, s.batch] for s in row if not s.empty))
@@ -137,24 +179,27 @@ def _free_slot(row: list[Slot]) -> int | None:
 
 def _add_target(load: Load, m: int, exclude: int = -1) -> int | None:
     """The in-use GPU (not ``exclude``) with a free slot and memory where adding ``m`` leaves
-    it least tight (ties: least busy)."""
-    best, where = None, None
-    need = load.cat.models[m].memory_gib
-    for g, row in enumerate(load.slots):
-        if g == exclude or load.cycle[g] <= 0 or _free_slot(row) is None:
-            continue
-        if load.mem[g] + need > GPU_MEMORY_GIB:
-            continue
-        lat = load.lat[m, load.fit_batch(g, m)]
-        cycle = load.cycle[g] + lat
-        tight = max(
-            [(cycle + lat) / load.slo[m]]
-            + [(cycle + load.lat[s.model, s.batch]) / load.slo[s.model] for s in row if not s.empty]
-        )
-        score = (tight, load.busy_now[g])
-        if best is None or score < best:
-            best, where = score, g
-    return where
+    it least tight (ties: least busy, then the lowest index); over all GPUs at once."""
+    cycle = load.cycle
+    ok = (cycle > 0) & np.isinf(load.slot_slo).any(axis=1)
+    ok &= load.mem + load.need[m] <= GPU_MEMORY_GIB
+    if 0 <= exclude < ok.size:
+        ok[exclude] = False
+    where = np.flatnonzero(ok)
+    if not where.size:
+        return None
+    hi = load.cat.models[m].max_batch
+    cyc = cycle[where]
+    fits = cyc[:, None] + 2 * load.lat[m, 1 : hi + 1][None, :] <= load.slo[m]
+    batch = np.where(fits.any(axis=1), hi - np.argmax(fits[:, ::-1], axis=1), 1)
+    lat = load.lat[m, batch]
+    cyc = cyc + lat
+    tight = np.maximum(
+        (cyc + lat) / load.slo[m],
+        ((cyc[:, None] + load.slot_lat[where]) / load.slot_slo[where]).max(axis=1),
+    )
+    busy = load.busy_now[where]
+    return int(where[np.lexsort((busy, tight))[0]])
 
 
 def _add(load: Load, kind: str, m: int, g: int) -> Candidate:
@@ -162,8 +207,14 @@ def _add(load: Load, kind: str, m: int, g: int) -> Candidate:
     return Candidate(kind, SlotAction(g, k, m, load.fit_batch(g, m)), m, g)
 
 
-def candidates(obs: FleetObservation, cat: Catalogue, load: Load | None = None) -> list[Candidate]:
-    """This tick's candidate slot actions, :data:`QUOTA` of each kind at most (no padding)."""
+def candidates(
+    obs: FleetObservation,
+    cat: Catalogue,
+    load: Load | None = None,
+    exclude: frozenset[tuple[int, int]] = frozenset(),
+) -> list[Candidate]:
+    """This tick's candidate slot actions, :data:`QUOTA` of each kind at most (no padding);
+    none on a slot ``(gpu, slot)`` in ``exclude`` (the slots this tick's picks changed)."""
     load = load or Load(obs, cat)
     att = {v.index: v.attainment for v in obs.models}
     active = [m for m in range(len(cat.models)) if load.rates[m] > 0]
@@ -179,7 +230,8 @@ def candidates(obs: FleetObservation, cat: Catalogue, load: Load | None = None) 
         if empty is not None and cat.models[m].memory_gib <= GPU_MEMORY_GIB:
             out["grow"].append(_add(load, "grow", m, empty))
     # remove: slots whose model keeps another, on GPUs with few slots and little load first
-    owned = {m: sum(1 for row in load.slots for s in row if s.model == m) for m in active}
+    count = Counter(s.model for row in load.slots for s in row)
+    owned = {m: count[m] for m in active}
     rem = []
     for g in in_use:
         row = load.slots[g]
@@ -192,8 +244,10 @@ def candidates(obs: FleetObservation, cat: Catalogue, load: Load | None = None) 
     # relocate: models of the least busy GPUs, added on another in-use GPU
     for g in sorted(in_use, key=lambda g: load.busy_now[g])[: GEN["relocate"]]:
         for m in dict.fromkeys(s.model for s in load.slots[g] if not s.empty):
+            if len(out["relocate"]) >= GEN["relocate"]:
+                break
             t = _add_target(load, m, exclude=g)
-            if t is not None and len(out["relocate"]) < GEN["relocate"]:
+            if t is not None:
                 out["relocate"].append(_add(load, "relocate", m, t))
     # batch: down for the models missing their SLO most, up for the most pressed
     slotted = [m for m in active if owned.get(m, 0)]
@@ -227,9 +281,14 @@ def candidates(obs: FleetObservation, cat: Catalogue, load: Load | None = None) 
             break
     kept = []
     for kind in KINDS:
-        ok = [c for c in (_with_after(load, c) for c in out[kind]) if _feasible(c)]
+        fresh = [c for c in out[kind] if c.action is None or _slot(c) not in exclude]
+        ok = [c for c in (_with_after(load, c) for c in fresh) if _feasible(c)]
         kept += ok[: QUOTA[kind]]
     return kept
+
+
+def _slot(c: Candidate) -> tuple[int, int]:
+    return c.action.gpu, c.action.slot
 
 
 def _with_after(load: Load, c: Candidate) -> Candidate:

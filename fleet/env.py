@@ -1,8 +1,11 @@
 """Gymnasium environment: DNN-Adapt's slot actions on the fleet simulator, behind the guards.
 
-One step = one incremental slot action (one of the tick's candidates, or the no-op), passed
-through the fleet guards, then one control tick of the simulator; the reward is Eq. 2 over
-that tick (:mod:`tsadapt.fleet.agent`). Each episode draws one of the catalogues (any fleet
+One step = one pick of an incremental slot action (one of the candidates, or the no-op =
+"done"). A tick takes up to ``picks_per_tick`` picks (:class:`~tsadapt.fleet.agent.Picks`: the
+candidates are listed again after each); after the no-op or the last pick, the tick's actions
+pass through the fleet guards together and the simulator runs one control tick; the reward is
+Eq. 2 over that tick (:mod:`tsadapt.fleet.agent`), 0 on the picks before it. With one pick per
+tick every step is a tick. Each episode draws one of the catalogues (any fleet
 shapes: the observation does not depend on the fleet's size), starts from the packed placement
 every policy starts from (Nexus's plan for the t = 0 rates), draws a fresh arrival seed, and
 is truncated after ``episode_ticks`` ticks.
@@ -17,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tsadapt.fleet.agent import decode, features, tick_reward
+from tsadapt.fleet.agent import Picks, tick_reward
 from tsadapt.fleet.candidates import K, obs_size
 from tsadapt.fleet.catalog import Catalogue
 from tsadapt.fleet.constants import TICK_S
@@ -40,10 +43,15 @@ class FleetEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, cats: Sequence[Catalogue], episode_ticks: int = 200) -> None:
+    def __init__(
+        self, cats: Sequence[Catalogue], episode_ticks: int = 200, picks_per_tick: int = 1
+    ) -> None:
         super().__init__()
         if episode_ticks < 1:
             raise ValueError(f"episode_ticks must be >= 1, got {episode_ticks}")
+        if picks_per_tick < 1:
+            raise ValueError(f"picks_per_tick must be >= 1, got {picks_per_tick}")
+        self.picks_per_tick = picks_per_tick
         if not cats:
             raise ValueError("cats: need at least one catalogue")
         self.cats, self.cat, self.episode_ticks = tuple(cats), cats[0], episode_ticks
@@ -61,22 +69,27 @@ class FleetEnv(gym.Env):
         self.state = GuardState()
         self._obs = start(self.sim, self.cat, self.state)
         self._tick = 0
-        x, self._cands = features(self._obs, self.cat)
-        return x, {}
+        self._picks = Picks(self._obs, self.cat, self.picks_per_tick)
+        return self._picks.x, {}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         a = np.asarray(action, dtype=np.int64).reshape(-1)
         if a.size != 1 or not self.action_space.contains(int(a[0])):
             raise ValueError(f"action must be in {self.action_space}, got {action!r}")
-        proposed = decode(int(a[0]), self._cands)
+        if self._picks.pick(int(a[0])):
+            return self._picks.x, 0.0, False, False, {"picks": len(self._picks.actions)}
         t = self._tick * TICK_S
-        acts, over = guard([proposed] if proposed else [], self._obs, self.cat, self.state, t)
+        acts, over = guard(self._picks.actions, self._obs, self.cat, self.state, t)
         switched = self.sim.apply(acts)
         self._tick += 1
         tick = self.sim.advance(self._tick * TICK_S)
         self._obs = self.sim.observe()
         r, terms = tick_reward(tick, self.sim.gpus_in_use, self.cat.gpus, switched)
         truncated = self._tick >= self.episode_ticks or self._tick * TICK_S >= self.cat.horizon_s
-        info = terms | {"overrides": len(over), "gpus_in_use": self.sim.gpus_in_use}
-        x, self._cands = features(self._obs, self.cat)
-        return x, float(r), False, truncated, info
+        info = terms | {
+            "overrides": len(over),
+            "gpus_in_use": self.sim.gpus_in_use,
+            "picks": len(self._picks.actions),
+        }
+        self._picks = Picks(self._obs, self.cat, self.picks_per_tick)
+        return self._picks.x, float(r), False, truncated, info

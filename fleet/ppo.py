@@ -1,5 +1,6 @@
 """PPO (Stable-Baselines3) on :class:`~tsadapt.fleet.env.FleetEnv`, and the trained policy as
-a fleet policy (one deterministic slot action per tick, behind the same guards as any).
+a fleet policy (deterministic picks, up to the number per tick it was trained with, behind the
+same guards as any).
 
 The network scores each of the tick's candidate slot actions with one shared MLP over that
 candidate's features and the fleet's (a softmax over the scores is the policy; empty entries
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tsadapt.fleet.agent import decode, features
+from tsadapt.fleet.agent import Picks
 from tsadapt.fleet.candidates import CAND_FEATURES, FLEET_FEATURES, K, obs_size
 from tsadapt.fleet.catalog import Catalogue
 from tsadapt.fleet.types import FleetObservation, SlotAction
@@ -111,8 +112,11 @@ def train(
     episode_ticks: int = 200,
     command: str = "",
     on_progress: Callable[[int, int, float], None] | None = None,
+    picks_per_tick: int = 1,
+    init: Path | None = None,
 ) -> dict[str, Any]:
-    """Train on ``cats`` (any shapes); write the policy network and its ``.json`` metadata."""
+    """Train on ``cats`` (any shapes), from ``init``'s network if given; write the policy
+    network and its ``.json`` metadata."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.monitor import Monitor
@@ -122,7 +126,7 @@ def train(
     if timesteps < 1:
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     torch.set_num_threads(1)
-    env = Monitor(FleetEnv(cats, episode_ticks))
+    env = Monitor(FleetEnv(cats, episode_ticks, picks_per_tick))
     s = dict(PPO_SETTINGS)
     hidden = s.pop("hidden")
     model = PPO(
@@ -134,6 +138,8 @@ def train(
         policy_kwargs={"hidden": hidden},
         **s,
     )
+    if init is not None:
+        model.policy.load_state_dict(load_policy(init).state_dict())
     curve: list[tuple[int, float]] = []
     t0 = time.perf_counter()
     model.learn(
@@ -149,6 +155,8 @@ def train(
         "catalogue_seeds": sorted({c.seed for c in cats}),
         "timesteps": int(model.num_timesteps),
         "episode_ticks": episode_ticks,
+        "picks_per_tick": picks_per_tick,
+        "init": str(init) if init is not None else None,
         "train_seconds": round(time.perf_counter() - t0, 1),
         "settings": PPO_SETTINGS,
         "learning_curve": [[n, round(r, 3)] for n, r in curve],
@@ -172,23 +180,38 @@ def load_policy(path: Path):
     return net
 
 
+def picks_of(path: Path) -> int:
+    """The picks per tick a policy was trained with (its ``.json``; 1 when it says none)."""
+    meta = Path(path).with_suffix(".json")
+    return int(json.loads(meta.read_text()).get("picks_per_tick", 1)) if meta.exists() else 1
+
+
 class FleetPPOPolicy:
-    """A trained fleet policy: one slot action per tick from the observation."""
+    """A trained fleet policy: per tick, deterministic picks until it picks the no-op or has
+    picked ``picks`` actions (default: as many as it was trained with)."""
 
     name = "ppo"
 
-    def __init__(self, path: Path, cat: Catalogue) -> None:
+    def __init__(self, path: Path, cat: Catalogue, picks: int | None = None) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # one core decides (its CPU time is what run_fleet reports)
         self.cat = cat
         self.model = load_policy(path)
+        self.picks = picks_of(path) if picks is None else picks
 
     def decide(self, observation: FleetObservation) -> tuple[SlotAction, ...]:
         """At t = 0 on an empty fleet: the start every adaptive policy shares (Nexus's plan,
-        as in training); afterwards one slot action per tick."""
+        as in training); afterwards the tick's picks."""
         if observation.time_s == 0 and observation.gpus_in_use == 0:
             from tsadapt.fleet.nexus import NexusPolicy
 
             return NexusPolicy(self.cat).decide(observation)
-        x, cands = features(observation, self.cat)
+        picks = Picks(observation, self.cat, self.picks)
+        while picks.pick(self._best(picks.x)):
+            pass
+        return tuple(picks.actions)
+
+    def _best(self, x: np.ndarray) -> int:
         action, _ = self.model.predict(x, deterministic=True)
-        a = decode(int(np.asarray(action).reshape(-1)[0]), cands)
-        return (a,) if a is not None else ()
+        return int(np.asarray(action).reshape(-1)[0])

@@ -37,6 +37,10 @@ class FleetResult:
     decision_ms_max: float
     wall_s: float
     series: tuple[tuple[float, int], ...] = field(repr=False, default=())
+    #: the decisions' CPU time (ms per tick, this process): what one core spends deciding,
+    #: whatever else the machine runs (the wall-clock figures above grow with its load)
+    decision_cpu_ms_mean: float = 0.0
+    decision_cpu_ms_max: float = 0.0
 
     @property
     def attainment(self) -> float:
@@ -81,7 +85,7 @@ def run_fleet(
     obs = sim.observe(rates=[float(m.workload.rate_at(0.0)) for m in cat.models])
     acts, over = guard(policy.decide(obs), obs, cat, state, 0.0)
     sim.apply(acts, ready=True)
-    n_over, reconf, times, n_prop = len(over), 0, [], 0
+    n_over, reconf, times, cpu, n_prop = len(over), 0, [], [], 0
     n_ticks = int(math.ceil(cat.horizon_s / TICK_S - 1e-9))
     for k in range(1, n_ticks + 1):
         t = min(k * TICK_S, cat.horizon_s)
@@ -94,9 +98,10 @@ def run_fleet(
         if t >= cat.horizon_s:
             break
         obs = sim.observe()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         proposed = policy.decide(obs)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         n_prop += len(proposed)
         acts, over = guard(proposed, obs, cat, state, t)
         n_over += len(over)
@@ -121,4 +126,6 @@ def run_fleet(
         decision_ms_max=1000.0 * float(np.max(times)) if times else 0.0,
         wall_s=time.perf_counter() - t_wall,
         series=tuple(sim.gpu_series),
+        decision_cpu_ms_mean=1000.0 * float(np.mean(cpu)) if cpu else 0.0,
+        decision_cpu_ms_max=1000.0 * float(np.max(cpu)) if cpu else 0.0,
     )

@@ -41,6 +41,15 @@ def test_evaluate_writes_the_report(tmp_path: Path) -> None:
     assert all(n.startswith("nexus x") for n in names - {"static", "hold", "sidecar", "nexus"})
     assert sorted({r["seed"] for r in rows}) == [0, 1]
     assert "| diurnal | 1 | 9 | - | - | - | - | - | infeasible |" in text
+    tuning = json.loads((out / "fleet-nexus-tuning.json").read_text())
+    assert {(t["mix"], t["gpus"], t["models"]) for t in tuning} == {
+        ("diurnal", 2, 3),
+        ("bursty", 2, 3),
+    }
+    for t in tuning:  # tuned on seeds that are not evaluated; exactly one setting chosen
+        assert not set(t["seeds"]) & {0, 1}
+        assert sum(x["chosen"] for x in t["tried"]) == 1
+        assert f"{next(x for x in t['tried'] if x['chosen'])['headroom']:g}" in text
 
 
 def test_bad_points_name_the_option(capsys) -> None:
@@ -69,3 +78,19 @@ def test_simulate_names_a_bad_profiles_file(tmp_path: Path, capsys) -> None:
     argv = ["lab", "fleet", "simulate", "--gpus", "2", "--models", "3", "--profiles", str(bad)]
     assert main(argv) == 1
     assert "--profiles" in capsys.readouterr().err
+
+
+def test_evaluate_runs_only_the_policies_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    argv = ["lab", "fleet", "evaluate", "--points", "2x3x20", "--out-dir", str(out), "--seeds", "1"]
+    assert main([*argv, "--jobs", "1", "--policies", "hold,nexus"]) == 0
+    names = {r["policy"] for r in json.loads((out / "fleet.json").read_text())}
+    assert {"hold", "nexus"} <= names and not {"static", "sidecar", "ppo"} & names
+    assert "not run: not requested (--policies)" in (out / "fleet.md").read_text()
+
+
+@pytest.mark.parametrize("policies", ["nexus,bogus", ","])
+def test_evaluate_names_bad_policies(policies: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["lab", "fleet", "evaluate", "--policies", policies])
+    assert "--policies" in capsys.readouterr().err

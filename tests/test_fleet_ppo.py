@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tsadapt.fleet.catalog import build_catalogue
-from tsadapt.fleet.ppo import FleetPPOPolicy, policy_path, train
+from tsadapt.fleet.ppo import FleetPPOPolicy, picks_of, policy_path, train
 from tsadapt.fleet.run import run_fleet
 
 
@@ -39,3 +39,17 @@ def test_a_missing_policy_names_the_command(tmp_path: Path) -> None:
 def test_train_needs_steps(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="timesteps"):
         train([build_catalogue(2, 3, "diurnal", 40.0)], 0, tmp_path / "p.pt")
+
+
+def test_a_policy_trained_with_picks_acts_as_many_times_per_tick(trained: Path, tmp_path) -> None:
+    """Fine-tuned from ``trained`` with 3 picks per tick: its metadata says so, the runtime
+    takes up to 3 slot actions a tick, and ``picks`` overrides it."""
+    cats = [build_catalogue(4, 7, "bursty", 40.0)]
+    out = policy_path(tmp_path)
+    meta = train(cats, 256, out, episode_ticks=20, picks_per_tick=3, init=policy_path(trained))
+    assert meta["picks_per_tick"] == 3 and meta["init"] == str(policy_path(trained))
+    assert picks_of(out) == 3 and picks_of(policy_path(trained)) == 1
+    cat = build_catalogue(4, 7, "diurnal", 40.0)
+    assert FleetPPOPolicy(out, cat).picks == 3 and FleetPPOPolicy(out, cat, picks=5).picks == 5
+    r = run_fleet(cat, FleetPPOPolicy(out, cat), seed=2)
+    assert r.proposed <= 3 * 39 and 0 < r.mean_gpus <= 4
