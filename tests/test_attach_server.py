@@ -26,6 +26,7 @@ import yaml
 from test_sidecar_server import open_loop, p99
 
 from tsadapt.client import KeyFile, TorchServeClient
+from tsadapt.experiments.foreign_model import FEATURES, HANDLER_PY, MODEL_CONFIG, MODEL_PY
 from tsadapt.plugin.build import plugins_path
 from tsadapt.serve.attach import find_key_file
 from tsadapt.serve.server import free_port
@@ -34,42 +35,8 @@ from tsadapt.sidecar.decision_log import read_log
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 MODEL, SECOND = "mymlp", "othermlp"
-FEATURES = 32
-MODEL_PY = f"""import torch
-
-
-class MyMLP(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear({FEATURES}, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4)
-        )
-
-    def forward(self, x):
-        return self.net(x)
-"""
-# A user's handler: plain BaseHandler, no tsadapt import, no batch metrics.
-HANDLER_PY = """import json
-
-import torch
-from ts.torch_handler.base_handler import BaseHandler
-
-
-class MyHandler(BaseHandler):
-    def preprocess(self, data):
-        rows = []
-        for request in data:
-            body = request.get("body") or request.get("data")
-            if isinstance(body, (bytes, bytearray)):
-                body = json.loads(body)
-            rows.append(torch.tensor(body["x"], dtype=torch.float32))
-        return torch.stack(rows)
-
-    def postprocess(self, data):
-        return data.argmax(dim=1).tolist()
-"""
-#: Registration defaults of the user's model: batch 1, no wait, one worker.
-MODEL_CONFIG = "batchSize: 1\nmaxBatchDelay: 0\nminWorkers: 1\nmaxWorkers: 1\n"
+# A user's model and handler (plain BaseHandler, no tsadapt import, no batch metrics) and
+# its registration defaults (batch 1, no wait, one worker): the one the soak serves too.
 SLO_MS = 100
 CONTROLLER = {
     "policy": "queue",
@@ -135,10 +102,10 @@ def write_user_files(home: Path) -> Path:
     (home / "model-config.yaml").write_text(MODEL_CONFIG)
     sys.path.insert(0, str(home))
     try:
-        from model import MyMLP  # the user's module, just written
+        from model import UserMLP  # the user's module, just written
 
         torch.manual_seed(0)
-        torch.save(MyMLP().state_dict(), home / "mymlp.pt")
+        torch.save(UserMLP().state_dict(), home / "mymlp.pt")
     finally:
         sys.path.remove(str(home))
         sys.modules.pop("model", None)

@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from tsadapt.client import KeyFile, TorchServeClient
+from tsadapt.experiments.foreign_model import HANDLER_PY, MODEL_CONFIG
 from tsadapt.plugin.adapt_client import AdaptClient
 from tsadapt.plugin.build import plugins_path
 from tsadapt.policy.ppo_policy import SHIPPED_POLICY, file_sha256
@@ -56,27 +57,8 @@ class UserMLP(torch.nn.Module):
     def forward(self, x):
         return self.net(x)
 """
-HANDLER_PY = """import json
-
-import torch
-from ts.torch_handler.base_handler import BaseHandler
-
-
-class UserHandler(BaseHandler):
-    def preprocess(self, data):
-        rows = []
-        for request in data:
-            body = request.get("body") or request.get("data")
-            if isinstance(body, (bytes, bytearray)):
-                body = json.loads(body)
-            rows.append(torch.tensor(body["x"], dtype=torch.float32))
-        return torch.stack(rows)
-
-    def postprocess(self, data):
-        return data.argmax(dim=1).tolist()
-"""
-#: Registration: batch 1, no wait, one worker, one intra-op thread (the box has 2 cores).
-MODEL_CONFIG = "batchSize: 1\nmaxBatchDelay: 0\nminWorkers: 1\nmaxWorkers: 1\n"
+# The user's handler (plain BaseHandler) and registration (batch 1, no wait, one worker):
+# experiments/foreign_model.py's, the model above is larger.
 JOB_QUEUE = 32
 SLO_MS = 200
 #: The traffic the trace is cut from (s, req/s): drifting, with two bursts; 40 s.
