@@ -187,12 +187,8 @@ def finetune(
     """Train from ``base``'s weights on ``slices.train``; write ``out`` atomically; return
     its metadata. Refuses to write the shipped policy."""
     import torch
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from tsadapt.policy.learn.gym_env import AdaptEnv
-    from tsadapt.policy.learn.ppo_train import learning_curve_callback
+    from tsadapt.policy.learn.ppo_train import learning_curve_callback, make_ppo
 
     out = Path(out)
     if is_shipped_policy(out):
@@ -208,27 +204,7 @@ def finetune(
     p = cfg.ppo
     train = slices.train
 
-    def make(i: int) -> Callable[[], Any]:
-        return lambda: Monitor(AdaptEnv(cfg, scenarios=train))
-
-    venv = DummyVecEnv([make(i) for i in range(p.n_envs)])
-    venv.seed(seed)
-    model = PPO(
-        "MlpPolicy",
-        venv,
-        learning_rate=p.learning_rate,
-        n_steps=p.n_steps,
-        batch_size=p.batch_size,
-        n_epochs=p.n_epochs,
-        gamma=p.gamma,
-        gae_lambda=p.gae_lambda,
-        clip_range=p.clip_range,
-        ent_coef=p.ent_coef,
-        seed=seed,
-        device="cpu",
-        policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)}},
-        verbose=0,
-    )
+    model = make_ppo(cfg, seed, scenarios=train)
     if list(p.net_arch) != list(base_meta["net_arch"]):
         raise PolicyFileError(
             f"policy file {base}: net_arch {base_meta['net_arch']} differs from its "

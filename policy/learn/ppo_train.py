@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,41 @@ def learning_curve_callback(
     return _Progress()
 
 
+def make_ppo(config: TrainConfig, seed: int, scenarios: Sequence[Any] | None = None) -> Any:
+    """SB3's PPO with ``config.ppo``'s settings over ``n_envs`` copies of the Gym env: random
+    scenarios from ``config``, or ``scenarios`` when given (a fine-tune's slices)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from tsadapt.policy.learn.gym_env import AdaptEnv
+
+    p = config.ppo
+    fixed = None if scenarios is None else tuple(scenarios)
+
+    def make(i: int) -> Callable[[], Any]:
+        return lambda: Monitor(AdaptEnv(config, scenarios=fixed))
+
+    venv = DummyVecEnv([make(i) for i in range(p.n_envs)])
+    venv.seed(seed)
+    return PPO(
+        "MlpPolicy",
+        venv,
+        learning_rate=p.learning_rate,
+        n_steps=p.n_steps,
+        batch_size=p.batch_size,
+        n_epochs=p.n_epochs,
+        gamma=p.gamma,
+        gae_lambda=p.gae_lambda,
+        clip_range=p.clip_range,
+        ent_coef=p.ent_coef,
+        seed=seed,
+        device="cpu",
+        policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)}},
+        verbose=0,
+    )
+
+
 def train(
     config: TrainConfig,
     out: Path,
@@ -54,37 +89,11 @@ def train(
     ``on_progress(done_steps, total_steps, mean_episode_reward)`` is called every rollout.
     """
     import torch
-    from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import CallbackList
-    from stable_baselines3.common.monitor import Monitor
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from tsadapt.policy.learn.gym_env import AdaptEnv
 
     torch.set_num_threads(1)
-    p = config.ppo
 
-    def make(i: int) -> Callable[[], Any]:
-        return lambda: Monitor(AdaptEnv(config))
-
-    venv = DummyVecEnv([make(i) for i in range(p.n_envs)])
-    venv.seed(config.seed)
-    model = PPO(
-        "MlpPolicy",
-        venv,
-        learning_rate=p.learning_rate,
-        n_steps=p.n_steps,
-        batch_size=p.batch_size,
-        n_epochs=p.n_epochs,
-        gamma=p.gamma,
-        gae_lambda=p.gae_lambda,
-        clip_range=p.clip_range,
-        ent_coef=p.ent_coef,
-        seed=config.seed,
-        device="cpu",
-        policy_kwargs={"net_arch": {"pi": list(p.net_arch), "vf": list(p.net_arch)}},
-        verbose=0,
-    )
+    model = make_ppo(config, config.seed)
     curve: list[tuple[int, float]] = []
     callbacks = [learning_curve_callback(curve, config.total_timesteps, on_progress)]
     log = CurriculumLog([])
@@ -102,7 +111,7 @@ def train(
         "train_seconds": round(seconds, 1),
         "train_cpu_seconds": round(cpu_seconds, 1),
         "host": {"cpus": _cpus(), "platform": platform.platform()},
-        "net_arch": list(p.net_arch),
+        "net_arch": list(config.ppo.net_arch),
         "delay_step_ms": int(config.env.delay_step_ms),
         "action_design": config.env.action_design,
         "train_config": config.as_dict(),
