@@ -64,14 +64,14 @@ def test_missing_api_is_named(tmp_path: Path) -> None:
 
 
 def test_expiry_parses_java_nanoseconds() -> None:
-    from tsadapt.client import _parse_expiry
+    from tsadapt.client import parse_expiry
 
-    ts = _parse_expiry("2026-11-23T13:51:48.505495729Z")
+    ts = parse_expiry("2026-11-23T13:51:48.505495729Z")
     assert (
         ts is not None
         and abs(ts - datetime(2026, 11, 23, 13, 51, 48, 505495, UTC).timestamp()) < 1e-3
     )
-    assert _parse_expiry(None) is None
+    assert parse_expiry(None) is None
 
 
 def test_half_written_key_file_is_read_again(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tsadapt.experiments.gpu_check import prepare
-from tsadapt.experiments.gpu_check.commands import _parts
+from tsadapt.experiments.gpu_check.commands import parse_parts
 from tsadapt.experiments.gpu_check.gpu_bench import (
     GPU_MB_PER_WORKER,
     GPU_RESERVE_MB,
@@ -106,12 +106,12 @@ def test_report_top_line_is_the_command_and_output_fits(tmp_path: Path) -> None:
     [("1,2", ("profiles", "bench")), ("cpu16", ("cpu16",)), ("3", ("colocation",))],
 )
 def test_parts_argument(text: str, parts: tuple[str, ...]) -> None:
-    assert _parts(text) == parts
+    assert parse_parts(text) == parts
 
 
 def test_parts_argument_names_an_unknown_part() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="unknown part '7'"):
-        _parts("1,7")
+        parse_parts("1,7")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from tsadapt.policy.learn.scenario_gen import _workload, outside_latency, random_scenario
+from tsadapt.policy.learn.scenario_gen import outside_latency, random_scenario, random_workload
 from tsadapt.policy.learn.train_config import RandomiseConfig
 from tsadapt.policy.sim.workload_files import workload_from_dict
 from tsadapt.policy.sim.workloads import MMPP, realized_rates
@@ -73,7 +73,7 @@ def test_generated_onoff_has_the_mean_rate_and_cv_of_ten(seed: int) -> None:
     cfg = replace(
         CFG, onoff_on_share=(0.05, 0.08), onoff_mean_on_s=(0.3, 1.0), onoff_off_share=(0.0, 0.0)
     )
-    spec = _workload(np.random.default_rng(seed), "onoff", 40.0, cfg, 120.0)
+    spec = random_workload(np.random.default_rng(seed), "onoff", 40.0, cfg, 120.0)
     w = workload_from_dict(spec)
     a = w.arrivals(7200.0, np.random.default_rng(seed))
     assert gap_cv(a) >= 10.0
@@ -83,7 +83,7 @@ def test_generated_onoff_has_the_mean_rate_and_cv_of_ten(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_generated_swing_swings_by_its_ratio(seed: int) -> None:
     cfg = replace(CFG, swing_ratio=(10.0, 10.0), swing_hold_s=(60.0, 60.0))
-    w = workload_from_dict(_workload(np.random.default_rng(seed), "swing", 50.0, cfg, 120.0))
+    w = workload_from_dict(random_workload(np.random.default_rng(seed), "swing", 50.0, cfg, 120.0))
     assert max(w.rates) / min(w.rates) == pytest.approx(10.0)
     assert w.mean_rate() == pytest.approx(50.0)
     rates = realized_rates(w.arrivals(3600.0, np.random.default_rng(seed)), 3600.0, 10.0)
@@ -92,7 +92,7 @@ def test_generated_swing_swings_by_its_ratio(seed: int) -> None:
 
 def test_gamma_cv_range_reaches_ten() -> None:
     cfg = replace(CFG, gamma_cv=(10.0, 10.0))
-    w = workload_from_dict(_workload(np.random.default_rng(0), "gamma", 50.0, cfg, 120.0))
+    w = workload_from_dict(random_workload(np.random.default_rng(0), "gamma", 50.0, cfg, 120.0))
     assert gap_cv(w.arrivals(3600.0, np.random.default_rng(0))) >= 7.0
 
 

@@ -50,7 +50,7 @@ class TorchServeError(RuntimeError):
         self.url = url
 
 
-def _parse_expiry(text: str | None) -> float | None:
+def parse_expiry(text: str | None) -> float | None:
     if not text:
         return None
     # Java writes nanoseconds ("...48.505495729Z"); Python takes at most microseconds.
@@ -89,7 +89,7 @@ class KeyFile:
                     raise
                 time.sleep(0.1)
         tokens = {
-            api: Token(entry["key"], _parse_expiry(entry.get("expiration time")))
+            api: Token(entry["key"], parse_expiry(entry.get("expiration time")))
             for api, entry in raw.items()
         }
         with self._lock:

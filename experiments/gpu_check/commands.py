@@ -14,7 +14,7 @@ from tsadapt.markdown import command_of
 DEFAULT_TIME_LIMIT_S = 540.0
 
 
-def _parts(value: str) -> tuple[str, ...]:
+def parse_parts(value: str) -> tuple[str, ...]:
     from tsadapt.experiments.gpu_check.runner import PARTS
 
     chosen = []
@@ -97,7 +97,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("out_dir", nargs="?", type=Path, metavar="OUT_DIR")
     p.add_argument(
         "--parts",
-        type=_parts,
+        type=parse_parts,
         default=PARTS,
         help="comma-separated, 1-4 or names (default: all, in order of value)",
     )

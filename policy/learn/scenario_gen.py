@@ -37,7 +37,7 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def _workload(
+def random_workload(
     rng: np.random.Generator, kind: str, rate: float, cfg: RandomiseConfig, duration_s: float
 ) -> dict[str, Any]:
     """A workload of ``kind`` whose mean rate is about ``rate`` (peaks capped)."""
@@ -238,7 +238,7 @@ def random_scenario(
             kind = str(rng.choice(cfg.kinds, p=w / w.sum()))
         else:
             kind = str(rng.choice(cfg.kinds))
-        w = _workload(rng, kind, max(rate, 1.0), cfg, duration_s)
+        w = random_workload(rng, kind, max(rate, 1.0), cfg, duration_s)
         workload.append({"model": model["name"], **w})
     budget = int(rng.integers(n, sum(m["max_workers"] for m in models) + 1))
     return scenario_from_dict(
