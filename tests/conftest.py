@@ -67,7 +67,10 @@ def runs_dir(tmp_path: Path, model_store: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def torchserve(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> Iterator[LiveServer]:
+def torchserve_session(
+    tmp_path_factory: pytest.TempPathFactory, model_store: Path
+) -> Iterator[LiveServer]:
+    """One TorchServe with the demo models for the whole session."""
     config = ServerConfig.with_free_ports(
         workdir=tmp_path_factory.mktemp("torchserve"), model_store=model_store
     )
@@ -76,6 +79,22 @@ def torchserve(tmp_path_factory: pytest.TempPathFactory, model_store: Path) -> I
         yield LiveServer(server, config, server.client(timeout_s=60))
     finally:
         stop(config.workdir)
+
+
+@pytest.fixture
+def torchserve(torchserve_session: LiveServer) -> Iterator[LiveServer]:
+    """The session's TorchServe; after the test, each demo model still registered gets its
+    registration batch size and delay back (a controller a test ran may have changed them),
+    so no test sees another's settings."""
+    yield torchserve_session
+    from tsadapt.handlers.catalog import DEMO_MODELS
+    from tsadapt.plugin.adapt_client import AdaptClient
+
+    adapt = AdaptClient(torchserve_session.client)
+    registered = set(torchserve_session.client.list_models())
+    for name, model in DEMO_MODELS.items():
+        if name in registered:
+            adapt.set_batching(name, model.batch_size, model.max_batch_delay_ms)
 
 
 @pytest.fixture

@@ -46,7 +46,8 @@ GOOD = {"x": [1.0, 2.0, 3.0, 4.0]}
 
 
 @pytest.fixture(scope="module")
-def optin_model(torchserve, tmp_path_factory: pytest.TempPathFactory) -> str:
+def optin_model(torchserve_session, tmp_path_factory: pytest.TempPathFactory) -> str:
+    torchserve = torchserve_session
     home = tmp_path_factory.mktemp("optin")
     (home / "handler.py").write_text(HANDLER_PY)
     subprocess.run(
