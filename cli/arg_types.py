@@ -25,6 +25,17 @@ def positive_float(value: str) -> float:
     return x
 
 
+def nonneg_float(value: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {x}")
+    return x
+
+
 def positive_int(value: str) -> int:
     """argparse type: an integer >= 1."""
     try:

@@ -14,25 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+from tsadapt.cli.arg_types import nonneg_float, positive_float
 
 
 def register(subparsers: Any) -> None:
@@ -60,10 +42,10 @@ def register(subparsers: Any) -> None:
         help="model name(s), comma-separated: --access-log keeps these (default: every model "
         "in the log); --csv names the one model the file's arrivals are for (required)",
     )
-    p.add_argument("--start", type=_nonneg_float, default=0.0, help="source seconds to skip")
-    p.add_argument("--duration", type=_positive_float, default=None, help="source seconds kept")
-    p.add_argument("--time-scale", type=_positive_float, default=1.0)
-    p.add_argument("--rate-scale", type=_positive_float, default=1.0)
+    p.add_argument("--start", type=nonneg_float, default=0.0, help="source seconds to skip")
+    p.add_argument("--duration", type=positive_float, default=None, help="source seconds kept")
+    p.add_argument("--time-scale", type=positive_float, default=1.0)
+    p.add_argument("--rate-scale", type=positive_float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="for --rate-scale (default: 0)")
     p.add_argument(
         "--note",
