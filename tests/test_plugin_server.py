@@ -57,8 +57,8 @@ def closed_loop_load(
 
 
 @pytest.fixture(scope="module")
-def adapt(torchserve: Any) -> AdaptClient:
-    return AdaptClient(torchserve.client)
+def adapt(torchserve_session: Any) -> AdaptClient:
+    return AdaptClient(torchserve_session.client)
 
 
 @pytest.fixture

@@ -142,8 +142,8 @@ def p99(sent: list[Sent], start_s: float, end_s: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def adapt(torchserve: Any) -> AdaptClient:
-    return AdaptClient(torchserve.client)
+def adapt(torchserve_session: Any) -> AdaptClient:
+    return AdaptClient(torchserve_session.client)
 
 
 @dataclass(frozen=True)
@@ -178,14 +178,13 @@ def throughput(torchserve: Any, adapt: AdaptClient, settings: dict[str, int]) ->
 
 
 @pytest.fixture(scope="module")
-def load_step(torchserve: Any, adapt: AdaptClient) -> LoadStep:
+def load_step(torchserve_session: Any, adapt: AdaptClient) -> LoadStep:
+    server = torchserve_session
     before = snapshot(adapt)[MODEL]
     try:
-        step = LoadStep(
-            throughput(torchserve, adapt, START), throughput(torchserve, adapt, BATCHED)
-        )
+        step = LoadStep(throughput(server, adapt, START), throughput(server, adapt, BATCHED))
     finally:
-        put(torchserve, adapt, MODEL, *before)
+        put(server, adapt, MODEL, *before)
     print(json.dumps({**asdict(step), "high_rps": step.high_rps}))
     assert step.batched_rps >= MIN_BATCHING_GAIN * step.unbatched_rps, (
         f"batching raises this server's throughput only {step.batched_rps:.0f} / "
