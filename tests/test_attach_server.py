@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from test_sidecar_server import open_loop, p99
+from user_server import UserServer, user_torchserve, write_user_files
 
-from tsadapt.client import KeyFile, TorchServeClient
-from tsadapt.experiments.foreign_model import FEATURES, HANDLER_PY, MODEL_CONFIG, MODEL_PY
-from tsadapt.plugin.build import plugins_path
+from tsadapt.experiments.foreign_model import FEATURES
 from tsadapt.serve.attach import find_key_file
 from tsadapt.serve.server import free_port
 from tsadapt.sidecar.decision_log import read_log
@@ -54,20 +50,6 @@ CONTROLLER = {
 PHASES = ((8.0, 20.0), (14.0, 200.0), (14.0, 20.0))
 
 
-@dataclass(frozen=True)
-class UserServer:
-    """What a user has: a folder, their config.properties, the key file TorchServe wrote."""
-
-    home: Path
-    config: Path
-    key_file: Path
-    env: dict[str, str]
-    client: TorchServeClient
-
-    def attach(self) -> list[str]:
-        return ["--ts-config", str(self.config), "--key-file", str(self.key_file)]
-
-
 def tsadapt(
     *args: str, timeout: float = 120, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
@@ -80,98 +62,12 @@ def tsadapt(
     )
 
 
-def archive(home: Path, store: Path, name: str) -> None:
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "torch-model-archiver"),
-            "--model-name", name, "--version", "1.0",
-            "--model-file", str(home / "model.py"),
-            "--serialized-file", str(home / "mymlp.pt"),
-            "--handler", str(home / "handler.py"),
-            "--config-file", str(home / "model-config.yaml"),
-            "--export-path", str(store), "--force",
-        ],
-        check=True,
-    )  # fmt: skip
-
-
-def write_user_files(home: Path) -> Path:
-    """The model, handler, weights, archives and config.properties a user would write."""
-    (home / "model.py").write_text(MODEL_PY)
-    (home / "handler.py").write_text(HANDLER_PY)
-    (home / "model-config.yaml").write_text(MODEL_CONFIG)
-    sys.path.insert(0, str(home))
-    try:
-        from model import UserMLP  # the user's module, just written
-
-        torch.manual_seed(0)
-        torch.save(UserMLP().state_dict(), home / "mymlp.pt")
-    finally:
-        sys.path.remove(str(home))
-        sys.modules.pop("model", None)
-    store = home / "model-store"
-    store.mkdir()
-    for name in (MODEL, SECOND):
-        archive(home, store, name)
-    # in a folder of its own: key_file.json lands where TorchServe starts, not next to it
-    config = home / "conf" / "config.properties"
-    config.parent.mkdir()
-    config.write_text(
-        f"inference_address=http://127.0.0.1:{free_port()}\n"
-        f"management_address=http://127.0.0.1:{free_port()}\n"
-        f"metrics_address=http://127.0.0.1:{free_port()}\n"
-        "grpc_inference_address=127.0.0.1\ngrpc_management_address=127.0.0.1\n"
-        f"grpc_inference_port={free_port()}\ngrpc_management_port={free_port()}\n"
-        f"model_store={store}\nload_models={MODEL}.mar\n"
-        f"enable_model_api=true\nplugins_path={plugins_path()}\n"
-    )
-    return config
-
-
-def _torchserve(env: dict[str, str], home: Path, *args: str) -> int:
-    """``torchserve ARGS`` from the user's folder; output to a file (the JVM keeps it open)."""
-    cmd = [str(Path(sys.executable).parent / "torchserve"), *args]
-    with (home / "torchserve.out").open("a") as out:
-        return subprocess.run(
-            cmd, cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=60
-        ).returncode
-
-
 @pytest.fixture(scope="module")
 def user_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserServer]:
     home = tmp_path_factory.mktemp("user")
-    config = write_user_files(home)
-    (home / "tmp").mkdir()
-    # TMPDIR: TorchServe's pid file lives there; our own lets it run beside other servers.
-    env = {**os.environ, "TMPDIR": str(home / "tmp"), "LOG_LOCATION": str(home / "logs")}
-    try:
-        relative = str(config.relative_to(home))  # as a user types it, from their folder
-        started = _torchserve(env, home, "--start", "--ts-config", relative, "--ncs")
-        assert started == 0, (home / "torchserve.out").read_text()
-        key_file = home / "key_file.json"
-        deadline = time.monotonic() + 120
-        client = None
-        while time.monotonic() < deadline:
-            if key_file.is_file():
-                from tsadapt.serve.attach import read_properties
-
-                props = read_properties(config)
-                client = TorchServeClient(
-                    props["inference_address"], props["management_address"], KeyFile(key_file)
-                )
-                try:
-                    if MODEL in client.list_models() and client.describe(MODEL)["workers"]:
-                        if client.describe(MODEL)["workers"][0]["status"] == "READY":
-                            break
-                except Exception:  # noqa: BLE001 - still starting
-                    pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"TorchServe did not start: {(home / 'torchserve.out').read_text()}")
-        assert client is not None
-        yield UserServer(home, config, key_file, env, client)
-    finally:
-        _torchserve(env, home, "--stop")
+    config = write_user_files(home, (MODEL, SECOND))
+    with user_torchserve(home, config, MODEL) as server:
+        yield server
 
 
 def payload(i: int) -> dict[str, Any]:

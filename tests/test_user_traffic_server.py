@@ -13,7 +13,6 @@ plugin on ``plugins_path``. Load is open loop to 127.0.0.1, bounded in time and 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -27,16 +26,12 @@ from typing import Any
 import numpy as np
 import pytest
 import requests
-import torch
 import yaml
+from user_server import UserServer, user_torchserve, write_user_files
 
-from tsadapt.client import KeyFile, TorchServeClient
-from tsadapt.experiments.foreign_model import HANDLER_PY, MODEL_CONFIG
+from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
-from tsadapt.plugin.build import plugins_path
 from tsadapt.policy.ppo_policy import SHIPPED_POLICY, file_sha256
-from tsadapt.serve.attach import read_properties
-from tsadapt.serve.server import free_port
 from tsadapt.sidecar.decision_log import read_log
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -81,18 +76,6 @@ RATE_BACKOFF, RATE_TRIES, PROBE_S = 0.85, 4, 10.0
 PROBE_BATCH = 9
 
 
-@dataclass(frozen=True)
-class UserServer:
-    home: Path
-    config: Path
-    key_file: Path
-    env: dict[str, str]
-    client: TorchServeClient
-
-    def attach(self) -> list[str]:
-        return ["--ts-config", str(self.config), "--key-file", str(self.key_file)]
-
-
 def tsadapt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tsadapt.cli.main", *args],
@@ -102,90 +85,17 @@ def tsadapt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     )
 
 
-def torchserve_cmd(server_env: dict[str, str], home: Path, *args: str) -> int:
-    cmd = [str(Path(sys.executable).parent / "torchserve"), *args]
-    with (home / "torchserve.out").open("a") as out:
-        return subprocess.run(
-            cmd, cwd=home, env=server_env, stdout=out, stderr=subprocess.STDOUT, timeout=60
-        ).returncode
-
-
-def write_user_files(home: Path) -> Path:
-    (home / "model.py").write_text(MODEL_PY)
-    (home / "handler.py").write_text(HANDLER_PY)
-    (home / "model-config.yaml").write_text(MODEL_CONFIG)
-    sys.path.insert(0, str(home))
-    try:
-        from model import UserMLP  # the user's module, just written
-
-        torch.manual_seed(0)
-        torch.save(UserMLP().state_dict(), home / "usermlp.pt")
-    finally:
-        sys.path.remove(str(home))
-        sys.modules.pop("model", None)
-    store = home / "model-store"
-    store.mkdir()
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "torch-model-archiver"),
-            "--model-name", MODEL, "--version", "1.0",
-            "--model-file", str(home / "model.py"),
-            "--serialized-file", str(home / "usermlp.pt"),
-            "--handler", str(home / "handler.py"),
-            "--config-file", str(home / "model-config.yaml"),
-            "--export-path", str(store), "--force",
-        ],
-        check=True,
-    )  # fmt: skip
-    config = home / "conf" / "config.properties"
-    config.parent.mkdir()
-    config.write_text(
-        f"inference_address=http://127.0.0.1:{free_port()}\n"
-        f"management_address=http://127.0.0.1:{free_port()}\n"
-        f"metrics_address=http://127.0.0.1:{free_port()}\n"
-        "grpc_inference_address=127.0.0.1\ngrpc_management_address=127.0.0.1\n"
-        f"grpc_inference_port={free_port()}\ngrpc_management_port={free_port()}\n"
-        f"model_store={store}\nload_models={MODEL}.mar\n"
-        f"job_queue_size={JOB_QUEUE}\ndefault_workers_per_model=1\n"
-        f"enable_model_api=true\nplugins_path={plugins_path()}\n"
-    )
-    return config
-
-
 @pytest.fixture(scope="module")
 def user_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserServer]:
     home = tmp_path_factory.mktemp("owntraffic")
-    config = write_user_files(home)
-    (home / "tmp").mkdir()
-    server_env = {
-        **os.environ,
-        "TMPDIR": str(home / "tmp"),
-        "LOG_LOCATION": str(home / "logs"),
-        "OMP_NUM_THREADS": "1",
-    }
-    try:
-        rel = str(config.relative_to(home))
-        assert torchserve_cmd(server_env, home, "--start", "--ts-config", rel, "--ncs") == 0
-        key_file, deadline, client = home / "key_file.json", time.monotonic() + 180, None
-        while time.monotonic() < deadline:
-            if key_file.is_file():
-                props = read_properties(config)
-                try:
-                    client = TorchServeClient(
-                        props["inference_address"], props["management_address"], KeyFile(key_file)
-                    )
-                    workers = client.describe(MODEL)["workers"]
-                    if workers and workers[0]["status"] == "READY":
-                        break
-                except Exception:  # noqa: BLE001 - still starting
-                    pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"TorchServe did not start: {(home / 'torchserve.out').read_text()}")
-        assert client is not None
-        yield UserServer(home, config, key_file, server_env, client)
-    finally:
-        torchserve_cmd(server_env, home, "--stop")
+    config = write_user_files(
+        home,
+        (MODEL,),
+        model_py=MODEL_PY,
+        properties=f"job_queue_size={JOB_QUEUE}\ndefault_workers_per_model=1\n",
+    )
+    with user_torchserve(home, config, MODEL, env={"OMP_NUM_THREADS": "1"}) as server:
+        yield server
 
 
 def payload(i: int) -> dict[str, Any]:

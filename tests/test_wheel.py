@@ -13,17 +13,15 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from test_attach_server import MODEL, write_user_files
+from test_attach_server import MODEL
+from user_server import UserServer, user_torchserve, write_user_files
 
-from tsadapt.client import KeyFile, TorchServeClient
 from tsadapt.plugin.build import JAR_NAME
-from tsadapt.serve.attach import read_properties
 from tsadapt.sidecar.decision_log import read_log
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -92,7 +90,7 @@ def test_the_base_install_has_no_torch_and_runs_from_site_packages(
 
 
 @pytest.fixture(scope="module")
-def wheel_server(base_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def wheel_server(base_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserServer]:
     """The user's TorchServe (run from this test's environment, which has torch), with the
     plugin folder the wheel's ``tsadapt plugin path`` prints."""
     home = tmp_path_factory.mktemp("wheel-user")
@@ -100,50 +98,15 @@ def wheel_server(base_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     assert path.returncode == 0, path.stderr
     folder = Path(path.stdout.strip())
     assert (folder / JAR_NAME).is_file() and str(folder).startswith(str(base_venv))
-    config = write_user_files(home)
-    text = config.read_text()
-    lines = [ln for ln in text.splitlines() if not ln.startswith("plugins_path=")]
-    config.write_text("\n".join([*lines, f"plugins_path={folder}"]) + "\n")
-    (home / "tmp").mkdir()
-    env = {**os.environ, "TMPDIR": str(home / "tmp"), "LOG_LOCATION": str(home / "logs")}
-    torchserve = str(Path(sys.executable).parent / "torchserve")
-    out = (home / "torchserve.out").open("a")
-    try:
-        started = subprocess.run(
-            [torchserve, "--start", "--ts-config", str(config), "--ncs"],
-            cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=60,
-        )  # fmt: skip
-        assert started.returncode == 0, (home / "torchserve.out").read_text()
-        key_file = home / "key_file.json"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if key_file.is_file():
-                props = read_properties(config)
-                client = TorchServeClient(
-                    props["inference_address"], props["management_address"], KeyFile(key_file)
-                )
-                try:
-                    workers = client.describe(MODEL)["workers"]
-                    if workers and workers[0]["status"] == "READY":
-                        break
-                except Exception:  # noqa: BLE001 - still starting
-                    pass
-            time.sleep(0.5)
-        else:
-            pytest.fail(f"TorchServe did not start: {(home / 'torchserve.out').read_text()}")
-        yield {"home": home, "attach": ["--ts-config", str(config), "--key-file", str(key_file)]}
-    finally:
-        subprocess.run(
-            [torchserve, "--stop"], cwd=home, env=env, stdout=out, stderr=subprocess.STDOUT,
-            timeout=60,
-        )  # fmt: skip
-        out.close()
+    config = write_user_files(home, (MODEL,), plugins=folder)
+    with user_torchserve(home, config, MODEL) as server:
+        yield server
 
 
 def test_the_sidecar_from_the_wheel_controls_a_users_server(
-    base_venv: Path, wheel_server: dict, tmp_path: Path
+    base_venv: Path, wheel_server: UserServer, tmp_path: Path
 ) -> None:
-    attach = wheel_server["attach"]
+    attach = wheel_server.attach()
     status = _tsadapt(base_venv, tmp_path, "status", *attach, "--json")
     assert status.returncode == 0, status.stderr
     assert MODEL in {m["model"] for m in json.loads(status.stdout)["models"]}
