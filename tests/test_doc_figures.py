@@ -61,6 +61,10 @@ FIGURES: list[Figure] = [
            ("numpy (tsadapt control --policy ppo).median_mb",)),
     Figure("README.md", "({} MiB on the torch path", "sidecar-rss.json",
            ("torch (PPOPolicy, the previous path).median_mb",)),
+    # README: the soak hour
+    Figure("README.md", "`BaseHandler` model, {} requests", "soak.json", ("requests",), "d"),
+    Figure("README.md", "grew by\n  {} % at most (the JVM)", "soak.json",
+           ("processes[process=frontend (JVM)].rss_growth_pct",), ".2f"),
     # docs/simulator-and-learning.md
     Figure("docs/simulator-and-learning.md", "(`load_worker_cpu_s`; the committed run: {})",
            "fidelity-calibration.json", ("cpu.load_worker_cpu_s",), ".2f"),
