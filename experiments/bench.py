@@ -19,6 +19,7 @@ the arrivals and records in ``bench_schedule``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -192,6 +193,7 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
     console = Console(stderr=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     started_text = time.strftime("%Y-%m-%d %H:%M")
+    load_before = os.getloadavg()[0]
     t_start = time.monotonic()
     first = schedules[seeds[0]]
     console.print(
@@ -246,7 +248,8 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
     if peers:
         from tsadapt.experiments.peers.peers_report import write_report
 
-        peers_md = write_report(cfg, scenario, first.duration_s, started_text, runs, caps)
+        load_avg = (load_before, os.getloadavg()[0])
+        peers_md = write_report(cfg, scenario, first.duration_s, started_text, runs, caps, load_avg)
         console.print(f"wrote {peers_md} and {peers_md.with_suffix('.json').name}")
     results = [r for seed in seeds for r in runs[seed]]
     (cfg.runs_dir / scenario.name / f"{stamp}-summary.json").write_text(

@@ -53,8 +53,17 @@ FIGURES: list[Figure] = [
     bench("README.md", "SLOs ({} req/s of goodput)", "surge", "aimd", GOOD, ".2f"),
     bench("README.md", "against {} % (", "surge", "static", ATT),
     bench("README.md", " ({} req/s) for the", "surge", "static", GOOD, ".2f"),
-    bench("README.md", "on `co-surge`, {} % against", "co-surge", "aimd", ATT),
-    bench("README.md", "against {} %. Details", "co-surge", "static", ATT),
+    bench("README.md", "on `co-surge`, ppo attains {} % and", "co-surge", "ppo", ATT),
+    bench("README.md", "% and aimd {} % against", "co-surge", "aimd", ATT),
+    bench("README.md", "against {} %,\n  ppo ahead", "co-surge", "static", ATT),
+    bench("README.md", "with {} worker-seconds", "co-surge", "ppo", "worker_seconds", ".0f"),
+    bench("README.md", "worker-seconds against {}.", "co-surge", "aimd", "worker_seconds", ".0f"),
+    # README: the peers (bench-co-surge.json holds every system's runs; peers.json capacity)
+    bench("README.md", "BentoML 1.4 attains {} % without", "co-surge", "bentoml-nobatch", ATT),
+    bench("README.md", "batching and {} % with its", "co-surge", "bentoml-adaptive", ATT),
+    Figure("README.md", "batching answers {} req/s closed loop, TorchServe at its defaults {}.",
+           "peers.json", ("capacity[system=bentoml-nobatch,model=image].rps",
+                          "capacity[system=static,model=image].rps")),
     Figure("README.md", "server on {} of {} scenarios", "fidelity.json",
            ("scenarios_agreeing#len", "scenarios#len"), "d"),
     Figure("README.md", "holds\n  {} MiB resident", "sidecar-rss.json",
@@ -85,20 +94,16 @@ FIGURES: list[Figure] = [
                              for n in (1, 2, 4))),
     # docs/benches-and-peers.md: the withdrawn Ray Serve rows, named; the multi-seed table's
     # rows are added below
-    bench("docs/benches-and-peers.md", "these two reports ({} % on co-surge)", "co-surge",
+    bench("docs/benches-and-peers.md", "of `bench-surge.md` ({} % on surge)", "surge",
           "rayserve", ATT),
 ]  # fmt: skip
 
-#: The multi-seed table's rows in docs/benches-and-peers.md: (scenario, controller, label).
+#: The multi-seed table's rows in docs/benches-and-peers.md: (scenario, controller, label);
+#: the scenario's best adaptive controller (its JSON's ``best_adaptive``) is in bold.
 BENCH_ROWS = [
-    (scenario, ctrl, label)
-    for scenario in ("surge", "co-surge")
-    for ctrl, label in (
-        ("static", "static"),
-        ("aimd", "**aimd**"),
-        ("queue", "queue"),
-        ("ppo", "ppo"),
-    )
+    (scenario, ctrl, f"**{ctrl}**" if ctrl == best else ctrl)
+    for scenario, best in (("surge", "aimd"), ("co-surge", "ppo"))
+    for ctrl in ("static", "aimd", "queue", "ppo")
 ]
 for _scenario, _ctrl, _label in BENCH_ROWS:
     _base = f"controllers.{_ctrl}"
@@ -174,6 +179,19 @@ def expected(fig: Figure) -> str:
 def test_a_quoted_figure_matches_its_json(fig: Figure) -> None:
     text = expected(fig)
     assert text in _page(fig.doc), f"{fig.doc} should quote {text!r} ({fig.source})"
+
+
+@pytest.mark.parametrize("scenario", ["surge", "co-surge"])
+def test_the_bold_row_is_the_best_adaptive(scenario: str) -> None:
+    best = {s: c for s, c, label in BENCH_ROWS if label.startswith("**")}
+    assert best[scenario] == _json(f"bench-{scenario}.json")["best_adaptive"]
+
+
+def test_ppo_ahead_of_aimd_on_co_surge_as_the_readme_counts() -> None:
+    """The README's "ppo ahead of aimd on N of M seeds": N positive paired differences."""
+    diffs = value(_json("bench-co-surge.json"), "paired[controller=ppo,against=aimd].goodput_diff")
+    ahead = sum(d > 0 for d in diffs.values())
+    assert f"ppo ahead of aimd on {ahead} of {len(diffs)} seeds" in _page("README.md")
 
 
 def test_a_drifted_figure_is_caught() -> None:

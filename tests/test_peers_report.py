@@ -63,9 +63,10 @@ def test_report_has_both_tables_capacity_settings_and_the_rule(tmp_path: Path) -
     md = write_peers_report(
         tmp_path / "peers.md", "tsadapt lab bench --peers rayserve,bentoml", "co-surge", 60.0,
         "2026-12-07 05:00", runs, caps, rows, {"rayserve": "its own venv"}, ["## Where"],
-        "docs/results/peers/bench-co-surge.md",
+        "docs/results/peers/bench-co-surge.md", (0.4, 1.9),
     )  # fmt: skip
     text = md.read_text()
+    assert "load average 0.4 when the bench started and 1.9 when it ended" in text
     assert text.count("tsadapt lab bench --peers rayserve,bentoml") == 1
     for needle in ("## Fixed against fixed", "## Adaptive against adaptive",
                    "| static | image | 60.0", "failed: no venv", "`upscale_delay_s` | 1.0 | 30",
