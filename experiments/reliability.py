@@ -123,9 +123,9 @@ def write(results: Sequence[FaultResult], out_dir: Path, command: str,
         "non-200 outcome, by status in the details. Checks are the conditions each run must "
         "meet (the same ones `tests/test_faults_server.py` asserts).",
         "",
-        f"Machine: {doc['host']}, shared with other CPU-heavy work (load average "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after), so latencies and recovery "
-        "times are pessimistic.",
+        f"Machine: {doc['host']}; 1-minute load average {load_before[0]:.1f} before the runs "
+        f"and {load_after[0]:.1f} after (other processes' load lengthens latencies and "
+        "recovery times).",
         "",
     ]
     lines += table(
