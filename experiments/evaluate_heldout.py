@@ -16,7 +16,7 @@ fewest worker-seconds).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -173,13 +173,11 @@ class Comparison:
         return self.ppo_matches / self.n if self.n else math.nan
 
 
-def compare(
-    by_scenario: Mapping[str, Sequence[Mapping[str, Any]]], baseline: str, worker_s: bool = True
-) -> Comparison:
-    """PPO against ``baseline`` ("best-rule" = :func:`best_rule`) on every scenario that has
-    both; ``worker_s=False`` compares goodput alone (budget-static is held to PPO's)."""
-    n = ok = short = more = 0
-    diffs = []
+def ppo_and_baseline(
+    by_scenario: Mapping[str, Sequence[Mapping[str, Any]]], baseline: str
+) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(PPO's row, ``baseline``'s row; "best-rule" = :func:`best_rule`) of every scenario
+    that has both."""
     for rows in by_scenario.values():
         ppo = next((r for r in rows if r["policy"] == "ppo"), None)
         other = (
@@ -187,8 +185,18 @@ def compare(
             if baseline == "best-rule"
             else next((r for r in rows if r["policy"] == baseline), None)
         )
-        if ppo is None or other is None:
-            continue
+        if ppo is not None and other is not None:
+            yield ppo, other
+
+
+def compare(
+    by_scenario: Mapping[str, Sequence[Mapping[str, Any]]], baseline: str, worker_s: bool = True
+) -> Comparison:
+    """PPO against ``baseline`` ("best-rule" = :func:`best_rule`) on every scenario that has
+    both; ``worker_s=False`` compares goodput alone (budget-static is held to PPO's)."""
+    n = ok = short = more = 0
+    diffs = []
+    for ppo, other in ppo_and_baseline(by_scenario, baseline):
         n += 1
         diffs.append(ppo["goodput_rps"] - other["goodput_rps"])
         if matches(ppo, other, worker_s):
@@ -261,17 +269,7 @@ def paired_diffs(
     by_scenario: Mapping[str, Sequence[Mapping[str, Any]]], baseline: str
 ) -> list[float]:
     """PPO's goodput minus ``baseline``'s ("best-rule": :func:`best_rule`) per scenario."""
-    out = []
-    for rows in by_scenario.values():
-        ppo = next((r for r in rows if r["policy"] == "ppo"), None)
-        other = (
-            best_rule(rows)
-            if baseline == "best-rule"
-            else next((r for r in rows if r["policy"] == baseline), None)
-        )
-        if ppo is not None and other is not None:
-            out.append(ppo["goodput_rps"] - other["goodput_rps"])
-    return out
+    return [p["goodput_rps"] - o["goodput_rps"] for p, o in ppo_and_baseline(by_scenario, baseline)]
 
 
 def bootstrap_ci(
