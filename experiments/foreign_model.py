@@ -60,6 +60,40 @@ def payload(i: int) -> dict[str, Any]:
     return {"x": [((i * 7 + j) % 13) / 13.0 for j in range(FEATURES)]}
 
 
+def write_sources(src: Path, model_py: str = MODEL_PY) -> None:
+    """Write what a user writes into ``src``: ``model.py`` (``model_py``, a ``UserMLP``), the
+    plain ``BaseHandler``, the registration's ``model-config.yaml`` and seeded weights
+    (``weights.pt``)."""
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "model.py").write_text(model_py)
+    (src / "handler.py").write_text(HANDLER_PY)
+    (src / "model-config.yaml").write_text(MODEL_CONFIG)
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); from model import UserMLP; "
+        "torch.manual_seed(0); torch.save(UserMLP().state_dict(), sys.argv[2])"
+    )
+    subprocess.run([sys.executable, "-c", code, str(src), str(src / "weights.pt")], check=True)
+
+
+def archive_sources(src: Path, store: Path, name: str) -> Path:
+    """``torch-model-archiver`` over :func:`write_sources`' files, as a user runs it:
+    ``store/<name>.mar``."""
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "torch-model-archiver"),
+            "--model-name", name, "--version", "1.0",
+            "--model-file", str(src / "model.py"),
+            "--serialized-file", str(src / "weights.pt"),
+            "--handler", str(src / "handler.py"),
+            "--config-file", str(src / "model-config.yaml"),
+            "--export-path", str(store), "--force",
+        ],
+        check=True,
+        env={**os.environ, "TMPDIR": str(src)},  # the archiver stages in <temp dir>/<name>
+    )  # fmt: skip
+    return store / f"{name}.mar"
+
+
 def build_archive(store: Path, name: str = NAME) -> Path:
     """Write the model, handler and seeded weights to ``store/<name>-src`` and archive
     ``store/<name>.mar``; return the archive (rebuilt only when missing)."""
@@ -68,30 +102,8 @@ def build_archive(store: Path, name: str = NAME) -> Path:
     if mar.is_file():
         return mar
     src = store / f"{name}-src"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / "model.py").write_text(MODEL_PY)
-    (src / "handler.py").write_text(HANDLER_PY)
-    (src / "model-config.yaml").write_text(MODEL_CONFIG)
-    weights = src / "weights.pt"
-    code = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1]); from model import UserMLP; "
-        "torch.manual_seed(0); torch.save(UserMLP().state_dict(), sys.argv[2])"
-    )
-    subprocess.run([sys.executable, "-c", code, str(src), str(weights)], check=True)
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "torch-model-archiver"),
-            "--model-name", name, "--version", "1.0",
-            "--model-file", str(src / "model.py"),
-            "--serialized-file", str(weights),
-            "--handler", str(src / "handler.py"),
-            "--config-file", str(src / "model-config.yaml"),
-            "--export-path", str(store), "--force",
-        ],
-        check=True,
-        env={**os.environ, "TMPDIR": str(src)},  # the archiver stages in <temp dir>/<name>
-    )  # fmt: skip
-    return mar
+    write_sources(src)
+    return archive_sources(src, store, name)
 
 
 def register(client: Any, name: str = NAME, workers: int = 1) -> None:  # noqa: ANN401 - client

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tsadapt.client import KeyFile, TorchServeClient
-from tsadapt.experiments.foreign_model import HANDLER_PY, MODEL_CONFIG, MODEL_PY
+from tsadapt.experiments.foreign_model import MODEL_PY, archive_sources, write_sources
 from tsadapt.plugin.build import plugins_path
 from tsadapt.serve.attach import read_properties
 from tsadapt.serve.server import free_port
@@ -52,29 +52,11 @@ def write_user_files(
     """Write the model, handler and seeded weights a user would, archive one ``.mar`` per
     name in ``models`` (the same network each), and write ``conf/config.properties`` on free
     loopback ports that loads the first; ``properties`` are extra lines. Returns the config."""
-    (home / "model.py").write_text(model_py)
-    (home / "handler.py").write_text(HANDLER_PY)
-    (home / "model-config.yaml").write_text(MODEL_CONFIG)
-    code = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1]); from model import UserMLP; "
-        "torch.manual_seed(0); torch.save(UserMLP().state_dict(), sys.argv[2])"
-    )
-    subprocess.run([sys.executable, "-c", code, str(home), str(home / "weights.pt")], check=True)
+    write_sources(home, model_py)
     store = home / "model-store"
     store.mkdir()
     for name in models:
-        subprocess.run(
-            [
-                str(Path(sys.executable).parent / "torch-model-archiver"),
-                "--model-name", name, "--version", "1.0",
-                "--model-file", str(home / "model.py"),
-                "--serialized-file", str(home / "weights.pt"),
-                "--handler", str(home / "handler.py"),
-                "--config-file", str(home / "model-config.yaml"),
-                "--export-path", str(store), "--force",
-            ],
-            check=True,
-        )  # fmt: skip
+        archive_sources(home, store, name)
     # in a folder of its own: key_file.json lands where TorchServe starts, not next to it
     config = home / "conf" / "config.properties"
     config.parent.mkdir()
