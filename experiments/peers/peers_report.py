@@ -24,6 +24,7 @@ from tsadapt.experiments.bench_capacity import USERS, WARMUP_S, Capacity
 from tsadapt.experiments.bench_run import RunResult, fmt
 from tsadapt.experiments.bench_schedule import LATENESS_LIMIT_MS
 from tsadapt.experiments.bench_seeds import finite_json, invalid_runs, per_controller, stats
+from tsadapt.experiments.peers.load_levels import LoadLevels
 from tsadapt.experiments.peers.settings import SettingRow
 from tsadapt.markdown import table
 
@@ -139,10 +140,11 @@ def write_peers_report(
     md: Path, command: str, scenario: str, duration_s: float, started: str,
     runs: SeedRuns, caps: Sequence[Capacity], settings: Sequence[SettingRow],
     environments: Mapping[str, str], breakdown: Sequence[str] = (), bench_md: str = "",
-    load_avg: tuple[float, float] | None = None,
+    load_avg: tuple[float, float] | None = None, levels: LoadLevels | None = None,
 ) -> Path:  # fmt: skip
     """Write ``md`` (``peers.md``) and its ``.json``; return ``md``. ``load_avg``: the box's
-    1-minute load average when the bench started and when it ended."""
+    1-minute load average when the bench started and when it ended; ``levels``: the figures
+    on light and heavy load."""
     seeds = sorted(runs)
     present = [r.controller for r in runs[seeds[0]]]
     fixed = [c for c in FIXED if c in present]
@@ -206,6 +208,7 @@ def write_peers_report(
         "",
         *table(PAIR_HEADER, pair_rows(adaptive_pairs)),
         "",
+        *(levels.section([*fixed, *ours, *peers]) if levels is not None else []),
     ]
     if not_ok:
         lines += ["Runs that did not complete:", ""]
@@ -240,6 +243,7 @@ def write_peers_report(
         "capacity": [asdict(c) for c in caps],
         "settings": [asdict(r) for r in settings],
         "environments": dict(environments),
+        "load_levels": levels.as_json() if levels is not None else None,
         "not_ok": [{"seed": s, "run": r.controller, "status": r.status, "reason": r.reason}
                    for s, r in not_ok],
     }  # fmt: skip
@@ -256,6 +260,7 @@ def write_report(cfg: BenchConfig, scenario: Scenario, duration_s: float, starte
                  runs: dict[int, list[RunResult]], caps: list,
                  load_avg: tuple[float, float] | None = None) -> Path:  # fmt: skip
     """``peers.md`` / ``peers.json`` in the bench's report folder."""
+    from tsadapt.experiments.bench_schedule import scenario_schedule
     from tsadapt.experiments.peers.breakdown import breakdown_section
     from tsadapt.experiments.peers.envs import peer_python
     from tsadapt.experiments.peers.peer_bench import RUN_NAMES, settings_rows, variant_of
@@ -267,8 +272,9 @@ def write_report(cfg: BenchConfig, scenario: Scenario, duration_s: float, starte
     for peer in dict.fromkeys(variant_of(r)[0] for r in peer_runs):
         python, where = peer_python(peer)
         envs[peer] = where if python is not None else f"not installed ({where})"
+    schedules = {s: scenario_schedule(scenario, s, duration_s, cfg.max_requests) for s in runs}
     return write_peers_report(
         cfg.peers_report or cfg.out_dir / "peers.md", cfg.command, scenario.name, duration_s,
         started, runs, caps, settings, envs, breakdown_section(runs),
-        str(cfg.out_dir / f"bench-{scenario.name}.md"), load_avg,
+        str(cfg.out_dir / f"bench-{scenario.name}.md"), load_avg, LoadLevels.of(runs, schedules),
     )  # fmt: skip
