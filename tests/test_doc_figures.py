@@ -49,21 +49,39 @@ def gpu(text: str, model: str, device: str, fmt: str) -> Figure:
 ATT, GOOD = "slo_attainment_pct", "goodput_rps"
 FIGURES: list[Figure] = [
     # README: results summary
-    bench("README.md", "aimd attains {} % of", "surge", "aimd", ATT),
-    bench("README.md", "SLOs ({} req/s of goodput)", "surge", "aimd", GOOD, ".2f"),
+    bench("README.md", "on `surge`, ppo attains\n  {} % of", "surge", "ppo", ATT),
+    bench("README.md", "SLOs ({} req/s of goodput)", "surge", "ppo", GOOD, ".2f"),
     bench("README.md", "against {} % (", "surge", "static", ATT),
-    bench("README.md", " ({} req/s) for the", "surge", "static", GOOD, ".2f"),
+    bench("README.md", " ({} req/s)\n  for the", "surge", "static", GOOD, ".2f"),
     bench("README.md", "on `co-surge`, ppo attains {} % and", "co-surge", "ppo", ATT),
     bench("README.md", "% and aimd {} % against", "co-surge", "aimd", ATT),
     bench("README.md", "against {} %,\n  ppo ahead", "co-surge", "static", ATT),
     bench("README.md", "with {} worker-seconds", "co-surge", "ppo", "worker_seconds", ".0f"),
     bench("README.md", "worker-seconds against {}.", "co-surge", "aimd", "worker_seconds", ".0f"),
-    # README: the peers (bench-co-surge.json holds every system's runs; peers.json capacity)
-    bench("README.md", "BentoML 1.4 attains {} % without", "co-surge", "bentoml-nobatch", ATT),
-    bench("README.md", "batching and {} % with its", "co-surge", "bentoml-adaptive", ATT),
-    Figure("README.md", "batching answers {} req/s closed loop, TorchServe at its defaults {}.",
-           "peers.json", ("capacity[system=bentoml-nobatch,model=image].rps",
-                          "capacity[system=static,model=image].rps")),
+    # README: the peers (bench-<scenario>.json holds every system's runs; peers*.json the
+    # capacity and the light-load figures)
+    bench("README.md", "defaults on `surge` ({} % against", "surge", "bentoml-nobatch", ATT),
+    bench("README.md", "% against {} %, ahead on every", "surge", "static", ATT),
+    Figure("README.md", "worker answers {} req/s closed loop there, TorchServe's {})",
+           "peers-surge.json", ("capacity[system=bentoml-nobatch,model=image].rps",
+                                "capacity[system=static,model=image].rps")),
+    bench("README.md", "heavier `co-surge` ({} % against", "co-surge", "bentoml-nobatch", ATT),
+    bench("README.md", "% against {} %).\n  - *Adaptive", "co-surge", "static", ATT),
+    bench("README.md", "batching attains {} % on\n", "surge", "bentoml-adaptive", ATT),
+    bench("README.md", "    {} worker-seconds, ppo", "surge", "bentoml-adaptive", "worker_seconds",
+          ".0f"),
+    bench("README.md", "worker-seconds, ppo {} % on", "surge", "ppo", ATT),
+    bench("README.md", "on `co-surge` it attains {} %, because", "co-surge", "bentoml-adaptive",
+          ATT),
+    Figure("README.md", "BentoML\n    answers in {} ms at the median and {} ms at the p99",
+           "peers-surge.json", ("load_levels.light.bentoml-nobatch.p50_ms.mean",
+                                "load_levels.light.bentoml-nobatch.p99_ms.mean")),
+    Figure("README.md", "TorchServe at its defaults in\n    {} and {} ms", "peers-surge.json",
+           ("load_levels.light.static.p50_ms.mean", "load_levels.light.static.p99_ms.mean")),
+    Figure("README.md", "TorchServe under ppo in {} and {} ms.", "peers-surge.json",
+           ("load_levels.light.ppo.p50_ms.mean", "load_levels.light.ppo.p99_ms.mean")),
+    bench("README.md", "far behind on two cores: {} % fixed", "surge", "rayserve-fixed", ATT),
+    bench("README.md", "% fixed and {} %\n    autoscaling", "surge", "rayserve-auto", ATT),
     Figure("README.md", "server on {} of {} scenarios", "fidelity.json",
            ("scenarios_agreeing#len", "scenarios#len"), "d"),
     Figure("README.md", "holds\n  {} MiB resident", "sidecar-rss.json",
@@ -92,10 +110,7 @@ FIGURES: list[Figure] = [
     Figure("docs/gpu-check.md", "one image worker {} req/s, two {}\n  (1.34x), four {} (1.18x)",
            "gpu.json", tuple(f"parts.colocation.cases[setting=image x{n}].throughput_rps"
                              for n in (1, 2, 4))),
-    # docs/benches-and-peers.md: the withdrawn Ray Serve rows, named; the multi-seed table's
-    # rows are added below
-    bench("docs/benches-and-peers.md", "of `bench-surge.md` ({} % on surge)", "surge",
-          "rayserve", ATT),
+    # docs/benches-and-peers.md: the multi-seed table's rows are added below
 ]  # fmt: skip
 
 #: The multi-seed table's rows in docs/benches-and-peers.md: (scenario, controller, label);
@@ -187,6 +202,30 @@ def test_ppo_ahead_of_aimd_on_co_surge_as_the_readme_counts() -> None:
     diffs = value(_json("bench-co-surge.json"), "paired[controller=ppo,against=aimd].goodput_diff")
     ahead = sum(d > 0 for d in diffs.values())
     assert f"ppo ahead of aimd on {ahead} of {len(diffs)} seeds" in _page("README.md")
+
+
+def test_the_rules_tie_ppo_on_surge_as_the_readme_says() -> None:
+    """The README's "aimd and queue within 0.2 req/s of it" on surge: each rule's mean
+    goodput is that close to ppo's."""
+    ctl = _json("bench-surge.json")["controllers"]
+    gaps = [abs(ctl[c]["goodput_rps"]["mean"] - ctl["ppo"]["goodput_rps"]["mean"])
+            for c in ("aimd", "queue")]  # fmt: skip
+    assert "with aimd and queue within 0.2 req/s of it" in _page("README.md")
+    assert max(gaps) < 0.2, gaps
+
+
+def test_the_peer_counts_the_readme_states() -> None:
+    """BentoML without batching ahead of static on every surge seed; Ray's invalid runs on
+    co-surge, counted from the peers reports."""
+    pairs = _json("peers-surge.json")["fixed_pairs"]
+    diffs = next(p for p in pairs if p["system"] == "bentoml-nobatch")["goodput_diff"]
+    assert all(d > 0 for d in diffs.values())
+    invalid = _json("peers.json")["invalid"]
+    n_invalid = sum(len(invalid.get(r, {})) for r in ("rayserve-fixed", "rayserve-auto"))
+    seeds = len(_json("peers.json")["seeds"])
+    page = _page("README.md")
+    assert "ahead on every seed" in page
+    assert f"on `co-surge` {n_invalid} of its {2 * seeds} runs are invalid" in page
 
 
 def test_a_drifted_figure_is_caught() -> None:
