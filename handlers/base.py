@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
+from tsadapt import constants as C
 from tsadapt.handlers.batch_reply import BatchReporter, BatchStart, refuse
 from tsadapt.handlers.placement import WorkerPlacement
 
@@ -49,6 +52,28 @@ class PreparedBatch:
     start: BatchStart = BatchStart(0.0, 0.0)  # when the batch reached the handler
 
 
+def json_decoder(choice: str | None = None) -> Callable[[str], Any]:
+    """The ``loads`` that decodes raw bodies: the standard library's, or orjson's when
+    ``choice`` (default: the ``TSADAPT_JSON_DECODER`` environment variable) is "orjson".
+    Both raise a ``json.JSONDecodeError`` on bad JSON (orjson's is a subclass). orjson won
+    no capacity on a 2-core box (``docs/results/frontend-tuning.md``), so it is opt-in."""
+    choice = (os.environ.get(C.JSON_DECODER_ENV, "") if choice is None else choice).lower()
+    if choice not in ("", "orjson", "stdlib"):
+        raise ValueError(f"{C.JSON_DECODER_ENV} must be orjson or stdlib, got {choice!r}")
+    if choice == "orjson":
+        import orjson
+
+        return orjson.loads
+    return json.loads
+
+
+try:
+    _loads = json_decoder()
+except (ValueError, ImportError) as exc:  # a bad setting must not keep the model from loading
+    logger.error("%s; decoding request bodies with the standard library", exc)
+    _loads = json.loads
+
+
 def decode_body(request: dict[str, Any]) -> dict[str, Any]:
     """The JSON object of one request, whatever form TorchServe passed it in."""
     body = request.get("data")
@@ -63,7 +88,7 @@ def decode_body(request: dict[str, Any]) -> dict[str, Any]:
             raise InvalidRequest(f"request body is not UTF-8: {exc}") from None
     if isinstance(body, str):
         try:
-            body = json.loads(body)
+            body = _loads(body)
         except json.JSONDecodeError as exc:
             raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

@@ -61,6 +61,10 @@ class ServerConfig:
     plugin: bool = True
     models: tuple[str, ...] = tuple(DEMO_MODELS)
     workers: dict[str, int] = field(default_factory=dict)  # per-model initial workers
+    #: Environment of TorchServe and its workers, over the defaults (``start``).
+    env: tuple[tuple[str, str], ...] = ()
+    #: Lines added to ``config.properties`` (``key=value``), e.g. Netty thread counts.
+    properties: tuple[tuple[str, str], ...] = ()
     job_queue_size: int = C.DEFAULT_JOB_QUEUE_SIZE
     token_expiration_min: int | None = None  # TorchServe's default (60) when None
     startup_timeout_s: float = C.STARTUP_TIMEOUT_S
@@ -79,6 +83,10 @@ class ServerConfig:
             raise ValueError("job_queue_size must be >= 1")
         if self.token_expiration_min is not None and self.token_expiration_min < 1:
             raise ValueError("token_expiration_min must be >= 1")
+        for what, pairs in (("env", self.env), ("properties", self.properties)):
+            for key, value in pairs:
+                if not key or any(c in key for c in "=:\n ") or "\n" in str(value):
+                    raise ValueError(f"{what}: bad entry {key!r}={value!r}")
 
     @classmethod
     def with_free_ports(cls, **kwargs: Any) -> ServerConfig:
@@ -157,7 +165,7 @@ def render_config(config: ServerConfig, plugins_path: Path | None) -> str:
         f"token_expiration_min={config.token_expiration_min}\n"
         if config.token_expiration_min is not None
         else ""
-    )
+    ) + "".join(f"{key}={value}\n" for key, value in config.properties)
 
 
 def _torchserve_command() -> list[str]:
@@ -217,6 +225,7 @@ def start(config: ServerConfig) -> RunningServer:
         "METRICS_LOCATION": str(config.log_dir),
         # Workers read their Packrat placement (threads, cores) from here at batch boundaries.
         PLACEMENT_DIR_ENV: str(config.workdir / PLACEMENT_SUBDIR),
+        **dict(config.env),
     }
     cmd = [
         *_torchserve_command(),

@@ -110,7 +110,15 @@ FIGURES: list[Figure] = [
     Figure("docs/gpu-check.md", "one image worker {} req/s, two {}\n  (1.34x), four {} (1.18x)",
            "gpu.json", tuple(f"parts.colocation.cases[setting=image x{n}].throughput_rps"
                              for n in (1, 2, 4))),
-    # docs/benches-and-peers.md: the multi-seed table's rows are added below
+    # docs/benches-and-peers.md: what TorchServe settings win back (the multi-seed table's
+    # rows are added below)
+    Figure("docs/benches-and-peers.md", "image model's capacity by\nx{} (decoded with the "
+           "standard library) and x{} (with orjson)", "frontend-tuning.json",
+           ("summary.image.raw-stdlib.ratio.mean", "summary.image.raw-orjson.ratio.mean"),
+           ".3f"),
+    Figure("docs/benches-and-peers.md", "`netty_client_threads`) by x{} and x{};",
+           "frontend-tuning.json",
+           ("summary.image.netty-1.ratio.mean", "summary.image.netty-4.ratio.mean"), ".3f"),
 ]  # fmt: skip
 
 #: The multi-seed table's rows in docs/benches-and-peers.md: (scenario, controller, label);
@@ -226,6 +234,14 @@ def test_the_peer_counts_the_readme_states() -> None:
     page = _page("README.md")
     assert "ahead on every seed" in page
     assert f"on `co-surge` {n_invalid} of its {2 * seeds} runs are invalid" in page
+
+
+def test_the_frontend_variants_range_the_docs_state() -> None:
+    """"on text and tabular every variant lies within xA-B of the baseline"."""
+    summary = _json("frontend-tuning.json")["summary"]
+    r = [v["ratio"]["mean"] for m in ("text", "tabular") for v in summary[m].values()]
+    text = f"every variant lies within x{min(r):.2f}-{max(r):.2f} of the baseline"
+    assert text in _page("docs/benches-and-peers.md").replace("\n", " ")
 
 
 def test_a_drifted_figure_is_caught() -> None:

@@ -34,6 +34,13 @@ MODEL_VERSION = "1.0"
 #: How long a drain before a scale-down waits for the leaving workers' current batch (ms).
 DRAIN_TIMEOUT_MS = 2000
 
+#: TorchServe's worker decodes ``application/json`` bodies before the handler unless this
+#: environment variable is "false" (its protocol code, ``ts/protocol/otf_message_handler.py``);
+#: our handlers take either form (``docs/results/frontend-tuning.md`` measures both).
+TS_DECODE_ENV = "TS_DECODE_INPUT_REQUEST"
+#: Our handler's decoder of raw JSON bodies: "stdlib" (the default) or "orjson".
+JSON_DECODER_ENV = "TSADAPT_JSON_DECODER"
+
 # Written by the handlers (handlers/base.py), read by the profiler and the controller.
 #: Response header carrying the size of the batch that served the request.
 BATCH_SIZE_HEADER = "X-TSAdapt-Batch-Size"

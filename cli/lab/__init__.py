@@ -16,7 +16,7 @@ from typing import Any
 #: Modules whose ``register`` adds lab commands, and what each adds (for a missing extra).
 LAB_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tsadapt.cli.lab.demo", ("demo", "serve", "archive", "demo-models")),
-    ("tsadapt.cli.lab.bench", ("bench",)),
+    ("tsadapt.cli.lab.bench", ("bench", "frontend-tuning")),
     ("tsadapt.cli.lab.simulate", ("simulate", "evaluate")),
     ("tsadapt.cli.lab.sim", ("sim-bench", "fidelity")),
     ("tsadapt.cli.fleet_commands", ("fleet",)),

@@ -102,3 +102,65 @@ def register(subparsers: Any) -> None:
     p.add_argument("--controller-config", type=Path, default=DEFAULT_CONTROLLER_CONFIG)
     p.add_argument("--locustfile", type=Path, help="default: loadtests/<scenario>.py")
     p.set_defaults(func=_bench)
+
+    from tsadapt.experiments.peers.frontend_tuning import VARIANTS
+
+    t = subparsers.add_parser(
+        "frontend-tuning",
+        help="TorchServe settings that win time back (body decoding, Netty threads): "
+        "closed-loop capacity, one setting at a time, side by side",
+        description="Measure each model's closed-loop capacity on TorchServe at the "
+        "registration defaults under each variant (one setting changed against TorchServe's "
+        "defaults), repeats interleaved; write <out>/frontend-tuning.md and .json.",
+    )
+    t.add_argument("--variants", default=",".join(v.name for v in VARIANTS),
+                   help="comma-separated (default: all; the baseline always runs)")  # fmt: skip
+    t.add_argument("--models", default="image,text,tabular", help="demo models (comma-separated)")
+    t.add_argument("--seconds", type=positive_float, default=10.0,
+                   help="measured seconds per model (after the warm-up)")  # fmt: skip
+    t.add_argument("--repeats", type=positive_int, default=3)
+    t.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report folder")
+    t.add_argument("--runs-dir", type=Path, default=Path("runs/frontend-tuning"))
+    t.add_argument("--from-json", type=Path, metavar="FILE",
+                   help="write the report again from an earlier run's frontend-tuning.json "
+                   "(no server started)")  # fmt: skip
+    t.set_defaults(func=_frontend_tuning)
+
+
+def _frontend_tuning(args: argparse.Namespace) -> int:
+    import os
+
+    from tsadapt.experiments.peers.frontend_tuning import (
+        rewrite_from_json,
+        run_all,
+        variants_named,
+        write_report,
+    )
+    from tsadapt.handlers.catalog import DEMO_MODELS
+
+    if args.from_json is not None:
+        try:
+            md = rewrite_from_json(args.from_json, args.out, command_of(args))
+        except ValueError as exc:
+            print(f"tsadapt lab frontend-tuning: error: --from-json: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote {md} and {md.with_suffix('.json').name}")
+        return 0
+
+    models = _names(args.models)
+    unknown = [m for m in models if m not in DEMO_MODELS]
+    if unknown or not models:
+        print(f"tsadapt lab frontend-tuning: error: --models: unknown {unknown or 'none given'};"
+              f" known: {', '.join(DEMO_MODELS)}", file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        variants = variants_named(_names(args.variants))
+    except ValueError as exc:
+        print(f"tsadapt lab frontend-tuning: error: --{exc}", file=sys.stderr)
+        return 2
+    before = os.getloadavg()[0]
+    results = run_all(variants, models, args.seconds, args.repeats, args.runs_dir)
+    md = write_report(args.out, command_of(args, within="frontend-tuning"), results, variants,
+                      models, args.seconds, args.repeats, (before, os.getloadavg()[0]))  # fmt: skip
+    print(f"wrote {md} and {md.with_suffix('.json').name}")
+    return 0 if any(r.status == "ok" for r in results) else 1

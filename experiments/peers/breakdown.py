@@ -203,13 +203,15 @@ def handler_section(models: Sequence[str]) -> list[str]:
         "",
         *table(PROFILE_HEADER, handler_profile(models)),
         "",
-        "Tried here: the handler used to walk every number of a request to reject booleans "
-        "(`torch.tensor` takes `true` as 1.0); it now skips that walk when the raw JSON has no "
-        "`true`/`false` token (`handlers/base.py: may_hold_booleans`), which saves the walk's "
-        "column above per image request in TorchServe and Ray (BentoML hands our code decoded "
-        "objects, so it still walks). Every run in this report already used it, so the runs "
-        "do not show it as a difference. Not tried for lack of time: Netty and worker "
-        "threads (`number_of_netty_threads`, `netty_client_threads`), a faster JSON decoder. "
+        "Tried here: the handler skips that walk (`torch.tensor` takes `true` as 1.0, so "
+        "booleans are refused by a walk over every number) when it gets the raw JSON and the "
+        "text has no `true`/`false` token (`handlers/base.py: may_hold_booleans`). Ray hands "
+        "our code the raw bytes, so Ray's replicas skip it; TorchServe's worker decodes "
+        "`application/json` bodies itself before the handler (`TS_DECODE_INPUT_REQUEST`, on "
+        "by default) and BentoML hands decoded objects, so both still walk. Handing "
+        "TorchServe's handler the raw bytes (decoded with the standard library or orjson) "
+        "and other Netty thread counts are measured side by side, closed loop, by `tsadapt "
+        "lab frontend-tuning` (`docs/results/frontend-tuning.md`). "
         "What only a different server can fix: TorchServe's frontend-worker round trip (a "
         "socket hop and a second encode/decode of every batch between the Java frontend and "
         "the Python worker), which Ray (in-process batching in the replica) and BentoML (HTTP "
