@@ -110,8 +110,12 @@ FIGURES: list[Figure] = [
     Figure("docs/gpu-check.md", "one image worker {} req/s, two {}\n  (1.34x), four {} (1.18x)",
            "gpu.json", tuple(f"parts.colocation.cases[setting=image x{n}].throughput_rps"
                              for n in (1, 2, 4))),
-    # docs/benches-and-peers.md: what TorchServe settings win back (the multi-seed table's
+    # docs/benches-and-peers.md: Ray on surge; what TorchServe settings win back (the multi-seed table's
     # rows are added below)
+    bench("docs/benches-and-peers.md", "valid and it attains {} %\n(fixed)", "surge",
+          "rayserve-fixed", ATT),
+    bench("docs/benches-and-peers.md", "(fixed) and {} % (autoscaling)", "surge", "rayserve-auto",
+          ATT),
     Figure("docs/benches-and-peers.md", "image model's capacity by\nx{} (decoded with the "
            "standard library) and x{} (with orjson)", "frontend-tuning.json",
            ("summary.image.raw-stdlib.ratio.mean", "summary.image.raw-orjson.ratio.mean"),
