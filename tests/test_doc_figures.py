@@ -57,7 +57,19 @@ FIGURES: list[Figure] = [
     bench("README.md", "% and aimd {} % against", "co-surge", "aimd", ATT),
     bench("README.md", "against {} %,\n  ppo ahead", "co-surge", "static", ATT),
     bench("README.md", "with {} worker-seconds", "co-surge", "ppo", "worker_seconds", ".0f"),
-    bench("README.md", "worker-seconds against {}.", "co-surge", "aimd", "worker_seconds", ".0f"),
+    bench("README.md", "worker-seconds against {};", "co-surge", "aimd", "worker_seconds", ".0f"),
+    Figure("README.md", "`azure-conv` (120 s, `bench-azure-conv.md`), ppo attains {} % and aimd "
+           "{} % against\n  {} %, ppo ahead of aimd", "bench-azure-conv.json",
+           tuple(f"controllers.{c}.{ATT}.mean" for c in ("ppo", "aimd", "static"))),
+    Figure("README.md", "seeds with {:.0f} worker-seconds against {:.0f}.", "bench-azure-conv.json",
+           tuple(f"controllers.{c}.worker_seconds.mean" for c in ("ppo", "aimd"))),
+    bench("README.md", "Azure trace (60.2 % against {} %)", "azure-conv", "static", ATT),
+    bench("README.md", "on the Azure trace ({} % against", "azure-conv", "bentoml-nobatch", ATT),
+    bench("README.md", "Azure trace it attains {} % on", "azure-conv", "bentoml-adaptive", ATT),
+    bench("README.md", "% on {} worker-seconds, ppo 99.7", "azure-conv", "bentoml-adaptive",
+          "worker_seconds", ".0f"),
+    bench("README.md", "worker-seconds, ppo {} % on 360.", "azure-conv", "ppo", ATT),
+    bench("README.md", "(fixed: {} % on its 2 valid", "azure-conv", "rayserve-fixed", ATT),
     # README: the peers (bench-<scenario>.json holds every system's runs; peers*.json the
     # capacity and the light-load figures)
     bench("README.md", "defaults on `surge` ({} % against", "surge", "bentoml-nobatch", ATT),
@@ -66,7 +78,7 @@ FIGURES: list[Figure] = [
            "peers-surge.json", ("capacity[system=bentoml-nobatch,model=image].rps",
                                 "capacity[system=static,model=image].rps")),
     bench("README.md", "heavier `co-surge` ({} % against", "co-surge", "bentoml-nobatch", ATT),
-    bench("README.md", "% against {} %).\n  - *Adaptive", "co-surge", "static", ATT),
+    bench("README.md", "% against {} %) and on the Azure", "co-surge", "static", ATT),
     bench("README.md", "batching attains {} % on\n", "surge", "bentoml-adaptive", ATT),
     bench("README.md", "    {} worker-seconds, ppo", "surge", "bentoml-adaptive", "worker_seconds",
           ".0f"),
@@ -110,8 +122,8 @@ FIGURES: list[Figure] = [
     Figure("docs/gpu-check.md", "one image worker {} req/s, two {}\n  (1.34x), four {} (1.18x)",
            "gpu.json", tuple(f"parts.colocation.cases[setting=image x{n}].throughput_rps"
                              for n in (1, 2, 4))),
-    # docs/benches-and-peers.md: Ray on surge; what TorchServe settings win back (the multi-seed table's
-    # rows are added below)
+    # docs/benches-and-peers.md: Ray on surge; what TorchServe settings win back (the
+    # multi-seed table's rows are added below)
     bench("docs/benches-and-peers.md", "valid and it attains {} %\n(fixed)", "surge",
           "rayserve-fixed", ATT),
     bench("docs/benches-and-peers.md", "(fixed) and {} % (autoscaling)", "surge", "rayserve-auto",
@@ -129,7 +141,7 @@ FIGURES: list[Figure] = [
 #: the scenario's best adaptive controller (its JSON's ``best_adaptive``) is in bold.
 BENCH_ROWS = [
     (scenario, ctrl, f"**{ctrl}**" if ctrl == best else ctrl)
-    for scenario in ("surge", "co-surge")
+    for scenario in ("surge", "co-surge", "azure-conv")
     for best in [json.loads((RESULTS / f"bench-{scenario}.json").read_text())["best_adaptive"]]
     for ctrl in ("static", "aimd", "queue", "ppo")
 ]
@@ -209,9 +221,12 @@ def test_a_quoted_figure_matches_its_json(fig: Figure) -> None:
     assert text in _page(fig.doc), f"{fig.doc} should quote {text!r} ({fig.source})"
 
 
-def test_ppo_ahead_of_aimd_on_co_surge_as_the_readme_counts() -> None:
-    """The README's "ppo ahead of aimd on N of M seeds": N positive paired differences."""
-    diffs = value(_json("bench-co-surge.json"), "paired[controller=ppo,against=aimd].goodput_diff")
+@pytest.mark.parametrize("scenario", ["co-surge", "azure-conv"])
+def test_ppo_ahead_of_aimd_as_the_readme_counts(scenario: str) -> None:
+    """The README's "ppo ahead of aimd on N of M seeds" (once per scenario): N positive paired
+    differences."""
+    path = "paired[controller=ppo,against=aimd].goodput_diff"
+    diffs = value(_json(f"bench-{scenario}.json"), path)
     ahead = sum(d > 0 for d in diffs.values())
     assert f"ppo ahead of aimd on {ahead} of {len(diffs)} seeds" in _page("README.md")
 
@@ -232,12 +247,17 @@ def test_the_peer_counts_the_readme_states() -> None:
     pairs = _json("peers-surge.json")["fixed_pairs"]
     diffs = next(p for p in pairs if p["system"] == "bentoml-nobatch")["goodput_diff"]
     assert all(d > 0 for d in diffs.values())
-    invalid = _json("peers.json")["invalid"]
-    n_invalid = sum(len(invalid.get(r, {})) for r in ("rayserve-fixed", "rayserve-auto"))
-    seeds = len(_json("peers.json")["seeds"])
     page = _page("README.md")
     assert "ahead on every seed" in page
-    assert f"on `co-surge` {n_invalid} of its {2 * seeds} runs are invalid" in page
+    n = {}
+    for report in ("peers.json", "peers-azure-conv.json"):
+        invalid = _json(report)["invalid"]
+        n[report] = (sum(len(invalid.get(r, {})) for r in ("rayserve-fixed", "rayserve-auto")),
+                     2 * len(_json(report)["seeds"]))  # fmt: skip
+    assert "on `co-surge` {} of its {} runs are invalid".format(*n["peers.json"]) in page
+    assert "Azure trace {} of {} (fixed".format(*n["peers-azure-conv.json"]) in page
+    fixed_valid = len(_json("peers-azure-conv.json")["per_seed"]["rayserve-fixed"])
+    assert f"on its {fixed_valid} valid seeds" in page
 
 
 def test_the_frontend_variants_range_the_docs_state() -> None:
