@@ -105,25 +105,31 @@ def closed_loop(url: str, workdir: Path, model: str, seconds: float, out: Path) 
     return json.loads(out.read_text())
 
 
+def capacities(system: str, url: str, workdir: Path, models: list[str] | tuple[str, ...],
+               seconds: float, rundir: Path) -> list[Capacity]:  # fmt: skip
+    """Every model's closed loop on a running server of ``system``, one after the other."""
+    out = []
+    for m in models:
+        try:
+            r = closed_loop(url, workdir, m, seconds, rundir / f"capacity-{m}.json")
+        except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            out.append(Capacity(system, m, "failed", str(exc)))
+            continue
+        out.append(Capacity(
+            system, m, "ok", "", USERS, r["window_s"], r["ok"], r["failed"],
+            r["rps"] if r["rps"] is not None else math.nan,
+            r["p50_ms"] if r["p50_ms"] is not None else math.nan,
+            r["p99_ms"] if r["p99_ms"] is not None else math.nan,
+        ))  # fmt: skip
+    return out
+
+
 def measure(cfg: BenchConfig, system: str, scenario_path: Path, scenario: Scenario,
             rundir: Path, seconds: float) -> list[Capacity]:  # fmt: skip
     """Every model's capacity on ``system`` (one server, one model after the other)."""
     rundir.mkdir(parents=True, exist_ok=True)
     try:
         with serving(cfg, system, scenario_path, scenario, rundir) as (url, workdir):
-            out = []
-            for m in scenario.model_names:
-                try:
-                    r = closed_loop(url, workdir, m, seconds, rundir / f"capacity-{m}.json")
-                except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-                    out.append(Capacity(system, m, "failed", str(exc)))
-                    continue
-                out.append(Capacity(
-                    system, m, "ok", "", USERS, r["window_s"], r["ok"], r["failed"],
-                    r["rps"] if r["rps"] is not None else math.nan,
-                    r["p50_ms"] if r["p50_ms"] is not None else math.nan,
-                    r["p99_ms"] if r["p99_ms"] is not None else math.nan,
-                ))  # fmt: skip
-            return out
+            return capacities(system, url, workdir, scenario.model_names, seconds, rundir)
     except RuntimeError as exc:
         return [Capacity(system, m, "failed", str(exc)) for m in scenario.model_names]

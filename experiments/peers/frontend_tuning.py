@@ -31,11 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tsadapt import constants as C
-from tsadapt.experiments.bench_capacity import USERS, WARMUP_S, closed_loop
+from tsadapt.experiments.bench_capacity import USERS, WARMUP_S, capacities
 from tsadapt.experiments.bench_seeds import Stat, finite_json
 from tsadapt.markdown import table
-
-TS_DECODE_ENV, JSON_DECODER_ENV = C.TS_DECODE_ENV, C.JSON_DECODER_ENV
 
 
 @dataclass(frozen=True)
@@ -51,17 +49,17 @@ class Variant:
 
 VARIANTS = (
     Variant("ts-decodes", "TorchServe's worker decodes the JSON (stdlib), the handler walks "
-            "every number for booleans", env=((TS_DECODE_ENV, "true"),)),
+            "every number for booleans", env=((C.TS_DECODE_ENV, "true"),)),
     Variant("raw-stdlib", "the handler gets the raw bytes and decodes them (stdlib), no walk "
             "when the text has no boolean token",
-            env=((TS_DECODE_ENV, "false"), (JSON_DECODER_ENV, "stdlib"))),
+            env=((C.TS_DECODE_ENV, "false"), (C.JSON_DECODER_ENV, "stdlib"))),
     Variant("raw-orjson", "as raw-stdlib, decoded with orjson",
-            env=((TS_DECODE_ENV, "false"), (JSON_DECODER_ENV, "orjson"))),
+            env=((C.TS_DECODE_ENV, "false"), (C.JSON_DECODER_ENV, "orjson"))),
     Variant("netty-1", "ts-decodes, with 1 frontend and 1 backend Netty thread",
-            env=((TS_DECODE_ENV, "true"),),
+            env=((C.TS_DECODE_ENV, "true"),),
             properties=(("number_of_netty_threads", "1"), ("netty_client_threads", "1"))),
     Variant("netty-4", "ts-decodes, with 4 frontend and 4 backend Netty threads",
-            env=((TS_DECODE_ENV, "true"),),
+            env=((C.TS_DECODE_ENV, "true"),),
             properties=(("number_of_netty_threads", "4"), ("netty_client_threads", "4"))),
 )  # fmt: skip
 BASELINE = "ts-decodes"
@@ -105,24 +103,13 @@ def measure_variant(variant: Variant, models: Sequence[str], seconds: float, rep
         server = start_server(start, cfg)
     except ServerError as exc:
         return [Measured(variant.name, m, repeat, "failed", reason=str(exc)) for m in models]
-    out = []
     try:
-        for m in models:
-            try:
-                r = closed_loop(server.inference_url, cfg.workdir, m, seconds,
-                                rundir / f"capacity-{m}.json")  # fmt: skip
-            except (OSError, ValueError) as exc:
-                out.append(Measured(variant.name, m, repeat, "failed", reason=str(exc)))
-                continue
-            nan = math.nan
-            out.append(Measured(
-                variant.name, m, repeat, "ok", r["rps"] if r["rps"] is not None else nan,
-                r["p50_ms"] if r["p50_ms"] is not None else nan,
-                r["p99_ms"] if r["p99_ms"] is not None else nan, int(r["failed"]),
-            ))  # fmt: skip
+        caps = capacities(variant.name, server.inference_url, cfg.workdir, tuple(models),
+                          seconds, rundir)  # fmt: skip
     finally:
         stop(cfg.workdir)
-    return out
+    return [Measured(variant.name, c.model, repeat, c.status, c.rps, c.p50_ms, c.p99_ms,
+                     c.failed, c.reason) for c in caps]  # fmt: skip
 
 
 def run_all(variants: Sequence[Variant], models: Sequence[str], seconds: float, repeats: int,

@@ -27,11 +27,11 @@ HEADER = ["system", "seeds valid", "requests per run", "SLO attainment %", "p50 
           "failed per run"]  # fmt: skip
 
 
-def light_mask(schedule: Schedule, t: np.ndarray) -> np.ndarray:
-    """True where the intended total rate at ``t`` is at most its mean over the run."""
-    return schedule.intended_rates(np.asarray(t, dtype=np.float64)) <= (
-        schedule.intended_mean_rate() + 1e-9
-    )
+def light_mask(schedule: Schedule, t: np.ndarray, mean_rps: float | None = None) -> np.ndarray:
+    """True where the intended total rate at ``t`` is at most its mean over the run
+    (``mean_rps``: that mean, when the caller has it)."""
+    mean = schedule.intended_mean_rate() if mean_rps is None else mean_rps
+    return schedule.intended_rates(np.asarray(t, dtype=np.float64)) <= mean + 1e-9
 
 
 def level_result(schedule: Schedule, records: Records, level: str) -> ModelResult:
@@ -39,12 +39,12 @@ def level_result(schedule: Schedule, records: Records, level: str) -> ModelResul
     scheduled there but never sent count as violations, as in the main tables."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    light = level == "light"
+    light, mean = level == "light", schedule.intended_mean_rate()
     per, lats = [], []
     for m in schedule.models:
         r = records.of(m)
-        mine = light_mask(schedule, r.scheduled_s) == light
-        scheduled = int((light_mask(schedule, schedule.times_of(m)) == light).sum())
+        mine = light_mask(schedule, r.scheduled_s, mean) == light
+        scheduled = int((light_mask(schedule, schedule.times_of(m), mean) == light).sum())
         lat = r.latency_ms[r.ok & mine]
         lats.append(lat)
         per.append(summarize(
