@@ -27,6 +27,8 @@ POLICY_NAMES = ("static", "aimd", "queue", "ppo")
 DEFAULT_TICK_S = 1.0
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_COOLDOWN_S = 3.0
+#: Ten cooldowns: a policy caught in a two-value cycle moves once per this long, not per cooldown.
+DEFAULT_FLIP_HOLD_S = 30.0
 #: Largest batch TorchServe is asked to form (the plugin accepts any positive int).
 BATCH_SIZE_LIMIT = 1024
 #: Largest max batch delay (ms) a config may allow.
@@ -113,6 +115,9 @@ class ControllerConfig:
     #: SLO attainment (over >= ``emergency_min_requests``) a model must be back to before it
     #: leaves the emergency state; above ``emergency_attainment``.
     emergency_exit_attainment: float = 0.9
+    #: A setting that went a -> b -> a may not go back to b within this long of its last
+    #: change (the flip-flop guard, ``policy/flip_guard.py``). 0: no such guard.
+    flip_hold_s: float = DEFAULT_FLIP_HOLD_S
     retries: int = 2
     retry_backoff_s: float = 0.2
     aimd: AimdParams = field(default_factory=AimdParams)
@@ -223,6 +228,7 @@ def validate(config: ControllerConfig) -> None:
         _positive(getattr(config, name), name)
     _check(config.window_s >= config.tick_s, "window_s", "must be >= tick_s")
     _check(config.cooldown_s >= 0, "cooldown_s", f"must be >= 0, got {config.cooldown_s}")
+    _check(config.flip_hold_s >= 0, "flip_hold_s", f"must be >= 0, got {config.flip_hold_s}")
     for name in ("max_batch_step", "max_delay_step_ms", "max_worker_step", "worker_budget"):
         value = getattr(config, name)
         _check(isinstance(value, int) and value >= 1, name, f"must be an int >= 1, got {value!r}")

@@ -4,7 +4,8 @@ Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)
 ``{model: Action}`` map; :func:`guard` composes them in a fixed order:
 
 1. :func:`emergency`     - SLO attainment collapsed or the oldest request outlived the SLO:
-                           cut the delay and add a worker now (exempt from step/cooldown).
+                           cut the delay and add a worker now (exempt from step/cooldown);
+                           the policy's batch raise passes the cooldown too.
                            With hysteresis: the model stays in the emergency state until
                            the condition has been clear ``emergency_exit_ticks`` ticks in a
                            row and attainment is back to ``emergency_exit_attainment``; until
@@ -15,6 +16,8 @@ Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)
                            (TorchServe caps batches at 2 when the delay is 0).
 3. :func:`limit_step`     - at most ``max_*_step`` change per setting per tick.
 4. :func:`cooldown`       - no change to a model within ``cooldown_s`` of its last change.
+   :func:`flip_flop`      - a setting that went a -> b -> a may not go back to b within
+                           ``flip_hold_s`` at the same load (``policy/flip_guard.py``).
 5. :func:`worker_budget` / :func:`memory_budget` / :func:`gpu_memory_budget` - global caps;
                            increases are granted to the neediest models first (emergencies,
                            then lowest SLO attainment); the GPU cap reads NVML's free memory.
@@ -32,6 +35,7 @@ from typing import Any
 
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.defaults import ZERO_DELAY_BATCH_CAP
+from tsadapt.policy.flip_guard import Histories, flip_vetoes, record_changes
 from tsadapt.policy.types import (
     SETTING_FIELDS,
     Action,
@@ -47,6 +51,10 @@ Proposals = dict[str, Action]
 MIN_BATCHING_DELAY_MS = 1
 #: What an emergency may change at once, whatever the cooldown.
 EMERGENCY_SETTINGS = ("max_batch_delay_ms", "workers")
+#: What the policy may raise during an emergency, whatever the cooldown: a backlog is drained
+#: by bigger batches, and the emergency's own delay cut or added worker (a change, which
+#: starts the cooldown) would otherwise hold every batch raise back by ``cooldown_s``.
+EMERGENCY_RAISES = ("batch_size",)
 
 
 @dataclass(frozen=True)
@@ -66,11 +74,13 @@ class Override:
 
 @dataclass(frozen=True)
 class GuardState:
-    """When each model was last changed (controller clock, seconds), and, for each model in
-    the emergency state, for how many consecutive ticks its condition has been clear."""
+    """When each model was last changed (controller clock, seconds); for each model in the
+    emergency state, for how many consecutive ticks its condition has been clear; and each
+    setting's last values (for :func:`flip_flop`)."""
 
     last_change_s: Mapping[str, float] = field(default_factory=frozen_map)
     emergency_clear_ticks: Mapping[str, int] = field(default_factory=frozen_map)
+    settings_history: Histories = field(default_factory=frozen_map)
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,18 @@ def limit_step(
     return out, overrides
 
 
+def emergency_passes(
+    name: str, setting: str, value: int, current: ModelSettings, exempt: tuple[str, ...]
+) -> bool:
+    """Whether setting ``setting`` of model ``name`` to ``value`` is a change an emergency lets
+    through whatever the cooldown: its own settings, or a raise of :data:`EMERGENCY_RAISES`."""
+    if name not in exempt:
+        return False
+    if setting in EMERGENCY_SETTINGS:
+        return True
+    return setting in EMERGENCY_RAISES and value > getattr(current, setting)
+
+
 def cooldown(
     proposals: Proposals,
     observation: Observation,
@@ -268,8 +290,9 @@ def cooldown(
     state: GuardState,
     exempt: tuple[str, ...] = (),
 ) -> tuple[Proposals, list[Override]]:
-    """Veto changes to a model changed less than ``cooldown_s`` ago; in an emergency only
-    the emergency's own settings (delay, workers) pass, the policy's batch change waits."""
+    """Veto changes to a model changed less than ``cooldown_s`` ago; in an emergency the
+    emergency's own settings (delay, workers) pass, and so does the policy's batch raise
+    (:data:`EMERGENCY_RAISES`); a batch cut waits."""
     out, overrides = dict(proposals), []
     for name, action in proposals.items():
         last = state.last_change_s.get(name)
@@ -280,7 +303,7 @@ def cooldown(
             continue
         current = observation.model(name).settings
         for setting, value in action.changes(current).items():
-            if name in exempt and setting in EMERGENCY_SETTINGS:
+            if emergency_passes(name, setting, value, current, exempt):
                 continue
             _set(
                 out,
@@ -292,6 +315,25 @@ def cooldown(
                 f"last change {age:.1f} s ago < cooldown {config.cooldown_s:.1f} s "
                 f"(wanted {setting}={value})",
             )
+    return out, overrides
+
+
+def flip_flop(
+    proposals: Proposals,
+    observation: Observation,
+    config: ControllerConfig,
+    state: GuardState,
+    exempt: tuple[str, ...] = (),
+) -> tuple[Proposals, list[Override]]:
+    """Veto a setting's going back a second time to the value it left (a -> b -> a -> b)
+    within ``flip_hold_s`` at the same load; in an emergency what passes the cooldown passes
+    here too."""
+    out, overrides = dict(proposals), []
+    vetoes = flip_vetoes(proposals, observation, config.flip_hold_s, state.settings_history)
+    for name, setting, reason in vetoes:
+        current = observation.model(name).settings
+        if not emergency_passes(name, setting, getattr(proposals[name], setting), current, exempt):
+            _set(out, overrides, name, setting, None, "flip_flop", reason)
     return out, overrides
 
 
@@ -471,6 +513,8 @@ def guard(
     overrides += found
     proposals, found = cooldown(proposals, observation, config, state, exempt)
     overrides += found
+    proposals, found = flip_flop(proposals, observation, config, state, exempt)
+    overrides += found
     for budget in (worker_budget, memory_budget, gpu_memory_budget):
         proposals, found = budget(proposals, observation, config, exempt)
         overrides += found
@@ -481,6 +525,10 @@ def guard(
     return GuardResult(
         actions=tuple(final[n] for n in sorted(final)),
         overrides=tuple(overrides),
-        state=GuardState(frozen_map(last), frozen_map(held)),
+        state=GuardState(
+            frozen_map(last),
+            frozen_map(held),
+            record_changes(state.settings_history, final, observation),
+        ),
         emergencies=exempt,
     )

@@ -17,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 from tsadapt.policy.defaults import BATCH_SIZE, MAX_BATCH_DELAY_MS
 
 SETTING_FIELDS = ("batch_size", "max_batch_delay_ms", "workers")
+#: The share of requests above the p99: more shed or failed than this puts the p99 past any SLO.
+P99_SHARE = 0.01
 
 
 def _whole(name: str, value: object, low: int) -> int:
@@ -73,8 +75,13 @@ class ModelObservation:
 
     @property
     def slo_violated(self) -> bool:
-        """p99 over the SLO (False when there is no p99 in the window)."""
-        return not math.isnan(self.p99_ms) and self.p99_ms > self.slo_ms
+        """The window's p99 over the SLO, a shed or failed request counting as later than any
+        SLO: over 1 % of requests shed or failed (a full job queue answers 503 while the
+        requests it does serve may all be in time), or the p99 of the served ones over it.
+        False when there is no p99 in the window."""
+        if math.isnan(self.p99_ms):
+            return False
+        return self.error_rate > P99_SHARE or self.p99_ms > self.slo_ms
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ def model_obs(
     p99: float = 50.0,
     mean: float | None = None,
     fill: float = 0.5,
+    errors: float = math.nan,
 ) -> ModelObservation:
     return ModelObservation(
         name=name,
@@ -53,6 +54,7 @@ def model_obs(
         mean_latency_ms=p50 if mean is None else mean,
         batch_fill_rate=fill,
         mean_batch_size=fill * batch_size if not math.isnan(fill) else math.nan,
+        error_rate=errors,
     )
 
 

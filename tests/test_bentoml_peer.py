@@ -43,8 +43,13 @@ def test_fixed_mode_has_no_batching_and_static_workers() -> None:
 def test_settings_rows_carry_the_defaults() -> None:
     s = bento_settings(load_scenario(resolve_scenario("co-surge")), "adaptive")
     rows = setting_rows("bentoml-adaptive", s)
-    assert {r.setting for r in rows} >= {"workers", "batchable", "max_batch_size",
-                                          "max_latency_ms", "traffic.max_concurrency"}
+    assert {r.setting for r in rows} >= {
+        "workers",
+        "batchable",
+        "max_batch_size",
+        "max_latency_ms",
+        "traffic.max_concurrency",
+    }
     assert all(r.default == BENTO_DEFAULTS[r.setting] for r in rows)
 
 

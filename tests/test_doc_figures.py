@@ -261,7 +261,7 @@ def test_the_peer_counts_the_readme_states() -> None:
 
 
 def test_the_frontend_variants_range_the_docs_state() -> None:
-    """"on text and tabular every variant lies within xA-B of the baseline"."""
+    """ "on text and tabular every variant lies within xA-B of the baseline"."""
     summary = _json("frontend-tuning.json")["summary"]
     r = [v["ratio"]["mean"] for m in ("text", "tabular") for v in summary[m].values()]
     text = f"every variant lies within x{min(r):.2f}-{max(r):.2f} of the baseline"

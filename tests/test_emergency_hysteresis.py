@@ -74,9 +74,18 @@ def test_leaves_after_the_clear_ticks_once_recovered() -> None:
     assert delays[:5] == [0] * 5 and delays[5] == RESTORED_DELAY_MS
 
 
-def test_no_hysteresis_when_exit_ticks_is_zero() -> None:
-    delays = run(6, 0.95, cooldown_s=0.0, emergency_exit_ticks=0, emergency_exit_attainment=0.5)
-    assert delays == [0, 10, 0, 10, 0, 10]
+@pytest.mark.parametrize(
+    ("flip_hold_s", "expected"),
+    [(0.0, [0, 10, 0, 10, 0, 10]), (30.0, [0, 10, 0, 0, 0, 0])],
+)
+def test_no_hysteresis_when_exit_ticks_is_zero(flip_hold_s: float, expected: list[int]) -> None:
+    """Without hysteresis the cycle comes back, unless the flip-flop guard stops the policy's
+    second restore (the emergency's cut always passes)."""
+    delays = run(
+        6, 0.95, cooldown_s=0.0, emergency_exit_ticks=0, emergency_exit_attainment=0.5,
+        flip_hold_s=flip_hold_s,
+    )  # fmt: skip
+    assert delays == expected
 
 
 def test_hold_keeps_workers_and_counts_clear_ticks() -> None:

@@ -75,13 +75,19 @@ def test_cooldown_with_fake_clock(now: float, vetoed: bool) -> None:
     assert bool(overrides) == vetoed
 
 
-def test_cooldown_does_not_hold_back_an_emergency() -> None:
+@pytest.mark.parametrize(("batch", "passes"), [(12, True), (6, False)])
+def test_cooldown_does_not_hold_back_an_emergency(batch: int, passes: bool) -> None:
+    """In an emergency the delay, the workers and a batch raise pass; a batch cut waits."""
     state = GuardState(frozen_map({"tabular": 100.0}))
     obs = observation(model_obs(batch_size=8), time_s=100.5)
-    proposals = {"tabular": Action("tabular", batch_size=12, workers=2)}
+    proposals = {"tabular": Action("tabular", batch_size=batch, workers=2)}
     out, overrides = cooldown(proposals, obs, CFG, state, exempt=("tabular",))
-    assert out["tabular"] == Action("tabular", workers=2)  # the policy's batch change waits
-    assert [(o.setting, o.guard) for o in overrides] == [("batch_size", "cooldown")]
+    assert out["tabular"] == Action("tabular", batch_size=batch if passes else None, workers=2)
+    assert [(o.setting, o.guard) for o in overrides] == (
+        [] if passes else [("batch_size", "cooldown")]
+    )
+    held, _ = cooldown(proposals, obs, CFG, state)  # no emergency: everything waits
+    assert held["tabular"] == Action("tabular")
 
 
 @pytest.mark.parametrize(

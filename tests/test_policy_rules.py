@@ -58,6 +58,10 @@ def test_static_changes_nothing(p99: float) -> None:
         (dict(p99=50.0, fill=0.5), None),
         # close to the SLO with full batches: do not probe further
         (dict(p99=90.0, fill=0.9), None),
+        # ... unless the full queue sheds: 20 % answered 503, so the p99 of all requests is
+        # past any SLO though every served one was in time (batch 1 under a load step)
+        (dict(p99=90.0, fill=0.9, queue=30, errors=0.2), Action("tabular", batch_size=10)),
+        (dict(p99=90.0, fill=0.9, errors=0.01), None),  # 1 %: the p99 itself is still served
         # no traffic: nothing to learn from
         (IDLE, None),
     ],

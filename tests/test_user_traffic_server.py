@@ -59,12 +59,12 @@ SLO_MS = 200
 #: The traffic the trace is cut from (s, req/s): drifting, with two bursts; 40 s.
 TRAFFIC = ((10.0, 15.0), (5.0, 60.0), (10.0, 20.0), (5.0, 80.0), (10.0, 25.0))
 SLICE_S = 10.0
-#: Idle, then the step (seconds) for the step test; shedding must have stopped RECOVERED_S
-#: before the step ends.
-IDLE_S, STEP_S, RECOVERED_S = 6.0, 26.0, 6.0
+#: Idle, then the step (seconds) for the step test.
+IDLE_S, STEP_S = 6.0, 26.0
 #: The goal for the end of shedding after the step (printed, see the step test); a setting
 #: may not alternate between two values for more than MAX_FLIP_TICKS ticks in a row.
 SHED_STOP_S, MAX_FLIP_TICKS = 5.0, 3
+SHED_STOP_S_LIMIT = 2 * SHED_STOP_S
 SENDERS = 96
 #: The step's rate: this many times batch 1's capacity, lowered by RATE_BACKOFF until batch
 #: PROBE_BATCH serves it without 503s after SHED_STOP_S (a PROBE_S replay), at most
@@ -283,6 +283,19 @@ def longest_flip(ticks: list[dict[str, Any]], setting: str) -> int:
     return best
 
 
+def longest_alternation(ticks: list[dict[str, Any]], setting: str) -> int:
+    """The most changes in a row of ``setting`` that alternated between two values, however
+    many ticks apart (1 -> 11 -> 1 -> 11: 3), the flip-flop a cooldown spaces out."""
+    values = [r["settings"][MODEL][setting] for r in ticks if MODEL in r.get("settings", {})]
+    moves = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+    best = max(0, min(len(moves) - 1, 1))
+    run = best
+    for i in range(2, len(moves)):
+        run = run + 1 if moves[i] == moves[i - 2] else 1
+        best = max(best, run)
+    return best
+
+
 def sheds_after(sent: list[Sent], t: float) -> int:
     return sum(1 for x in sent if x.status == 503 and x.at_s >= t)
 
@@ -321,14 +334,18 @@ def step_rate(user_server: UserServer) -> float:
     return rate
 
 
-#: Measured on the 2-core box under load (2026-12-07, step 201 req/s = 2x batch 1's 101):
-#: queue stopped shedding 1.0 s after the step; the shipped ppo at 12.9 s (batch 3, 5, 7, 10,
-#: 12: +2..+3 per move, one move per cooldown, the emergency guard cutting its delay 10 -> 1);
-#: aimd at 7.4 s (7-16 s in other runs). No setting alternated between two values in any run.
-#: The 5 s goal (SHED_STOP_S) is a figure this test prints (``last_shed_s``), not an assertion:
-#: how soon a policy reaches a batch that absorbs the step is set by its move size and the
-#: guards' cooldown, and a wall-clock bound on a shared 2-core box would flake. Asserted: the
-#: shedding stops while the step still runs, and no setting flip-flops.
+#: Measured before the guard changes of 2026-12-07 (step 201 req/s = 2x batch 1's 101): queue
+#: stopped shedding 1.0 s after the step; the shipped ppo at 12.9 s (batch 3, 5, 7, 10, 12, one
+#: move per cooldown: the emergency's own delay cut restarted the cooldown); aimd at 7-16 s
+#: (it read only the p99 of served requests, in time while the full queue shed).
+#: Since (an emergency lets the policy's batch raise past the cooldown; aimd counts over 1 %
+#: shed as a p99 past the SLO; the flip-flop guard), 4 runs each on this box, idle and with one
+#: or two busy processes beside it (batch 1 at 225, 215, 175 and 115 req/s): ppo shed nothing,
+#: queue stopped after 0.7-1.0 s, aimd after 0.9-2.7 s. ppo's delay, which went 1 -> 11 -> 1
+#: -> 11 ms at every move for the whole step before the flip-flop guard, now moves twice.
+#: Asserted: shedding stops within SHED_STOP_S_LIMIT (twice the 5 s goal: a bound a shared box
+#: keeps, which the old 12.9 s breaks), and no setting flip-flops, tick by tick or move by
+#: move; the 5 s goal itself is printed (``last_shed_s``).
 @pytest.mark.parametrize("policy", ["aimd", "queue", "ppo"])
 def test_step_from_idle_stops_shedding_without_flip_flop(
     user_server: UserServer, tmp_path: Path, policy: str, step_rate: float
@@ -358,7 +375,9 @@ def test_step_from_idle_stops_shedding_without_flip_flop(
         reset(user_server)
     shed = [s.at_s - IDLE_S for s in sent if s.status == 503]
     ticks = [r for r in read_log(log) if r.get("event") == "tick"]
-    flips = {k: longest_flip(ticks, k) for k in ("batch_size", "max_batch_delay_ms", "workers")}
+    settings = ("batch_size", "max_batch_delay_ms", "workers")
+    flips = {k: longest_flip(ticks, k) for k in settings}
+    alternations = {k: longest_alternation(ticks, k) for k in settings}
     print(
         json.dumps(
             {
@@ -369,11 +388,13 @@ def test_step_from_idle_stops_shedding_without_flip_flop(
                 "last_shed_s": max(shed, default=None),
                 "goal_s": SHED_STOP_S,
                 "flips": flips,
+                "alternations": alternations,
                 "settings": [r["settings"][MODEL] for r in ticks][-int(STEP_S) :],
             }
         )
     )
     # (none at all: the policy batched before the queue filled; step_rate showed batch 1 sheds)
     last = max(shed, default=0.0)
-    assert last <= STEP_S - RECOVERED_S, f"503s until {last:.1f} s after the step"
+    assert last <= SHED_STOP_S_LIMIT, f"503s until {last:.1f} s after the step"
     assert max(flips.values()) <= MAX_FLIP_TICKS, flips
+    assert max(alternations.values()) <= MAX_FLIP_TICKS, alternations
