@@ -231,6 +231,47 @@ def test_ppo_ahead_of_aimd_as_the_readme_counts(scenario: str) -> None:
     assert f"ppo ahead of aimd on {ahead} of {len(diffs)} seeds" in _page("README.md")
 
 
+@pytest.mark.parametrize("scenario", ["azure-conv", "co-surge"])
+def test_the_five_seed_runs_as_the_docs_quote_them(scenario: str) -> None:
+    """docs/benches-and-peers.md's five-seed bullets (whitespace folded): ppo's and the best
+    rule's means, ppo's paired differences against the best rule seed by seed, and how many
+    are positive."""
+    doc = _json(f"seeds5/bench-{scenario}.json")
+    page = " ".join(_page("docs/benches-and-peers.md").split())
+    c = dict(doc["controllers"])
+    apart = RESULTS / "seeds5" / f"{scenario}-static" / f"bench-{scenario}.json"
+    if "static" not in c and apart.is_file():  # static ran in its own invocation
+        c["static"] = json.loads(apart.read_text())["controllers"]["static"]
+    rules = [r for r in ("static", "aimd", "queue") if r in c]
+    best = max(rules, key=lambda r: c[r]["goodput_rps"]["mean"])
+    assert best in {p["against"] for p in doc["paired"] if p["controller"] == "ppo"}
+
+    def means(ctrl: str) -> str:
+        return (
+            f"{c[ctrl]['slo_attainment_pct']['mean']:.1f} % "
+            f"({c[ctrl]['goodput_rps']['mean']:.2f} req/s) on "
+            f"{c[ctrl]['worker_seconds']['mean']:.0f}"
+        )
+
+    assert f"`{scenario}`:" in page
+    assert (
+        f"ppo attains {means('ppo')} worker-seconds; {best}, the best rule, {means(best)}" in page
+    )
+    diffs = value(doc, f"paired[controller=ppo,against={best}].goodput_diff")
+    listed = ", ".join(f"{d:+.2f}" for d in diffs.values())
+    ahead = sum(d > 0 for d in diffs.values())
+    assert f"ppo against {best}, seed by seed: {listed} req/s, **ahead on {ahead} of 5**" in page
+    if "static" in c:
+        static = f"static {c['static']['slo_attainment_pct']['mean']:.1f} %"
+        assert static in page, static
+    readme = " ".join(_page("README.md").split())
+    said = {
+        "azure-conv": f"on the Azure trace ppo is ahead of the best rule ({best}) on {ahead} of 5",
+        "co-surge": f"on `co-surge` on {ahead} of 5",
+    }[scenario]
+    assert said in readme
+
+
 def test_the_rules_tie_ppo_on_surge_as_the_readme_says() -> None:
     """The README's "aimd and queue within 0.2 req/s of it" on surge: each rule's mean
     goodput is that close to ppo's."""
