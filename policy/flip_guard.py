@@ -82,6 +82,8 @@ def record_changes(
     histories: Histories, applied: Mapping[str, Action], observation: Observation
 ) -> Histories:
     """``histories`` after ``applied`` (settings that really change) at ``observation``'s time."""
+    if not applied:
+        return histories  # most ticks change nothing: no copy
     out = {name: dict(h) for name, h in histories.items()}
     for name, action in applied.items():
         m = observation.model(name)
