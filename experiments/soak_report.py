@@ -205,8 +205,7 @@ def write_markdown(report: dict[str, Any], path: Path, png: Path | None) -> None
         f"Controller: `tsadapt control --policy ppo` (decision log {report['decision_log']}). "
         f"TorchServe's keys expire after {report.get('token_expiration_min') or 60} minutes.",
         "",
-        f"Machine: {report['host']} (other processes' load lands in the latency and SLO "
-        "figures).",
+        f"Machine: {report['host']} (other processes' load lands in the latency and SLO figures).",
         "",
         "## Verdicts",
         "",

@@ -193,6 +193,15 @@ class Telemetry:
             return math.nan
         return 1.0 - self.responses_2xx / self.requests_total
 
+    @property
+    def server_error_rate(self) -> float:
+        """5xx share of all requests (a full job queue's 503s, a failing handler's 500s); a
+        client's 4xx are the client's to mend, not the server's capacity. NaN when there were
+        none."""
+        if not self.requests_total:
+            return math.nan
+        return self.responses_5xx / self.requests_total
+
     def slo_attainment(self, slo_ms: float) -> float:
         """Share of *all* requests answered 2xx within ``slo_ms`` (errors count as misses)."""
         if not self.requests_total:

@@ -8,7 +8,9 @@ back to b within ``flip_hold_s`` of that last change while the model's arrival r
 within :data:`SAME_LOAD_BAND` of what it was then: nothing has changed that the move back to a
 did not already answer. A third value, the same move after the hold, or a load that moved
 (an on/off burst the settings follow up and down) passes. In an emergency, what passes the
-cooldown (the emergency's delay cut and added worker, the policy's batch raise) passes here.
+cooldown (the emergency's delay cut and added worker, the policy's batch raise) passes here,
+and so does a batch or worker raise while the model sheds requests: holding settings that turn
+work away is worse than the flip (``guards.flip_flop`` applies both exceptions).
 
 State: for each model and setting, the last few values it was set to (oldest first, the
 value before the first recorded change included), and when it last changed and at which

@@ -17,7 +17,8 @@ Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)
 3. :func:`limit_step`     - at most ``max_*_step`` change per setting per tick.
 4. :func:`cooldown`       - no change to a model within ``cooldown_s`` of its last change.
    :func:`flip_flop`      - a setting that went a -> b -> a may not go back to b within
-                           ``flip_hold_s`` at the same load (``policy/flip_guard.py``).
+                           ``flip_hold_s`` at the same load (``policy/flip_guard.py``);
+                           a batch or worker raise passes while the model sheds.
 5. :func:`worker_budget` / :func:`memory_budget` / :func:`gpu_memory_budget` - global caps;
                            increases are granted to the neediest models first (emergencies,
                            then lowest SLO attainment); the GPU cap reads NVML's free memory.
@@ -31,22 +32,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
+from tsadapt.policy.budget_guards import gpu_memory_budget, memory_budget, worker_budget
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.defaults import ZERO_DELAY_BATCH_CAP
 from tsadapt.policy.flip_guard import Histories, flip_vetoes, record_changes
+from tsadapt.policy.guard_base import Override, Proposals, set_override, target_value
 from tsadapt.policy.types import (
     SETTING_FIELDS,
     Action,
-    GpuObservation,
     ModelObservation,
     ModelSettings,
     Observation,
     frozen_map,
 )
 
-Proposals = dict[str, Action]
 #: The smallest delay that lets a batch fill from the queue (measured: 13.9 of 16 at 1 ms).
 MIN_BATCHING_DELAY_MS = 1
 #: What an emergency may change at once, whatever the cooldown.
@@ -55,21 +55,8 @@ EMERGENCY_SETTINGS = ("max_batch_delay_ms", "workers")
 #: by bigger batches, and the emergency's own delay cut or added worker (a change, which
 #: starts the cooldown) would otherwise hold every batch raise back by ``cooldown_s``.
 EMERGENCY_RAISES = ("batch_size",)
-
-
-@dataclass(frozen=True)
-class Override:
-    """A guard changed (or vetoed) what the policy proposed for one setting."""
-
-    model: str
-    guard: str
-    setting: str
-    proposed: int | None
-    applied: int | None
-    reason: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+#: Raises that add capacity: :func:`flip_flop` lets them through while a model sheds requests.
+CAPACITY_RAISES = ("batch_size", "workers")
 
 
 @dataclass(frozen=True)
@@ -89,29 +76,6 @@ class GuardResult:
     overrides: tuple[Override, ...]
     state: GuardState
     emergencies: tuple[str, ...]
-
-
-def _set(
-    proposals: Proposals,
-    overrides: list[Override],
-    model: str,
-    setting: str,
-    value: int | None,
-    guard_name: str,
-    reason: str,
-) -> None:
-    """Replace one setting of ``model``'s proposal, logging an override if it differs."""
-    old = proposals.get(model, Action(model))
-    proposed = getattr(old, setting)
-    if proposed == value:
-        return
-    proposals[model] = replace(old, **{setting: value})
-    overrides.append(Override(model, guard_name, setting, proposed, value, reason))
-
-
-def _target(action: Action | None, current: ModelSettings, setting: str) -> int:
-    value = getattr(action, setting) if action is not None else None
-    return getattr(current, setting) if value is None else value
 
 
 def emergency_reason(m: ModelObservation, config: ControllerConfig) -> str | None:
@@ -177,19 +141,22 @@ def emergency(
                 f"emergency hold: clear {held[lim.name]} of {config.emergency_exit_ticks} ticks, "
                 f"attainment back to {config.emergency_exit_attainment:.2f} needed"
             )
-            delay = min(_target(action, s, "max_batch_delay_ms"), config.emergency_delay_ms)
-            if delay < _target(action, s, "max_batch_delay_ms"):
-                _set(out, overrides, lim.name, "max_batch_delay_ms", delay, "emergency_hold", why)
-            if _target(action, s, "workers") < s.workers:
-                _set(out, overrides, lim.name, "workers", s.workers, "emergency_hold", why)
+            wanted = target_value(action, s, "max_batch_delay_ms")
+            delay = min(wanted, config.emergency_delay_ms)
+            if delay < wanted:
+                set_override(
+                    out, overrides, lim.name, "max_batch_delay_ms", delay, "emergency_hold", why
+                )
+            if target_value(action, s, "workers") < s.workers:
+                set_override(out, overrides, lim.name, "workers", s.workers, "emergency_hold", why)
             continue
         hit.append(lim.name)
-        delay = min(_target(action, s, "max_batch_delay_ms"), config.emergency_delay_ms)
+        delay = min(target_value(action, s, "max_batch_delay_ms"), config.emergency_delay_ms)
         if delay != s.max_batch_delay_ms:
-            _set(out, overrides, lim.name, "max_batch_delay_ms", delay, "emergency", reason)
-        workers = max(_target(action, s, "workers"), min(s.workers + 1, lim.max_workers))
+            set_override(out, overrides, lim.name, "max_batch_delay_ms", delay, "emergency", reason)
+        workers = max(target_value(action, s, "workers"), min(s.workers + 1, lim.max_workers))
         if workers != s.workers:
-            _set(out, overrides, lim.name, "workers", workers, "emergency", reason)
+            set_override(out, overrides, lim.name, "workers", workers, "emergency", reason)
     return out, overrides, tuple(hit)
 
 
@@ -209,7 +176,7 @@ def enforce_bounds(
             value = getattr(action, setting)
             if value is not None and not low <= value <= high:
                 clamped = max(low, min(high, value))
-                _set(
+                set_override(
                     out,
                     overrides,
                     name,
@@ -221,10 +188,10 @@ def enforce_bounds(
         # TorchServe 0.12 breaks out of batch formation after the 2nd job when the delay is
         # 0, whatever the batch size: a zero delay would silently cap batches at 2.
         current = observation.model(name).settings
-        batch = _target(out.get(name), current, "batch_size")
-        delay = _target(out.get(name), current, "max_batch_delay_ms")
+        batch = target_value(out.get(name), current, "batch_size")
+        delay = target_value(out.get(name), current, "max_batch_delay_ms")
         if batch > ZERO_DELAY_BATCH_CAP and delay < MIN_BATCHING_DELAY_MS:
-            _set(
+            set_override(
                 out,
                 overrides,
                 name,
@@ -259,7 +226,7 @@ def limit_step(
             if name in exempt and setting == "max_batch_delay_ms" and value < now:
                 continue
             limited = now + step if value > now else now - step
-            _set(
+            set_override(
                 out,
                 overrides,
                 name,
@@ -305,7 +272,7 @@ def cooldown(
         for setting, value in action.changes(current).items():
             if emergency_passes(name, setting, value, current, exempt):
                 continue
-            _set(
+            set_override(
                 out,
                 overrides,
                 name,
@@ -327,137 +294,18 @@ def flip_flop(
 ) -> tuple[Proposals, list[Override]]:
     """Veto a setting's going back a second time to the value it left (a -> b -> a -> b)
     within ``flip_hold_s`` at the same load; in an emergency what passes the cooldown passes
-    here too."""
+    here too, and so does a raise of :data:`CAPACITY_RAISES` while the model sheds."""
     out, overrides = dict(proposals), []
     vetoes = flip_vetoes(proposals, observation, config.flip_hold_s, state.settings_history)
     for name, setting, reason in vetoes:
-        current = observation.model(name).settings
-        if not emergency_passes(name, setting, getattr(proposals[name], setting), current, exempt):
-            _set(out, overrides, name, setting, None, "flip_flop", reason)
+        m = observation.model(name)
+        value = getattr(proposals[name], setting)
+        if emergency_passes(name, setting, value, m.settings, exempt):
+            continue
+        if m.shedding and setting in CAPACITY_RAISES and value > getattr(m.settings, setting):
+            continue  # holding a setting that sheds is worse than a flip
+        set_override(out, overrides, name, setting, None, "flip_flop", reason)
     return out, overrides
-
-
-def _by_need(names: list[str], observation: Observation, exempt: tuple[str, ...]) -> list[str]:
-    """Emergencies first, then lowest SLO attainment (NaN last), then name."""
-
-    def key(name: str) -> tuple[int, float, str]:
-        att = observation.model(name).slo_attainment
-        return (0 if name in exempt else 1, 2.0 if math.isnan(att) else att, name)
-
-    return sorted(names, key=key)
-
-
-def _cap_increases(
-    proposals: Proposals,
-    observation: Observation,
-    config: ControllerConfig,
-    exempt: tuple[str, ...],
-    cost: Mapping[str, float],
-    budget: float,
-    guard_name: str,
-    unit: str,
-) -> tuple[Proposals, list[Override]]:
-    """Grant worker increases while sum(workers x cost) stays within ``budget``."""
-    out, overrides = dict(proposals), []
-    settings = {m.name: m.settings for m in observation.models}
-    used = 0.0
-    for name, s in settings.items():
-        target = _target(out.get(name), s, "workers")
-        used += min(target, s.workers) * cost.get(name, 0.0)  # decreases are always granted
-    growing = [
-        n for n, a in proposals.items() if a.workers is not None and a.workers > settings[n].workers
-    ]
-    for name in _by_need(growing, observation, exempt):
-        current, wanted = settings[name].workers, proposals[name].workers
-        unit_cost = cost.get(name, 0.0)
-        granted = current
-        while granted < wanted and used + (granted - current + 1) * unit_cost <= budget + 1e-9:
-            granted += 1
-        used += (granted - current) * unit_cost
-        if granted != wanted:
-            _set(
-                out,
-                overrides,
-                name,
-                "workers",
-                granted if granted != current else None,
-                guard_name,
-                f"{unit} budget {budget:g} reached",
-            )
-    return out, overrides
-
-
-def worker_budget(
-    proposals: Proposals,
-    observation: Observation,
-    config: ControllerConfig,
-    exempt: tuple[str, ...] = (),
-) -> tuple[Proposals, list[Override]]:
-    """Total workers over all models stay within ``worker_budget``."""
-    cost = {m.name: 1.0 for m in observation.models}
-    return _cap_increases(
-        proposals,
-        observation,
-        config,
-        exempt,
-        cost,
-        config.worker_budget,
-        "worker_budget",
-        "worker",
-    )
-
-
-def memory_budget(
-    proposals: Proposals,
-    observation: Observation,
-    config: ControllerConfig,
-    exempt: tuple[str, ...] = (),
-) -> tuple[Proposals, list[Override]]:
-    """Total worker memory (``memory_mb_per_worker``) stays within ``memory_budget_mb``."""
-    if config.memory_budget_mb is None:
-        return dict(proposals), []
-    cost = {lim.name: lim.memory_mb_per_worker for lim in config.models}
-    return _cap_increases(
-        proposals,
-        observation,
-        config,
-        exempt,
-        cost,
-        config.memory_budget_mb,
-        "memory_budget",
-        "memory (MB)",
-    )
-
-
-def gpu_headroom_mb(gpus: tuple[GpuObservation, ...], reserve_mb: float) -> float | None:
-    """MiB a new worker may take: the fullest GPU's free memory minus ``reserve_mb`` (never
-    below 0); None when no GPU was read. TorchServe spreads a model's workers over the GPUs
-    round-robin, so a new worker may land on the fullest one."""
-    if not gpus:
-        return None
-    return max(0.0, min(g.memory_free_mb for g in gpus) - reserve_mb)
-
-
-def gpu_memory_budget(
-    proposals: Proposals,
-    observation: Observation,
-    config: ControllerConfig,
-    exempt: tuple[str, ...] = (),
-) -> tuple[Proposals, list[Override]]:
-    """Workers are added only while they fit in the free GPU memory NVML reports (beyond
-    ``gpu_memory_reserve_mb``), at ``gpu_memory_mb_per_worker`` each, emergencies included:
-    a worker that cannot load its model helps no one. No GPU read: no cap."""
-    if config.gpu_memory_reserve_mb is None:
-        return dict(proposals), []
-    headroom = gpu_headroom_mb(observation.host.gpus, config.gpu_memory_reserve_mb)
-    if headroom is None:
-        return dict(proposals), []
-    cost = {lim.name: lim.gpu_memory_mb_per_worker for lim in config.models}
-    in_use = sum(m.settings.workers * cost.get(m.name, 0.0) for m in observation.models)
-    return _cap_increases(
-        proposals, observation, config, exempt, cost, in_use + headroom,
-        "gpu_memory_budget", "GPU memory (MiB)",
-    )  # fmt: skip
 
 
 def drop_noops(proposals: Proposals, observation: Observation) -> Proposals:

@@ -37,7 +37,9 @@ class StaticPolicy:
 class AimdPolicy:
     """Clipper's AIMD per model, on end-to-end p99 and the batch fill rate.
 
-    "Full" means fill rate >= ``fill_high`` or a backlog of at least one batch in the queue.
+    "Full" means fill rate >= ``fill_high``, a backlog of at least one batch in the queue, or
+    requests shed in the window (:attr:`ModelObservation.shedding`: a queue that turns work away
+    was full, even if it has drained by the time of the tick).
 
     - p99 over the SLO with full batches: the queue waits for capacity, so grow the batch
       additively; at ``max_batch`` add a worker instead.
@@ -55,8 +57,9 @@ class AimdPolicy:
         p, s = self.params, m.settings
         if math.isnan(m.p99_ms) or math.isnan(m.batch_fill_rate):
             return None  # no traffic in the window: nothing to learn from
-        # a backlog of at least one batch means capacity, not the batch, limits latency
-        full = m.batch_fill_rate >= p.fill_high or m.queue_depth >= s.batch_size
+        # a backlog of at least one batch, or shed requests, mean capacity, not the batch,
+        # limits latency: shrinking the batch then would shed more (seen on a 2-core box)
+        full = m.batch_fill_rate >= p.fill_high or m.queue_depth >= s.batch_size or m.shedding
         grow = _clamp(s.batch_size + p.additive_step, lim.min_batch, lim.max_batch)
         shrink = _clamp(math.floor(s.batch_size * p.decrease_factor), lim.min_batch, lim.max_batch)
         if m.slo_violated:

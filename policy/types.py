@@ -71,7 +71,14 @@ class ModelObservation:
     mean_latency_ms: float
     batch_fill_rate: float
     mean_batch_size: float
+    #: Share of the window's requests the server shed or failed (5xx; a client's 4xx aside).
     error_rate: float = math.nan
+
+    @property
+    def shedding(self) -> bool:
+        """Over :data:`P99_SHARE` of the window's requests shed or failed: the model is turning
+        work away, which more capacity (a bigger batch, a worker) answers; False when unknown."""
+        return self.error_rate > P99_SHARE
 
     @property
     def slo_violated(self) -> bool:
@@ -81,7 +88,7 @@ class ModelObservation:
         False when there is no p99 in the window."""
         if math.isnan(self.p99_ms):
             return False
-        return self.error_rate > P99_SHARE or self.p99_ms > self.slo_ms
+        return self.shedding or self.p99_ms > self.slo_ms
 
 
 @dataclass(frozen=True)

@@ -154,18 +154,22 @@ def render_config(config: ServerConfig, plugins_path: Path | None) -> str:
     """``config.properties`` for ``config``, from the template in ``configs/``."""
     template = resources.files("tsadapt.configs").joinpath("config.properties.template")
     metrics = resources.files("tsadapt.configs").joinpath("metrics.yaml")
-    return string.Template(template.read_text()).substitute(
-        **{f"{name}_port": port for name, port in config.ports().items()},
-        model_store=config.model_store,
-        disable_token_authorization=str(not config.auth).lower(),
-        metrics_config=str(metrics),
-        plugins_path=plugins_path or "",
-        job_queue_size=config.job_queue_size,
-    ) + (
-        f"token_expiration_min={config.token_expiration_min}\n"
-        if config.token_expiration_min is not None
-        else ""
-    ) + "".join(f"{key}={value}\n" for key, value in config.properties)
+    return (
+        string.Template(template.read_text()).substitute(
+            **{f"{name}_port": port for name, port in config.ports().items()},
+            model_store=config.model_store,
+            disable_token_authorization=str(not config.auth).lower(),
+            metrics_config=str(metrics),
+            plugins_path=plugins_path or "",
+            job_queue_size=config.job_queue_size,
+        )
+        + (
+            f"token_expiration_min={config.token_expiration_min}\n"
+            if config.token_expiration_min is not None
+            else ""
+        )
+        + "".join(f"{key}={value}\n" for key, value in config.properties)
+    )
 
 
 def _torchserve_command() -> list[str]:

@@ -255,7 +255,7 @@ class Observer:
             requests_n = window.requests_total
             attainment = window.slo_attainment(slo) if math.isfinite(slo) else nan
             p50, p99, mean = hist.quantile(0.5), hist.quantile(0.99), hist.mean_ms
-            errors = window.error_rate
+            errors = window.server_error_rate
             now_b, now_r = snap.handler.get(name, (0.0, 0.0))
             old_b, old_r = base.handler.get(name, (0.0, 0.0))
             if now_b - old_b > 0 and now_r >= old_r:

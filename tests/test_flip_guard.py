@@ -115,3 +115,29 @@ def test_in_an_emergency_a_batch_raise_is_never_a_flip(a: int, b: int, passes: b
         assert result.emergencies == (("tabular",) if emergency else ())
         flipped = "flip_flop" in [o.guard for o in result.overrides]
         assert flipped is not (passes and emergency)
+
+
+@pytest.mark.parametrize(
+    ("setting", "a", "b", "errors", "vetoed"),
+    [
+        ("batch_size", 3, 5, math.nan, True),  # 3 -> 5 -> 3 -> 5 at the same load: a flip
+        ("batch_size", 3, 5, 0.05, False),  # ... but batch 3 sheds 5 %: the raise passes
+        ("batch_size", 3, 5, 0.01, True),  # 1 % is the served p99, not shedding
+        ("batch_size", 5, 3, 0.05, True),  # a cut while shedding is still a flip
+        ("workers", 1, 2, 0.05, False),  # so is a worker added while shedding
+        ("max_batch_delay_ms", 10, 20, 0.05, True),  # a longer delay adds no capacity
+    ],
+)
+def test_a_capacity_raise_while_shedding_is_never_a_flip(
+    setting: str, a: int, b: int, errors: float, vetoed: bool
+) -> None:
+    """No emergency (attainment 0.95 sheds 5 %); holding settings that turn requests away
+    is worse than the flip (aimd on the 2-core CI box: vetoed back to batch 5, it shed 20 s)."""
+    history = {"tabular": {setting: SettingHistory((a, b, a), 3.0, 100.0)}}
+    state = GuardState(settings_history=history)
+    kw = {"batch_size": 4, "delay": 10, "workers": 1}
+    kw[{"batch_size": "batch_size", "workers": "workers"}.get(setting, "delay")] = a
+    obs = observation(model_obs(**kw, attainment=0.95, errors=errors), time_s=10.0)
+    result = guard((Action("tabular", **{setting: b}),), obs, CFG, state)
+    assert result.emergencies == ()
+    assert ("flip_flop" in [o.guard for o in result.overrides]) is vetoed

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 from controller_helpers import config, limits, model_obs, observation
 
+from tsadapt.policy.budget_guards import gpu_headroom_mb, gpu_memory_budget
 from tsadapt.policy.controller_config import ConfigError
-from tsadapt.policy.guards import GuardState, gpu_headroom_mb, gpu_memory_budget, guard
+from tsadapt.policy.guards import GuardState, guard
 from tsadapt.policy.types import Action, GpuObservation
 from tsadapt.sidecar.observer import GpuProbe
 

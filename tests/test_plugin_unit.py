@@ -166,6 +166,7 @@ def test_telemetry_window_and_slo_attainment() -> None:
     assert window.requests_total == 10
     assert window.responses_2xx == 8
     assert window.error_rate == pytest.approx(0.2)
+    assert window.server_error_rate == pytest.approx(0.1)  # the 4xx is the client's
     # 6 of 10 requests were answered 2xx within 100 ms; errors count as misses.
     assert window.slo_attainment(100) == pytest.approx(0.6)
     assert window.latency_2xx_ms.fraction_within(100) == pytest.approx(0.75)

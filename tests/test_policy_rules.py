@@ -62,6 +62,9 @@ def test_static_changes_nothing(p99: float) -> None:
         # past any SLO though every served one was in time (batch 1 under a load step)
         (dict(p99=90.0, fill=0.9, queue=30, errors=0.2), Action("tabular", batch_size=10)),
         (dict(p99=90.0, fill=0.9, errors=0.01), None),  # 1 %: the p99 itself is still served
+        # shed in the window but drained by the tick, batches half-empty: the shedding says
+        # capacity, so grow, not back off (the 2-core CI box: a cut to 3 shed for 20 s more)
+        (dict(p99=150.0, fill=0.5, queue=0, errors=0.05), Action("tabular", batch_size=10)),
         # no traffic: nothing to learn from
         (IDLE, None),
     ],

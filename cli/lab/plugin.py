@@ -22,8 +22,7 @@ def _cmd_bench_overhead(args: argparse.Namespace) -> int:
     from tsadapt.experiments.plugin_overhead import OverheadConfig, report, run
 
     config = OverheadConfig(args.model, args.rate, args.round_s, args.rounds, args.seed)
-    text = report(
-config, run(config), command_of(args))
+    text = report(config, run(config), command_of(args))
     return _publish(text, args.out)
 
 

@@ -180,10 +180,18 @@ def write_report(out_dir: Path, command: str, results: Sequence[Measured],
         f"(`{BASELINE}`: TorchServe's defaults) is taken repeat by repeat, then averaged. See "
         "`experiments/peers/frontend_tuning.py`.",
         "",
-        *table(["variant", "what changes", "environment", "config.properties"],
-               [[v.name, v.what, ", ".join(f"`{k}={x}`" for k, x in v.env) or "–",
-                 ", ".join(f"`{k}={x}`" for k, x in v.properties) or "–"]
-                for v in variants]),  # fmt: skip
+        *table(
+            ["variant", "what changes", "environment", "config.properties"],
+            [
+                [
+                    v.name,
+                    v.what,
+                    ", ".join(f"`{k}={x}`" for k, x in v.env) or "–",
+                    ", ".join(f"`{k}={x}`" for k, x in v.properties) or "–",
+                ]
+                for v in variants
+            ],
+        ),  # fmt: skip
         "",
         *table(HEADER, rows),
         "",
@@ -206,7 +214,6 @@ def write_report(out_dir: Path, command: str, results: Sequence[Measured],
     }  # fmt: skip
     md.with_suffix(".json").write_text(json.dumps(finite_json(data), indent=2) + "\n")
     return md
-
 
 
 def rewrite_from_json(path: Path, out_dir: Path, rendered_by: str) -> Path:

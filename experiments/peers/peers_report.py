@@ -220,10 +220,13 @@ def write_peers_report(
         "Every setting the bench gives each peer explicitly, with the library's default "
         "(most differ from it), generated from the peers' settings objects "
         "(`experiments/peers/rayserve_app.py`, `bentoml_app.py`). Environments: "
-        + "; ".join(f"{k}: {v}" for k, v in environments.items()) + ".",
+        + "; ".join(f"{k}: {v}" for k, v in environments.items())
+        + ".",
         "",
-        *table(SETTINGS_HEADER, [[r.run, f"`{r.setting}`", r.value, r.default, r.reason]
-                                 for r in settings]),  # fmt: skip
+        *table(
+            SETTINGS_HEADER,
+            [[r.run, f"`{r.setting}`", r.value, r.default, r.reason] for r in settings],
+        ),  # fmt: skip
         "",
         *breakdown,
         f"The per-seed tables, offered load and timelines of every run: `{bench_md}`.",

@@ -50,7 +50,11 @@ def status_reader(path: Path, scenario: Scenario, mode: str = "auto"
 
 
 def start_app(
-    scenario_path: Path, rundir: Path, port: int, mode: str = "auto", python: Path | None = None,
+    scenario_path: Path,
+    rundir: Path,
+    port: int,
+    mode: str = "auto",
+    python: Path | None = None,
     extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, Path]:
     """Start the Ray Serve process; return it once every application is up."""
