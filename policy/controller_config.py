@@ -29,8 +29,6 @@ DEFAULT_WINDOW_S = 5.0
 DEFAULT_COOLDOWN_S = 3.0
 #: Ten cooldowns: a policy caught in a two-value cycle moves once per this long, not per cooldown.
 DEFAULT_FLIP_HOLD_S = 30.0
-#: Seconds fewer workers must be wanted in a row before one goes (Ray Serve's downscale delay).
-DEFAULT_DOWNSCALE_DELAY_S = 30.0
 #: Largest batch TorchServe is asked to form (the plugin accepts any positive int).
 BATCH_SIZE_LIMIT = 1024
 #: Largest max batch delay (ms) a config may allow.
@@ -120,10 +118,6 @@ class ControllerConfig:
     #: A setting that went a -> b -> a may not go back to b within this long of its last
     #: change (the flip-flop guard, ``policy/flip_guard.py``). 0: no such guard.
     flip_hold_s: float = DEFAULT_FLIP_HOLD_S
-    #: A worker goes only once the policy has wanted fewer for this long in a row (the
-    #: downscale guard): capacity given back between periodic bursts is missing at the next.
-    #: 0: at once.
-    downscale_delay_s: float = DEFAULT_DOWNSCALE_DELAY_S
     retries: int = 2
     retry_backoff_s: float = 0.2
     aimd: AimdParams = field(default_factory=AimdParams)
@@ -235,11 +229,6 @@ def validate(config: ControllerConfig) -> None:
     _check(config.window_s >= config.tick_s, "window_s", "must be >= tick_s")
     _check(config.cooldown_s >= 0, "cooldown_s", f"must be >= 0, got {config.cooldown_s}")
     _check(config.flip_hold_s >= 0, "flip_hold_s", f"must be >= 0, got {config.flip_hold_s}")
-    _check(
-        config.downscale_delay_s >= 0,
-        "downscale_delay_s",
-        f"must be >= 0, got {config.downscale_delay_s}",
-    )
     for name in ("max_batch_step", "max_delay_step_ms", "max_worker_step", "worker_budget"):
         value = getattr(config, name)
         _check(isinstance(value, int) and value >= 1, name, f"must be an int >= 1, got {value!r}")

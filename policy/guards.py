@@ -16,8 +16,6 @@ Each guard is a small pure function ``(proposals, ...) -> (proposals, overrides)
                            (TorchServe caps batches at 2 when the delay is 0).
 3. :func:`limit_step`     - at most ``max_*_step`` change per setting per tick.
 4. :func:`cooldown`       - no change to a model within ``cooldown_s`` of its last change.
-   :func:`downscale_delay` - a worker goes only once the policy has wanted fewer for
-                           ``downscale_delay_s`` in a row (Ray Serve's downscale delay).
    :func:`flip_flop`      - a setting that went a -> b -> a may not go back to b within
                            ``flip_hold_s`` at the same load (``policy/flip_guard.py``);
                            a batch or worker raise passes while the model sheds.
@@ -70,8 +68,6 @@ class GuardState:
     last_change_s: Mapping[str, float] = field(default_factory=frozen_map)
     emergency_clear_ticks: Mapping[str, int] = field(default_factory=frozen_map)
     settings_history: Histories = field(default_factory=frozen_map)
-    #: For each model whose policy wants fewer workers, since when it has wanted fewer.
-    fewer_since: Mapping[str, float] = field(default_factory=frozen_map)
 
 
 @dataclass(frozen=True)
@@ -289,41 +285,6 @@ def cooldown(
     return out, overrides
 
 
-def downscale_delay(
-    proposals: Proposals,
-    observation: Observation,
-    config: ControllerConfig,
-    state: GuardState,
-) -> tuple[Proposals, list[Override], Mapping[str, float]]:
-    """Veto a worker removal until fewer workers have been wanted for ``downscale_delay_s``
-    in a row (a tick that does not want fewer starts the count again); also returns, per
-    model that wants fewer now, since when. Ray Serve's downscale delay, for every policy:
-    a worker given back between periodic bursts is missing at the next one. A removal passes
-    at once while the worker budget is full and another model asks for a worker."""
-    out, overrides, since = dict(proposals), [], {}
-    growing = {
-        name
-        for name, a in proposals.items()
-        if a.workers is not None and a.workers > observation.model(name).settings.workers
-    }
-    budget_full = observation.total_workers >= config.worker_budget
-    for name, action in proposals.items():
-        current = observation.model(name).settings.workers
-        if action.workers is None or action.workers >= current:
-            continue
-        since[name] = start = state.fewer_since.get(name, observation.time_s)
-        waited = observation.time_s - start
-        if budget_full and growing - {name}:
-            continue  # the worker budget is full and another model wants one: free it
-        if waited + 1e-9 < config.downscale_delay_s:
-            set_override(
-                out, overrides, name, "workers", None, "downscale_delay",
-                f"fewer workers wanted for {waited:.0f} s < downscale_delay_s "
-                f"{config.downscale_delay_s:g} s (wanted workers={action.workers})",
-            )  # fmt: skip
-    return out, overrides, frozen_map(since)
-
-
 def flip_flop(
     proposals: Proposals,
     observation: Observation,
@@ -396,8 +357,6 @@ def guard(
         held = emergency_hold(observation, config, state)
     proposals, found = enforce_bounds(proposals, observation, config)
     overrides += found
-    proposals, found, fewer = downscale_delay(proposals, observation, config, state)
-    overrides += found
     proposals, found = limit_step(proposals, observation, config, exempt)
     overrides += found
     proposals, found = cooldown(proposals, observation, config, state, exempt)
@@ -418,7 +377,6 @@ def guard(
             frozen_map(last),
             frozen_map(held),
             record_changes(state.settings_history, final, observation),
-            fewer,
         ),
         emergencies=exempt,
     )
