@@ -231,7 +231,12 @@ def test_ppo_ahead_of_aimd_as_the_readme_counts(scenario: str) -> None:
     assert f"ppo ahead of aimd on {ahead} of {len(diffs)} seeds" in _page("README.md")
 
 
-@pytest.mark.parametrize("scenario", ["azure-conv", "co-surge"])
+def static_pct(controllers: dict) -> float:
+    """static's mean SLO attainment (%) in a bench JSON's ``controllers``."""
+    return controllers["static"]["slo_attainment_pct"]["mean"]
+
+
+@pytest.mark.parametrize("scenario", ["azure-conv", "co-surge", "surge"])
 def test_the_five_seed_runs_as_the_docs_quote_them(scenario: str) -> None:
     """docs/benches-and-peers.md's five-seed bullets (whitespace folded): ppo's and the best
     rule's means, ppo's paired differences against the best rule seed by seed, and how many
@@ -268,6 +273,10 @@ def test_the_five_seed_runs_as_the_docs_quote_them(scenario: str) -> None:
     said = {
         "azure-conv": f"on the Azure trace ppo is ahead of the best rule ({best}) on {ahead} of 5",
         "co-surge": f"on `co-surge` on {ahead} of 5",
+        "surge": (
+            f"on `surge`, run on a far slower day (static {static_pct(c):.1f} % where it had "
+            f"{static_pct(_json('bench-surge.json')['controllers']):.1f} %), on {ahead} of 5"
+        ),
     }[scenario]
     assert said in readme
 
