@@ -24,7 +24,6 @@ def _by_need(names: list[str], observation: Observation, exempt: tuple[str, ...]
 def _cap_increases(
     proposals: Proposals,
     observation: Observation,
-    config: ControllerConfig,
     exempt: tuple[str, ...],
     cost: Mapping[str, float],
     budget: float,
@@ -70,14 +69,7 @@ def worker_budget(
     """Total workers over all models stay within ``worker_budget``."""
     cost = {m.name: 1.0 for m in observation.models}
     return _cap_increases(
-        proposals,
-        observation,
-        config,
-        exempt,
-        cost,
-        config.worker_budget,
-        "worker_budget",
-        "worker",
+        proposals, observation, exempt, cost, config.worker_budget, "worker_budget", "worker"
     )
 
 
@@ -91,15 +83,9 @@ def memory_budget(
     if config.memory_budget_mb is None:
         return dict(proposals), []
     cost = {lim.name: lim.memory_mb_per_worker for lim in config.models}
+    budget = config.memory_budget_mb
     return _cap_increases(
-        proposals,
-        observation,
-        config,
-        exempt,
-        cost,
-        config.memory_budget_mb,
-        "memory_budget",
-        "memory (MB)",
+        proposals, observation, exempt, cost, budget, "memory_budget", "memory (MB)"
     )
 
 
@@ -129,6 +115,6 @@ def gpu_memory_budget(
     cost = {lim.name: lim.gpu_memory_mb_per_worker for lim in config.models}
     in_use = sum(m.settings.workers * cost.get(m.name, 0.0) for m in observation.models)
     return _cap_increases(
-        proposals, observation, config, exempt, cost, in_use + headroom,
+        proposals, observation, exempt, cost, in_use + headroom,
         "gpu_memory_budget", "GPU memory (MiB)",
     )  # fmt: skip

@@ -191,7 +191,7 @@ def write_report(out_dir: Path, command: str, results: Sequence[Measured],
                 ]
                 for v in variants
             ],
-        ),  # fmt: skip
+        ),
         "",
         *table(HEADER, rows),
         "",

@@ -226,7 +226,7 @@ def write_peers_report(
         *table(
             SETTINGS_HEADER,
             [[r.run, f"`{r.setting}`", r.value, r.default, r.reason] for r in settings],
-        ),  # fmt: skip
+        ),
         "",
         *breakdown,
         f"The per-seed tables, offered load and timelines of every run: `{bench_md}`.",
