@@ -291,6 +291,32 @@ def test_the_rules_tie_ppo_on_surge_as_the_readme_says() -> None:
     assert max(gaps) < 0.2, gaps
 
 
+def machine_speed_attainment(speed: str, scenario: str, policy: str) -> str:
+    """Mean SLO attainment (%) of ``policy`` on ``scenario`` in ``machine-speed/<speed>/``."""
+    rows = _json(f"machine-speed/{speed}/simulation.json")
+    name = scenario if speed == "x1" else f"{scenario}-t{speed[1:]}"
+    values = [r["slo_attainment"] for r in rows if (r["scenario"], r["policy"]) == (name, policy)]
+    assert len(values) == 5, (speed, scenario, policy)
+    return f"{100 * sum(values) / len(values):.1f}"
+
+
+def test_the_slow_machine_figures_the_docs_quote() -> None:
+    """docs/benches-and-peers.md's simulated slow machine, from the two evaluate runs."""
+    a = machine_speed_attainment
+    page = " ".join(_page("docs/benches-and-peers.md").split())
+    quoted = [
+        f"aimd {a('x1.4', 'surge', 'aimd')} %, ppo {a('x1.4', 'surge', 'ppo')} %, queue "
+        f"{a('x1.4', 'surge', 'queue')} %, static {a('x1.4', 'surge', 'static')} %",
+        f"ppo attains {a('x1', 'surge', 'ppo')} % against aimd's {a('x1', 'surge', 'aimd')} % "
+        f"and static's {a('x1', 'surge', 'static')} %",
+        f"(`co-surge` ({a('x1.4', 'co-surge', 'ppo')} % against aimd's "
+        f"{a('x1.4', 'co-surge', 'aimd')} %)"[1:],
+        f"({a('x1.4', 'azure-conv', 'ppo')} % against {a('x1.4', 'azure-conv', 'aimd')} %)",
+    ]
+    for text in quoted:
+        assert text in page, text
+
+
 def test_the_peer_counts_the_readme_states() -> None:
     """BentoML without batching ahead of static on every surge seed; Ray's invalid runs on
     co-surge, counted from the peers reports."""

@@ -202,17 +202,26 @@ def shared_budget_scenario(
         workload.append(
             {"model": model["name"], **w, "period_s": period, "offset_s": offset % period}
         )
-    return scenario_from_dict(
-        {
-            "name": name,
-            "duration_s": duration_s,
-            "seed": int(rng.integers(2**31)),
-            "devices": [{"name": "cpu", "cores": n + 1}],
-            "models": models,
-            "workload": workload,
-            "budget": {"workers": n + 1},
-        }
-    )
+    d = {
+        "name": name,
+        "duration_s": duration_s,
+        "seed": int(rng.integers(2**31)),
+        "devices": [{"name": "cpu", "cores": n + 1}],
+        "models": models,
+        "workload": workload,
+        "budget": {"workers": n + 1},
+    }
+    return scenario_from_dict(with_time_scale(rng, cfg, d))
+
+
+def with_time_scale(rng: np.random.Generator, cfg: RandomiseConfig, d: dict) -> dict:
+    """``d`` with its device's ``time_scale`` drawn from ``cfg.time_scale_log`` (the last draw
+    of a scenario; none when the range is one value)."""
+    lo, hi = cfg.time_scale_log
+    scale = lo if lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    if scale != 1.0:
+        d["devices"] = [{**dev, "time_scale": scale} for dev in d["devices"]]
+    return d
 
 
 def random_scenario(
@@ -241,14 +250,13 @@ def random_scenario(
         w = random_workload(rng, kind, max(rate, 1.0), cfg, duration_s)
         workload.append({"model": model["name"], **w})
     budget = int(rng.integers(n, sum(m["max_workers"] for m in models) + 1))
-    return scenario_from_dict(
-        {
-            "name": name,
-            "duration_s": duration_s,
-            "seed": int(rng.integers(2**31)),
-            "devices": [{"name": "cpu", "cores": cores}],
-            "models": models,
-            "workload": workload,
-            "budget": {"workers": budget},
-        }
-    )
+    d = {
+        "name": name,
+        "duration_s": duration_s,
+        "seed": int(rng.integers(2**31)),
+        "devices": [{"name": "cpu", "cores": cores}],
+        "models": models,
+        "workload": workload,
+        "budget": {"workers": budget},
+    }
+    return scenario_from_dict(with_time_scale(rng, cfg, d))

@@ -297,7 +297,11 @@ class Batching:
         else:  # a plain qbuf range
             b = e - s
         dev = m.dev
-        exec_s = m.lat_s[b] if b <= MAX_BATCH_LIMIT else m.spec.latency.batch_ms(b) / 1000.0
+        exec_s = (
+            m.lat_s[b]
+            if b <= MAX_BATCH_LIMIT
+            else m.spec.latency.batch_ms(b) * dev.spec.time_scale / 1000.0
+        )
         if not dev.slotted:
             active = dev.active = dev.active + m.threads
             if dev.host_load:

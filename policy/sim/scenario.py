@@ -7,7 +7,9 @@ Format::
     duration_s: 180
     seed: 1
     devices:                          # optional; default: one "cpu" with budget.workers cores
-      - {name: cpu, cores: 2}         # ``cores`` or ``capacity`` (see simulator docs)
+      - {name: cpu, cores: 2}         # ``cores`` or ``capacity`` (see simulator docs);
+                                      # optional time_scale (1): a machine this many times
+                                      # slower than the profiles' (DeviceSpec)
     models:
       - name: image
         slo_ms: 200
@@ -45,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +135,14 @@ class Scenario:
         if not parts:
             return None
         return parts[0] if len(parts) == 1 else Mix(parts)
+
+    def on_slower_machine(self, time_scale: float) -> Scenario:
+        """This scenario on a machine ``time_scale`` times slower than its profiles' (every
+        device's ``time_scale`` multiplied; > 1 slower, < 1 faster); named ``NAME-tSCALE``."""
+        if not (time_scale > 0 and math.isfinite(time_scale)):
+            raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")
+        devices = tuple(replace(d, time_scale=d.time_scale * time_scale) for d in self.devices)
+        return replace(self, name=f"{self.name}-t{time_scale:g}", devices=devices)
 
     def default_config(self, model: str) -> ModelSettings:
         """TorchServe's defaults (batch 1, 100 ms) with ``min_workers`` (>= 1) workers."""
@@ -369,14 +379,15 @@ def _quantiles(where: str, d: Mapping[str, Any]) -> tuple[float, ...] | None:
 def _device(i: int, d: Any) -> DeviceSpec:
     w = f"devices[{i}]"
     d = require_mapping(w, d)
-    reject_unknown(w, d, {"name", "cores", "capacity"})
+    reject_unknown(w, d, {"name", "cores", "capacity", "time_scale"})
     name = _require(w, d, "name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{w}.name must be a non-empty string, got {name!r}")
     if ("cores" in d) == ("capacity" in d):
         raise ValueError(f"{w}: give exactly one of 'cores' or 'capacity'")
     key = "cores" if "cores" in d else "capacity"
-    return DeviceSpec(name, _num(f"{w}.{key}", d[key], positive=True))
+    scale = _num(f"{w}.time_scale", d.get("time_scale", 1.0), positive=True)
+    return DeviceSpec(name, _num(f"{w}.{key}", d[key], positive=True), time_scale=scale)
 
 
 def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario") -> Scenario:
