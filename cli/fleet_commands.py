@@ -83,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--picks", type=positive_int, default=1, help="slot actions PPO picks per tick, at most"
     )
     t.add_argument("--init", type=Path, default=None, help="start from this policy's network")
+    t.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=None,
+        help="PPO's learning rate (default: fleet/ppo.py's PPO_SETTINGS; lower to fine-tune)",
+    )
     t.add_argument("--out-dir", type=Path, default=TRAINED_DIR)
     t.add_argument(
         "--profiles",
@@ -161,7 +167,7 @@ def _train(args: argparse.Namespace) -> int:
 
         meta = train(
             cats, args.timesteps, out, args.seed, args.episode_ticks, command, show,
-            picks_per_tick=args.picks, init=args.init,
+            picks_per_tick=args.picks, init=args.init, learning_rate=args.learning_rate,
         )  # fmt: skip
     print(f"wrote {out} ({meta['timesteps']} steps, {meta['train_seconds']} s)")
     return 0

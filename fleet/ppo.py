@@ -114,9 +114,11 @@ def train(
     on_progress: Callable[[int, int, float], None] | None = None,
     picks_per_tick: int = 1,
     init: Path | None = None,
+    learning_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Train on ``cats`` (any shapes), from ``init``'s network if given; write the policy
-    network and its ``.json`` metadata."""
+    """Train on ``cats`` (any shapes), from ``init``'s network if given (``learning_rate``:
+    instead of PPO_SETTINGS's, e.g. lower for a fine-tune); write the policy network and its
+    ``.json`` metadata."""
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.monitor import Monitor
@@ -127,7 +129,12 @@ def train(
         raise ValueError(f"timesteps must be >= 1, got {timesteps}")
     torch.set_num_threads(1)
     env = Monitor(FleetEnv(cats, episode_ticks, picks_per_tick))
-    s = dict(PPO_SETTINGS)
+    if learning_rate is not None and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    settings = dict(PPO_SETTINGS)
+    if learning_rate is not None:
+        settings["learning_rate"] = learning_rate
+    s = dict(settings)
     hidden = s.pop("hidden")
     model = PPO(
         _policy_class(),
@@ -158,7 +165,7 @@ def train(
         "picks_per_tick": picks_per_tick,
         "init": str(init) if init is not None else None,
         "train_seconds": round(time.perf_counter() - t0, 1),
-        "settings": PPO_SETTINGS,
+        "settings": settings,
         "learning_curve": [[n, round(r, 3)] for n, r in curve],
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -36,9 +36,12 @@ def test_a_missing_policy_names_the_command(tmp_path: Path) -> None:
         FleetPPOPolicy(policy_path(tmp_path), cat)
 
 
-def test_train_needs_steps(tmp_path: Path) -> None:
+def test_train_needs_steps_and_a_positive_learning_rate(tmp_path: Path) -> None:
+    cats = [build_catalogue(2, 3, "diurnal", 40.0)]
     with pytest.raises(ValueError, match="timesteps"):
-        train([build_catalogue(2, 3, "diurnal", 40.0)], 0, tmp_path / "p.pt")
+        train(cats, 0, tmp_path / "p.pt")
+    with pytest.raises(ValueError, match="learning_rate"):
+        train(cats, 64, tmp_path / "p.pt", learning_rate=0.0)
 
 
 def test_a_policy_trained_with_picks_acts_as_many_times_per_tick(trained: Path, tmp_path) -> None:
@@ -46,8 +49,12 @@ def test_a_policy_trained_with_picks_acts_as_many_times_per_tick(trained: Path, 
     takes up to 3 slot actions a tick, and ``picks`` overrides it."""
     cats = [build_catalogue(4, 7, "bursty", 40.0)]
     out = policy_path(tmp_path)
-    meta = train(cats, 256, out, episode_ticks=20, picks_per_tick=3, init=policy_path(trained))
+    meta = train(
+        cats, 256, out, episode_ticks=20, picks_per_tick=3, init=policy_path(trained),
+        learning_rate=2e-4,
+    )  # fmt: skip
     assert meta["picks_per_tick"] == 3 and meta["init"] == str(policy_path(trained))
+    assert meta["settings"]["learning_rate"] == 2e-4
     assert picks_of(out) == 3 and picks_of(policy_path(trained)) == 1
     cat = build_catalogue(4, 7, "diurnal", 40.0)
     assert FleetPPOPolicy(out, cat).picks == 3 and FleetPPOPolicy(out, cat, picks=5).picks == 5
