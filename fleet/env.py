@@ -77,7 +77,8 @@ class FleetEnv(gym.Env):
         if a.size != 1 or not self.action_space.contains(int(a[0])):
             raise ValueError(f"action must be in {self.action_space}, got {action!r}")
         if self._picks.pick(int(a[0])):
-            return self._picks.x, 0.0, False, False, {"picks": len(self._picks.actions)}
+            info = {"picks": len(self._picks.actions), "tick_end": False}
+            return self._picks.x, 0.0, False, False, info
         t = self._tick * TICK_S
         acts, over = guard(self._picks.actions, self._obs, self.cat, self.state, t)
         switched = self.sim.apply(acts)
@@ -90,6 +91,7 @@ class FleetEnv(gym.Env):
             "overrides": len(over),
             "gpus_in_use": self.sim.gpus_in_use,
             "picks": len(self._picks.actions),
+            "tick_end": True,
         }
         self._picks = Picks(self._obs, self.cat, self.picks_per_tick)
         return self._picks.x, float(r), False, truncated, info

@@ -22,6 +22,7 @@ import numpy as np
 from tsadapt.fleet.agent import Picks
 from tsadapt.fleet.candidates import CAND_FEATURES, FLEET_FEATURES, K, obs_size
 from tsadapt.fleet.catalog import Catalogue
+from tsadapt.fleet.tick_discount import tick_end_callback, tick_rollout_buffer_class
 from tsadapt.fleet.types import FleetObservation, SlotAction
 from tsadapt.policy.learn.ppo_train import learning_curve_callback
 
@@ -121,6 +122,7 @@ def train(
     ``.json`` metadata."""
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import CallbackList
     from stable_baselines3.common.monitor import Monitor
 
     from tsadapt.fleet.env import FleetEnv
@@ -143,15 +145,15 @@ def train(
         device="cpu",
         verbose=0,
         policy_kwargs={"hidden": hidden},
+        rollout_buffer_class=tick_rollout_buffer_class(),
         **s,
     )
     if init is not None:
         model.policy.load_state_dict(load_policy(init).state_dict())
     curve: list[tuple[int, float]] = []
     t0 = time.perf_counter()
-    model.learn(
-        total_timesteps=timesteps, callback=learning_curve_callback(curve, timesteps, on_progress)
-    )
+    callbacks = [learning_curve_callback(curve, timesteps, on_progress), tick_end_callback()]
+    model.learn(total_timesteps=timesteps, callback=CallbackList(callbacks))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.policy.save(out)
@@ -166,6 +168,7 @@ def train(
         "init": str(init) if init is not None else None,
         "train_seconds": round(time.perf_counter() - t0, 1),
         "settings": settings,
+        "discount": "per tick (fleet/tick_discount.py)",
         "learning_curve": [[n, round(r, 3)] for n, r in curve],
     }
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
