@@ -20,6 +20,7 @@ import string
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,9 +42,18 @@ class ServerError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port that is free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind((C.LOOPBACK, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on loopback right now: every socket stays bound until all
+    are chosen (ports picked one after the other can repeat: the kernel may hand the one
+    just released out again, and a server then refuses the equal pair)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind((C.LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in socks]
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,8 @@ class ServerConfig:
     @classmethod
     def with_free_ports(cls, **kwargs: Any) -> ServerConfig:
         names = ("inference", "management", "metrics", "grpc_inference", "grpc_management")
-        return cls(**{f"{n}_port": free_port() for n in names}, **kwargs)
+        ports = free_ports(len(names))
+        return cls(**{f"{n}_port": p for n, p in zip(names, ports, strict=True)}, **kwargs)
 
     def ports(self) -> dict[str, int]:
         return {

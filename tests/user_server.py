@@ -22,7 +22,7 @@ from tsadapt.client import KeyFile, TorchServeClient
 from tsadapt.experiments.foreign_model import MODEL_PY, archive_sources, write_sources
 from tsadapt.plugin.build import plugins_path
 from tsadapt.serve.attach import read_properties
-from tsadapt.serve.server import free_port
+from tsadapt.serve.server import free_ports
 
 #: Seconds a user's server may take to start with its first model's worker READY.
 START_TIMEOUT_S = 180
@@ -60,12 +60,13 @@ def write_user_files(
     # in a folder of its own: key_file.json lands where TorchServe starts, not next to it
     config = home / "conf" / "config.properties"
     config.parent.mkdir()
+    inference, management, metrics, grpc_inference, grpc_management = free_ports(5)
     config.write_text(
-        f"inference_address=http://127.0.0.1:{free_port()}\n"
-        f"management_address=http://127.0.0.1:{free_port()}\n"
-        f"metrics_address=http://127.0.0.1:{free_port()}\n"
+        f"inference_address=http://127.0.0.1:{inference}\n"
+        f"management_address=http://127.0.0.1:{management}\n"
+        f"metrics_address=http://127.0.0.1:{metrics}\n"
         "grpc_inference_address=127.0.0.1\ngrpc_management_address=127.0.0.1\n"
-        f"grpc_inference_port={free_port()}\ngrpc_management_port={free_port()}\n"
+        f"grpc_inference_port={grpc_inference}\ngrpc_management_port={grpc_management}\n"
         f"model_store={store}\nload_models={models[0]}.mar\n{properties}"
         f"enable_model_api=true\nplugins_path={plugins or plugins_path()}\n"
     )
