@@ -294,7 +294,7 @@ def test_the_rules_tie_ppo_on_surge_as_the_readme_says() -> None:
 def machine_speed_attainment(speed: str, scenario: str, policy: str) -> str:
     """Mean SLO attainment (%) of ``policy`` on ``scenario`` in ``machine-speed/<speed>/``."""
     rows = _json(f"machine-speed/{speed}/simulation.json")
-    name = scenario if speed == "x1" else f"{scenario}-t{speed[1:]}"
+    name = scenario if speed == "x1" else f"{scenario}-cpu{speed[1:]}"
     values = [r["slo_attainment"] for r in rows if (r["scenario"], r["policy"]) == (name, policy)]
     assert len(values) == 5, (speed, scenario, policy)
     return f"{100 * sum(values) / len(values):.1f}"

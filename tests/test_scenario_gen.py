@@ -70,15 +70,15 @@ def test_shared_budget_prob_validated() -> None:
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_time_scale_is_drawn_last_and_leaves_the_other_draws_alone(seed: int) -> None:
+def test_cpu_scale_is_drawn_last_and_leaves_the_other_draws_alone(seed: int) -> None:
     plain = random_scenario(np.random.default_rng(seed), CFG, DURATION_S)
-    cfg = replace(CFG, time_scale_log=(0.8, 1.6))
+    cfg = replace(CFG, cpu_scale_log=(0.8, 1.6))
     scaled = random_scenario(np.random.default_rng(seed), cfg, DURATION_S)
-    assert plain.devices[0].time_scale == 1.0
-    assert 0.8 <= scaled.devices[0].time_scale <= 1.6
+    assert plain.devices[0].cpu_scale == 1.0
+    assert 0.8 <= scaled.devices[0].cpu_scale <= 1.6
     assert replace(scaled, devices=plain.devices) == plain
 
 
-def test_time_scale_log_validated() -> None:
-    with pytest.raises(ValueError, match="randomise.time_scale_log"):
-        RandomiseConfig(time_scale_log=(0.0, 1.5))
+def test_cpu_scale_log_validated() -> None:
+    with pytest.raises(ValueError, match="randomise.cpu_scale_log"):
+        RandomiseConfig(cpu_scale_log=(0.0, 1.5))

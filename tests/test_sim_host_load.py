@@ -22,11 +22,11 @@ def test_host_load_is_cpu_per_second_bin() -> None:
     assert host_load([np.empty(0)], [50.0]) == []
 
 
-def _latencies(host_cpu_ms: float, cores: float, time_scale: float = 1.0) -> np.ndarray:
+def _latencies(host_cpu_ms: float, cores: float, cpu_scale: float = 1.0) -> np.ndarray:
     spec = ModelSpec(
         "m", TEN_MS, device="cpu", initial=ModelSettings(1, 1.0, 1), host_cpu_ms=host_cpu_ms
     )
-    device = DeviceSpec("cpu", cores, time_scale=time_scale)
+    device = DeviceSpec("cpu", cores, cpu_scale=cpu_scale)
     sim = Simulator([spec], {"m": ARRIVALS}, [device], seed=0)
     return sim.run_until(100.0)["m"].latencies_ms
 
@@ -56,22 +56,22 @@ def test_host_cpu_ms_must_be_finite_and_not_negative() -> None:
 
 
 @pytest.mark.parametrize(
-    ("host_cpu_ms", "time_scale", "first_second_ms", "last_ms"),
+    ("host_cpu_ms", "cpu_scale", "first_second_ms", "last_ms"),
     [
         (0.0, 1.5, 15.0, 15.0),  # a machine 1.5x slower: every batch takes 1.5x the profile
         (0.0, 0.5, 5.0, 5.0),  # ... or 2x faster
         (100.0, 1.5, 37.5, 17.25),  # the host's work too: 1.5 cores busy + 1 thread, x2.5
     ],
 )
-def test_time_scale_scales_every_cpu_cost_of_the_device(
-    host_cpu_ms: float, time_scale: float, first_second_ms: float, last_ms: float
+def test_cpu_scale_scales_every_cpu_cost_of_the_device(
+    host_cpu_ms: float, cpu_scale: float, first_second_ms: float, last_ms: float
 ) -> None:
-    lat = _latencies(host_cpu_ms, 1.0, time_scale)
+    lat = _latencies(host_cpu_ms, 1.0, cpu_scale)
     np.testing.assert_allclose(lat[:10], first_second_ms)
     np.testing.assert_allclose(lat[10], last_ms)
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, float("inf"), float("nan")])
-def test_time_scale_must_be_finite_and_positive(bad: float) -> None:
-    with pytest.raises(ValueError, match="time_scale"):
-        DeviceSpec("cpu", 1.0, time_scale=bad)
+def test_cpu_scale_must_be_finite_and_positive(bad: float) -> None:
+    with pytest.raises(ValueError, match="cpu_scale"):
+        DeviceSpec("cpu", 1.0, cpu_scale=bad)

@@ -133,7 +133,7 @@ def _mutate(path: str, value):
         ("workload.0.model", "c", "workload[0].model 'c' is not one of ['a', 'b']"),
         ("workload", [], "workload must be a non-empty list"),
         ("devices.0", {"name": "cpu"}, "devices[0]: give exactly one of 'cores' or 'capacity'"),
-        ("devices.0", {"name": "cpu", "cores": 2, "time_scale": 0}, "devices[0].time_scale"),
+        ("devices.0", {"name": "cpu", "cores": 2, "cpu_scale": 0}, "devices[0].cpu_scale"),
         ("typo", 1, "scenario: unknown field 'typo'"),
     ],
 )
@@ -251,8 +251,8 @@ def test_pool_replications_pools_percentiles_and_averages_counts():
 def test_on_slower_machine_scales_every_device_and_renames():
     sc = scenario_from_dict(BASE)
     slow = sc.on_slower_machine(1.5).on_slower_machine(2.0)
-    assert slow.name == f"{sc.name}-t1.5-t2"
-    assert [d.time_scale for d in slow.devices] == [3.0] * len(sc.devices)
+    assert slow.name == f"{sc.name}-cpu1.5-cpu2"
+    assert [d.cpu_scale for d in slow.devices] == [3.0] * len(sc.devices)
     assert slow.models == sc.models and slow.workload == sc.workload
-    with pytest.raises(ValueError, match="time_scale"):
+    with pytest.raises(ValueError, match="cpu_scale"):
         sc.on_slower_machine(0.0)

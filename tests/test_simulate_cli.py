@@ -204,7 +204,7 @@ def test_evaluate_random_writes_the_held_out_section(small_scenario: Path, tmp_p
         assert {r["generator_seed"] for r in res["rows"]} == {res["rows"][0]["generator_seed"]}
 
 
-def test_time_scale_runs_the_scenario_on_a_slower_machine(
+def test_cpu_scale_runs_the_scenario_on_a_slower_machine(
     small_scenario: Path, capsys: pytest.CaptureFixture
 ) -> None:
     def p50(*extra: str) -> dict:
@@ -212,17 +212,17 @@ def test_time_scale_runs_the_scenario_on_a_slower_machine(
         assert _run([*argv, "--json"]) == 0
         return json.loads(capsys.readouterr().out)
 
-    base, slow = p50(), p50("--time-scale", "2")
-    assert slow["scenario"] == "small-t2" and base["scenario"] == "small"
+    base, slow = p50(), p50("--cpu-scale", "2")
+    assert slow["scenario"] == "small-cpu2" and base["scenario"] == "small"
     assert slow["requests"] == base["requests"]  # the same arrivals ...
     assert slow["p50_ms"] > 1.3 * base["p50_ms"]  # ... served by a slower machine
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "x"])
-def test_time_scale_must_be_positive(
+def test_cpu_scale_must_be_positive(
     bad: str, small_scenario: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = ["simulate", "--scenario", str(small_scenario), "--policy", "static"]
     with pytest.raises(SystemExit):
-        _run([*argv, "--time-scale", bad])
-    assert "--time-scale" in capsys.readouterr().err
+        _run([*argv, "--cpu-scale", bad])
+    assert "--cpu-scale" in capsys.readouterr().err

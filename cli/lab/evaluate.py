@@ -15,7 +15,7 @@ from tsadapt.constants import RESULTS_DIR, SCENARIOS_DIR
 from tsadapt.markdown import rel, typed_command
 from tsadapt.policy.ppo_policy import SHIPPED_POLICY as DEFAULT_POLICY_FILE
 
-TIME_SCALE_HELP = (
+CPU_SCALE_HELP = (
     "run on a machine this many times slower than the scenarios' profiles (1.4: every CPU "
     "cost x1.4; the controller's limits still come from the profiles)"
 )
@@ -136,8 +136,8 @@ def evaluate(args: argparse.Namespace) -> int:
         return usage_error(f"--processes: need >= 1, got {args.processes}")
     try:
         scenarios = [load_scenario(p) for p in args.scenarios]
-        if args.time_scale is not None:
-            scenarios = [s.on_slower_machine(args.time_scale) for s in scenarios]
+        if args.cpu_scale is not None:
+            scenarios = [s.on_slower_machine(args.cpu_scale) for s in scenarios]
         meta = read_metadata(args.policy_file) if "ppo" in args.policies else {}
         if args.random:
             from tsadapt.policy.learn.scenario_sets import check_heldout
@@ -222,7 +222,7 @@ def add_evaluate_parser(subparsers: Any, with_argv: Callable[[Any, str], Any]) -
     p.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
     p.add_argument("--policy-file", type=Path, default=DEFAULT_POLICY_FILE)
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
-    p.add_argument("--time-scale", type=positive_float, default=None, help=TIME_SCALE_HELP)
+    p.add_argument("--cpu-scale", type=positive_float, default=None, help=CPU_SCALE_HELP)
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument(
         "--start",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tsadapt.cli.arg_types import positive_float, usage_error, with_argv
-from tsadapt.cli.lab.evaluate import TIME_SCALE_HELP
+from tsadapt.cli.lab.evaluate import CPU_SCALE_HELP
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -19,8 +19,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     try:
         scenario = load_scenario(args.scenario)
-        if args.time_scale is not None:
-            scenario = scenario.on_slower_machine(args.time_scale)
+        if args.cpu_scale is not None:
+            scenario = scenario.on_slower_machine(args.cpu_scale)
         result = run_policy(
             scenario,
             args.policy,
@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
         help="policy file for --policy ppo (default: the shipped policy)",
     )
     p.add_argument("--seed", type=int, default=None, help="default: the scenario's seed")
-    p.add_argument("--time-scale", type=positive_float, default=None, help=TIME_SCALE_HELP)
+    p.add_argument("--cpu-scale", type=positive_float, default=None, help=CPU_SCALE_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=with_argv(_simulate, "simulate"))
 

@@ -211,16 +211,16 @@ def shared_budget_scenario(
         "workload": workload,
         "budget": {"workers": n + 1},
     }
-    return scenario_from_dict(with_time_scale(rng, cfg, d))
+    return scenario_from_dict(with_cpu_scale(rng, cfg, d))
 
 
-def with_time_scale(rng: np.random.Generator, cfg: RandomiseConfig, d: dict) -> dict:
-    """``d`` with its device's ``time_scale`` drawn from ``cfg.time_scale_log`` (the last draw
+def with_cpu_scale(rng: np.random.Generator, cfg: RandomiseConfig, d: dict) -> dict:
+    """``d`` with its device's ``cpu_scale`` drawn from ``cfg.cpu_scale_log`` (the last draw
     of a scenario; none when the range is one value)."""
-    lo, hi = cfg.time_scale_log
+    lo, hi = cfg.cpu_scale_log
     scale = lo if lo == hi else float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     if scale != 1.0:
-        d["devices"] = [{**dev, "time_scale": scale} for dev in d["devices"]]
+        d["devices"] = [{**dev, "cpu_scale": scale} for dev in d["devices"]]
     return d
 
 
@@ -259,4 +259,4 @@ def random_scenario(
         "workload": workload,
         "budget": {"workers": budget},
     }
-    return scenario_from_dict(with_time_scale(rng, cfg, d))
+    return scenario_from_dict(with_cpu_scale(rng, cfg, d))

@@ -108,18 +108,18 @@ class RandomiseConfig:
     #: Probability of a multi-tenant draw instead (peaks take turns for one spare worker;
     #: see :func:`scenario_gen.shared_budget_scenario`).
     shared_budget_prob: float = 0.0
-    #: The machine's speed against the profiles' (log-uniform; ``DeviceSpec.time_scale``):
+    #: The machine's speed against the profiles' (log-uniform; ``DeviceSpec.cpu_scale``):
     #: every CPU cost this many times the profile's, while the controller's limits still come
     #: from the profile, as on a real box slower or faster than on the day it was profiled.
     #: Drawn last, so a scenario's other draws are the same with or without it.
-    time_scale_log: tuple[float, float] = (1.0, 1.0)
+    cpu_scale_log: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         for name in ("shared_budget_prob", "overhead_prob", "overhead_max_slo_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"randomise.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("gamma_cv", "onoff_on_share", "onoff_mean_on_s", "swing_ratio",
-                     "swing_hold_s", "overhead_scale_log", "time_scale_log"):  # fmt: skip
+                     "swing_hold_s", "overhead_scale_log", "cpu_scale_log"):  # fmt: skip
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ValueError(f"randomise.{name} must be [low, high] with 0 < low <= high")

@@ -87,7 +87,8 @@ class ModelState:
     """Mutable per-model state (queue buffer, workers, the forming batch, counters)."""
 
     __slots__ = (
-        "spec", "name", "idx", "dev", "threads", "lat_s", "cap", "load_delay", "overhead_s",
+        "spec", "name", "idx", "dev", "threads", "lat_s", "host_cpu_ms", "cap", "load_delay",
+        "overhead_s",
         "ovh_q", "ovh_buf", "ovh_i",
         "arr", "arr_l", "n_arr", "next_idx", "qbuf", "head", "tail", "front",
         "B", "delay_ms", "delay_s", "workers", "idle", "next_wid",
@@ -300,7 +301,7 @@ class Batching:
         exec_s = (
             m.lat_s[b]
             if b <= MAX_BATCH_LIMIT
-            else m.spec.latency.batch_ms(b) * dev.spec.time_scale / 1000.0
+            else m.spec.latency.batch_ms(b) * dev.spec.cpu_scale / 1000.0
         )
         if not dev.slotted:
             active = dev.active = dev.active + m.threads

@@ -8,7 +8,7 @@ Format::
     seed: 1
     devices:                          # optional; default: one "cpu" with budget.workers cores
       - {name: cpu, cores: 2}         # ``cores`` or ``capacity`` (see simulator docs);
-                                      # optional time_scale (1): a machine this many times
+                                      # optional cpu_scale (1): a machine this many times
                                       # slower than the profiles' (DeviceSpec)
     models:
       - name: image
@@ -136,13 +136,13 @@ class Scenario:
             return None
         return parts[0] if len(parts) == 1 else Mix(parts)
 
-    def on_slower_machine(self, time_scale: float) -> Scenario:
-        """This scenario on a machine ``time_scale`` times slower than its profiles' (every
-        device's ``time_scale`` multiplied; > 1 slower, < 1 faster); named ``NAME-tSCALE``."""
-        if not (time_scale > 0 and math.isfinite(time_scale)):
-            raise ValueError(f"time_scale must be a finite number > 0, got {time_scale!r}")
-        devices = tuple(replace(d, time_scale=d.time_scale * time_scale) for d in self.devices)
-        return replace(self, name=f"{self.name}-t{time_scale:g}", devices=devices)
+    def on_slower_machine(self, cpu_scale: float) -> Scenario:
+        """This scenario on a machine ``cpu_scale`` times slower than its profiles' (every
+        device's ``cpu_scale`` multiplied; > 1 slower, < 1 faster); named ``NAME-cpuSCALE``."""
+        if not (cpu_scale > 0 and math.isfinite(cpu_scale)):
+            raise ValueError(f"cpu_scale must be a finite number > 0, got {cpu_scale!r}")
+        devices = tuple(replace(d, cpu_scale=d.cpu_scale * cpu_scale) for d in self.devices)
+        return replace(self, name=f"{self.name}-cpu{cpu_scale:g}", devices=devices)
 
     def default_config(self, model: str) -> ModelSettings:
         """TorchServe's defaults (batch 1, 100 ms) with ``min_workers`` (>= 1) workers."""
@@ -379,15 +379,15 @@ def _quantiles(where: str, d: Mapping[str, Any]) -> tuple[float, ...] | None:
 def _device(i: int, d: Any) -> DeviceSpec:
     w = f"devices[{i}]"
     d = require_mapping(w, d)
-    reject_unknown(w, d, {"name", "cores", "capacity", "time_scale"})
+    reject_unknown(w, d, {"name", "cores", "capacity", "cpu_scale"})
     name = _require(w, d, "name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{w}.name must be a non-empty string, got {name!r}")
     if ("cores" in d) == ("capacity" in d):
         raise ValueError(f"{w}: give exactly one of 'cores' or 'capacity'")
     key = "cores" if "cores" in d else "capacity"
-    scale = _num(f"{w}.time_scale", d.get("time_scale", 1.0), positive=True)
-    return DeviceSpec(name, _num(f"{w}.{key}", d[key], positive=True), time_scale=scale)
+    scale = _num(f"{w}.cpu_scale", d.get("cpu_scale", 1.0), positive=True)
+    return DeviceSpec(name, _num(f"{w}.{key}", d[key], positive=True), cpu_scale=scale)
 
 
 def scenario_from_dict(d: Any, base_dir: str | Path = ".", name: str = "scenario") -> Scenario:

@@ -148,12 +148,9 @@ class Simulator(Batching):
             self._order.append(self._new_model(i, spec, a))
             self._models[spec.name] = self._order[-1]
         for name, dev in devs.items():
-            mine = [m for m in self._order if m.spec.device == name and m.spec.host_cpu_ms > 0]
+            mine = [m for m in self._order if m.spec.device == name and m.host_cpu_ms > 0]
             if mine:
-                scale = dev.spec.time_scale
-                dev.host_load = host_load(
-                    [m.arr for m in mine], [m.spec.host_cpu_ms * scale for m in mine]
-                )
+                dev.host_load = host_load([m.arr for m in mine], [m.host_cpu_ms for m in mine])
         for m in self._order:
             if m.idle:
                 self._acquire(m, 0.0)
@@ -165,8 +162,10 @@ class Simulator(Batching):
         m.spec, m.name, m.idx = spec, spec.name, idx
         m.dev = self.devices[spec.device]
         m.threads = spec.threads
-        ms = spec.latency.batch_ms(np.arange(MAX_BATCH_LIMIT + 2)) * m.dev.spec.time_scale
+        scale = m.dev.spec.cpu_scale  # this machine's CPU costs against the profile's
+        ms = spec.latency.batch_ms(np.arange(MAX_BATCH_LIMIT + 2)) * scale
         m.lat_s = [float(x) / 1000.0 for x in ms]
+        m.host_cpu_ms = spec.host_cpu_ms * scale
         m.cap = spec.queue_size
         m.load_delay = spec.load_delay_s
         m.overhead_s = spec.overhead_ms / 1000.0
@@ -320,8 +319,8 @@ class Simulator(Batching):
             q[: m.qbuf.size] = m.qbuf
             m.qbuf = q
         dev = m.dev
-        if m.spec.host_cpu_ms > 0:
-            load = host_load([new], [m.spec.host_cpu_ms * m.dev.spec.time_scale])
+        if m.host_cpu_ms > 0:
+            load = host_load([new], [m.host_cpu_ms])
             if len(dev.host_load) < len(load):
                 dev.host_load.extend([0.0] * (len(load) - len(dev.host_load)))
             for k in range(int(new[0] // HOST_LOAD_BIN_S), len(load)):

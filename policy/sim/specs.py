@@ -38,7 +38,7 @@ class DeviceSpec:
     of one batch when ``k`` batches of *parallel* workers run at once, ``interference[k - 1]``
     for k = 1..n (linear beyond ``n`` along the last step). None: the plain contention factor.
 
-    ``time_scale``: every CPU cost on this device (batch execution, the host's per-request
+    ``cpu_scale``: every CPU cost on this device (batch execution, the host's per-request
     work) is the profile's times this factor: a machine slower (> 1) or faster (< 1) than the
     one the profiles were measured on. The controller's limits still come from the profiles,
     as a sidecar's do on a real machine whose speed drifted.
@@ -47,13 +47,13 @@ class DeviceSpec:
     name: str = DEFAULT_DEVICE
     capacity: float = 1.0
     interference: tuple[float, ...] | None = None
-    time_scale: float = 1.0
+    cpu_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.capacity > 0:
             raise ValueError(f"device {self.name!r}: capacity must be > 0")
-        if not (self.time_scale > 0 and math.isfinite(self.time_scale)):
-            raise ValueError(f"device {self.name!r}: time_scale must be a finite number > 0")
+        if not (self.cpu_scale > 0 and math.isfinite(self.cpu_scale)):
+            raise ValueError(f"device {self.name!r}: cpu_scale must be a finite number > 0")
         f = self.interference
         if f is not None:
             f = tuple(float(x) for x in f)
