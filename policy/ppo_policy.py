@@ -30,7 +30,6 @@ import numpy as np
 from tsadapt.policy.agent_view import (
     OBS_LAYOUT,
     all_agent_features,
-    decode_action,
 )
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.policy_file import (  # noqa: F401 - the file format's names, kept here too
@@ -51,11 +50,10 @@ from tsadapt.policy.policy_file import (  # noqa: F401 - the file format's names
 )
 from tsadapt.policy.supervisor import (
     DIRECT,
-    SUPERVISOR,
     ActionSpec,
     RuleSetPoints,
     action_spec,
-    supervise,
+    decode,
 )
 from tsadapt.policy.types import Decision, Observation, PolicyState
 
@@ -167,19 +165,14 @@ class PPOPolicy:
     def decide(self, observation: Observation, state: PolicyState) -> Decision:
         spec, out = self.spec, []
         proposals, next_state = {}, state.next()
-        if spec.design == SUPERVISOR:
+        if spec.uses_rules:
             proposals, next_state = RuleSetPoints.for_config(self.config).propose(
                 observation, state
             )
         for name, a in zip(self.config.model_names, self.act(observation), strict=True):
-            if tuple(int(v) for v in a) == spec.noop:
-                continue
             m, lim = observation.model(name), self.config.limits(name)
-            if spec.design == SUPERVISOR:
-                action = supervise(a, m, lim, proposals[name])
-            else:
-                action = decode_action(a, m, lim, self.delay_step_ms)
-            if not action.is_noop(m.settings):
+            action = decode(spec, a, m, lim, proposals.get(name, {}), self.delay_step_ms)
+            if action is not None and not action.is_noop(m.settings):
                 out.append(action)
         return tuple(out), next_state
 

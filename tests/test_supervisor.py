@@ -1,4 +1,5 @@
-"""The supervisor action design: the policy picks a fast rule and a worker bias per tick."""
+"""The rule-driven action designs: the policy picks a fast rule and a worker bias per tick
+(``supervisor``), or a rule plus learned offsets (``residual``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from controller_helpers import config, limits, model_obs, observation
 from gymnasium.utils.env_checker import check_env
 
+from tsadapt.policy.agent_view import STEP_DIRS
 from tsadapt.policy.learn.gym_env import AdaptEnv
 from tsadapt.policy.learn.ppo_train import train
 from tsadapt.policy.learn.train_config import EnvConfig, PPOConfig, RandomiseConfig, TrainConfig
@@ -18,11 +20,15 @@ from tsadapt.policy.rules import AimdPolicy, QueuePolicy
 from tsadapt.policy.sim.control import controller_config_for, run_controlled
 from tsadapt.policy.sim.scenario import load_scenario
 from tsadapt.policy.supervisor import (
+    BATCH_OFFSETS,
     MODES,
+    RESIDUAL_RULES,
     SUPERVISOR_NOOP,
     WORKER_BIAS,
     RuleSetPoints,
     action_spec,
+    decode,
+    residual,
     supervise,
 )
 from tsadapt.policy.types import Action, PolicyState
@@ -135,3 +141,71 @@ def replace_design(meta: dict, design: str) -> dict:
 def test_env_config_rejects_an_unknown_design() -> None:
     with pytest.raises(ValueError, match="env.action_design"):
         replace(TINY.env, action_design="bandit")
+
+
+RESIDUAL_TINY = replace(TINY, env=replace(TINY.env, action_design="residual"))
+PROPOSALS = {
+    "hold": None,
+    "aimd": Action("tabular", batch_size=10),
+    "queue": Action("tabular", batch_size=4, max_batch_delay_ms=25, workers=1),
+}
+
+
+def res(rule: str, batch: int, delay: int, workers: int) -> tuple[int, ...]:
+    return (
+        RESIDUAL_RULES.index(rule),
+        BATCH_OFFSETS.index(batch),
+        STEP_DIRS.index(delay),
+        STEP_DIRS.index(workers),
+    )
+
+
+def test_residual_spec_decodes_its_noop_as_following_aimd() -> None:
+    spec = action_spec("residual")
+    assert spec.nvec == (2, 5, 3, 3) and not spec.skip_noop and spec.uses_rules
+    m = model_obs(batch_size=8, delay=10, workers=2)
+    lim = CFG.limits("tabular")
+    follow = decode(spec, spec.noop, m, lim, PROPOSALS, 10)
+    assert follow == Action("tabular", batch_size=10, max_batch_delay_ms=10, workers=2)
+    # the other designs' no-op leaves the model alone
+    assert decode(action_spec("direct"), action_spec("direct").noop, m, lim, {}, 10) is None
+    sup = action_spec("supervisor")
+    assert decode(sup, sup.noop, m, lim, PROPOSALS, 10) is None
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        (("aimd", 0, 0, 0), (10, 10, 2)),
+        (("aimd", -2, 1, 1), (8, 20, 3)),
+        (("queue", 0, 0, 0), (4, 25, 1)),
+        (("queue", 2, -1, -1), (6, 15, 1)),  # workers held at min_workers
+        (("queue", -2, 1, 0), (2, 35, 1)),
+    ],
+)
+def test_residual_adds_the_offsets_to_the_chosen_rule(action, expected) -> None:
+    m = model_obs(batch_size=8, delay=10, workers=2)
+    a = residual(res(*action), m, CFG.limits("tabular"), PROPOSALS, 10)
+    assert (a.batch_size, a.max_batch_delay_ms, a.workers) == expected
+
+
+def test_residual_offsets_the_current_settings_where_the_rule_proposes_none() -> None:
+    m = model_obs(batch_size=31, delay=35, workers=3)
+    a = residual(res("aimd", 2, 1, 1), m, CFG.limits("tabular"), {"aimd": None}, 10)
+    assert (a.batch_size, a.max_batch_delay_ms, a.workers) == (32, 40, 3)  # the limits
+
+
+def test_residual_env_passes_check_env_and_its_file_runs_numpy_and_torch_alike(
+    tmp_path: Path,
+) -> None:
+    env = AdaptEnv(RESIDUAL_TINY)
+    check_env(env, skip_render_check=True)
+    assert list(env.action_space.nvec) == [2, 5, 3, 3]
+    out = tmp_path / "res.zip"
+    train(RESIDUAL_TINY, out, command="pytest tiny residual")
+    assert read_metadata(out)["action_design"] == "residual"
+    sc = load_scenario(REPO / "configs" / "scenarios" / "bursty.yaml")
+    cfg = controller_config_for(sc)
+    a = run_controlled(sc, PPOPolicy.from_file(out, cfg), cfg, seed=3)
+    b = run_controlled(sc, PPOPolicy.from_file(out, cfg, torch=True), cfg, seed=3)
+    assert a.overall.goodput_rps == b.overall.goodput_rps and a.overall.requests > 0

@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from tsadapt.policy.agent_view import OBS_LAYOUT, agent_features, decode_action
+from tsadapt.policy.agent_view import OBS_LAYOUT, agent_features
 from tsadapt.policy.controller_config import ControllerConfig
 from tsadapt.policy.factory import make_policy
 from tsadapt.policy.learn.reward import r_bfr, r_gpu, r_slo, r_slo_team, r_ssr, reward
@@ -49,7 +49,7 @@ from tsadapt.policy.sim.control import (
     observer_for,
 )
 from tsadapt.policy.sim.scenario import Scenario, load_scenario
-from tsadapt.policy.supervisor import SUPERVISOR, RuleSetPoints, action_spec, supervise
+from tsadapt.policy.supervisor import RuleSetPoints, action_spec, decode
 from tsadapt.policy.types import Action, Decision, ModelSettings, Observation, Policy, PolicyState
 
 
@@ -172,12 +172,9 @@ class AdaptEnv(gym.Env):
         focus_m = obs.model(self.focus)
         # the rules decide every tick, chosen or not (their memory stays current)
         proposals, self._rule_state = self._rules.propose(obs, self._rule_state)
-        if tuple(a) == self.design.noop:
-            own = None
-        elif self.design.design == SUPERVISOR:
-            own = supervise(a, focus_m, lim, proposals[self.focus])
-        else:
-            own = decode_action(a, focus_m, lim, self.config.env.delay_step_ms)
+        own = decode(
+            self.design, a, focus_m, lim, proposals[self.focus], self.config.env.delay_step_ms
+        )
         policy = FocusPolicy(self._background, self.focus, own)
         step = control_step(self._backend, policy, cfg, self._state, obs)
         self._state = step.state

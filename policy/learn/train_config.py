@@ -37,8 +37,9 @@ class EnvConfig:
     #: Scenario files mixed into the randomised ones with this probability (0 = none).
     scenario_files: tuple[str, ...] = ()
     scenario_file_prob: float = 0.0
-    #: ``direct`` (the network sets batch, delay, workers) or ``supervisor`` (it picks a
-    #: fast rule and a worker bias each tick): :mod:`tsadapt.policy.supervisor`.
+    #: ``direct`` (the network sets batch, delay, workers), ``supervisor`` (it picks a fast
+    #: rule and a worker bias each tick) or ``residual`` (a rule plus a learned offset):
+    #: :mod:`tsadapt.policy.supervisor`.
     action_design: str = "direct"
 
     def __post_init__(self) -> None:
