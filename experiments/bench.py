@@ -211,6 +211,17 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
             console.print(f"capacity: {system} (closed loop, {cfg.capacity_s:.0f} s per model)")
             rundir = cfg.runs_dir / scenario.name / f"{stamp}-capacity-{system}"
             caps += measure(cfg, system, scenario_path, scenario, rundir, cfg.capacity_s)
+    speed: dict[str, list] = {}
+
+    def probe(when: str) -> None:
+        from tsadapt.experiments.bench_capacity import measure
+
+        if cfg.speed_probe_s > 0:
+            console.print(f"box speed {when}: closed loop, {cfg.speed_probe_s:g} s per model")
+            rundir = cfg.runs_dir / scenario.name / f"{stamp}-speed-{when}"
+            speed[when] = measure(cfg, "static", scenario_path, scenario, rundir, cfg.speed_probe_s)
+
+    probe("before")
     with Progress(
         TextColumn("{task.fields[ctl]:<14}"), BarColumn(), TextColumn("{task.completed:>4.0f}/"
         "{task.total:.0f} s"), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -238,11 +249,20 @@ def run_bench(cfg: BenchConfig) -> tuple[list[RunResult], Path]:
                     res = RunResult(ctl, "skipped", str(exc), rundir=rundir)
                 runs.setdefault(seed, []).append(res)
                 progress.update(task, completed=schedule.duration_s, description=res.status)
+    probe("after")
+    preamble: list[str] = []
+    summary_extra = {}
+    if speed:
+        from tsadapt.experiments.bench_capacity import speed_json, speed_lines
+
+        before, after = speed.get("before", []), speed.get("after", [])
+        preamble = speed_lines(before, after, cfg.speed_probe_s)
+        summary_extra["box_speed"] = speed_json(before, after, cfg.speed_probe_s)
     md = write_markdown(
         cfg.out_dir / f"bench-{scenario.name}.md", cfg, scenario, schedules, runs,
-        started_text, time.monotonic() - t_start,
+        started_text, time.monotonic() - t_start, preamble,
     )  # fmt: skip
-    summary = summary_json(scenario.name, runs, cfg.command, first.duration_s)
+    summary = summary_json(scenario.name, runs, cfg.command, first.duration_s) | summary_extra
     md.with_suffix(".json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     _print_tables(scenario.name, schedules, runs, md)
     if peers:

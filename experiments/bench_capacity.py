@@ -1,7 +1,9 @@
 """Each system's steady capacity per model, measured before the open-loop runs of
-``tsadapt lab bench --peers``: a closed loop (``loadtests/_closedloop.py``: ``USERS`` Locust users
-each sending the next request as soon as the last is answered, the open-loop runs' payloads)
-against one model at a time, on a fresh server per system, for ``seconds`` after a warm-up.
+``tsadapt lab bench --peers``, and the box's speed around every bench (``speed_probe_s``:
+TorchServe at its registration defaults, before and after the runs): a closed loop
+(``loadtests/_closedloop.py``: ``USERS`` Locust users each sending the next request as soon
+as the last is answered, the open-loop runs' payloads) against one model at a time, on a
+fresh server per system, for ``seconds`` after a warm-up.
 
 The systems measured are those whose size does not change during a run: TorchServe at its
 registration defaults (``static``), and each peer's variants that do not autoscale.
@@ -13,7 +15,7 @@ import json
 import math
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,3 +135,45 @@ def measure(cfg: BenchConfig, system: str, scenario_path: Path, scenario: Scenar
             return capacities(system, url, workdir, scenario.model_names, seconds, rundir)
     except RuntimeError as exc:
         return [Capacity(system, m, "failed", str(exc)) for m in scenario.model_names]
+
+
+def speed_json(before: Sequence[Capacity], after: Sequence[Capacity], seconds: float) -> dict:
+    """The box-speed probe for the report's JSON: closed-loop req/s per model (None where the
+    probe failed) before and after the runs."""
+
+    def rps(caps: Sequence[Capacity]) -> dict[str, float | None]:
+        return {c.model: (round(c.rps, 2) if math.isfinite(c.rps) else None) for c in caps}
+
+    return {"system": "static", "users": USERS, "seconds": seconds,
+            "before": rps(before), "after": rps(after)}  # fmt: skip
+
+
+def speed_lines(before: Sequence[Capacity], after: Sequence[Capacity], seconds: float) -> list[str]:
+    """The report's box-speed section: the same probe before and after the runs, so reports
+    from different days (the box's speed varies 2x between them) can be read side by side."""
+    after_of = {c.model: c for c in after}
+
+    def cell(c: Capacity | None) -> str:
+        if c is None or not math.isfinite(c.rps):
+            return f"failed: {c.reason}" if c is not None and c.reason else "-"
+        return f"{c.rps:.1f}"
+
+    rows = []
+    for b in before:
+        a = after_of.get(b.model)
+        ok = a is not None and math.isfinite(b.rps) and math.isfinite(a.rps) and b.rps > 0
+        change = f"{100 * (a.rps / b.rps - 1):+.1f} %" if ok else "-"
+        rows.append(f"| {b.model} | {cell(b)} | {cell(a)} | {change} |")
+    return [
+        "## Box speed",
+        "",
+        f"Each model's closed-loop capacity on TorchServe at its registration defaults ({USERS} "
+        f"Locust users, one model at a time, {seconds:g} s after a {WARMUP_S:g} s warm-up, on "
+        "a fresh server), measured before the first run and after the last: the same box "
+        "serves 2x more on some days than on others, so compare reports by these figures.",
+        "",
+        "| model | before (req/s) | after (req/s) | change |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]

@@ -55,10 +55,12 @@ TABLE_HEADER = [
 def write_markdown(
     path: Path, cfg: BenchConfig, scenario: Scenario, schedules: Mapping[int, Schedule],
     runs: Mapping[int, Sequence[RunResult]], started: str, elapsed_s: float,
+    preamble: Sequence[str] = (),
 ) -> Path:  # fmt: skip
     """``docs/results/bench-<scenario>.md`` with the table, rates and a PNG per run; with
     more than one seed, first the figures across seeds (``bench_seeds``), then each seed's
-    tables (the PNGs of the first seed only; the others stay in the run folders)."""
+    tables (the PNGs of the first seed only; the others stay in the run folders);
+    ``preamble``: lines after the header (the box-speed probe)."""
     seeds = sorted(runs)
     first = schedules[seeds[0]]
     multi = len(seeds) > 1
@@ -92,6 +94,7 @@ def write_markdown(
     ]  # fmt: skip
     for peer in peers:
         lines += [PEER_NOTES[peer], ""]
+    lines += list(preamble)
     if multi:
         best = best_adaptive(runs)
         lines += [

@@ -69,6 +69,7 @@ class BenchConfig:
     seeds: int = 1  # arrival draws: seed, seed + 1, ... (each run by every controller)
     peers: tuple[str, ...] = ()  # other serving systems on the same arrivals (see peers/)
     capacity_s: float = 10.0  # with peers: closed-loop capacity per model and system (0: skip)
+    speed_probe_s: float = 0.0  # static's closed-loop capacity per model before and after (0: skip)
     peers_report: Path | None = None  # with peers: where peers.md goes (default: out_dir)
 
 

@@ -42,6 +42,7 @@ def _bench(args: argparse.Namespace) -> int:
         controller_config=args.controller_config,
         locustfile=args.locustfile,
         capacity_s=args.capacity_s,
+        speed_probe_s=args.speed_probe_s,
         peers_report=args.peers_report,
         command=command_of(args, within="bench"),
     )
@@ -93,6 +94,14 @@ def register(subparsers: Any) -> None:
         default=10.0,
         help="with --peers: seconds of closed-loop capacity measurement per model and system "
         "before the runs (0 = skip; default: 10)",
+    )
+    p.add_argument(
+        "--speed-probe-s",
+        type=float,
+        default=5.0,
+        help="seconds of closed-loop capacity per model on TorchServe at its registration "
+        "defaults, before the first run and after the last, written to the report's 'Box "
+        "speed' section (0 = skip; default: 5)",
     )
     p.add_argument("--peers-report", type=Path,
                    help="with --peers: path of peers.md (default: <out>/peers.md)")  # fmt: skip
