@@ -291,11 +291,14 @@ def test_the_rules_tie_ppo_on_surge_as_the_readme_says() -> None:
     assert max(gaps) < 0.2, gaps
 
 
-def machine_speed_attainment(speed: str, scenario: str, policy: str) -> str:
-    """Mean SLO attainment (%) of ``policy`` on ``scenario`` in ``machine-speed/<speed>/``."""
-    rows = _json(f"machine-speed/{speed}/simulation.json")
-    name = scenario if speed == "x1" else f"{scenario}-cpu{speed[1:]}"
-    values = [r["slo_attainment"] for r in rows if (r["scenario"], r["policy"]) == (name, policy)]
+def machine_speed_attainment(
+    speed: str, scenario: str, policy: str, folder: str = "machine-speed"
+) -> str:
+    """Mean SLO attainment (%) of ``policy`` on ``scenario`` in ``<folder>/<speed>/`` (run
+    with ``--cpu-scale``, the scenario is named ``NAME-cpuX``; at x1 it may not be)."""
+    rows = _json(f"{folder}/{speed}/simulation.json")
+    names = (scenario, f"{scenario}-cpu{speed[1:]}")
+    values = [r["slo_attainment"] for r in rows if r["scenario"] in names and r["policy"] == policy]
     assert len(values) == 5, (speed, scenario, policy)
     return f"{100 * sum(values) / len(values):.1f}"
 
@@ -373,3 +376,34 @@ def test_the_readme_is_short_its_links_resolve_and_ci_runs_its_test_command() ->
     assert "make test " in readme and "make demo " in readme
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^make test\b", ci, flags=re.MULTILINE), ci
+
+
+def test_the_residual_design_figures_the_docs_quote() -> None:
+    """docs/simulator-and-learning.md's residual design: held-out matches and paired
+    difference, and surge at 1x and 1.4x, from docs/results/designs/residual/."""
+    from tsadapt.experiments.evaluate_heldout import bootstrap_ci, compare, paired_diffs
+
+    by: dict[str, list[dict]] = {}
+    for res in _json("designs/residual/heldout/simulation-heldout.json"):
+        for r in res["rows"]:
+            by.setdefault(r["scenario"], []).append(r)
+    c = compare(by, "best-rule")
+    lo, hi = bootstrap_ci(paired_diffs(by, "best-rule"))
+    shipped: dict[str, list[dict]] = {}
+    for res in _json("simulation-heldout.json"):
+        for r in res["rows"]:
+            shipped.setdefault(r["scenario"], []).append(r)
+    s = compare(shipped, "best-rule")
+    a = machine_speed_attainment
+    page = " ".join(_page("docs/simulator-and-learning.md").split())
+    quoted = [
+        f"matched the best rule on {c.ppo_matches} of the {c.n} held-out scenarios, mean paired "
+        f"difference {c.mean_goodput_diff:+.2f} req/s (95 % CI [{lo:+.2f}, {hi:+.2f}])",
+        f"it attains {a('x1', 'surge', 'ppo', 'designs/residual')} % at the profiled speed",
+        f"and {a('x1.4', 'surge', 'ppo', 'designs/residual')} % on a machine 1.4x slower",
+        f"(shipped {a('x1.4', 'surge', 'ppo')} %, aimd {a('x1.4', 'surge', 'aimd')} %)",
+        f"the shipped direct policy ({s.ppo_matches}, {s.mean_goodput_diff:+.2f})",
+        f"(the shipped policy {a('x1', 'surge', 'ppo')} %)",
+    ]
+    for text in quoted:
+        assert text in page, text
