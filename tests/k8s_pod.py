@@ -49,6 +49,7 @@ from typing import Any
 import requests
 
 from tests.k8s_render import render
+from tsadapt.serve.server import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "configs" / "kubernetes" / "base"
@@ -121,12 +122,6 @@ def host_flags(image: str) -> list[str]:
     return out.stdout.split()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
     hits = [d for d in docs if d["kind"] == "Deployment"]
     if len(hits) != 1:
@@ -177,7 +172,8 @@ def up(name: str = "tsadapt", images: dict[str, str] | None = None, overlay: Pat
     configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     containers = spec.get("initContainers", []) + spec["containers"]
     down(name)
-    ports = {p["name"]: free_port() for c in spec["containers"] for p in c.get("ports", [])}
+    names = [p["name"] for c in spec["containers"] for p in c.get("ports", [])]
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     publish = [
         f"--publish=127.0.0.1:{ports[p['name']]}:{p['containerPort']}"
         for c in spec["containers"]
