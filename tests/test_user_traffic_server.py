@@ -321,9 +321,9 @@ def step_shedding_end_s(sent: list[Sent], start_s: float, bin_s: float = 1.0) ->
     end of its last shedding bin before the first CLEAN_RUN_BINS bins in a row without
     shedding; 0 when none (the policy batched before the job queue filled). A shedding
     bin after such a clean run is a new event, not the step's: the CI box (2 shared cores,
-    a 32-deep queue filled in 60 ms at 550 req/s) sheds a few requests at steady settings
-    when a process stalls (6+ of 549 in one second, 11 s after the step, batch 15 held);
-    ``shed_share_after`` bounds those."""
+    a 32-deep queue filled in 60 ms at 550 req/s) can shed a few requests at a batch that
+    serves the rate when a process stalls (CI: 18 in all, the last 11.5 s after the step,
+    batch 15-18); ``shed_share_after`` bounds those."""
     last, clean = 0, 0
     for i, shedding in shedding_seconds(sent, start_s, bin_s).items():
         if shedding:
@@ -402,8 +402,8 @@ def step_rate(user_server: UserServer) -> float:
 #: queue stopped after 0.7-1.0 s, aimd after 0.9-2.7 s. ppo's delay, which went 1 -> 11 -> 1
 #: -> 11 ms at every move for the whole step before the flip-flop guard, now moves twice.
 #: CI, 2026-12-07 (step 549 req/s): ppo shed 18 of 14274 requests, the last 11.5 s after the
-#: step at batch 15 held, which the old measure (the last shedding second of all) read as
-#: shedding until 12 s: a stall of the shared box, not the step.
+#: step, its batch already 15-18 (PROBE_BATCH serves the step), which the old measure (the
+#: last shedding second of all) read as shedding until 12 s.
 #: Asserted: the step's shedding (over 1 % of a second's requests answered 503, up to the
 #: first CLEAN_RUN_BINS clean seconds, ``step_shedding_end_s``) ends within SHED_STOP_S_LIMIT
 #: (twice the 5 s goal: a bound a shared box keeps, which the old 12.9 s breaks), at most
