@@ -407,3 +407,34 @@ def test_the_residual_design_figures_the_docs_quote() -> None:
     ]
     for text in quoted:
         assert text in page, text
+
+
+def test_the_fleet_tick_figures_the_docs_quote() -> None:
+    """docs/fleet.md's longer per-tick training, against picks8, from both reports."""
+
+    def ppo(report: str, gpus: int, models: int) -> str:
+        key = ("ppo", "diurnal", gpus, models)
+        rows = [
+            r
+            for r in _json(f"{report}/fleet.json")
+            if (r["policy"], r["mix"], r["gpus"], r["models"]) == key
+        ]
+        assert len(rows) == 1, (report, gpus, models)
+        return f"{100 * rows[0]['attainment']:.2f} % on {rows[0]['mean_gpus']:.2f}"
+
+    page = " ".join(_page("docs/fleet.md").split())
+    tick, picks8 = "fleet-tick", "fleet-picks8"
+    nexus = [
+        r
+        for r in _json(f"{tick}/fleet.json")
+        if (r["mix"], r["gpus"], r["models"]) == ("diurnal", 128, 200)
+        and r["policy"].startswith("nexus")
+        and r["attainment"] >= 0.99
+    ]
+    nexus99 = min(r["mean_gpus"] for r in nexus)
+    for text in (
+        f"32x50 it holds {ppo(tick, 32, 50)} GPUs (`picks8`: {ppo(picks8, 32, 50)})",
+        f"on 128x200 {ppo(tick, 128, 200)} GPUs (`picks8`: {ppo(picks8, 128, 200)};",
+        f"the cheapest Nexus at 99 %: {nexus99:.2f} GPUs)",
+    ):
+        assert text in page, text
