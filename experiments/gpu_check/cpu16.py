@@ -81,7 +81,8 @@ def run_cpu16(
     shared = ["lab", "bench", "--scenario", "bursty-shared", "--controllers", shared_controllers,
               "--controller-config", str(REPO_DIR / "configs" / "controller.yaml"),
               "--duration", f"{shared_s:g}", "--out", str(extras / "shared"),
-              "--runs-dir", str(work / "shared")]  # fmt: skip
+              "--runs-dir", str(work / "shared"), "--speed-probe-s", "0"]  # fmt: skip
+    # (no box-speed probe: the GPU machine's minutes go to the runs)
     shared_md = extras / "shared" / "bench-bursty-shared.md"
     step = run_step("Shared worker budget on the real server", shared, seconds_left() - 10,
                     extras / "shared.log", shared_md)  # fmt: skip
