@@ -100,13 +100,26 @@ def all_agent_features(observation: Observation, config: ControllerConfig) -> np
     return np.stack([agent_features(observation, n, config) for n in config.model_names])
 
 
+def within_limits(name: str, limits: ModelLimits, batch: int, delay: int, workers: int) -> Action:
+    """The :class:`Action` setting ``name`` to these values, each held within ``limits``."""
+    return Action(
+        name,
+        batch_size=min(max(batch, limits.min_batch), limits.max_batch),
+        max_batch_delay_ms=min(max(delay, 0), limits.max_delay_ms),
+        workers=min(max(workers, limits.min_workers), limits.max_workers),
+    )
+
+
 def decode_action(
     action: Sequence[int], m: ModelObservation, limits: ModelLimits, delay_step_ms: int
 ) -> Action:
     """The absolute :class:`Action` an incremental action asks for (within the limits)."""
     b_i, d_i, w_i = (int(x) for x in action)
     s = m.settings
-    batch = min(max(s.batch_size + BATCH_DELTAS[b_i], limits.min_batch), limits.max_batch)
-    delay = min(max(s.max_batch_delay_ms + STEP_DIRS[d_i] * delay_step_ms, 0), limits.max_delay_ms)
-    workers = min(max(s.workers + STEP_DIRS[w_i], limits.min_workers), limits.max_workers)
-    return Action(m.name, batch_size=batch, max_batch_delay_ms=delay, workers=workers)
+    return within_limits(
+        m.name,
+        limits,
+        s.batch_size + BATCH_DELTAS[b_i],
+        s.max_batch_delay_ms + STEP_DIRS[d_i] * delay_step_ms,
+        s.workers + STEP_DIRS[w_i],
+    )

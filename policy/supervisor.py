@@ -34,6 +34,7 @@ from tsadapt.policy.agent_view import (
     NOOP_ACTION,
     STEP_DIRS,
     decode_action,
+    within_limits,
 )
 from tsadapt.policy.controller_config import ControllerConfig, ModelLimits
 from tsadapt.policy.rules import AimdPolicy, QueuePolicy
@@ -124,20 +125,27 @@ class RuleSetPoints:
         return out, q_state
 
 
+def proposed(chosen: Action | None, m: ModelObservation, field: str) -> int:
+    """The value of ``field`` (``batch_size``, ``max_batch_delay_ms``, ``workers``) the chosen
+    rule proposes, else the model's current one."""
+    value = None if chosen is None else getattr(chosen, field)
+    return int(getattr(m.settings, field) if value is None else value)
+
+
 def supervise(
     action: Sequence[int], m: ModelObservation, limits: ModelLimits, proposals: Mapping[str, Any]
 ) -> Action:
     """The absolute :class:`Action` a supervisor action asks for (workers within limits)."""
     mode_i, bias_i = (int(x) for x in action)
     chosen = proposals.get(MODES[mode_i])
-    s = m.settings
-    batch = s.batch_size if chosen is None or chosen.batch_size is None else chosen.batch_size
-    delay = s.max_batch_delay_ms
-    if chosen is not None and chosen.max_batch_delay_ms is not None:
-        delay = chosen.max_batch_delay_ms
-    base = s.workers if chosen is None or chosen.workers is None else chosen.workers
+    base = proposed(chosen, m, "workers")
     workers = min(max(base + WORKER_BIAS[bias_i], limits.min_workers), limits.max_workers)
-    return Action(m.name, batch_size=batch, max_batch_delay_ms=delay, workers=workers)
+    return Action(
+        m.name,
+        batch_size=proposed(chosen, m, "batch_size"),
+        max_batch_delay_ms=proposed(chosen, m, "max_batch_delay_ms"),
+        workers=workers,
+    )
 
 
 def residual(
@@ -150,20 +158,12 @@ def residual(
     """The absolute :class:`Action` a residual action asks for (within the limits)."""
     rule_i, b_i, d_i, w_i = (int(x) for x in action)
     chosen = proposals.get(RESIDUAL_RULES[rule_i])
-    s = m.settings
-
-    def base(field: str) -> int:
-        v = None if chosen is None else getattr(chosen, field)
-        return int(getattr(s, field) if v is None else v)
-
-    batch = base("batch_size") + BATCH_OFFSETS[b_i]
-    delay = base("max_batch_delay_ms") + STEP_DIRS[d_i] * delay_step_ms
-    workers = base("workers") + STEP_DIRS[w_i]
-    return Action(
+    return within_limits(
         m.name,
-        batch_size=min(max(batch, limits.min_batch), limits.max_batch),
-        max_batch_delay_ms=min(max(delay, 0), limits.max_delay_ms),
-        workers=min(max(workers, limits.min_workers), limits.max_workers),
+        limits,
+        proposed(chosen, m, "batch_size") + BATCH_OFFSETS[b_i],
+        proposed(chosen, m, "max_batch_delay_ms") + STEP_DIRS[d_i] * delay_step_ms,
+        proposed(chosen, m, "workers") + STEP_DIRS[w_i],
     )
 
 
